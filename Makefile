@@ -1,0 +1,49 @@
+# repotune: `make run` sets up .venv and runs the workflow on the default config;
+# `make test` sets up .venv and runs the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= all
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run dry-run test lint fmt bench lock clean
+
+setup: $(STAMP)
+
+# Reinstall whenever the pins change. torch comes first so that nothing pulls a CUDA build.
+$(STAMP): requirements.txt requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock torch
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
+	touch $@
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+dry-run: setup
+	$(BIN)/snakemake --cores $(CORES) --dry-run
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint
+
+fmt: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile rules
+
+bench: setup
+	$(BIN)/python benchmarks/extract.py
+
+lock: setup
+	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf results logs .snakemake

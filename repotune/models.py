@@ -1,0 +1,94 @@
+"""Model entries: which base model, tokenizer and text template a `{model}` name stands for.
+
+A config's ``models:`` list holds preset names (files in ``config/models/``), Hugging Face
+model ids or local paths, or full mappings. Every stage that needs a model resolves the
+entry here, so a name means the same thing to the tokenizer, the trainer and the evaluator.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from repotune.errors import InputError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
+TEMPLATES = ("plain", "starcoder", "starcoder2")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model entry.
+
+    ``base`` is a Hugging Face id or local path, or None for a model built from
+    ``architecture`` (the offline tiny default). ``tokenizer`` is an id or path, or
+    ``"train-bpe"`` for a byte-level BPE trained on the training split.
+    """
+
+    name: str
+    family: str
+    base: str | None
+    tokenizer: str
+    template: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def preset_names() -> list[str]:
+    """The names of the presets shipped in ``config/models/``."""
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def safe_name(model_id: str) -> str:
+    """A file-system and wildcard safe name for a model id (``org/model`` -> ``org--model``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_id.replace("/", "--")).strip("-")
+
+
+def _from_mapping(entry: dict[str, Any]) -> ModelSpec:
+    known = {"name", "family", "base", "tokenizer", "template"}
+    base = entry.get("base")
+    name = entry.get("name") or (safe_name(base) if base else None)
+    if not name:
+        raise InputError("config 'models'", f"entry {entry} has neither name nor base", "add one")
+    template = entry.get("template", "plain")
+    if template not in TEMPLATES:
+        raise InputError(
+            f"config 'models' entry '{name}'",
+            f"template '{template}' is unknown",
+            f"use one of {', '.join(TEMPLATES)}",
+        )
+    return ModelSpec(
+        name=name,
+        family=entry.get("family", "auto"),
+        base=base,
+        tokenizer=entry.get("tokenizer") or base or "train-bpe",
+        template=template,
+        settings={key: value for key, value in entry.items() if key not in known},
+    )
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The mapping stored in ``config/models/<name>.yaml``."""
+    with open(PRESET_DIR / f"{name}.yaml", encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def resolve_model(entry: str | dict[str, Any]) -> ModelSpec:
+    """Resolve a ``models:`` entry: a preset name, a hub id or local path, or a mapping.
+
+    A mapping may name a ``preset`` and override some of its keys.
+    """
+    if isinstance(entry, dict):
+        merged = {**load_preset(entry["preset"]), **entry} if "preset" in entry else entry
+        merged.pop("preset", None)
+        return _from_mapping(merged)
+    if entry in preset_names():
+        return _from_mapping(load_preset(entry))
+    if "/" in entry or Path(entry).exists():
+        return _from_mapping({"base": entry, "name": safe_name(entry)})
+    raise InputError(
+        f"config 'models' entry '{entry}'",
+        "is neither a preset nor a model id or path",
+        f"use a preset ({', '.join(preset_names())}), an 'org/model' hub id or a local path",
+    )

@@ -1,0 +1,22 @@
+"""Snakemake entry point of rule extract_commits; the logic is repotune.extract."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from repotune.extract import ExtractSettings, extract_to_parquet
+from repotune.logs import run_logged
+
+run_logged(
+    snakemake.log[0],
+    lambda: extract_to_parquet(
+        repo=snakemake.params.repo,
+        head=snakemake.params.head,
+        output=snakemake.output.commits,
+        stats_path=snakemake.output.stats,
+        cache=snakemake.params.cache,
+        settings=ExtractSettings.from_config(snakemake.params.settings),
+        threads=snakemake.threads,
+    ),
+)
