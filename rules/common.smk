@@ -27,3 +27,10 @@ def get_final_output():
         "results/commits.parquet",
         "results/commits.stats.json",
     ]
+
+
+# -- curate helpers --
+
+# -- tokenize helpers --
+
+# -- train helpers --
