@@ -3,7 +3,7 @@
 # Run: snakemake --cores 8 [--use-conda]; see README.md.
 
 
-configfile: "config/config.yaml"
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "rules/common.smk"
@@ -11,6 +11,6 @@ include: "rules/extract.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True

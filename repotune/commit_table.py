@@ -26,7 +26,7 @@ FILE_CHANGE = pa.struct(
     ]
 )
 
-UTC_SECONDS = pa.timestamp("s", tz="UTC")
+UTC_TIME = pa.timestamp("ms", tz="UTC")  # Parquet has no second unit; ms round-trips
 
 COMMITS = pa.schema(
     [
@@ -36,10 +36,10 @@ COMMITS = pa.schema(
         pa.field("author_name", pa.string(), nullable=False),
         pa.field("author_email_sha256", pa.string(), nullable=False),
         pa.field("author_email", pa.string()),
-        pa.field("author_time", UTC_SECONDS, nullable=False),
+        pa.field("author_time", UTC_TIME, nullable=False),
         pa.field("author_utc_offset_minutes", pa.int16(), nullable=False),
         pa.field("committer_name", pa.string(), nullable=False),
-        pa.field("committer_time", UTC_SECONDS, nullable=False),
+        pa.field("committer_time", UTC_TIME, nullable=False),
         pa.field("committer_utc_offset_minutes", pa.int16(), nullable=False),
         pa.field("encoding", pa.string()),
         pa.field("subject", pa.string(), nullable=False),
