@@ -12,21 +12,22 @@ two NULs cannot be forged by repository content. After the header come the ``--r
 
 import codecs
 import hashlib
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import IO
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import IO, NamedTuple
 
 MARKER = b"\x00\x00repotune-commit\x00"
 FORMAT = "%x00%x00repotune-commit%x00%H%x00%P%x00%an%x00%ae%x00%ad%x00%cn%x00%cd%x00%e%x00%B%x00"
 HEADER_FIELDS = 9
-SECTION_START = re.compile(rb"^diff --git ", re.MULTILINE)
 READ_SIZE = 1 << 20
 
 
-@dataclass(frozen=True)
-class FileChange:
-    """One changed path of a commit; see docs/data-contracts.md for each field."""
+class FileChange(NamedTuple):
+    """One changed path of a commit; see docs/data-contracts.md for each field.
+
+    A tuple, in the order of ``commit_table.FILE_CHANGE``, so a batch's columns are one
+    ``zip(*changes)`` away.
+    """
 
     path: str
     old_path: str | None
@@ -43,8 +44,7 @@ class FileChange:
     patch_truncated: bool
 
 
-@dataclass(frozen=True)
-class Commit:
+class Commit(NamedTuple):
     """One commit as extracted; times are Unix seconds plus the original offset in minutes."""
 
     sha: str
@@ -61,10 +61,11 @@ class Commit:
     body: str
     files: list[FileChange]
 
-    @property
-    def author_email_sha256(self) -> str:
-        """Hex sha256 of the normalised e-mail: tells authors apart without storing it."""
-        return hashlib.sha256(self.author_email.strip().lower().encode("utf-8")).hexdigest()
+
+@lru_cache(maxsize=4096)
+def email_sha256(email: str) -> str:
+    """Hex sha256 of the normalised e-mail: tells authors apart without storing it."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
 
 
 def iter_commits(stream: IO[bytes], max_patch_bytes: int) -> Iterator[Commit]:
@@ -97,8 +98,7 @@ def parse_commit(record: bytes, max_patch_bytes: int) -> Commit:
     fields = record.split(b"\x00", HEADER_FIELDS)
     (sha, parents, a_name, a_mail, a_date, c_name, c_date, encoding, message, rest) = fields
     declared = encoding.decode("ascii", "replace") or None
-    decode = _decoder(declared)
-    subject, body = split_message(decode(message))
+    subject, body = split_message(decode_text(message, declared))
     author_time, author_offset = _raw_date(a_date)
     committer_time, committer_offset = _raw_date(c_date)
     raw, patch = _split_raw_and_patch(rest.lstrip(b"\x00\n").rstrip(b"\x00"))
@@ -110,11 +110,11 @@ def parse_commit(record: bytes, max_patch_bytes: int) -> Commit:
     return Commit(
         sha=sha.decode("ascii"),
         parents=parents.decode("ascii").split(),
-        author_name=decode(a_name),
-        author_email=decode(a_mail),
+        author_name=decode_text(a_name, declared),
+        author_email=decode_text(a_mail, declared),
         author_time=author_time,
         author_offset=author_offset,
-        committer_name=decode(c_name),
+        committer_name=decode_text(c_name, declared),
         committer_time=committer_time,
         committer_offset=committer_offset,
         encoding=declared,
@@ -135,27 +135,26 @@ def split_message(message: str) -> tuple[str, str]:
     return " ".join(subject_lines), "\n".join(lines).strip()
 
 
-def _decoder(declared: str | None) -> Callable[[bytes], str]:
+def decode_text(data: bytes, declared: str | None) -> str:
     """Decode text that git re-encoded to UTF-8 from the commit's declared encoding.
 
     When git's conversion failed (bytes invalid in the declared encoding) it passes the
     original bytes through; those are decoded by the declared encoding where Python knows it,
     else as UTF-8, with undecodable bytes replaced by U+FFFD. Never raises.
     """
-    fallback = "utf-8"
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(_codec(declared), errors="replace")
+
+
+def _codec(declared: str | None) -> str:
     if declared:
         try:
-            fallback = codecs.lookup(declared).name
+            return codecs.lookup(declared).name
         except LookupError:
-            fallback = "utf-8"
-
-    def decode(data: bytes) -> str:
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return data.decode(fallback, errors="replace")
-
-    return decode
+            pass
+    return "utf-8"
 
 
 def _raw_date(field: bytes) -> tuple[int, int]:
@@ -166,8 +165,7 @@ def _raw_date(field: bytes) -> tuple[int, int]:
     return int(seconds), sign * (int(digits[:2]) * 60 + int(digits[2:4]))
 
 
-@dataclass(frozen=True)
-class _RawEntry:
+class _RawEntry(NamedTuple):
     old_mode: str
     new_mode: str
     status: str
@@ -206,9 +204,16 @@ def _split_raw_and_patch(rest: bytes) -> tuple[list[_RawEntry], bytes]:
 
 
 def _patch_sections(patch: bytes) -> list[bytes]:
-    starts = [match.start() for match in SECTION_START.finditer(patch)]
-    ends = [*starts[1:], len(patch)]
-    return [patch[begin:end] for begin, end in zip(starts, ends, strict=False)]
+    """Cut the patch at each ``diff --git`` line (content lines start with `` +-@\\``)."""
+    if not patch:
+        return []
+    sections = []
+    begin = 0
+    while (end := patch.find(b"\ndiff --git ", begin)) != -1:
+        sections.append(patch[begin : end + 1])
+        begin = end + 1
+    sections.append(patch[begin:])
+    return sections
 
 
 def _align(raw: list[_RawEntry], sections: list[bytes]) -> list[list[bytes]]:
@@ -230,40 +235,37 @@ def _align(raw: list[_RawEntry], sections: list[bytes]) -> list[list[bytes]]:
     return aligned
 
 
-def _file_change(entry: _RawEntry, sections: list[bytes], max_patch_bytes: int) -> FileChange:
+def _head_and_hunks(sections: list[bytes]) -> tuple[bytes, bytes]:
+    """The extended headers and the hunks (from the first ``@@`` line) of a path's sections."""
     heads, bodies = [], []
     for section in sections:
         hunks_at = section.find(b"\n@@")
-        heads.append(section if hunks_at == -1 else section[:hunks_at])
-        bodies.append(b"" if hunks_at == -1 else section[hunks_at + 1 :])
-    is_binary = any(b"\nBinary files " in head or b"\nGIT binary patch" in head for head in heads)
-    patch: str | None = None
-    additions: int | None = None
-    deletions: int | None = None
-    size = 0
-    truncated = False
-    if not is_binary:
-        hunks = b"".join(bodies)
-        size = len(hunks)
-        additions = hunks.count(b"\n+")
-        deletions = hunks.count(b"\n-")
-        if size > max_patch_bytes:
-            cut = hunks.rfind(b"\n", 0, max_patch_bytes)
-            hunks = hunks[: cut + 1 if cut > 0 else max_patch_bytes]
-            truncated = True
-        patch = hunks.decode("utf-8", "replace")
+        if hunks_at == -1:
+            heads.append(section)
+        else:
+            heads.append(section[:hunks_at])
+            bodies.append(section[hunks_at + 1 :])
+    return b"".join(heads), b"".join(bodies)
+
+
+def _file_change(entry: _RawEntry, sections: list[bytes], max_patch_bytes: int) -> FileChange:
+    head, hunks = _head_and_hunks(sections)
+    old_mode = None if entry.old_mode == "000000" else entry.old_mode
+    new_mode = None if entry.new_mode == "000000" else entry.new_mode
+    submodule = entry.old_mode == "160000" or entry.new_mode == "160000"
+    if b"\nBinary files " in head or b"\nGIT binary patch" in head:
+        return FileChange(
+            entry.path, entry.old_path, entry.status, old_mode, new_mode, entry.similarity,
+            None, None, True, submodule, None, 0, False,
+        )  # fmt: skip
+    size = len(hunks)
+    additions = hunks.count(b"\n+")
+    deletions = hunks.count(b"\n-")
+    truncated = size > max_patch_bytes
+    if truncated:
+        cut = hunks.rfind(b"\n", 0, max_patch_bytes)
+        hunks = hunks[: cut + 1 if cut > 0 else max_patch_bytes]
     return FileChange(
-        path=entry.path,
-        old_path=entry.old_path,
-        change_type=entry.status,
-        old_mode=None if entry.old_mode == "000000" else entry.old_mode,
-        new_mode=None if entry.new_mode == "000000" else entry.new_mode,
-        similarity=entry.similarity,
-        additions=additions,
-        deletions=deletions,
-        is_binary=is_binary,
-        is_submodule="160000" in (entry.old_mode, entry.new_mode),
-        patch=patch,
-        patch_bytes=size,
-        patch_truncated=truncated,
-    )
+        entry.path, entry.old_path, entry.status, old_mode, new_mode, entry.similarity,
+        additions, deletions, False, submodule, hunks.decode("utf-8", "replace"), size, truncated,
+    )  # fmt: skip
