@@ -1,0 +1,52 @@
+"""The pins in requirements.txt, requirements.lock and envs/*.yaml agree."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_TO_PIP = {"pytorch": "torch"}
+CONDA_ONLY = {"python", "git", "cuda-version"}
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pip_pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"{path.name}: '{line}' is not an exact pin"
+            pins[normalise(name)] = version
+    return pins
+
+
+def conda_pins(path: Path) -> dict[str, str]:
+    env = yaml.safe_load(path.read_text())
+    assert env["channels"] == ["conda-forge", "nodefaults"], path.name
+    pins = {}
+    for spec in env["dependencies"]:
+        name, _, version = spec.partition("=")
+        pins[normalise(CONDA_TO_PIP.get(name.strip(), name.strip()))] = version.strip()
+    return pins
+
+
+def test_requirements_are_exact_and_locked():
+    direct, lock = pip_pins(ROOT / "requirements.txt"), pip_pins(ROOT / "requirements.lock")
+    for name, version in direct.items():
+        assert lock.get(name) == version, f"{name}: requirements.txt {version}, lock {lock.get(name)}"
+
+
+@pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_conda_envs_pin_the_same_versions(env):
+    direct = pip_pins(ROOT / "requirements.txt")
+    for name, version in conda_pins(env).items():
+        assert version, f"{env.name}: {name} is not pinned"
+        if name not in CONDA_ONLY:
+            assert name in direct, f"{env.name}: {name} is not in requirements.txt"
+            assert direct[name] == version, f"{env.name}: {name} ={version}, pip {direct[name]}"
