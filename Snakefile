@@ -8,6 +8,7 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/extract.smk"
+include: "rules/curate.smk"
 
 
 rule all:

@@ -67,7 +67,11 @@ def project(tmp_path: Path) -> tuple[GitRepo, Path]:
 def test_dry_run_run_and_rerun_only_what_changed(project):
     repo, workdir = project
     config = {"repo": str(repo.path)}
-    assert planned_jobs(snakemake(workdir, "-n", config=config)) == {"all": 1, "extract_commits": 1}
+    assert planned_jobs(snakemake(workdir, "-n", config=config)) == {
+        "all": 1,
+        "extract_commits": 1,
+        "curate": 1,
+    }
 
     run = snakemake(workdir, config=config)
     assert run.returncode == 0, run.stderr
@@ -82,7 +86,7 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
 
     repo.commit("Add module 4", {"pkg/m4.py": "VALUE = 4\n"})
     dry = snakemake(workdir, "-n", config=config)
-    assert planned_jobs(dry) == {"all": 1, "extract_commits": 1}
+    assert planned_jobs(dry) == {"all": 1, "extract_commits": 1, "curate": 1}
     assert "params" in dry.stdout + dry.stderr
     assert snakemake(workdir, config=config).returncode == 0
     stats = json.loads((workdir / "results" / "commits.stats.json").read_text())
@@ -92,7 +96,10 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
     assert planned_jobs(snakemake(workdir, "-n", config=changed)) == {
         "all": 1,
         "extract_commits": 1,
+        "curate": 1,
     }
+    curate_only = {**config, "curate": {"recency_half_life_days": 30}}
+    assert planned_jobs(snakemake(workdir, "-n", config=curate_only)) == {"all": 1, "curate": 1}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,239 @@
+"""Stage curate end to end on real Parquet files: filters, outputs, curation.json."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from repotune import curate as curate_module
+from repotune.dataset_table import DATASET
+from repotune.errors import InputError
+from tests.curate_fixtures import History, all_rows, change, run_curate, settings, write_commits
+
+ALL_OFF = {
+    name: False
+    for name in (
+        "bots",
+        "merges",
+        "reverts",
+        "trivial_messages",
+        "generated_files",
+        "binary_only",
+        "oversized",
+        "duplicates",
+    )
+}
+
+
+def patch(*added: str, start: int = 1) -> str:
+    body = "".join(f"+{line}\n" for line in added)
+    return f"@@ -{start},1 +{start},{len(added) + 1} @@ def handler():\n context\n{body}"
+
+
+def labelled_history() -> tuple[History, dict[str, list[str]]]:
+    """One commit per filter case, plus a look-alike each filter must keep.
+
+    Returns the history and, per filter name (or "kept"), the shas it must account for.
+    """
+    history = History()
+    expect: dict[str, list[str]] = {}
+
+    def add(label: str, *args: object, **kwargs: object) -> str:
+        sha = history.add(*args, **kwargs)["sha"]
+        expect.setdefault(label, []).append(sha)
+        return sha
+
+    add("kept", "Add the request parser")
+    add("bots", "Bump lodash from 4.17.20 to 4.17.21", author="dependabot[bot]")
+    add("bots", "Update dependency pytest to v8", author="renovate[bot]")
+    add("bots", "Regenerate the API client files", author="github-actions[bot]")
+    add("kept", "Teach the cache to expire entries", author="Abbott Robotham")
+    add("merges", "Merge the feature branch", parents=2)
+    add("merges", "Merge branch 'feature/x' into main")
+    add("merges", "Merge pull request #12 from org/fix-parser")
+    add("kept", "Merger of two config sources into one")
+    add("reverts", 'Revert "Add the request parser"', f"This reverts commit {'a' * 40}.")
+    add("reverts", "Back out the cache change", "This reverts commit 1234567abc.")
+    add("kept", "Revertible transactions for the store")
+    add("trivial_messages", "wip")
+    add("trivial_messages", "WIP: half of the tokenizer")
+    add("trivial_messages", "Update.")
+    add("trivial_messages", "")
+    add("trivial_messages", "Initial commit")
+    add("trivial_messages", "Fix")
+    add("kept", "Fix", "The parser crashed on an empty request body.")
+    add("kept", "Update the parser for nested lists")
+    lockfiles = [
+        change("src/api.py", patch("x = 1")),
+        change("package-lock.json", patch('"lodash": "4.17.21"')),
+        change("web/vendor/lib/util.go", patch("package util")),
+        change("static/app.min.js", patch("var a=1;")),
+    ]
+    expect["web"] = [add("kept", "Call the API from the web client", files=lockfiles)]
+    only_generated = [change("yarn.lock", patch("lodash@4")), change("dist/app.js", patch("a"))]
+    add("no_files", "Refresh the lockfile and the bundle", files=only_generated)
+    add("no_files", "An empty commit to trigger CI", files=[])
+    add("kept", "Vendorise nothing, despite the name", files=[change("vendorx/a.go", patch("a"))])
+    binary = change("assets/logo.png", None, is_binary=True)
+    add("binary_only", "Replace the logo with the new one", files=[binary])
+    add("kept", "Add the logo and its loader", files=[binary, change("src/logo.py", patch("L"))])
+    add("oversized", "Reformat every module at once", files=[change("src/big.py", "+x\n" * 700)])
+    add("kept", "Add a largish module exactly", files=[change("src/ok.py", "+x\n" * 600)])
+    picked = patch("return cache.get(key)", start=10)
+    add("kept", "Read through the cache", files=[change("src/cache.py", picked)])
+    moved = patch("return cache.get(key)", start=42)
+    add("duplicates", "Read through the cache", files=[change("src/cache.py", moved)])
+    add("kept", "Read through the cache in the CLI", files=[change("src/cli.py", picked)])
+    return history, expect
+
+
+FILTERS = {"max_patch_bytes": 1800}
+
+
+def test_each_filter_drops_what_it_should_and_keeps_look_alikes(tmp_path: Path) -> None:
+    history, expect = labelled_history()
+    splits, report = run_curate(tmp_path, history.rows, filters=FILTERS)
+
+    kept = [row["sha"] for row in all_rows(splits)]
+    assert sorted(kept) == sorted(expect["kept"])
+    assert report["input"]["commits"] == len(history.rows)
+    assert report["kept_commits"] == len(expect["kept"])
+    for name, entry in report["filters"].items():
+        if name == "generated_files":  # drops files, see the next test
+            continue
+        assert entry["enabled"] is True
+        assert entry["dropped_commits"] == len(expect.get(name, [])), name
+        assert entry["example_shas"] == expect.get(name, [])[:5], name
+
+
+def test_generated_files_are_dropped_and_totals_recomputed(tmp_path: Path) -> None:
+    history, expect = labelled_history()
+    splits, report = run_curate(tmp_path, history.rows, filters=FILTERS)
+
+    web = next(row for row in all_rows(splits) if row["subject"].startswith("Call the API"))
+    assert [f["path"] for f in web["files"]] == ["src/api.py"]
+    assert (web["files_changed"], web["additions"], web["deletions"]) == (1, 1, 0)
+    assert web["patch_bytes"] == web["files"][0]["patch_bytes"]
+    generated = report["filters"]["generated_files"]
+    # 3 files from the web commit, 2 from the commit left with none.
+    assert generated["dropped_files"] == 5
+    assert generated["commits_touched"] == 2
+    assert generated["example_shas"] == [expect["web"][0], expect["no_files"][0]]
+
+
+def test_every_filter_can_be_switched_off(tmp_path: Path) -> None:
+    history, expect = labelled_history()
+    splits, report = run_curate(tmp_path, history.rows, filters=ALL_OFF)
+
+    kept = {row["sha"] for row in all_rows(splits)}
+    # Only commits without files go: there is nothing in them to learn from.
+    everything = {row["sha"] for row in history.rows}
+    assert kept == everything - {expect["no_files"][1]}
+    assert report["filters"]["no_files"]["dropped_commits"] == 1
+    assert all(not report["filters"][name]["enabled"] for name in ALL_OFF)
+    web = next(row for row in all_rows(splits) if row["subject"].startswith("Call the API"))
+    assert web["files_changed"] == 4
+
+
+def test_trivial_message_settings_are_honoured(tmp_path: Path) -> None:
+    history = History()
+    short = history.add("Add parser")["sha"]
+    custom = history.add("Bump version")["sha"]
+    for number in range(4):
+        history.add(f"Add the request parser, part {number}")
+    splits, report = run_curate(
+        tmp_path,
+        history.rows,
+        filters={"min_message_words": 3, "trivial_subjects": ["bump version"]},
+    )
+    kept = {row["sha"] for row in all_rows(splits)}
+    assert short not in kept and custom not in kept
+    assert report["filters"]["trivial_messages"]["dropped_commits"] == 2
+
+
+def test_bad_patterns_fail_with_the_key_named(tmp_path: Path) -> None:
+    history = History()
+    history.add()
+    with pytest.raises(InputError, match=r"bot_patterns.*not a valid regular expression"):
+        run_curate(tmp_path, history.rows, filters={"bot_patterns": ["[unclosed"]})
+
+
+def test_output_schema_and_provenance(tmp_path: Path) -> None:
+    history, _ = labelled_history()
+    run_curate(tmp_path, history.rows, filters=FILTERS)
+
+    for name in ("train", "validation", "test"):
+        schema = pq.read_schema(tmp_path / "dataset" / f"{name}.parquet")
+        assert schema.remove_metadata() == DATASET
+        assert schema.metadata[b"repotune.split"] == name.encode()
+        assert schema.metadata[b"repotune.head"] == history.rows[-1]["sha"].encode()
+        used = json.loads(schema.metadata[b"repotune.curate.settings"])
+        assert used["filters"]["max_patch_bytes"] == 1800
+        rows = pq.read_table(tmp_path / "dataset" / f"{name}.parquet").to_pylist()
+        assert {row["split"] for row in rows} == {name}
+
+
+def test_curation_report_describes_the_run(tmp_path: Path) -> None:
+    history, expect = labelled_history()
+    splits, report = run_curate(tmp_path, history.rows, filters=FILTERS)
+
+    assert report["input"]["head"] == history.rows[-1]["sha"]
+    sizes = {name: report["split"][name]["commits"] for name in ("train", "validation", "test")}
+    assert sizes == {name: len(rows) for name, rows in splits.items()}
+    assert sum(sizes.values()) == len(expect["kept"])
+    newest = max(row["committer_time"] for row in splits["test"])
+    assert report["split"]["test"]["last_committer_time"] == newest.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert report["settings"]["split"]["test_size"] == 0.1
+    assert report["recency_weights"]["train_max"] == 1.0
+    assert 0 < report["recency_weights"]["train_min"] < 1
+    assert set(report["redactions"]) >= {"private_key", "jwt", "password", "email"}
+
+
+def test_same_input_and_config_give_the_same_bytes(tmp_path: Path) -> None:
+    history, _ = labelled_history()
+    source = write_commits(tmp_path / "commits.parquet", history.rows)
+    produced = []
+    for run in ("one", "two"):
+        out = tmp_path / run
+        outputs = {name: out / f"{name}.parquet" for name in ("train", "validation", "test")}
+        curate_module.curate(source, outputs, out / "curation.json", settings(filters=FILTERS))
+        produced.append({path.name: path.read_bytes() for path in sorted(out.iterdir())})
+    assert produced[0] == produced[1]
+    assert sorted(produced[0]) == [
+        "curation.json",
+        "test.parquet",
+        "train.parquet",
+        "validation.parquet",
+    ]
+
+
+def test_batches_smaller_than_the_history_give_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history, _ = labelled_history()
+    for number in range(40):
+        history.add(f"Grow the history, step {number}")
+    whole, whole_report = run_curate(tmp_path / "whole", history.rows, filters=FILTERS)
+    monkeypatch.setattr(curate_module, "BATCH_COMMITS", 7)
+    batched, batched_report = run_curate(tmp_path / "batched", history.rows, filters=FILTERS)
+    assert batched == whole
+    for report in (whole_report, batched_report):
+        report["input"].pop("path")
+    assert batched_report == whole_report
+    assert pq.ParquetFile(tmp_path / "batched" / "dataset" / "train.parquet").num_row_groups > 1
+
+
+def test_input_that_is_not_a_commits_table_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "dataset"
+    outputs = {name: out / f"{name}.parquet" for name in ("train", "validation", "test")}
+    text = tmp_path / "commits.parquet"
+    text.write_text("not parquet")
+    with pytest.raises(InputError, match="cannot be read as Parquet"):
+        curate_module.curate(text, outputs, out / "curation.json", settings())
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"sha": ["a"], "subject": ["b"]}), other)
+    with pytest.raises(InputError, match=r"not a commits table \(missing or mistyped: parents"):
+        curate_module.curate(other, outputs, out / "curation.json", settings())
+    assert not out.exists() or not any(out.iterdir())

@@ -1,0 +1,205 @@
+"""Secret redaction: planted secrets are gone, look-alikes survive, counts are by kind."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from repotune.redact import KINDS, Redactor, RedactSettings, shannon_entropy
+from tests.curate_fixtures import History, all_rows, change, run_curate
+
+DEFAULTS = RedactSettings(emails=True, entropy_threshold=3.0, min_secret_length=8)
+
+PRIVATE_KEY = (
+    "-----BEGIN RSA PRIVATE KEY-----\n"
+    "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
+    "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n"
+    "-----END RSA PRIVATE KEY-----"
+)
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIn0."
+    "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+# Every secret kind, as (kind, secret text, placeholder that replaces it).
+SECRETS = [
+    ("aws_access_key", "AKIAIOSFODNN7EXAMPLE", "<KEY>"),
+    ("github_token", "ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6", "<TOKEN>"),
+    ("github_token", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuv", "<TOKEN>"),
+    ("gitlab_token", "glpat-" + "x7Rk2Lq9Zt4Vm8Pw3Ns6", "<TOKEN>"),
+    ("slack_token", "xoxb-" + "123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "<TOKEN>"),
+    ("stripe_key", "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc", "<TOKEN>"),
+    ("private_key", PRIVATE_KEY, "<PRIVATE_KEY>"),
+    ("jwt", JWT, "<JWT>"),
+    ("email", "ada.lovelace@example.org", "<EMAIL>"),
+]
+# Assignments: (kind, line, the value that must disappear, the line after redaction).
+ASSIGNMENTS = [
+    (
+        "password",
+        'DB_PASSWORD = "s3cr3t-P4ssw0rd!"',
+        "s3cr3t-P4ssw0rd!",
+        'DB_PASSWORD = "<PASSWORD>"',
+    ),
+    ("password", "password=Xk9#mQ2$vL7p", "Xk9#mQ2$vL7p", "password=<PASSWORD>"),
+    ("secret", 'api_key: "a8F3kL0qZ9xW2mN7"', "a8F3kL0qZ9xW2mN7", 'api_key: "<SECRET>"'),
+    (
+        "secret",
+        "  client_secret: 7fG2-hJ9k-Lm3n-Pq8r",
+        "7fG2-hJ9k-Lm3n-Pq8r",
+        "  client_secret: <SECRET>",
+    ),
+    (
+        "secret",
+        "'auth_token' => 'Zm9vYmFyYmF6cXV4MTIz'",
+        "Zm9vYmFyYmF6cXV4MTIz",
+        "'auth_token' => '<SECRET>'",
+    ),
+    (
+        "password",
+        'İstanbul office: SMTP_PASSWORD="Şifre-9xQ2!vL"',
+        "Şifre-9xQ2!vL",
+        'İstanbul office: SMTP_PASSWORD="<PASSWORD>"',
+    ),
+    (
+        "secret",
+        'AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"',
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        'AWS_SECRET_ACCESS_KEY="<SECRET>"',
+    ),
+]
+# Look-alikes: text that resembles a secret and must come out unchanged.
+LOOK_ALIKES = [
+    "sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    'md5: "d41d8cd98f00b204e9800998ecf8427e"',
+    'password_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"',
+    "Fixes the bug introduced in 3f786850e387550fdab836ed7e6dc881de23001b.",
+    'request_id = "123e4567-e89b-12d3-a456-426614174000"',
+    'secret: "123e4567-e89b-12d3-a456-426614174000"',
+    '"integrity": "sha512-7Ye7EWYDnmA7a7Ko3ih0cTfG6Uf3TPvWG2BLGGs9YnHo+CidXD7DvQbk5NTkbw=="',
+    'token: "sha512-7Ye7EWYDnmA7a7Ko3ih0cTfG6Uf3TPvWG2BLGGs9YnHo+CidXD7DvQbk5NTkbw=="',
+    'tokenizer = "bert-base-uncased-whole-word"',
+    "token = next_token_id",
+    "password = os.environ.get('DB_PASSWORD')",
+    'password = "changeme"',
+    "token: ${{ secrets.GITHUB_TOKEN }}",
+    "git clone git@github.com:org/repo.git",
+    "if token == expected_token_value:",
+    "lodash@4.17.21",
+    'cache[key] = "q7Wm2Zp9Lx4Rk8Nv"',
+    'monkey = "q7Wm2Zp9Lx4Rk8Nv"',
+]
+
+
+def test_shannon_entropy_by_hand() -> None:
+    assert shannon_entropy("") == 0.0
+    assert shannon_entropy("aaaa") == 0.0
+    assert shannon_entropy("abab") == 1.0
+    assert shannon_entropy("abcd") == 2.0
+    # "aab": p = 2/3, 1/3.
+    assert math.isclose(shannon_entropy("aab"), -(2 / 3) * math.log2(2 / 3) - math.log2(1 / 3) / 3)
+
+
+@pytest.mark.parametrize(("kind", "secret", "placeholder"), SECRETS)
+def test_each_kind_is_replaced_by_its_placeholder(kind: str, secret: str, placeholder: str) -> None:
+    redactor = Redactor(DEFAULTS)
+    text = f"before {secret} after"
+    assert redactor.redact(text) == f"before {placeholder} after"
+    assert redactor.counts[kind] == 1
+    assert sum(redactor.counts.values()) == 1
+
+
+@pytest.mark.parametrize(("kind", "line", "value", "expected"), ASSIGNMENTS)
+def test_assignments_keep_the_key_and_lose_the_value(
+    kind: str, line: str, value: str, expected: str
+) -> None:
+    redactor = Redactor(DEFAULTS)
+    assert redactor.redact(line) == expected
+    assert redactor.counts[kind] == 1
+
+
+@pytest.mark.parametrize("text", LOOK_ALIKES)
+def test_look_alikes_survive(text: str) -> None:
+    redactor = Redactor(DEFAULTS)
+    assert redactor.redact(text) == text
+    assert sum(redactor.counts.values()) == 0
+
+
+def test_private_key_block_in_a_patch_goes_whole() -> None:
+    lines = "\n".join(f"+{line}" for line in PRIVATE_KEY.splitlines())
+    patch = f"@@ -0,0 +1,6 @@\n+# deploy key\n{lines}\n+# end\n"
+    assert (
+        Redactor(DEFAULTS).redact(patch)
+        == "@@ -0,0 +1,6 @@\n+# deploy key\n+<PRIVATE_KEY>\n+# end\n"
+    )
+
+
+def test_private_key_cut_by_truncation_is_redacted_to_the_end() -> None:
+    truncated = "+key = '''\n" + "\n".join(f"+{line}" for line in PRIVATE_KEY.splitlines()[:2])
+    assert Redactor(DEFAULTS).redact(truncated) == "+key = '''\n+<PRIVATE_KEY>"
+
+
+def test_settings_change_what_is_redacted() -> None:
+    text = 'password = "changeme" by ada@example.org'
+    assert Redactor(DEFAULTS).redact(text) == 'password = "changeme" by <EMAIL>'
+    loose = RedactSettings(emails=False, entropy_threshold=2.5, min_secret_length=8)
+    assert Redactor(loose).redact(text) == 'password = "<PASSWORD>" by ada@example.org'
+    short = RedactSettings(emails=True, entropy_threshold=2.5, min_secret_length=9)
+    assert Redactor(short).redact(text) == 'password = "changeme" by <EMAIL>'
+
+
+def test_redaction_is_fast_on_a_large_patch() -> None:
+    chunk = "".join(
+        f"+    value_{n} = compute(table[{n}], key='k{n}', sha='{n:040x}')  # user@example.org\n"
+        for n in range(2000)
+    )
+    redactor = Redactor(DEFAULTS)
+    started = time.perf_counter()
+    redactor.redact(chunk)
+    elapsed = time.perf_counter() - started
+    assert redactor.counts["email"] == 2000
+    megabytes = len(chunk) / 1e6
+    assert elapsed < 2.0, f"{megabytes:.2f} MB took {elapsed:.2f} s"
+
+
+def test_secrets_never_reach_the_output_parquet(tmp_path: Path) -> None:
+    """Plant every kind in subjects, bodies, patches and paths; none survives curation."""
+    history = History()
+    for number, (_, secret, _) in enumerate(SECRETS):
+        history.add(f"Configure the client {number}", f"Uses {secret} for now.")
+        plus = "\n".join(f"+{line}" for line in secret.splitlines())
+        history.add(
+            f"Store the credential {number}",
+            files=[change(f"conf/settings_{number}.py", f"@@ -1,0 +1,2 @@\n+# key\n{plus}\n")],
+        )
+    for number, (_, line, _, _) in enumerate(ASSIGNMENTS):
+        history.add(f"Add the settings file {number}", files=[change("app.env", f"+{line}\n")])
+    history.add(
+        "Use ada.lovelace@example.org in tests",
+        files=[change("fixtures/ada.lovelace@example.org.json", "+{}\n", change_type="A")],
+    )
+    look_alikes = "\n".join(f"+{text}" for text in LOOK_ALIKES) + "\n"
+    history.add("Pin the dependencies with checksums", files=[change("deps.txt", look_alikes)])
+    for number in range(3):
+        history.add(f"Grow the history, step {number}")
+
+    splits, report = run_curate(tmp_path, history.rows)
+    rows = all_rows(splits)
+    assert len(rows) == len(history.rows)
+    text = json.dumps(rows, default=str)
+    for _, secret, _ in SECRETS:
+        for line in secret.splitlines():
+            assert line not in text
+    for _, _, value, _ in ASSIGNMENTS:
+        assert value not in text
+    for look_alike in LOOK_ALIKES:
+        assert json.dumps(look_alike)[1:-1] in text
+    planted = {kind: 0 for kind in KINDS}
+    for kind, _, _ in SECRETS:
+        planted[kind] += 2
+    for kind, *_ in ASSIGNMENTS:
+        planted[kind] += 1
+    planted["email"] += 2  # subject and path of the fixtures commit
+    assert report["redactions"] == planted
