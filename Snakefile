@@ -9,6 +9,8 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 include: "rules/common.smk"
 include: "rules/extract.smk"
 include: "rules/curate.smk"
+include: "rules/tokenize.smk"
+include: "rules/train.smk"
 
 
 rule all:

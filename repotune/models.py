@@ -70,8 +70,35 @@ def _from_mapping(entry: dict[str, Any]) -> ModelSpec:
 
 def load_preset(name: str) -> dict[str, Any]:
     """The mapping stored in ``config/models/<name>.yaml``."""
-    with open(PRESET_DIR / f"{name}.yaml", encoding="utf-8") as handle:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise InputError(
+            f"model preset '{name}'",
+            "does not exist",
+            f"use one of {', '.join(preset_names())} or a full mapping",
+        )
+    with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
+
+
+def train_overrides(spec: ModelSpec) -> dict[str, Any]:
+    """The ``train:`` keys a model entry sets over the config's ``train:`` section.
+
+    A preset knows what its model needs (StarCoder2-3B only fits a 6 GB GPU in 4-bit), so its
+    ``train:`` mapping wins over the shared defaults; the config can still override a preset by
+    giving a mapping entry with ``preset:`` and its own ``train:``.
+    """
+    overrides = spec.settings.get("train") or {}
+    if not isinstance(overrides, dict):
+        raise InputError(
+            f"config 'models' entry '{spec.name}'", "'train' is not a mapping", "give key: value"
+        )
+    return dict(overrides)
+
+
+def architecture(spec: ModelSpec) -> dict[str, Any]:
+    """GPT-2 config keys (n_layer, n_head, n_embd, ...) of a model built from config."""
+    return dict(spec.settings.get("architecture") or {})
 
 
 def resolve_model(entry: str | dict[str, Any]) -> ModelSpec:
@@ -80,7 +107,11 @@ def resolve_model(entry: str | dict[str, Any]) -> ModelSpec:
     A mapping may name a ``preset`` and override some of its keys.
     """
     if isinstance(entry, dict):
-        merged = {**load_preset(entry["preset"]), **entry} if "preset" in entry else entry
+        merged = dict(entry)
+        if "preset" in entry:
+            preset = load_preset(entry["preset"])
+            merged = {**preset, **entry}
+            merged["train"] = {**(preset.get("train") or {}), **(entry.get("train") or {})}
         merged.pop("preset", None)
         return _from_mapping(merged)
     if entry in preset_names():

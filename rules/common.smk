@@ -38,12 +38,11 @@ def get_final_output():
     return [
         "results/commits.stats.json",
         "results/dataset/curation.json",
+        *expand("results/{model}/adapter", model=model_names()),
     ]
 
 
-# -- curate helpers --
-
-# -- tokenize helpers --
+# -- model helpers --
 from dataclasses import asdict  # noqa: E402
 
 from repotune.models import resolve_model  # noqa: E402
@@ -51,31 +50,28 @@ from repotune.models import resolve_model  # noqa: E402
 
 def model_names():
     """The resolved names of the configured models: the values of the {model} wildcard."""
-    return [resolve_model(entry).name for entry in config["models"]]
+    try:
+        return [resolve_model(entry).name for entry in config["models"]]
+    except InputError as error:
+        stop(error)
 
 
-def tokenize_model_spec(wildcards):
-    """The {model} entry resolved to a plain dict (a params value: a change reruns tokenize)."""
-    for entry in config["models"]:
-        spec = resolve_model(entry)
-        if spec.name == wildcards.model:
-            return asdict(spec)
-    raise WorkflowError(f"model '{wildcards.model}' is not in config 'models'")
-
-
-# -- train helpers --
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-
-from repotune.models import resolve_model  # noqa: E402
-
-
-def train_model_entry(wildcards):
+def model_entry(wildcards):
     """The `models:` entry whose resolved name is the {model} wildcard (a params value)."""
     for entry in config["models"]:
         if resolve_model(entry).name == wildcards.model:
             return entry
     raise WorkflowError(f"model '{wildcards.model}' is not in config 'models'")
+
+
+def model_spec(wildcards):
+    """The {model} entry resolved to a plain dict (a params value: a change reruns the rule)."""
+    return asdict(resolve_model(model_entry(wildcards)))
+
+
+# -- train helpers --
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 
 
 def train_gpus():

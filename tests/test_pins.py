@@ -39,7 +39,8 @@ def conda_pins(path: Path) -> dict[str, str]:
 def test_requirements_are_exact_and_locked():
     direct, lock = pip_pins(ROOT / "requirements.txt"), pip_pins(ROOT / "requirements.lock")
     for name, version in direct.items():
-        assert lock.get(name) == version, f"{name}: requirements.txt {version}, lock {lock.get(name)}"
+        locked = lock.get(name)
+        assert locked == version, f"{name}: requirements.txt {version}, lock {locked}"
 
 
 @pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)

@@ -53,11 +53,21 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     return jobs
 
 
+# A small, fast run: a one-layer tiny model, short blocks, a few optimizer steps.
+FAST = {
+    "models": [{"preset": "tiny", "architecture": {"n_layer": 1, "n_head": 2, "n_embd": 32}}],
+    "tokenize": {"seq_len": 64},
+    "train": {"max_steps": 3, "batch_size": 2, "eval_interval": 0},
+}
+ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, "tokenize": 1, "train": 1}
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[GitRepo, Path]:
     repo = GitRepo(tmp_path / "data")
-    for number in range(4):
-        repo.commit(f"Add module {number}", {f"pkg/m{number}.py": f"VALUE = {number}\n"})
+    for number in range(6):
+        body = "".join(f"def f{i}():\n    return {number * i}\n" for i in range(number + 2))
+        repo.commit(f"Add module number {number}", {f"pkg/m{number}.py": body})
     workdir = tmp_path / "work"
     workdir.mkdir()
     return repo, workdir
@@ -66,40 +76,37 @@ def project(tmp_path: Path) -> tuple[GitRepo, Path]:
 @pytest.mark.slow
 def test_dry_run_run_and_rerun_only_what_changed(project):
     repo, workdir = project
-    config = {"repo": str(repo.path)}
-    assert planned_jobs(snakemake(workdir, "-n", config=config)) == {
-        "all": 1,
-        "extract_commits": 1,
-        "curate": 1,
-    }
+    config = {"repo": str(repo.path), **FAST}
+    assert planned_jobs(snakemake(workdir, "-n", config=config)) == ALL_STAGES
 
     run = snakemake(workdir, config=config)
     assert run.returncode == 0, run.stderr
     table = pq.read_table(workdir / "results" / "commits.parquet")
-    assert table.column("subject").to_pylist() == [f"Add module {n}" for n in range(4)]
+    assert table.column("subject").to_pylist() == [f"Add module number {n}" for n in range(6)]
     stats = json.loads((workdir / "results" / "commits.stats.json").read_text())
-    assert (stats["commits"], stats["head"]) == (4, repo.head())
-    assert (workdir / "logs" / "extract_commits.log").exists()
-    assert (workdir / "benchmarks" / "out" / "extract_commits.tsv").exists()
+    assert (stats["commits"], stats["head"]) == (6, repo.head())
+    for rule in ("extract_commits", "curate", "tokenize_tiny", "train_tiny"):
+        assert (workdir / "logs" / f"{rule}.log").exists()
+        assert (workdir / "benchmarks" / "out" / f"{rule}.tsv").exists()
+    assert (workdir / "results" / "tiny" / "adapter" / "adapter_model.safetensors").exists()
 
     assert planned_jobs(snakemake(workdir, "-n", config=config)) == {}
 
-    repo.commit("Add module 4", {"pkg/m4.py": "VALUE = 4\n"})
+    repo.commit("Add module number 6", {"pkg/m6.py": "VALUE = 6\n"})
     dry = snakemake(workdir, "-n", config=config)
-    assert planned_jobs(dry) == {"all": 1, "extract_commits": 1, "curate": 1}
+    assert planned_jobs(dry) == ALL_STAGES
     assert "params" in dry.stdout + dry.stderr
     assert snakemake(workdir, config=config).returncode == 0
     stats = json.loads((workdir / "results" / "commits.stats.json").read_text())
-    assert (stats["commits"], stats["commits_extracted"], stats["incremental"]) == (5, 1, True)
+    assert (stats["commits"], stats["commits_extracted"], stats["incremental"]) == (7, 1, True)
 
     changed = {**config, "extract": {"max_patch_bytes": 4096}}
-    assert planned_jobs(snakemake(workdir, "-n", config=changed)) == {
-        "all": 1,
-        "extract_commits": 1,
-        "curate": 1,
-    }
+    assert planned_jobs(snakemake(workdir, "-n", config=changed)) == ALL_STAGES
     curate_only = {**config, "curate": {"recency_half_life_days": 30}}
-    assert planned_jobs(snakemake(workdir, "-n", config=curate_only)) == {"all": 1, "curate": 1}
+    expected = {"all": 1, "curate": 1, "tokenize": 1, "train": 1}
+    assert planned_jobs(snakemake(workdir, "-n", config=curate_only)) == expected
+    train_only = {**config, "train": {**FAST["train"], "learning_rate": 0.01}}
+    assert planned_jobs(snakemake(workdir, "-n", config=train_only)) == {"all": 1, "train": 1}
 
 
 @pytest.mark.parametrize(

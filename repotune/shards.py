@@ -1,0 +1,334 @@
+"""The tokenize stage: curated Parquet splits -> tokenizer + packed Arrow shards + stats.json.
+
+Steps, each in its own module: render each commit as text (repotune.render), get a tokenizer
+(repotune.tokenizer: a Hugging Face one, or a byte-level BPE trained on the rendered training
+split), encode in batches on the Rust side, split commits longer than a block and pack the
+documents into blocks (repotune.packing), then write one ``datasets`` directory per split.
+docs/data-contracts.md describes the outputs.
+"""
+
+import itertools
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Dataset
+from datasets.table import InMemoryTable
+from transformers import PreTrainedTokenizerBase
+
+from repotune.atomic import atomic_path, write_text
+from repotune.errors import InputError
+from repotune.models import ModelSpec
+from repotune.packing import Blocks, pack, split_document
+from repotune.render import TASKS, Template, choose_template, get_template, render_pieces, task_for
+from repotune.tokenizer import (
+    TRAIN_BPE,
+    configure_parallelism,
+    load_tokenizer,
+    special_tokens,
+    train_bpe,
+)
+
+SPLITS = ("train", "validation", "test")
+COLUMNS = ("sha", "subject", "body", "files", "recency_weight")
+log = logging.getLogger("repotune.tokenize")
+
+SHARD_SCHEMA = pa.schema(
+    [
+        pa.field("input_ids", pa.list_(pa.int32())),
+        pa.field("position_ids", pa.list_(pa.int32())),
+        pa.field("length", pa.int32()),
+        pa.field("weight", pa.float32()),
+        pa.field("shas", pa.list_(pa.string())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TokenizeSettings:
+    """The ``tokenize:`` config section (config/schema.yaml documents each key)."""
+
+    seq_len: int = 1024
+    message_to_change: float = 0.5
+    seed: int = 0
+    shard_tokens: int = 4_194_304
+    batch_commits: int = 512
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "TokenizeSettings":
+        """Settings from a resolved config section (unknown keys are the schema's concern)."""
+        return cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
+
+
+@dataclass
+class SplitDocuments:
+    """One split encoded: its documents in commit order and what it took to make them.
+
+    Token ids are kept as int32 arrays (one per batch of commits, documents back to back),
+    not Python lists: a split of 10^8 tokens then takes 400 MB, not several GB.
+    """
+
+    token_batches: list[np.ndarray] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    document_commit: list[int] = field(default_factory=list)
+    shas: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    tasks: Counter = field(default_factory=Counter)
+    commits_split: int = 0
+    line_splits: int = 0
+    token_cuts: int = 0
+
+    def tokens(self) -> np.ndarray:
+        """All documents' ids back to back."""
+        return np.concatenate(self.token_batches) if self.token_batches else np.zeros(0, np.int32)
+
+
+def open_curated(path: str | Path) -> pq.ParquetFile:
+    """A curated split, checked for the columns this stage reads."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(
+            f"curated split '{path}'", f"cannot be read ({error})", "rerun the curate stage"
+        ) from None
+    missing = [name for name in COLUMNS if name not in parquet.schema_arrow.names]
+    if missing:
+        raise InputError(
+            f"curated split '{path}'",
+            f"lacks column(s) {', '.join(missing)}",
+            "rerun the curate stage (docs/data-contracts.md lists the columns)",
+        )
+    return parquet
+
+
+def check_curated(splits: Mapping[str, str | Path]) -> None:
+    """Fail before writing anything if a split is unreadable or the training split is empty."""
+    parquets = {name: open_curated(splits[name]) for name in SPLITS}
+    if parquets["train"].metadata.num_rows == 0:
+        raise InputError(
+            f"curated split '{splits['train']}'",
+            "has no commits",
+            "point 'repo' at a repository with history or loosen the curate filters",
+        )
+
+
+def read_curated(path: str | Path, batch_commits: int) -> Iterator[list[dict[str, Any]]]:
+    """The commits of a curated split, in file order, ``batch_commits`` at a time."""
+    parquet = open_curated(path)
+    for batch in parquet.iter_batches(batch_size=batch_commits, columns=list(COLUMNS)):
+        yield batch.to_pylist()
+
+
+def _rendered(rows: list[dict[str, Any]], template: Template, settings: TokenizeSettings):
+    tasks = [task_for(row["sha"], settings.message_to_change, settings.seed) for row in rows]
+    pieces = [render_pieces(row, task, template) for row, task in zip(rows, tasks, strict=True)]
+    return tasks, pieces
+
+
+def rendered_texts(
+    path: str | Path, template: Template, settings: TokenizeSettings
+) -> Iterator[str]:
+    """Every commit of a split rendered as its training text (tokenizer training reads this)."""
+    for rows in read_curated(path, settings.batch_commits):
+        _, pieces = _rendered(rows, template, settings)
+        yield from ("".join(p) for p in pieces)
+
+
+def encode_split(
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template,
+    settings: TokenizeSettings,
+) -> SplitDocuments:
+    """Render and encode a split: one document per commit, several for a long one.
+
+    All pieces of a batch of commits go to the Rust tokenizer in one call (parallel across
+    the pieces). Encoding pieces rather than whole texts gives the same ids for byte-level
+    BPEs, since every piece starts a line with a non-space character, and makes splitting a
+    long commit free: its documents are groups of already encoded pieces.
+    """
+    backend = tokenizer.backend_tokenizer
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+    max_tokens = settings.seq_len - 1
+    out = SplitDocuments()
+    for rows in read_curated(path, settings.batch_commits):
+        tasks, pieces = _rendered(rows, template, settings)
+        encoded = iter(encode([piece for commit_pieces in pieces for piece in commit_pieces]))
+        documents: list[list[int]] = []
+        for row, task, commit_pieces in zip(rows, tasks, pieces, strict=True):
+            commit = len(out.shas)
+            out.shas.append(row["sha"])
+            out.weights.append(float(row["recency_weight"]))
+            out.tasks[task] += 1
+            piece_ids = [next(encoded) for _ in commit_pieces]
+            if sum(map(len, piece_ids)) <= max_tokens:
+                documents.append([token for ids in piece_ids for token in ids])
+                out.document_commit.append(commit)
+                continue
+            split = split_document(commit_pieces, piece_ids, max_tokens, encode)
+            documents.extend(split.documents)
+            out.document_commit.extend([commit] * len(split.documents))
+            out.commits_split += 1
+            out.line_splits += split.line_splits
+            out.token_cuts += split.token_cuts
+        lengths = [len(d) for d in documents]
+        out.lengths.extend(lengths)
+        flat = itertools.chain.from_iterable(documents)
+        out.token_batches.append(np.fromiter(flat, dtype=np.int32, count=sum(lengths)))
+    return out
+
+
+def _list_array(values: np.ndarray, width: int) -> pa.Array:
+    offsets = pa.array(np.arange(values.shape[0] + 1, dtype=np.int32) * width)
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+
+
+def shard_table(blocks: Blocks, split: SplitDocuments) -> pa.Table:
+    """The blocks as an Arrow table with the shard columns (docs/data-contracts.md)."""
+    seq_len = blocks.input_ids.shape[1]
+    commit_of = np.asarray(split.document_commit, dtype=np.int64)
+    first = commit_of[blocks.first_document] if len(blocks.length) else blocks.first_document
+    last = commit_of[blocks.last_document] if len(blocks.length) else blocks.last_document
+    weight_sums = np.concatenate([[0.0], np.cumsum(np.asarray(split.weights, dtype=np.float64))])
+    weights = (weight_sums[last + 1] - weight_sums[first]) / (last - first + 1)
+    counts = (last - first + 1).astype(np.int32)
+    sha_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    sha_index = np.concatenate(
+        [np.arange(a, b + 1) for a, b in zip(first, last, strict=True)] or [[]]
+    )
+    shas = pa.array(split.shas, type=pa.string()).take(pa.array(sha_index.astype(np.int64)))
+    return pa.Table.from_arrays(
+        [
+            _list_array(blocks.input_ids, seq_len),
+            _list_array(blocks.position_ids, seq_len),
+            pa.array(blocks.length, type=pa.int32()),
+            pa.array(weights.astype(np.float32), type=pa.float32()),
+            pa.ListArray.from_arrays(pa.array(sha_offsets), shas),
+        ],
+        schema=SHARD_SCHEMA,
+    )
+
+
+def num_shards(blocks: int, seq_len: int, shard_tokens: int) -> int:
+    """Shards for a split: about ``shard_tokens`` token slots each, at least one block each."""
+    return max(1, min(blocks, math.ceil(blocks * seq_len / shard_tokens)))
+
+
+def write_shards(table: pa.Table, directory: str | Path, shards: int) -> None:
+    """Save ``table`` with ``datasets.save_to_disk`` in ``shards`` Arrow files, atomically."""
+    with atomic_path(directory) as temporary:
+        Dataset(InMemoryTable(table)).save_to_disk(str(temporary), num_shards=shards)
+
+
+def prepare_tokenizer(
+    spec: ModelSpec, train_path: str | Path, settings: TokenizeSettings
+) -> tuple[PreTrainedTokenizerBase, Template]:
+    """The model's tokenizer and the template its special tokens allow.
+
+    ``train-bpe`` trains on the rendered training split with the requested template's markers
+    as special tokens, so that template is always usable; a loaded tokenizer gets its native
+    template only if it carries the markers (repotune.render.choose_template).
+    """
+    if spec.tokenizer == TRAIN_BPE:
+        template = get_template(spec.template)
+        vocab_size = int(spec.settings.get("bpe_vocab_size", 4096))
+        texts = rendered_texts(train_path, template, settings)
+        tokenizer = train_bpe(texts, vocab_size, template.markers)
+        return tokenizer, template
+    tokenizer = load_tokenizer(spec.tokenizer)
+    template = choose_template(spec.template, special_tokens(tokenizer))
+    if template.name != spec.template:
+        log.warning(
+            "tokenizer %s lacks the special tokens of template '%s'; using '%s'",
+            spec.tokenizer,
+            spec.template,
+            template.name,
+        )
+    return tokenizer, template
+
+
+def _split_stats(split: SplitDocuments, blocks: Blocks, shards: int) -> dict[str, Any]:
+    return {
+        "commits": len(split.shas),
+        "documents": len(split.lengths),
+        "tokens": blocks.tokens,
+        "blocks": len(blocks.length),
+        "token_slots": int(blocks.input_ids.size),
+        "packing_efficiency": round(blocks.efficiency, 6),
+        "commits_split": split.commits_split,
+        "pieces_split_at_lines": split.line_splits,
+        "lines_cut_at_tokens": split.token_cuts,
+        "documents_spanning_blocks": blocks.spanning,
+        "tasks": {task: split.tasks[task] for task in TASKS},
+        "shards": shards,
+    }
+
+
+def tokenize_stage(
+    splits: Mapping[str, str | Path],
+    tokenizer_dir: str | Path,
+    shard_dirs: Mapping[str, str | Path],
+    stats_path: str | Path,
+    settings: TokenizeSettings,
+    model: ModelSpec,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Run the whole stage; return (and write to ``stats_path``) its statistics."""
+    configure_parallelism(threads)
+    started = time.perf_counter()
+    check_curated(splits)
+    tokenizer, template = prepare_tokenizer(model, splits["train"], settings)
+    with atomic_path(tokenizer_dir) as temporary:
+        tokenizer.save_pretrained(str(temporary))
+    log.info("tokenizer %s (vocab %d), template %s", model.tokenizer, len(tokenizer), template.name)
+    per_split: dict[str, Any] = {}
+    for name in SPLITS:
+        split = encode_split(splits[name], tokenizer, template, settings)
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        blocks = pack(split.tokens(), np.asarray(split.lengths), settings.seq_len, eos, pad)
+        shards = num_shards(len(blocks.length), settings.seq_len, settings.shard_tokens)
+        write_shards(shard_table(blocks, split), shard_dirs[name], shards)
+        per_split[name] = _split_stats(split, blocks, shards)
+        log.info("%s: %s", name, per_split[name])
+    wall = time.perf_counter() - started
+    tokens = sum(s["tokens"] for s in per_split.values())
+    stats = {
+        "model": model.name,
+        "seq_len": settings.seq_len,
+        "splits": per_split,
+        "tokenizer": {
+            "source": model.tokenizer,
+            "path": str(tokenizer_dir),
+            "trained": model.tokenizer == TRAIN_BPE,
+            "vocab_size": len(tokenizer),
+            "eos_token": tokenizer.eos_token,
+            "eos_id": tokenizer.eos_token_id,
+            "pad_token": tokenizer.pad_token,
+            "pad_id": tokenizer.pad_token_id,
+        },
+        "template": {
+            "name": template.name,
+            "requested": model.template,
+            "description": template.description,
+        },
+        "task_mix": {"message_to_change": settings.message_to_change, "seed": settings.seed},
+        "settings": asdict(settings),
+        "threads": threads,
+        "tokens": tokens,
+        "wall_seconds": round(wall, 3),
+        "tokens_per_second": round(tokens / wall, 1) if wall > 0 else None,
+    }
+    write_text(stats_path, json.dumps(stats, indent=2) + "\n")
+    return stats

@@ -1,0 +1,106 @@
+"""Tokenizers: load a Hugging Face fast tokenizer, or train the tiny default's byte-level BPE.
+
+Whatever the source, the result is a ``transformers`` fast tokenizer saved with
+``save_pretrained``, so training and evaluation load ``results/{model}/tokenizer`` with
+``AutoTokenizer.from_pretrained`` and never need to know where it came from.
+"""
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from repotune.errors import InputError
+
+TRAIN_BPE = "train-bpe"
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+BPE_MIN_FREQUENCY = 2
+
+
+def configure_parallelism(threads: int) -> None:
+    """Let the Rust tokenizer encode batches on ``threads`` threads.
+
+    Must run before the first batch encode of the process: the thread pool is created then.
+    """
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    os.environ["RAYON_NUM_THREADS"] = str(max(1, threads))
+
+
+def _without_markers(texts: Iterable[str], markers: Sequence[str]) -> Iterator[str]:
+    """The text between the markers: special tokens are whole tokens, not merge material."""
+    if not markers:
+        yield from texts
+        return
+    pattern = re.compile("|".join(re.escape(marker) for marker in markers))
+    for text in texts:
+        yield from (part for part in pattern.split(text) if part)
+
+
+def train_bpe(
+    texts: Iterable[str], vocab_size: int, markers: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``texts``, with EOS, PAD and ``markers`` as special tokens.
+
+    Byte level: any text, in any encoding, round-trips exactly through encode and decode.
+    Training is deterministic for the same texts in the same order.
+    """
+    specials = [EOS, PAD, *dict.fromkeys(m for m in markers if m not in (EOS, PAD))]
+    if vocab_size < 256 + len(specials):
+        raise InputError(
+            "model setting 'bpe_vocab_size'",
+            f"{vocab_size} is smaller than the 256 byte tokens plus {len(specials)} special ones",
+            "use at least 512",
+        )
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=BPE_MIN_FREQUENCY,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_without_markers(texts, specials), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS,
+        pad_token=PAD,
+        extra_special_tokens=specials[2:],
+    )
+
+
+def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """A fast tokenizer from a Hugging Face id or a local directory.
+
+    A tokenizer without EOS cannot separate packed documents; one without PAD pads with EOS
+    (the shards' ``length`` column, not the pad id, says where padding starts).
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"tokenizer '{source}'",
+            f"cannot be loaded ({error})",
+            "give a Hugging Face model id or a directory written by save_pretrained",
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError(
+            f"tokenizer '{source}'", "is not a fast (Rust) tokenizer", "use one with tokenizer.json"
+        )
+    if tokenizer.eos_token_id is None:
+        raise InputError(
+            f"tokenizer '{source}'", "has no EOS token", "use a tokenizer that defines eos_token"
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
+    """Every token string the tokenizer treats as special (never split by the BPE)."""
+    added = tokenizer.backend_tokenizer.get_added_tokens_decoder().values()
+    return {token.content for token in added if token.special}

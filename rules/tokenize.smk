@@ -1,0 +1,23 @@
+rule tokenize:
+    input:
+        train="results/dataset/train.parquet",
+        validation="results/dataset/validation.parquet",
+        test="results/dataset/test.parquet",
+    output:
+        tokenizer=directory("results/{model}/tokenizer"),
+        train=directory("results/{model}/shards/train"),
+        validation=directory("results/{model}/shards/validation"),
+        test=directory("results/{model}/shards/test"),
+        stats="results/{model}/shards/stats.json",
+    log:
+        "logs/tokenize_{model}.log",
+    benchmark:
+        "benchmarks/out/tokenize_{model}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    params:
+        settings=config["tokenize"],
+        model=model_spec,
+    script:
+        "../scripts/tokenize.py"

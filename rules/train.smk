@@ -1,0 +1,26 @@
+rule train:
+    input:
+        train="results/{model}/shards/train",
+        validation="results/{model}/shards/validation",
+        stats="results/{model}/shards/stats.json",
+        tokenizer="results/{model}/tokenizer",
+    output:
+        adapter=directory("results/{model}/adapter"),
+        base=directory("results/{model}/base"),
+    log:
+        "logs/train_{model}.log",
+    benchmark:
+        "benchmarks/out/train_{model}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        gpu=train_gpus(),
+        mem_mb=config["train"]["mem_mb"],
+    params:
+        model=model_entry,
+        settings=config["train"],
+        num_gpus=train_gpus(),
+        state="results/{model}/train_state",
+    script:
+        "../scripts/train.py"

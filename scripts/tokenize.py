@@ -1,0 +1,23 @@
+"""Snakemake entry point of rule tokenize; the logic is repotune.shards."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from repotune.logs import run_logged
+from repotune.models import ModelSpec
+from repotune.shards import SPLITS, TokenizeSettings, tokenize_stage
+
+run_logged(
+    snakemake.log[0],
+    lambda: tokenize_stage(
+        splits={split: snakemake.input[split] for split in SPLITS},
+        tokenizer_dir=snakemake.output.tokenizer,
+        shard_dirs={split: snakemake.output[split] for split in SPLITS},
+        stats_path=snakemake.output.stats,
+        settings=TokenizeSettings.from_config(snakemake.params.settings),
+        model=ModelSpec(**snakemake.params.model),
+        threads=snakemake.threads,
+    ),
+)

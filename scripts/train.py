@@ -1,0 +1,25 @@
+"""Snakemake entry point of rule train; the logic is repotune.trainer (and repotune.launch)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from repotune.launch import run_distributed
+from repotune.logs import run_logged
+from repotune.trainer import TrainRequest, train
+
+request = TrainRequest(
+    model=snakemake.params.model,
+    shards_dir=str(Path(snakemake.input.train).parent),
+    tokenizer_dir=snakemake.input.tokenizer,
+    adapter_dir=snakemake.output.adapter,
+    base_dir=snakemake.output.base,
+    state_dir=snakemake.params.state,
+    settings=snakemake.params.settings,
+)
+gpus = snakemake.params.num_gpus
+run_logged(
+    snakemake.log[0],
+    lambda: run_distributed(request, gpus) if gpus > 1 else train(request),
+)

@@ -1,0 +1,372 @@
+"""Behavioural tests: loading and validating the YAML, regex and Python checks, the sandbox."""
+
+import socket
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from repotune.behaviour import (
+    BehaviourTest,
+    CheckResult,
+    SandboxLimits,
+    check,
+    cut_at_stop,
+    load_tests,
+    network_namespace_available,
+    pass_rate,
+)
+from repotune.errors import InputError
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "behaviour_tests.yaml"
+# Both ways of running a python_test: in a network namespace where the machine allows one, and
+# with the audit hook alone (the fallback), so the fallback is tested on every machine.
+SANDBOXES = [
+    pytest.param(SandboxLimits(network_namespace=True), id="namespace"),
+    pytest.param(SandboxLimits(network_namespace=False), id="hook-only"),
+]
+
+
+def python_check(test_source: str, timeout_s: float = 10.0) -> BehaviourTest:
+    """A test with only a python_test, which runs against the generation as generated.py."""
+    return BehaviourTest(
+        name="t", prompt="", python_test=textwrap.dedent(test_source), timeout_s=timeout_s
+    )
+
+
+# --- the shipped default set -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, BehaviourTest]:
+    return {test.name: test for test in load_tests(SHIPPED)}
+
+
+MESSAGE_TESTS = [
+    "commit-message-not-empty",
+    "commit-subject-no-trailing-period",
+    "commit-subject-at-most-72-characters",
+    "commit-message-does-not-echo-the-diff",
+]
+
+
+def test_shipped_file_loads(shipped):
+    assert 4 <= len(shipped) <= 8
+    assert set(MESSAGE_TESTS) <= set(shipped)
+    assert all(
+        test.prompt.endswith("<|message|>\n")
+        for name, test in shipped.items()
+        if name in MESSAGE_TESTS
+    )
+
+
+@pytest.mark.parametrize("name", MESSAGE_TESTS)
+def test_shipped_message_tests_pass_a_good_message(shipped, name):
+    good = "Fix typo in README installation instructions\n\nInstalation -> Installation.\n"
+    assert check(shipped[name], good) == CheckResult(True, "ok")
+    # What the model may write after the message (the next commit) is cut at the marker.
+    assert check(shipped[name], good + "<|diff|>\ndiff --git a/x b/x\n").passed
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("commit-message-not-empty", ""),
+        ("commit-message-not-empty", " \n ... \n"),
+        ("commit-message-not-empty", "<|diff|>Fix typo"),
+        ("commit-subject-no-trailing-period", "Fix typo in README.\n\nBody."),
+        ("commit-subject-no-trailing-period", "\n  Fix typo in README. \n"),
+        ("commit-subject-at-most-72-characters", "Fix " + "very " * 14 + "long typo\n"),
+        ("commit-message-does-not-echo-the-diff", "Fix typo\n\ndiff --git a/README.md b/README.md"),
+        ("commit-message-does-not-echo-the-diff", "Fix typo\n@@ -3 +3 @@\n"),
+    ],
+)
+def test_shipped_message_tests_fail_a_bad_message(shipped, name, bad):
+    result = check(shipped[name], bad)
+    assert not result.passed
+    assert result.reason.startswith(("must_match", "must_not_match"))
+
+
+def test_shipped_subject_limit_is_72_characters(shipped):
+    test = shipped["commit-subject-at-most-72-characters"]
+    assert check(test, "x" * 72 + "\n\n" + "body " * 40).passed
+    assert not check(test, "x" * 73).passed
+
+
+PALINDROME_BODY = """\
+    cleaned = [c.lower() for c in text if c.isalnum()]
+    return cleaned == cleaned[::-1]
+
+
+if __name__ == "__main__":
+    print(is_palindrome("abba"))
+"""
+
+
+def test_shipped_python_test_passes_a_correct_completion(shipped):
+    # The stop strings cut the `if __name__` block; the prompt is prepended.
+    assert check(shipped["python-complete-is-palindrome"], PALINDROME_BODY) == CheckResult(
+        True, "ok"
+    )
+    chunked = "    return [items[i : i + size] for i in range(0, len(items), size)]\n"
+    assert check(shipped["python-complete-chunked"], chunked).passed
+
+
+def test_shipped_python_test_fails_a_wrong_completion(shipped):
+    wrong = "    return text == text[::-1]\n"  # ignores case and punctuation
+    result = check(shipped["python-complete-is-palindrome"], wrong)
+    assert not result.passed
+    assert result.reason.startswith("python_test exited 1") and "AssertionError" in result.reason
+    result = check(shipped["python-complete-chunked"], "    return [items]\n")
+    assert not result.passed
+
+
+# --- regex checks ---------------------------------------------------------------------------
+
+
+def test_regex_checks_pass_and_fail():
+    test = BehaviourTest(
+        name="imperative", prompt="", must_match=(r"(?i)\Afix\b",), must_not_match=(r"\.\s*\Z",)
+    )
+    assert check(test, "Fix the parser") == CheckResult(True, "ok")
+    result = check(test, "Fixed the parser")
+    assert result == CheckResult(False, "must_match '(?i)\\\\Afix\\\\b' found nothing")
+    result = check(test, "fix the parser.")
+    assert not result.passed
+    assert result.reason == "must_not_match '\\\\.\\\\s*\\\\Z' matched '.'"
+
+
+def test_cut_at_stop_uses_the_earliest_marker():
+    assert cut_at_stop("a\ndef b\nclass c", ["\nclass", "\ndef"]) == "a"
+    assert cut_at_stop("abc", ["x"]) == "abc"
+    assert cut_at_stop("abc", []) == "abc"
+
+
+def test_pass_rate():
+    assert pass_rate([]) is None
+    assert pass_rate([CheckResult(True, "ok"), CheckResult(False, "x")]) == 0.5
+    assert pass_rate([CheckResult(True, "ok")] * 3) == 1.0
+
+
+# --- python tests and the sandbox -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limits", SANDBOXES)
+def test_python_test_passes_and_fails(limits):
+    test = python_check(
+        """
+        from generated import add
+        assert add(2, 3) == 5
+        """
+    )
+    assert check(test, "def add(a, b):\n    return a + b\n", limits) == CheckResult(True, "ok")
+    result = check(test, "def add(a, b):\n    return a - b\n", limits)
+    assert not result.passed
+    assert result.reason == "python_test exited 1: AssertionError"
+    result = check(test, "def add(a, b) return a + b\n", limits)
+    assert not result.passed and "SyntaxError" in result.reason
+
+
+def test_python_test_may_write_inside_its_directory():
+    test = python_check(
+        """
+        import os, pathlib, tempfile
+        pathlib.Path("out.txt").write_text("x")
+        os.mkdir("sub")
+        with open(os.path.join(os.environ["HOME"], "home.txt"), "w") as f:
+            f.write("x")
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(b"x")
+        os.remove("out.txt")
+        """
+    )
+    assert check(test, "") == CheckResult(True, "ok")
+
+
+@pytest.mark.parametrize("limits", SANDBOXES)
+def test_a_hanging_test_is_killed_at_the_timeout(limits):
+    test = python_check(
+        """
+        import time
+        while True:
+            time.sleep(0.01)
+        """,
+        timeout_s=1,
+    )
+    started = time.monotonic()
+    result = check(test, "", limits)
+    elapsed = time.monotonic() - started
+    assert result == CheckResult(False, "timeout")
+    assert 1.0 <= elapsed < 4.0
+
+
+@pytest.mark.parametrize("limits", SANDBOXES)
+def test_network_is_blocked(limits):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        test = python_check(
+            f"""
+            import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.connect(("127.0.0.1", {port}))
+            s.sendall(b"leak")
+            """
+        )
+        result = check(test, "", limits)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    assert not result.passed
+    assert "PermissionError" in result.reason and "socket.connect" in result.reason
+
+
+def test_name_lookups_are_blocked():
+    test = python_check(
+        """
+        import socket
+        socket.create_connection(("localhost", 9), timeout=1)
+        """
+    )
+    result = check(test, "")
+    assert not result.passed and "socket.getaddrinfo" in result.reason
+
+
+ESCAPES = {
+    "open": "open(TARGET, 'w').write('x')",
+    "append": "open(TARGET, 'a').write('x')",
+    "pathlib": "import pathlib; pathlib.Path(TARGET).write_text('x')",
+    "os.open": "import os; os.close(os.open(TARGET, os.O_CREAT | os.O_WRONLY))",
+    "relative": "import os; open(os.path.relpath(TARGET), 'w').write('x')",
+    "symlink": "import os; os.symlink(TARGET, 'link'); open('link', 'w').write('x')",
+    "chdir": "import os; os.chdir(os.path.dirname(TARGET)); open('outside.txt', 'w')",
+    "subprocess": "import subprocess; subprocess.run(['touch', TARGET])",
+    "os.system": "import os; os.system('touch ' + TARGET)",
+    "ctypes": "import ctypes; ctypes.CDLL(None).system(('touch ' + TARGET).encode())",
+}
+
+
+@pytest.mark.parametrize("limits", SANDBOXES)
+@pytest.mark.parametrize("escape", sorted(ESCAPES))
+def test_writing_outside_the_directory_is_blocked(tmp_path, limits, escape):
+    target = tmp_path / "outside.txt"
+    test = python_check(f"TARGET = {str(target)!r}\n" + ESCAPES[escape])
+    result = check(test, "", limits)
+    assert not target.exists()
+    assert not result.passed
+    assert "PermissionError" in result.reason
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "import os; os.remove(KEEP)",
+        "import os; os.rename(KEEP, 'stolen.txt')",
+        "import os; os.chmod(KEEP, 0)",
+        "import os; os.truncate(KEEP, 0)",
+        "import shutil, os; shutil.rmtree(os.path.dirname(KEEP))",
+    ],
+)
+def test_changing_files_outside_the_directory_is_blocked(tmp_path, attack):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious")
+    test = python_check(f"KEEP = {str(keep)!r}\n" + attack)
+    result = check(test, "")
+    assert keep.read_text() == "precious"
+    assert not result.passed and "PermissionError" in result.reason
+
+
+def test_memory_is_limited():
+    test = python_check("data = bytearray(4 * 1024 ** 3)\n")
+    result = check(test, "", SandboxLimits(memory_mb=512))
+    assert result == CheckResult(False, "python_test exited 1: MemoryError")
+
+
+def test_child_sees_a_minimal_environment(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("REPOTUNE_SECRET", "s3cret")
+    test = python_check(
+        """
+        import os, sys
+        assert "HTTPS_PROXY" not in os.environ and "REPOTUNE_SECRET" not in os.environ
+        assert os.environ["HOME"] == os.getcwd()
+        assert sys.flags.isolated == 1
+        """
+    )
+    assert check(test, "") == CheckResult(True, "ok")
+
+
+def test_namespace_probe_is_a_boolean():
+    assert network_namespace_available() in (True, False)
+
+
+# --- loading errors ----------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tests.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- name: a\n  prompt: [unclosed\n", "is not valid YAML"),
+        ("name: a\nprompt: b\n", "must be a YAML list of tests, not dict"),
+        ("- just a string\n", r"test 1: is a str, not a mapping"),
+        ("- name: a\n  prompt: p\n  must_matches: ['x']\n", r"test 1 \('a'\): has unknown keys"),
+        ("- prompt: p\n  must_match: ['x']\n", "test 1: needs 'name' as a string"),
+        ("- name: a\n  must_match: ['x']\n", r"needs 'prompt' as a string"),
+        ("- name: a\n  prompt: p\n", "has no check"),
+        ("- name: a\n  prompt: p\n  must_match: 'x'\n", "'must_match' must be a list of strings"),
+        ("- name: a\n  prompt: p\n  must_not_match: ['(']\n", "not a valid regular expression"),
+        ("- name: a\n  prompt: p\n  python_test: 'def'\n", "'python_test' that is not valid Py"),
+        ("- name: a\n  prompt: p\n  must_match: ['x']\n  timeout_s: 0\n", "has timeout_s 0"),
+        ("- name: a\n  prompt: p\n  must_match: ['x']\n  timeout_s: true\n", "has timeout_s"),
+        ("- name: a\n  prompt: p\n  must_match: ['x']\n  stop: ['']\n", "empty 'stop' string"),
+        ("- name: a\n  prompt: p\n  must_match: ['x']\n  prepend_prompt: 1\n", "prepend_prompt"),
+        (
+            "- name: a\n  prompt: p\n  must_match: ['x']\n"
+            "- name: a\n  prompt: q\n  must_match: ['y']\n",
+            r"test 2 \('a'\): repeats the name",
+        ),
+    ],
+)
+def test_bad_files_are_input_errors_naming_file_and_entry(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError, match=message) as raised:
+        load_tests(path)
+    assert str(raised.value).startswith(str(path))
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="cannot be read"):
+        load_tests(tmp_path / "absent.yaml")
+
+
+def test_a_valid_file_round_trips(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        - name: regex
+          prompt: "x"
+          must_match: ['\\w']
+        - name: code
+          prompt: "def f():\\n"
+          prepend_prompt: true
+          stop: ["\\ndef"]
+          timeout_s: 3
+          python_test: |
+            from generated import f
+            assert f() == 1
+        """,
+    )
+    regex, code = load_tests(path)
+    assert regex == BehaviourTest(name="regex", prompt="x", must_match=(r"\w",))
+    assert code.prompt == "def f():\n" and code.stop == ("\ndef",) and code.timeout_s == 3.0
+    assert code.prepend_prompt and code.python_test == "from generated import f\nassert f() == 1\n"
+    assert check(code, "    return 1\ndef g(): pass\n").passed
+    assert load_tests(write(tmp_path, "[]\n")) == []

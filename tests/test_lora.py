@@ -1,0 +1,72 @@
+"""LoRA target resolution against real (tiny) GPT-2, StarCoder2 and Phi-2 models."""
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    PhiConfig,
+    PhiForCausalLM,
+    Starcoder2Config,
+    Starcoder2ForCausalLM,
+)
+
+from repotune.errors import InputError
+from repotune.lora import lora_config, resolve_targets, trainable_parameters
+
+SMALL = {"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}
+
+
+def gpt2() -> torch.nn.Module:
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    )
+
+
+def starcoder2() -> torch.nn.Module:
+    config = Starcoder2Config(**SMALL, intermediate_size=64, num_key_value_heads=2)
+    return Starcoder2ForCausalLM(config)
+
+
+def phi() -> torch.nn.Module:
+    return PhiForCausalLM(PhiConfig(**SMALL, intermediate_size=64))
+
+
+@pytest.mark.parametrize(
+    ("build", "family", "expected", "layers"),
+    [
+        # GPT-2 has c_proj twice a block (attention and MLP): 4 adapted layers per block
+        (gpt2, "gpt2", ["c_attn", "c_proj", "c_fc"], 8),
+        (starcoder2, "starcoder2", ["q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"], 12),
+        (phi, "phi", ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"], 12),
+    ],
+)
+def test_auto_targets_per_architecture_wrap_every_block(build, family, expected, layers):
+    model = build()
+    targets = resolve_targets(model, "auto", family)
+    assert targets == expected
+    # the family is also recognised from the model's config when the entry says "auto"
+    assert resolve_targets(model, "auto", "auto") == expected
+    wrapped = get_peft_model(model, lora_config(targets, r=4, alpha=8, dropout=0.0))
+    adapted = {name.rsplit(".", 3)[0] for name, _ in wrapped.named_parameters() if "lora_A" in name}
+    assert len(adapted) == layers
+    assert {name.rsplit(".", 1)[-1] for name in adapted} == set(expected)
+    assert trainable_parameters(wrapped) > 0
+
+
+def test_gpt2_conv1d_is_adapted_and_parameter_count_is_r_times_in_plus_out():
+    wrapped = get_peft_model(gpt2(), lora_config(["c_attn"], r=4, alpha=8, dropout=0.0))
+    # c_attn is Conv1D 32 -> 96 in each of 2 blocks: 4 * (32 + 96) each.
+    assert trainable_parameters(wrapped) == 2 * 4 * (32 + 96)
+
+
+def test_all_linear_excludes_the_lm_head():
+    targets = resolve_targets(starcoder2(), "all-linear")
+    assert "lm_head" not in targets
+    assert set(targets) == {"q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"}
+
+
+def test_target_matching_nothing_is_an_input_error_listing_real_names():
+    with pytest.raises(InputError, match=r"q_proj match no linear layer of this gpt2.*c_attn"):
+        resolve_targets(gpt2(), ["c_attn", "q_proj"])

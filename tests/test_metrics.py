@@ -1,0 +1,277 @@
+"""Text metrics: hand-computed values, edge cases, and the fast paths against plain tables."""
+
+import json
+import math
+import random
+import time
+
+import pytest
+
+from repotune.errors import InputError
+from repotune.metrics import (
+    METRICS,
+    bnorm_bleu,
+    bnorm_tokens,
+    corpus_summary,
+    edit_similarity,
+    exact_match,
+    lcs_length,
+    levenshtein,
+    mean,
+    rouge_l,
+    score_pair,
+    subject_exact_match,
+    subject_line,
+)
+
+
+def table_levenshtein(a: str, b: str) -> int:
+    """The textbook two-row dynamic programme, to check the bit-parallel one against."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            )
+        previous = current
+    return previous[-1]
+
+
+def table_lcs(a: list[str], b: list[str]) -> int:
+    previous = [0] * (len(b) + 1)
+    for token_a in a:
+        current = [0]
+        for j, token_b in enumerate(b, 1):
+            if token_a == token_b:
+                current.append(previous[j - 1] + 1)
+            else:
+                current.append(max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1]
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+def test_tokens_are_lowercased_words_and_single_punctuation():
+    assert bnorm_tokens("  Fix snake_case, v1.2!  ") == [
+        "fix",
+        "snake",
+        "_",
+        "case",
+        ",",
+        "v1",
+        ".",
+        "2",
+        "!",
+    ]
+    assert bnorm_tokens("__init__()") == ["_", "_", "init", "_", "_", "(", ")"]
+    assert bnorm_tokens("Über\tstraße\n") == ["über", "straße"]
+    assert bnorm_tokens("") == []
+    assert bnorm_tokens(" \n\t ") == []
+
+
+# --- B-Norm BLEU ---------------------------------------------------------------------------
+
+
+def test_bleu_identical_texts_score_100_regardless_of_case():
+    assert (
+        bnorm_bleu("Fix the parser crash on empty input", "fix the parser crash on empty input")
+        == 100.0
+    )
+    assert bnorm_bleu("FIX", "fix") == 100.0
+    assert bnorm_bleu("", "") == 100.0
+
+
+def test_bleu_hand_computed_with_smoothing():
+    # hyp: update the readme file (c=4); ref: update readme file (r=3)
+    # 1-grams: update, readme, file match, "the" does not   -> p1 = 3/4      (no smoothing)
+    # 2-grams: only (readme file) matches of 3              -> p2 = (1+1)/(3+1) = 2/4
+    # 3-grams: none of 2                                    -> p3 = (0+1)/(2+1) = 1/3
+    # 4-grams: none of 1                                    -> p4 = (0+1)/(1+1) = 1/2
+    # BP = exp(min(0, 1 - (3+1)/(4+1))) = exp(0) = 1
+    expected = 100 * (3 / 4 * 2 / 4 * 1 / 3 * 1 / 2) ** (1 / 4)
+    assert expected == pytest.approx(50.0)
+    assert bnorm_bleu("update the readme file", "update readme file") == pytest.approx(expected)
+
+
+def test_bleu_brevity_penalty_for_a_short_hypothesis():
+    # hyp: fix the bug (c=3); ref: fix the bug in parser (r=5)
+    # p1 = 3/3; p2 = (2+1)/(2+1); p3 = (1+1)/(1+1); p4 = (0+1)/(0+1): all 1
+    # BP = exp(1 - (5+1)/(3+1)) = exp(-0.5)
+    assert bnorm_bleu("fix the bug", "fix the bug in parser") == pytest.approx(
+        100 * math.exp(1 - 6 / 4)
+    )
+    # hyp: fix (c=1); ref: fix the parser crash (r=4): p1 = 1/1, p2..p4 = (0+1)/(0+1) = 1
+    # BP = exp(1 - 5/2): a one-word guess is scored by its length alone
+    assert bnorm_bleu("fix", "fix the parser crash") == pytest.approx(100 * math.exp(-1.5))
+
+
+def test_bleu_clips_repeated_words():
+    # hyp: the the the the (c=4); ref: the cat (r=2)
+    # p1 = min(4, 1)/4 = 1/4; p2 = (0+1)/(3+1) = 1/4; p3 = (0+1)/(2+1) = 1/3;
+    # p4 = (0+1)/(1+1) = 1/2; BP = exp(min(0, 1 - 3/5)) = 1
+    expected = 100 * (1 / 4 * 1 / 4 * 1 / 3 * 1 / 2) ** (1 / 4)
+    assert bnorm_bleu("the the the the", "the cat") == pytest.approx(expected)
+    assert expected == pytest.approx(31.947, abs=1e-3)
+
+
+def test_bleu_punctuation_counts_as_words():
+    # hyp: fix typo . (c=3); ref: fix typo (r=2)
+    # p1 = 2/3; p2 = (1+1)/(2+1) = 2/3; p3 = (0+1)/(1+1) = 1/2; p4 = (0+1)/(0+1) = 1
+    # BP = exp(min(0, 1 - 3/4)) = 1
+    expected = 100 * (2 / 3 * 2 / 3 * 1 / 2 * 1) ** (1 / 4)
+    assert bnorm_bleu("Fix typo.", "fix typo") == pytest.approx(expected)
+
+
+def test_bleu_of_unrelated_texts_is_zero():
+    assert bnorm_bleu("alpha beta gamma", "delta epsilon") == pytest.approx(0.0, abs=1e-60)
+    assert bnorm_bleu("alpha", "") == pytest.approx(0.0, abs=1e-60)
+
+
+def test_bleu_of_an_empty_hypothesis_is_the_brevity_penalty():
+    # Every p_n is 0/0, taken as 1 (as the reference script does); BP = exp(1 - (3+1)/(0+1))
+    assert bnorm_bleu("", "fix the bug") == pytest.approx(100 * math.exp(-3))
+    assert bnorm_bleu("   ", "a b c d e f g h i j") == pytest.approx(100 * math.exp(-10))
+
+
+def test_bleu_stays_in_range():
+    rng = random.Random(7)
+    words = ["fix", "add", "the", "parser", "test", "bug", ".", "update", "docs"]
+    for _ in range(200):
+        a = " ".join(rng.choices(words, k=rng.randint(0, 12)))
+        b = " ".join(rng.choices(words, k=rng.randint(0, 12)))
+        assert 0.0 <= bnorm_bleu(a, b) <= 100.0
+
+
+# --- ROUGE-L -----------------------------------------------------------------------------------
+
+
+def test_rouge_l_hand_computed():
+    # LCS(update the readme file, update readme file) = 3 (update readme file)
+    # P = 3/4, R = 3/3, F1 = 2PR/(P+R) = 2 * 3/4 / (7/4) = 6/7
+    assert rouge_l("update the readme file", "update readme file") == pytest.approx(6 / 7)
+    # LCS(b a c, a b c) = 2; F1 = 2*2/(3+3)
+    assert rouge_l("b a c", "a b c") == pytest.approx(4 / 6)
+
+
+def test_rouge_l_edges():
+    assert rouge_l("Fix The Bug", "fix the bug") == 1.0
+    assert rouge_l("", "") == 1.0
+    assert rouge_l("", "fix") == 0.0
+    assert rouge_l("fix", "") == 0.0
+    assert rouge_l("alpha beta", "gamma delta") == 0.0
+
+
+def test_lcs_bit_parallel_equals_the_table():
+    rng = random.Random(11)
+    for _ in range(500):
+        a = rng.choices("abcde", k=rng.randint(0, 40))
+        b = rng.choices("abcde", k=rng.randint(0, 40))
+        assert lcs_length(a, b) == table_lcs(a, b)
+
+
+# --- edit similarity -----------------------------------------------------------------------
+
+
+def test_edit_similarity_hand_computed():
+    # kitten -> sitting: substitute k->s, e->i, insert g: 3 edits over max length 7
+    assert levenshtein("kitten", "sitting") == 3
+    assert edit_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    assert edit_similarity("Fix", "fix") == pytest.approx(1 - 1 / 3)
+    assert edit_similarity("return x", "return  x") == pytest.approx(1 - 1 / 9)
+
+
+def test_edit_similarity_edges():
+    assert edit_similarity("", "") == 1.0
+    assert edit_similarity("same text\n", "same text\n") == 1.0
+    assert edit_similarity("abc", "") == 0.0
+    assert edit_similarity("", "abc") == 0.0
+    assert edit_similarity("abc", "xyz") == 0.0
+
+
+def test_levenshtein_bit_parallel_equals_the_table():
+    rng = random.Random(3)
+    for _ in range(1000):
+        alphabet = rng.choice(["ab", "abcd", "abcdefgh \n", "aé字\t"])
+        a = "".join(rng.choices(alphabet, k=rng.randint(0, 70)))
+        b = "".join(rng.choices(alphabet, k=rng.randint(0, 70)))
+        assert levenshtein(a, b) == table_levenshtein(a, b) == levenshtein(b, a)
+
+
+def test_levenshtein_of_long_texts_is_fast_and_right():
+    rng = random.Random(5)
+    alphabet = "def return self.x = 1\n"
+    a = "".join(rng.choices(alphabet, k=5000))
+    b = "".join(rng.choices(alphabet, k=5000))
+    started = time.perf_counter()
+    distance = levenshtein(a, b)
+    assert time.perf_counter() - started < 2.0
+    assert abs(len(a) - len(b)) <= distance <= 5000
+    substituted = a[:2500] + ("X" if a[2500] != "X" else "Y") + a[2501:]
+    assert levenshtein(a, substituted) == 1
+    assert levenshtein(a, a[:1000] + "0123456789" + a[1000:]) == 10
+    assert levenshtein(a[:600], b[:600]) == table_levenshtein(a[:600], b[:600])
+
+
+# --- exact match ---------------------------------------------------------------------------
+
+
+def test_exact_match_ignores_only_trailing_whitespace():
+    assert exact_match("def f():\n    return 1  \n\n", "def f():\n    return 1")
+    assert exact_match("a\r\nb\r\n", "a\nb")
+    assert exact_match("", "  \n")
+    assert not exact_match("def f():\n    return 1", "def f():\n  return 1")
+    assert not exact_match("Fix bug", "fix bug")
+    assert not exact_match("\nx", "x")
+
+
+def test_subject_exact_match_compares_first_lines():
+    assert subject_line("\n  Fix parser crash  \n\nBody text") == "Fix parser crash"
+    assert subject_exact_match("Fix parser crash\n\nA body", "  Fix parser crash\nOther body")
+    assert not subject_exact_match("Fix parser crash.", "Fix parser crash")
+    assert not subject_exact_match("fix parser crash", "Fix parser crash")
+    assert subject_exact_match("", "\n\n")
+
+
+# --- aggregation ---------------------------------------------------------------------------
+
+
+def test_corpus_summary_of_nothing_is_none_not_nan():
+    summary = corpus_summary([])
+    assert summary.count == 0
+    assert summary.means == {name: None for name in METRICS}
+    assert json.loads(json.dumps(summary.as_dict(), allow_nan=False))["bnorm_bleu"] is None
+    assert mean([]) is None
+
+
+def test_corpus_summary_means_hand_computed():
+    pairs = [
+        ("Update README", "update readme"),
+        ("update the readme file", "update readme file"),
+    ]
+    summary = corpus_summary(iter(pairs))
+    assert summary.count == 2
+    # pair 1: BLEU 100, ROUGE-L 1; 'Update README' vs 'update readme' differ in 7 characters
+    # (U, R, E, A, D, M, E) of 13. pair 2: BLEU 50 (above), ROUGE-L 6/7, 4 edits ('the ') of 22
+    assert summary.means["bnorm_bleu"] == pytest.approx((100 + 50) / 2)
+    assert summary.means["rouge_l"] == pytest.approx((1 + 6 / 7) / 2)
+    assert summary.means["edit_similarity"] == pytest.approx(((1 - 7 / 13) + (1 - 4 / 22)) / 2)
+    assert summary.means["exact_match"] == 0.0
+    assert summary.means["subject_exact_match"] == 0.0
+    assert summary.as_dict()["count"] == 2
+
+
+def test_score_pair_and_subsets():
+    assert score_pair("Fix bug", "Fix bug\n", ["exact_match", "rouge_l"]) == {
+        "exact_match": 1.0,
+        "rouge_l": 1.0,
+    }
+    summary = corpus_summary([("a", "a"), ("a", "b")], metrics=["exact_match"])
+    assert summary.means == {"exact_match": 0.5}
+
+
+def test_unknown_metric_is_an_input_error():
+    with pytest.raises(InputError, match=r"metric 'bleu4'.*bnorm_bleu"):
+        corpus_summary([("a", "a")], metrics=["bleu4"])

@@ -1,0 +1,191 @@
+"""The tokenize stage end to end: curated Parquet in, tokenizer + Arrow shards + stats out."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_from_disk
+from transformers import AutoTokenizer
+
+from repotune.config import resolve_config
+from repotune.errors import InputError
+from repotune.models import resolve_model
+from repotune.render import get_template, render, task_for
+from repotune.shards import SHARD_SCHEMA, SPLITS, TokenizeSettings, tokenize_stage
+from repotune.tokenizer import EOS
+from tests.tokenize_fixtures import (
+    STARCODER2_SPECIAL,
+    save_hub_like_tokenizer,
+    synthetic_rows,
+    write_curated,
+)
+
+SEQ_LEN = 256
+
+
+def _settings(**overrides) -> TokenizeSettings:
+    section = {"seq_len": SEQ_LEN, "shard_tokens": 16 * SEQ_LEN, **overrides}
+    return TokenizeSettings.from_config(resolve_config({"tokenize": section})["tokenize"])
+
+
+def _run(root: Path, rows: list[dict], model, settings: TokenizeSettings) -> dict:
+    inputs = write_curated(root / "dataset", rows)
+    out = root / "out"
+    return tokenize_stage(
+        splits=inputs,
+        tokenizer_dir=out / "tokenizer",
+        shard_dirs={split: out / "shards" / split for split in SPLITS},
+        stats_path=out / "shards" / "stats.json",
+        settings=settings,
+        model=model,
+        threads=2,
+    )
+
+
+def _rows() -> list[dict]:
+    return synthetic_rows(150, seed=1, split="train") + synthetic_rows(25, 2, "validation")
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokenize")
+    model = resolve_model({"preset": "tiny", "bpe_vocab_size": 600})
+    stats = _run(root, _rows(), model, _settings())
+    return root, stats
+
+
+def _decode(tokenizer, ids) -> str:
+    return tokenizer.backend_tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+def test_shards_load_with_the_contract_columns(stage) -> None:
+    root, stats = stage
+    train = load_from_disk(str(root / "out" / "shards" / "train"))
+    assert train.data.schema.remove_metadata() == SHARD_SCHEMA
+    assert stats["splits"]["train"]["shards"] > 1
+    assert len(list((root / "out" / "shards" / "train").glob("*.arrow"))) > 1
+    assert all(len(row) == SEQ_LEN for row in train["input_ids"])
+    assert all(len(row) == SEQ_LEN for row in train["position_ids"])
+    assert len(load_from_disk(str(root / "out" / "shards" / "test"))) == 0
+
+
+def test_stats_match_the_shards(stage) -> None:
+    root, stats = stage
+    assert json.loads((root / "out" / "shards" / "stats.json").read_text()) == stats
+    for split in SPLITS:
+        data = load_from_disk(str(root / "out" / "shards" / split))
+        figures = stats["splits"][split]
+        lengths = np.asarray(data["length"], dtype=np.int64)
+        assert figures["blocks"] == len(data)
+        assert figures["tokens"] == lengths.sum()
+        assert figures["token_slots"] == len(data) * SEQ_LEN
+        if len(data):
+            assert figures["packing_efficiency"] == round(lengths.sum() / (len(data) * SEQ_LEN), 6)
+            assert (lengths[:-1] == SEQ_LEN).all()
+    train = stats["splits"]["train"]
+    assert train["commits"] == 150 and train["commits_split"] > 0
+    assert train["documents"] > train["commits"]
+    assert sum(train["tasks"].values()) == 150
+    assert train["packing_efficiency"] > 0.99
+    assert stats["template"]["name"] == "plain" and stats["template"]["description"]
+    assert stats["tokenizer"]["vocab_size"] == 600 and stats["tokens_per_second"] > 0
+    assert stats["tokens"] == sum(s["tokens"] for s in stats["splits"].values())
+
+
+def test_blocks_decode_back_to_the_rendered_commits(stage) -> None:
+    root, stats = stage
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "out" / "tokenizer"))
+    assert tokenizer.eos_token == EOS and tokenizer.eos_token_id == stats["tokenizer"]["eos_id"]
+    template = get_template(stats["template"]["name"])
+    rows = [row for row in _rows() if row["split"] == "validation"]
+    rendered = [render(row, task_for(row["sha"], 0.5, 0), template) for row in rows]
+    data = load_from_disk(str(root / "out" / "shards" / "validation"))
+    ids = [token for row in data for token in row["input_ids"][: row["length"]]]
+    decoded = _decode(tokenizer, ids)
+    assert decoded.endswith(EOS)
+    documents = decoded.split(EOS)[:-1]
+    remaining = iter(documents)
+    for text in rendered:  # each commit is one document, or several that join up to it
+        joined = next(remaining)
+        while joined != text:
+            assert text.startswith(joined)
+            joined += next(remaining)
+    assert next(remaining, None) is None
+    inner = [
+        segment
+        for row in data
+        for segment in _decode(tokenizer, row["input_ids"][: row["length"]]).split(EOS)[1:-1]
+    ]
+    assert inner and set(inner) <= set(documents)
+
+
+def test_positions_restart_at_documents_and_weights_and_shas_follow_commits(stage) -> None:
+    root, _ = stage
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "out" / "tokenizer"))
+    rows = {row["sha"]: row for row in _rows()}
+    data = load_from_disk(str(root / "out" / "shards" / "train"))
+    for row in data:
+        ids, positions = row["input_ids"], row["position_ids"]
+        assert positions[0] == 0
+        for i in range(1, row["length"]):
+            expected = 0 if ids[i - 1] == tokenizer.eos_token_id else positions[i - 1] + 1
+            assert positions[i] == expected
+        weights = [rows[sha]["recency_weight"] for sha in row["shas"]]
+        assert row["weight"] == pytest.approx(np.mean(weights), rel=1e-6)
+    shas = [sha for row in data for sha in row["shas"]]
+    ordered = list(dict.fromkeys(shas))
+    assert ordered == [sha for sha, row in rows.items() if row["split"] == "train"]
+
+
+def test_stage_is_deterministic(stage, tmp_path) -> None:
+    root, _ = stage
+    model = resolve_model({"preset": "tiny", "bpe_vocab_size": 600})
+    _run(tmp_path, _rows(), model, _settings())
+    first = (root / "out" / "tokenizer" / "tokenizer.json").read_bytes()
+    assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").read_bytes() == first
+    for split in SPLITS:
+        again = load_from_disk(str(tmp_path / "out" / "shards" / split)).data.table
+        assert again.equals(load_from_disk(str(root / "out" / "shards" / split)).data.table)
+
+
+def test_hub_tokenizer_with_starcoder2_tokens_gets_the_starcoder2_template(tmp_path) -> None:
+    path = save_hub_like_tokenizer(tmp_path / "hub", STARCODER2_SPECIAL)
+    model = resolve_model({"name": "sc2", "base": str(path), "template": "starcoder2"})
+    rows = synthetic_rows(30, seed=6, split="train") + synthetic_rows(5, 7, "test")
+    stats = _run(tmp_path, rows, model, _settings(message_to_change=1.0))
+    assert stats["template"] == {
+        "name": "starcoder2",
+        "requested": "starcoder2",
+        "description": get_template("starcoder2").description,
+    }
+    assert stats["tokenizer"]["pad_id"] == stats["tokenizer"]["eos_id"]
+    assert stats["splits"]["train"]["tasks"] == {"message_to_change": 30, "change_to_message": 0}
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "out" / "tokenizer"))
+    first = load_from_disk(str(tmp_path / "out" / "shards" / "train"))[0]["input_ids"]
+    assert first[0] == tokenizer.convert_tokens_to_ids("<pr>")
+
+
+def test_missing_columns_are_an_input_error(tmp_path) -> None:
+    paths = write_curated(tmp_path / "dataset", synthetic_rows(5))
+    pq.write_table(pa.table({"sha": ["x"]}), paths["validation"])
+    model = resolve_model({"preset": "tiny", "bpe_vocab_size": 600})
+    with pytest.raises(InputError, match=r"validation\.parquet.*lacks column"):
+        tokenize_stage(
+            paths,
+            tmp_path / "tok",
+            {split: tmp_path / split for split in SPLITS},
+            tmp_path / "stats.json",
+            _settings(),
+            model,
+        )
+    assert not (tmp_path / "stats.json").exists() and not (tmp_path / "tok").exists()
+
+
+def test_an_empty_training_split_is_an_input_error(tmp_path) -> None:
+    model = resolve_model({"preset": "tiny", "bpe_vocab_size": 600})
+    with pytest.raises(InputError, match="has no commits"):
+        _run(tmp_path, synthetic_rows(5, split="test"), model, _settings())
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,99 @@
+"""Tokenizers: the trained byte-level BPE and loading hub-style tokenizers from a local path."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from repotune.errors import InputError
+from repotune.models import resolve_model
+from repotune.render import PLAIN, STARCODER2, render
+from repotune.shards import TokenizeSettings, prepare_tokenizer
+from repotune.tokenizer import EOS, PAD, load_tokenizer, special_tokens, train_bpe
+from tests.tokenize_fixtures import (
+    STARCODER2_SPECIAL,
+    save_hub_like_tokenizer,
+    synthetic_rows,
+    write_split,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _texts() -> list[str]:
+    return [render(row, "message_to_change", PLAIN) for row in synthetic_rows(60, seed=5)]
+
+
+def test_trained_bpe_saves_as_a_fast_tokenizer_with_its_special_tokens(tmp_path) -> None:
+    trained = train_bpe(_texts(), vocab_size=600, markers=PLAIN.markers)
+    trained.save_pretrained(str(tmp_path))
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert loaded.is_fast and len(loaded) == 600
+    assert (loaded.eos_token, loaded.pad_token) == (EOS, PAD)
+    assert loaded.eos_token_id != loaded.pad_token_id
+    assert set(PLAIN.markers) <= special_tokens(loaded)
+    text = "<|message|>\nCafé ☕ naïve 日本\n<|diff|>\n@@ -1 +1 @@\n-\tx\n+    y  \n"
+    ids = loaded.backend_tokenizer.encode(text, add_special_tokens=False).ids
+    assert ids[0] == loaded.convert_tokens_to_ids("<|message|>")
+    assert loaded.backend_tokenizer.decode(ids, skip_special_tokens=False) == text
+
+
+def test_bpe_training_is_deterministic_across_processes(tmp_path) -> None:
+    texts = _texts()
+    train_bpe(texts, vocab_size=600, markers=PLAIN.markers).save_pretrained(str(tmp_path / "a"))
+    train_bpe(texts, vocab_size=600, markers=PLAIN.markers).save_pretrained(str(tmp_path / "b"))
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from tests.test_tokenizer import _texts; from repotune.render import PLAIN;"
+        "from repotune.tokenizer import train_bpe;"
+        "train_bpe(_texts(), 600, PLAIN.markers).save_pretrained(sys.argv[2])"
+    )
+    subprocess.run([sys.executable, "-c", script, str(ROOT), str(tmp_path / "c")], check=True)
+    first = (tmp_path / "a" / "tokenizer.json").read_bytes()
+    assert (tmp_path / "b" / "tokenizer.json").read_bytes() == first
+    assert (tmp_path / "c" / "tokenizer.json").read_bytes() == first
+    other = train_bpe(texts[:30], vocab_size=600, markers=PLAIN.markers)
+    other.save_pretrained(str(tmp_path / "d"))
+    assert (tmp_path / "d" / "tokenizer.json").read_bytes() != first
+
+
+def test_a_too_small_vocabulary_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="bpe_vocab_size"):
+        train_bpe(_texts(), vocab_size=100)
+
+
+def test_hub_style_tokenizer_without_pad_pads_with_eos(tmp_path) -> None:
+    path = save_hub_like_tokenizer(tmp_path / "sc2", STARCODER2_SPECIAL)
+    tokenizer = load_tokenizer(str(path))
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id == 0
+    assert set(STARCODER2.markers) <= special_tokens(tokenizer)
+
+
+def test_missing_tokenizer_is_an_input_error(tmp_path) -> None:
+    with pytest.raises(InputError, match="cannot be loaded"):
+        load_tokenizer(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize(
+    ("special", "expected"),
+    [(STARCODER2_SPECIAL, "starcoder2"), (("<|endoftext|>", "<fim_prefix>"), "plain")],
+)
+def test_starcoder2_template_only_when_the_tokenizer_has_its_tokens(
+    tmp_path, special, expected
+) -> None:
+    path = save_hub_like_tokenizer(tmp_path / "tok", special)
+    train = write_split(tmp_path / "train.parquet", synthetic_rows(5))
+    spec = resolve_model({"name": "local", "base": str(path), "template": "starcoder2"})
+    _, template = prepare_tokenizer(spec, train, TokenizeSettings())
+    assert template.name == expected
+
+
+def test_train_bpe_carries_the_requested_template_markers(tmp_path) -> None:
+    train = write_split(tmp_path / "train.parquet", synthetic_rows(40))
+    spec = resolve_model({"preset": "tiny", "template": "starcoder2", "bpe_vocab_size": 512})
+    tokenizer, template = prepare_tokenizer(spec, train, TokenizeSettings())
+    assert template is STARCODER2
+    assert set(STARCODER2.markers) <= special_tokens(tokenizer)
+    assert len(tokenizer) == 512

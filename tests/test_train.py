@@ -1,0 +1,175 @@
+"""The train stage end to end on CPU: tiny GPT-2 from config, fixture shards and tokenizer."""
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from repotune import checkpoint
+from repotune.config import resolve_config
+from repotune.errors import InputError
+from repotune.trainer import Hooks, TrainRequest, load_adapted, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_fixtures import TrainInputs, write_inputs
+
+TINY = {"preset": "tiny", "architecture": {"n_layer": 2, "n_head": 2, "n_embd": 64}}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> TrainInputs:
+    return write_inputs(tmp_path_factory.mktemp("results"))
+
+
+def request(inputs: TrainInputs, out: Path, **settings: object) -> TrainRequest:
+    config = resolve_config({"train": {"logging_steps": 2, "eval_interval": 0, **settings}})
+    return TrainRequest(
+        model={**TINY, "train": {"learning_rate": 0.01}},
+        shards_dir=str(inputs.shards),
+        tokenizer_dir=str(inputs.tokenizer),
+        adapter_dir=str(out / "adapter"),
+        base_dir=str(out / "base"),
+        state_dir=str(out / "train_state"),
+        settings=config["train"],
+    )
+
+
+def log_rows(adapter: Path) -> list[dict[str, str]]:
+    with open(adapter / "training_log.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def sample_batch(inputs: TrainInputs) -> torch.Tensor:
+    import datasets
+
+    rows = datasets.load_from_disk(str(inputs.shards / "validation"))[:2]["input_ids"]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+@pytest.mark.slow
+def test_fp32_training_learns_and_reloads_with_same_logits(inputs, tmp_path):
+    ids = sample_batch(inputs)
+    seen: dict[str, torch.Tensor] = {}
+
+    def remember(model: torch.nn.Module) -> None:
+        model.eval()
+        with torch.no_grad():
+            seen["logits"] = model(input_ids=ids).logits
+
+    summary = train(
+        request(inputs, tmp_path, max_steps=24, eval_interval=12), Hooks(on_trained=remember)
+    )
+    adapter = tmp_path / "adapter"
+    rows = log_rows(adapter)
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 0.2
+    val = [float(row["val_loss"]) for row in rows if row["val_loss"]]
+    assert len(val) == 2 and val[1] < val[0]
+    for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "tokenizer.json"):
+        assert (adapter / name).is_file(), name
+    written = json.loads((adapter / "training_summary.json").read_text())
+    assert written["steps"] == summary["steps"] == 24
+    assert written["resolved_targets"] == ["c_attn", "c_proj", "c_fc"]
+    # LoRA on 2 GPT-2 blocks of width 64, r=16: c_attn 64->192, attn c_proj 64->64, c_fc 64->256,
+    # mlp c_proj 256->64, each r * (in + out).
+    assert written["trainable_params"] == 2 * 16 * (
+        (64 + 192) + (64 + 64) + (64 + 256) + (256 + 64)
+    )
+    assert (written["dtype"], written["quantization"]) == ("fp32", "none")
+    assert "final validation loss" in (adapter / "README.md").read_text()
+
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    reloaded = PeftModel.from_pretrained(base, str(adapter / "last")).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, seen["logits"])
+    assert json.loads((adapter / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ] == str(tmp_path / "base")
+
+
+@pytest.mark.slow
+def test_nf4_on_cpu_trains_and_loads_for_evaluation(inputs, tmp_path):
+    summary = train(request(inputs, tmp_path, quantization="nf4", max_steps=16, eval_interval=8))
+    assert summary["quantization"] == "nf4" and summary["gradient_checkpointing"] is True
+    rows = log_rows(tmp_path / "adapter")
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 0.1
+    model = load_adapted(tmp_path / "adapter")
+    assert (
+        type(model.base_model.model.transformer.h[0].attn.c_attn.base_layer).__name__
+        == "Linear4bit"
+    )
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=sample_batch(inputs)).logits).all()
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_adapter(inputs, tmp_path):
+    settings = {"max_steps": 9, "checkpoint_interval": 2, "eval_interval": 4, "lora_dropout": 0.1}
+    whole = tmp_path / "whole"
+    train(request(inputs, whole, **settings))
+    parts = tmp_path / "parts"
+    assert train(request(inputs, parts, **settings), Hooks(stop_after_steps=5)) is None
+    assert not (parts / "adapter").exists()
+    assert json.loads((parts / "train_state/checkpoint/state.json").read_text())["step"] == 5
+    train(request(inputs, parts, **settings))
+    for name in ("adapter_model.safetensors", "last/adapter_model.safetensors"):
+        expected, got = load_file(whole / "adapter" / name), load_file(parts / "adapter" / name)
+        assert expected.keys() == got.keys()
+        for key in expected:
+            assert torch.equal(expected[key], got[key]), key
+    assert [row["step"] for row in log_rows(parts / "adapter")] == [
+        row["step"] for row in log_rows(whole / "adapter")
+    ]
+
+
+def test_changed_training_config_starts_fresh():
+    settings = resolve_config({})["train"]
+    context = {"model": "tiny", "train": "abc"}
+    same = checkpoint.config_hash(settings, context)
+    assert checkpoint.config_hash({**settings, "micro_batch_size": 2}, context) == same
+    assert checkpoint.config_hash({**settings, "learning_rate": 1e-3}, context) != same
+    assert checkpoint.config_hash(settings, {**context, "train": "abd"}) != same
+
+
+@pytest.mark.slow
+def test_simulated_oom_halves_micro_batch_and_continues(inputs, tmp_path, caplog):
+    raised: list[int] = []
+
+    def oom_once(step: int, micro: int) -> None:
+        if step == 2 and micro == 4 and not raised:
+            raised.append(step)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    summary = train(
+        request(inputs, tmp_path, max_steps=5, micro_batch_size=4, checkpoint_interval=1),
+        Hooks(before_micro_batch=oom_once),
+    )
+    assert raised == [2]
+    assert (summary["micro_batch"], summary["accumulation"], summary["oom_backoffs"]) == (2, 4, 1)
+    assert "out of memory at micro-batch 4" in caplog.text
+    rows = log_rows(tmp_path / "adapter")
+    assert [int(row["step"]) for row in rows] == [2, 4, 5]
+    assert rows[0]["micro_batch"] == "4" and rows[-1]["micro_batch"] == "2"
+
+
+def test_unknown_train_key_in_model_entry_is_an_input_error(inputs, tmp_path):
+    bad = request(inputs, tmp_path)
+    bad = TrainRequest(**{**bad.__dict__, "model": {**TINY, "train": {"lora_rank": 4}}})
+    with pytest.raises(InputError, match="lora_rank"):
+        train(bad)
+
+
+def test_missing_shards_are_an_input_error(inputs, tmp_path):
+    shutil.copytree(inputs.shards, tmp_path / "shards")
+    shutil.rmtree(tmp_path / "shards" / "validation")
+    bad = TrainRequest(
+        **{**request(inputs, tmp_path).__dict__, "shards_dir": str(tmp_path / "shards")}
+    )
+    with pytest.raises(InputError, match="rerun the tokenize rule"):
+        train(bad)
