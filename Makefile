@@ -38,8 +38,12 @@ fmt: setup
 	$(BIN)/ruff format .
 	$(BIN)/snakefmt Snakefile rules
 
+# Each benchmark runs the project and its named baseline on the same input and prints the ratio.
 bench: setup
-	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python -m benchmarks.extract
+	$(BIN)/python -m benchmarks.curate
+	$(BIN)/python -m benchmarks.tokenize
+	$(BIN)/python -m benchmarks.train
 
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new

@@ -10,8 +10,8 @@ prints the peak memory of both: it should not grow with history length.
 The input is synthetic: commits whose patches are slices of real Python source (from the
 installed site-packages), a few with planted secrets, a few lockfile changes and bot commits.
 
-    .venv/bin/python benchmarks/curate.py                  # 20000 commits
-    .venv/bin/python benchmarks/curate.py --commits 50000
+    .venv/bin/python -m benchmarks.curate                  # 20000 commits
+    .venv/bin/python -m benchmarks.curate --commits 50000
 """
 
 import argparse

@@ -9,8 +9,8 @@
 It also runs our extraction on the first fifth of the history and on all of it, each in a
 fresh process, and prints the peak memory of both: it should not grow with history length.
 
-    .venv/bin/python benchmarks/extract.py                    # a 50k-commit synthetic repo
-    .venv/bin/python benchmarks/extract.py --repo /path/to/repo
+    .venv/bin/python -m benchmarks.extract                    # a 50k-commit synthetic repo
+    .venv/bin/python -m benchmarks.extract --repo /path/to/repo
 """
 
 import argparse
@@ -21,8 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.synthetic_repo import build
 from repotune.config import resolve_config

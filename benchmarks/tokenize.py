@@ -9,7 +9,7 @@ realistic commits when none is given) it times:
 (c) the naive way: one example per commit, padded to seq_len, longer ones truncated.
 
 and prints tokens/s, padding waste and the ratios. Goals: (b) >= 0.7x (a)'s throughput;
-(b)'s padding waste <= 1% (vs (c)'s). Run: .venv/bin/python benchmarks/tokenize.py [--help]
+(b)'s padding waste <= 1% (vs (c)'s). Run: .venv/bin/python -m benchmarks.tokenize [--help]
 """
 
 import sys

@@ -12,7 +12,7 @@ useful tokens/s (real tokens only: what training actually learns from), and thei
 The machine is shared, so each side runs ``--rounds`` times, alternating, and the fastest round
 of each counts.
 
-Run: .venv/bin/python benchmarks/train.py [--steps 120] [--docs 600] [--rounds 2]
+Run: .venv/bin/python -m benchmarks.train [--steps 120] [--docs 600] [--rounds 2]
 """
 
 import sys
