@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from train_fixtures import documents, write_inputs  # noqa: E402
 
 from repotune.config import resolve_config  # noqa: E402
-from repotune.lora import lora_config  # noqa: E402
+from repotune.lora import lora_config, targets_are_conv1d  # noqa: E402
 from repotune.trainer import TrainRequest, train  # noqa: E402
 
 ARCH = {"n_layer": 2, "n_head": 2, "n_embd": 64}
@@ -113,7 +113,14 @@ def baseline(work: Path, steps: int, docs: int, seq_len: int, lora: dict) -> dic
         )
     dataset = datasets.Dataset.from_list(rows)
     model = AutoModelForCausalLM.from_pretrained(work / "base")
-    model = get_peft_model(model, lora_config(lora["targets"], lora["lora"], lora["alpha"], 0.0))
+    config = lora_config(
+        lora["targets"],
+        lora["lora"],
+        lora["alpha"],
+        0.0,
+        targets_are_conv1d(model, lora["targets"]),
+    )
+    model = get_peft_model(model, config)
     timer = StepTimer()
     real = {"tokens": 0}
 

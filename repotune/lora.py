@@ -79,15 +79,30 @@ def _output_layer_names(model: torch.nn.Module) -> set[str]:
     return {name for name, module in model.named_modules() if head is not None and module is head}
 
 
-def lora_config(targets: list[str], r: int, alpha: int, dropout: float) -> LoraConfig:
-    """The peft config for a causal LM with the resolved ``targets``."""
+def lora_config(
+    targets: list[str], r: int, alpha: int, dropout: float, fan_in_fan_out: bool = False
+) -> LoraConfig:
+    """The peft config for a causal LM with the resolved ``targets``.
+
+    ``fan_in_fan_out`` is True for GPT-2's ``Conv1D`` layers, which store weights transposed.
+    """
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out,
         bias="none",
         task_type="CAUSAL_LM",
+    )
+
+
+def targets_are_conv1d(model: torch.nn.Module, targets: list[str]) -> bool:
+    """Whether the resolved targets are transformers' ``Conv1D`` layers (GPT-2 style)."""
+    return any(
+        isinstance(module, Conv1D)
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in targets
     )
 
 

@@ -54,7 +54,7 @@ from repotune import checkpoint, memory, schedule
 from repotune.atomic import atomic_path
 from repotune.errors import InputError
 from repotune.hardware import DTYPES, Hardware, compute_dtype, detect, dtype_name
-from repotune.lora import lora_config, resolve_targets, trainable_parameters
+from repotune.lora import lora_config, resolve_targets, targets_are_conv1d, trainable_parameters
 from repotune.model_card import model_card
 from repotune.modeling import base_source, load_model, model_shape, write_base
 from repotune.models import ModelSpec, resolve_model, train_overrides
@@ -262,12 +262,18 @@ def _build_model(run: Run) -> torch.nn.Module:
             model, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs=kwargs
         )
     elif checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     targets = resolve_targets(model, settings["lora_targets"], run.spec.family)
     torch.manual_seed(settings["seed"])
     model = get_peft_model(
         model,
-        lora_config(targets, settings["lora_r"], settings["lora_alpha"], settings["lora_dropout"]),
+        lora_config(
+            targets,
+            settings["lora_r"],
+            settings["lora_alpha"],
+            settings["lora_dropout"],
+            fan_in_fan_out=targets_are_conv1d(model, targets),
+        ),
     )
     run.facts.update(
         targets=targets,
@@ -643,10 +649,16 @@ def _write_outputs(run: Run, model: torch.nn.Module, progress: dict[str, Any]) -
 
 
 def _point_at_base(adapter_dir: Path, base: str) -> None:
-    """Record the base every adapter was trained on in its adapter_config.json."""
+    """Record the base every adapter was trained on in its adapter_config.json.
+
+    peft keeps target_modules as a set, whose order changes with PYTHONHASHSEED; sorting it
+    makes the file byte-identical across identical runs.
+    """
     path = adapter_dir / "adapter_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

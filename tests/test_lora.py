@@ -13,7 +13,12 @@ from transformers import (
 )
 
 from repotune.errors import InputError
-from repotune.lora import lora_config, resolve_targets, trainable_parameters
+from repotune.lora import (
+    lora_config,
+    resolve_targets,
+    targets_are_conv1d,
+    trainable_parameters,
+)
 
 SMALL = {"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}
 
@@ -48,7 +53,11 @@ def test_auto_targets_per_architecture_wrap_every_block(build, family, expected,
     assert targets == expected
     # the family is also recognised from the model's config when the entry says "auto"
     assert resolve_targets(model, "auto", "auto") == expected
-    wrapped = get_peft_model(model, lora_config(targets, r=4, alpha=8, dropout=0.0))
+    conv1d = targets_are_conv1d(model, targets)
+    assert conv1d == (family == "gpt2")
+    wrapped = get_peft_model(
+        model, lora_config(targets, r=4, alpha=8, dropout=0.0, fan_in_fan_out=conv1d)
+    )
     adapted = {name.rsplit(".", 3)[0] for name, _ in wrapped.named_parameters() if "lora_A" in name}
     assert len(adapted) == layers
     assert {name.rsplit(".", 1)[-1] for name in adapted} == set(expected)
@@ -56,7 +65,8 @@ def test_auto_targets_per_architecture_wrap_every_block(build, family, expected,
 
 
 def test_gpt2_conv1d_is_adapted_and_parameter_count_is_r_times_in_plus_out():
-    wrapped = get_peft_model(gpt2(), lora_config(["c_attn"], r=4, alpha=8, dropout=0.0))
+    config = lora_config(["c_attn"], r=4, alpha=8, dropout=0.0, fan_in_fan_out=True)
+    wrapped = get_peft_model(gpt2(), config)
     # c_attn is Conv1D 32 -> 96 in each of 2 blocks: 4 * (32 + 96) each.
     assert trainable_parameters(wrapped) == 2 * 4 * (32 + 96)
 
