@@ -44,6 +44,8 @@ bench: setup
 	$(BIN)/python -m benchmarks.curate
 	$(BIN)/python -m benchmarks.tokenize
 	$(BIN)/python -m benchmarks.train
+	$(BIN)/python -m benchmarks.generate
+	$(BIN)/python -m benchmarks.noop_dryrun
 
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new
@@ -51,3 +53,20 @@ lock: setup
 
 clean:
 	rm -rf results logs .snakemake
+
+# -- manifest, verify, dag --
+.PHONY: verify dag
+
+# Recheck every hash in each model's manifest; non-zero exit when anything changed.
+verify: setup
+	@status=0; for manifest in results/*/manifest.json; do \
+		$(BIN)/python -m repotune.verify "$$manifest" || status=1; done; exit $$status
+
+# The rule graph as docs/rulegraph.svg (shown in the README) and docs/rulegraph.dot (its source,
+# which tests/test_dag.py compares with the rules). Needs graphviz's `dot`.
+dag: setup
+	@command -v dot >/dev/null 2>&1 || { echo "make dag: graphviz 'dot' not found;" \
+		"install it (apt-get install graphviz, brew install graphviz or conda install graphviz)"; exit 1; }
+	$(BIN)/snakemake --rulegraph 2>/dev/null > docs/rulegraph.dot.new
+	mv docs/rulegraph.dot.new docs/rulegraph.dot
+	dot -Tsvg docs/rulegraph.dot > docs/rulegraph.svg

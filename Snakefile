@@ -6,11 +6,16 @@
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/extract.smk"
 include: "rules/curate.smk"
 include: "rules/tokenize.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/manifest.smk"
 
 
 rule all:

@@ -59,7 +59,8 @@ FAST = {
     "tokenize": {"seq_len": 64},
     "train": {"max_steps": 3, "batch_size": 2, "eval_interval": 0},
 }
-ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, "tokenize": 1, "train": 1}
+MODEL_STAGES = {"tokenize": 1, "train": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
+ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, **MODEL_STAGES}
 
 
 @pytest.fixture
@@ -103,10 +104,11 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
     changed = {**config, "extract": {"max_patch_bytes": 4096}}
     assert planned_jobs(snakemake(workdir, "-n", config=changed)) == ALL_STAGES
     curate_only = {**config, "curate": {"recency_half_life_days": 30}}
-    expected = {"all": 1, "curate": 1, "tokenize": 1, "train": 1}
+    expected = {"all": 1, "curate": 1, **MODEL_STAGES}
     assert planned_jobs(snakemake(workdir, "-n", config=curate_only)) == expected
     train_only = {**config, "train": {**FAST["train"], "learning_rate": 0.01}}
-    assert planned_jobs(snakemake(workdir, "-n", config=train_only)) == {"all": 1, "train": 1}
+    expected = {"all": 1, "train": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
+    assert planned_jobs(snakemake(workdir, "-n", config=train_only)) == expected
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,169 @@
+"""Evaluation examples from held-out commits: a prompt, the real answer, and how to score it.
+
+Two tasks, both rendered with the template training used (:mod:`repotune.render`), so the model
+is asked exactly the kind of question it learnt to answer:
+
+* **commit message**: the prompt is a commit's ``change_to_message`` rendering up to the message
+  marker; the reference is the real message. Scored with B-Norm BLEU, ROUGE-L, edit similarity
+  and subject exact match.
+* **code change**: the prompt is the commit's ``message_to_change`` rendering (message, then the
+  diff) up to the first line of one run of added lines in one hunk; the reference is that run
+  of added lines. The model continues the diff, and the ``+`` lines it writes before any other
+  line are its answer (as line-level completion in CrossCodeEval and RepoBench, on a diff).
+  Scored with exact match and edit similarity of the added code, ``+`` markers removed.
+
+Which commits are evaluated is a seeded draw when there are more than the sample size, and which
+run of added lines a commit is asked for is a hash of the seed and its sha, so reruns ask the same
+questions.
+"""
+
+import hashlib
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from repotune.errors import InputError
+from repotune.metrics import corpus_summary
+from repotune.render import (
+    CHANGE_TO_MESSAGE,
+    MESSAGE_TO_CHANGE,
+    Template,
+    file_pieces,
+    message_text,
+    render_prompt,
+)
+
+COMMIT_MESSAGE = "commit_message"
+CODE_CHANGE = "code_change"
+MESSAGE_METRICS = ("bnorm_bleu", "rouge_l", "edit_similarity", "subject_exact_match")
+CODE_METRICS = ("exact_match", "edit_similarity")
+COLUMNS = ("sha", "subject", "body", "files")
+# A diff line that is not an added line ends the run the model was asked for.
+CODE_STOP = ("\n ", "\n-", "\n@@", "\ndiff --git", "\n\\")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question: ``prompt`` for the model, ``reference`` to score its answer against."""
+
+    task: str
+    sha: str
+    prompt: str
+    reference: str
+
+
+def read_commits(path: str | Path) -> list[dict[str, Any]]:
+    """The test split's commits (the columns rendering needs), in file order."""
+    try:
+        table = pq.read_table(path, columns=list(COLUMNS))
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(
+            f"test commits '{path}'", f"cannot be read ({error})", "rerun the curate stage"
+        ) from None
+    return table.to_pylist()
+
+
+def sample(items: Sequence[Any], size: int, seed: int) -> list[Any]:
+    """``size`` items drawn without replacement (all when there are fewer), in input order."""
+    if size >= len(items):
+        return list(items)
+    chosen = sorted(random.Random(seed).sample(range(len(items)), size))
+    return [items[index] for index in chosen]
+
+
+def commit_message_examples(
+    commits: Sequence[Mapping[str, Any]], template: Template
+) -> list[Example]:
+    """A commit-message question per commit."""
+    return [
+        Example(
+            task=COMMIT_MESSAGE,
+            sha=commit["sha"],
+            prompt=render_prompt(commit, CHANGE_TO_MESSAGE, template),
+            reference=message_text(commit),
+        )
+        for commit in commits
+    ]
+
+
+def _added_runs(piece: str, hunk_start: int) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of each run of ``+`` lines in the hunk body of
+    ``piece`` (which starts at ``hunk_start``; the hunk's ``@@`` line is skipped)."""
+    runs: list[tuple[int, int]] = []
+    lines = piece[hunk_start:].splitlines(keepends=True)
+    offset = hunk_start + len(lines[0]) if lines else hunk_start
+    run_start: int | None = None
+    for line in lines[1:]:
+        if line.startswith("+"):
+            run_start = offset if run_start is None else run_start
+        elif run_start is not None:
+            runs.append((run_start, offset))
+            run_start = None
+        offset += len(line)
+    if run_start is not None:
+        runs.append((run_start, offset))
+    return runs
+
+
+def code_change_example(commit: Mapping[str, Any], template: Template, seed: int) -> Example | None:
+    """The code-change question of ``commit``, or None when it adds no line."""
+    head = render_prompt(commit, MESSAGE_TO_CHANGE, template)
+    pieces: list[str] = []
+    candidates: list[tuple[int, int, int]] = []
+    for change in commit["files"]:
+        header = template.file_header(change)
+        for number, piece in enumerate(file_pieces(change, template)):
+            hunk_start = (len(header) if number == 0 else 0) + len(template.hunk_prefix)
+            if number == 0 and not change.get("patch"):
+                hunk_start = len(piece)
+            for start, end in _added_runs(piece, hunk_start):
+                candidates.append((len(pieces), start, end))
+            pieces.append(piece)
+    if not candidates:
+        return None
+    digest = hashlib.sha256(f"{seed}:{commit['sha']}".encode()).digest()
+    index, start, end = candidates[int.from_bytes(digest[:8], "big") % len(candidates)]
+    return Example(
+        task=CODE_CHANGE,
+        sha=commit["sha"],
+        prompt=head + "".join(pieces[:index]) + pieces[index][:start],
+        reference=added_code(pieces[index][start:end]),
+    )
+
+
+def code_change_examples(
+    commits: Sequence[Mapping[str, Any]], template: Template, seed: int, size: int
+) -> list[Example]:
+    """Up to ``size`` code-change questions from the commits that add lines (a seeded draw)."""
+    examples = [code_change_example(commit, template, seed) for commit in commits]
+    return sample([example for example in examples if example is not None], size, seed)
+
+
+def added_code(diff_text: str) -> str:
+    """The leading run of ``+`` lines of ``diff_text``, without their ``+``, one per line.
+
+    This is how a generated continuation is read: the added lines it wrote before any context,
+    removed or header line. The reference goes through the same function.
+    """
+    code: list[str] = []
+    for line in diff_text.splitlines():
+        if not line.startswith("+"):
+            break
+        code.append(line[1:])
+    return "\n".join(code)
+
+
+def answer(task: str, generation: str) -> str:
+    """The part of a generation that is scored: a message as written, a code change's lines."""
+    return added_code(generation) if task == CODE_CHANGE else generation
+
+
+def score(task: str, pairs: Sequence[tuple[str, str]]) -> dict[str, int | float | None]:
+    """Mean metrics of ``(answer, reference)`` pairs of one task, with their count."""
+    metrics = MESSAGE_METRICS if task == COMMIT_MESSAGE else CODE_METRICS
+    return corpus_summary(pairs, metrics).as_dict()

@@ -1,0 +1,14 @@
+"""Snakemake entry point of rule compare_models; the logic is repotune.comparison."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from repotune.comparison import compare
+from repotune.logs import run_logged
+
+run_logged(
+    snakemake.log[0],
+    lambda: compare(list(snakemake.input.reports), snakemake.output.table, snakemake.output.plot),
+)

@@ -1,0 +1,81 @@
+"""The model comparison matrix from report.json files (the evaluate stage's format)."""
+
+import json
+
+import matplotlib.image
+import pytest
+
+from repotune.comparison import best_model, compare, matrix
+from repotune.errors import InputError
+from repotune.report import METRICS, metric_entry
+
+
+def report(model: str, perplexity: float, bleu: float, passes: float | None) -> dict:
+    return {
+        "model": model,
+        "metrics": {
+            "perplexity": metric_entry("perplexity", 500.0, perplexity, 900),
+            "commit_message.bnorm_bleu": metric_entry("commit_message.bnorm_bleu", 1.0, bleu, 20),
+            "behaviour.pass_rate": metric_entry("behaviour.pass_rate", 0.5, passes, 6),
+        },
+    }
+
+
+def write_reports(tmp_path, *reports: dict) -> list:
+    paths = []
+    for item in reports:
+        path = tmp_path / item["model"] / "report.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(item))
+        paths.append(path)
+    return paths
+
+
+def test_best_model_respects_each_metrics_direction():
+    reports = [report("tiny", 300.0, 4.0, 0.5), report("gpt2", 120.0, 2.0, None)]
+    assert best_model(reports, "perplexity") == "gpt2"  # lower is better
+    assert best_model(reports, "commit_message.bnorm_bleu") == "tiny"  # higher is better
+    assert best_model(reports, "behaviour.pass_rate") == "tiny"  # gpt2 has no value
+    assert (
+        best_model([report("a", 1.0, 2.0, 0.5), report("b", 1.0, 3.0, 0.5)], "perplexity") is None
+    )
+    rows = matrix(reports)
+    assert [row["metric"] for row in rows] == [
+        name for name in METRICS if name in reports[0]["metrics"]
+    ]
+    assert rows[0]["models"]["gpt2"] == {
+        "base": 500.0,
+        "adapted": 120.0,
+        "delta": -380.0,
+        "count": 900,
+    }
+
+
+def test_compare_writes_the_matrix_and_a_plot(tmp_path):
+    paths = write_reports(
+        tmp_path, report("tiny", 300.0, 4.0, 0.5), report("starcoder2-3b", 120.0, 9.5, 1.0)
+    )
+    table, plot = tmp_path / "comparison.md", tmp_path / "comparison.png"
+    compare(paths, table, plot)
+    text = table.read_text()
+    assert "| metric | `tiny` | `starcoder2-3b` |" in text
+    assert "| perplexity ↓ | 300.00 (-200.00), n=900 | **120.00** (-380.00), n=900 |" in text
+    assert "| message B-Norm BLEU ↑ | 4.00 (+3.00), n=20 | **9.50** (+8.50), n=20 |" in text
+    assert "![comparison](comparison.png)" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(plot).shape[1] > 100
+
+
+def test_one_model_gives_a_one_column_table(tmp_path):
+    [path] = write_reports(tmp_path, report("tiny", 300.0, 4.0, None))
+    compare([path], tmp_path / "c.md", tmp_path / "c.png")
+    text = (tmp_path / "c.md").read_text()
+    assert "| metric | `tiny` |" in text
+    assert "| behaviour pass rate ↑ | n/a (n/a), n=6 |" in text
+
+
+def test_unreadable_report_is_an_input_error(tmp_path):
+    bad = tmp_path / "report.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="rerun evaluate"):
+        compare([bad], tmp_path / "c.md", tmp_path / "c.png")

@@ -1,0 +1,145 @@
+"""The evaluate stage through the snakemake command line, on a fixture repository.
+
+One workflow run (module fixture) on a repository whose newest commits, the test split, follow
+the pattern of the older ones: the adapter has something real to learn, so it must beat its
+base on perplexity. The same run is checked for a complete report.json, valid plots and a
+Snakemake HTML report that contains them.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from repotune.report import METRICS
+from tests.gitfixtures import GitRepo
+from tests.test_workflow import FAST, planned_jobs, snakemake
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NAMES = (
+    "timeout", "retries", "cache_dir", "log_level", "workers", "batch_size", "seed", "root",
+    "encoding", "user", "token_ttl", "mirror", "proxy", "locale", "theme", "port", "host",
+    "prefix", "suffix", "limit",
+)  # fmt: skip
+EVALUATE = {
+    "perplexity": {"batch_size": 8},
+    "commit_messages": {"samples": 3, "max_new_tokens": 12},
+    "code_changes": {"samples": 3, "max_new_tokens": 12},
+    "behaviour": {"max_new_tokens": 12},
+    "examples": 2,
+}
+# FAST, with a model wide enough (two layers of 64) and steps enough (60) to learn the pattern.
+CONFIG = {
+    **FAST,
+    "models": [{"preset": "tiny", "architecture": {"n_layer": 2, "n_head": 2, "n_embd": 64}}],
+    "train": {**FAST["train"], "max_steps": 60, "max_epochs": 20},
+    "curate": {"split": {"test_size": 3, "validation_size": 2}},
+    "evaluate": EVALUATE,
+}
+
+
+def patterned_repository(path: Path) -> GitRepo:
+    """Twenty commits that each add one settings accessor, all in the same shape."""
+    repo = GitRepo(path)
+    for name in NAMES:
+        code = (
+            f"def get_{name}(config):\n"
+            f'    """Return the {name} setting."""\n'
+            f'    return config["{name}"]\n'
+        )
+        repo.commit(f"Add the {name} setting accessor", {f"settings/{name}.py": code})
+    return repo
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("evaluate-workflow")
+    repo = patterned_repository(root / "data")
+    workdir = root / "work"
+    workdir.mkdir()
+    config = {"repo": str(repo.path), **CONFIG}
+    result = snakemake(workdir, "results/comparison.md", config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, config
+
+
+@pytest.mark.slow
+def test_report_has_every_metric_for_base_and_adapted(run):
+    workdir, _ = run
+    report = json.loads((workdir / "results/tiny/eval/report.json").read_text())
+    assert set(report["metrics"]) == set(METRICS)
+    for name, entry in report["metrics"].items():
+        for key in ("base", "adapted", "delta"):
+            assert isinstance(entry[key], float) and math.isfinite(entry[key]), (name, key)
+        assert entry["delta"] == pytest.approx(entry["adapted"] - entry["base"])
+        assert entry["count"] > 0, name
+    samples = report["samples"]
+    assert (samples["test_commits"], samples["commit_messages"], samples["code_changes"]) == (
+        3,
+        3,
+        3,
+    )
+    assert samples["behaviour_tests"] == 6 and samples["perplexity_tokens"] > 0
+    assert report["metrics"]["perplexity"]["count"] == samples["perplexity_tokens"]
+    summary = json.loads((workdir / "results/tiny/adapter/training_summary.json").read_text())
+    assert report["training"]["steps"] == summary["steps"] == 60
+    assert report["training"]["final_train_loss"] == summary["final_train_loss"]
+    assert len(report["examples"]) == 2
+    generations = (workdir / "results/tiny/eval/generations.jsonl").read_text().splitlines()
+    assert len(generations) == 3 + 3 + 6
+    markdown = (workdir / "results/tiny/eval/report.md").read_text()
+    assert "| perplexity ↓ |" in markdown and "![loss curves](loss_curves.png)" in markdown
+    assert report["examples"][0]["reference"].strip() in markdown.replace("<br>", "\n")
+
+
+@pytest.mark.slow
+def test_adapter_beats_its_base_on_perplexity_of_patterned_commits(run):
+    workdir, _ = run
+    metrics = json.loads((workdir / "results/tiny/eval/report.json").read_text())["metrics"]
+    assert metrics["perplexity"]["adapted"] < 0.8 * metrics["perplexity"]["base"]
+    assert metrics["bits_per_token"]["delta"] < 0
+
+
+@pytest.mark.slow
+def test_plots_are_valid_png_files(run):
+    workdir, _ = run
+    for path in (
+        workdir / "results/tiny/eval/loss_curves.png",
+        workdir / "results/tiny/eval/metrics.png",
+        workdir / "results/comparison.png",
+    ):
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    comparison = (workdir / "results/comparison.md").read_text()
+    assert "`tiny`" in comparison and "![comparison](comparison.png)" in comparison
+
+
+@pytest.mark.slow
+def test_snakemake_report_contains_plots_and_reports(run):
+    workdir, config = run
+    result = snakemake(workdir, "results/comparison.md", "--report", "report.html", config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (workdir / "report.html").read_text()
+    for path in (
+        "results/tiny/eval/report.md",
+        "results/tiny/eval/loss_curves.png",
+        "results/tiny/eval/metrics.png",
+        "results/comparison.md",
+        "results/comparison.png",
+    ):
+        assert f'"{path}": {{"name": "{Path(path).name}"' in html, path
+    # The three PNGs are embedded (base64 of the PNG signature), captions rendered per model.
+    assert html.count("iVBORw0KGgo") >= 3
+    assert "Training loss of model tiny" in html
+
+
+@pytest.mark.slow
+def test_changing_an_evaluation_setting_reruns_only_evaluation(run):
+    workdir, config = run
+    assert planned_jobs(snakemake(workdir, "results/comparison.md", "-n", config=config)) == {}
+    changed = {**config, "evaluate": {**EVALUATE, "examples": 1}}
+    dry = snakemake(workdir, "results/comparison.md", "-n", config=changed)
+    assert planned_jobs(dry) == {"evaluate": 1, "compare_models": 1}

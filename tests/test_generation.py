@@ -1,0 +1,167 @@
+"""Batched generation: equal to one prompt at a time, stops at EOS and stop strings, truncates."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from repotune.generation import Generation, GenerationSettings, budgets, find_stop, generate
+from repotune.modeling import build_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_fixtures import train_tokenizer
+
+PROMPTS = [
+    "fix: handle empty items\n--- a/items.py\n+++ b/items.py\n",
+    "feat: add",
+    "docs: describe the cache\n+The cache option sets the size.\n+",
+    "feat: add rows helper\n+def rows(value):\n",
+    "x",
+    "fix: handle empty config\n",
+    "docs: describe tokens\n+The tokens option sets the size.\n",
+    "feat: add users helper\n+def users(value):\n+    return value + 1\n",
+    "fix: handle empty paths\n--- a/paths.py\n",
+    "docs:",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> PreTrainedTokenizerFast:
+    return train_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+def tiny_model(tokenizer: PreTrainedTokenizerFast, n_positions: int = 256) -> torch.nn.Module:
+    torch.manual_seed(0)
+    special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    arch = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": n_positions}
+    return build_model(arch, len(tokenizer), n_positions, special).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer: PreTrainedTokenizerFast) -> torch.nn.Module:
+    return tiny_model(tokenizer)
+
+
+def settings(**overrides: object) -> GenerationSettings:
+    return GenerationSettings(**{"max_new_tokens": 12, "batch_size": 8, **overrides})
+
+
+def reference_generate(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, prompt: str, new: int
+) -> list[int]:
+    """transformers' own generate on one unpadded prompt: the baseline our batching must equal."""
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return out[0, ids.shape[1] :].tolist()
+
+
+@pytest.mark.slow
+def test_batched_equals_one_at_a_time_and_transformers_generate(model, tokenizer):
+    batched = generate(model, tokenizer, PROMPTS, settings(batch_size=4))
+    single = generate(model, tokenizer, PROMPTS, settings(batch_size=1))
+    assert batched == single
+    assert [g.finish for g in batched] == ["length"] * len(PROMPTS)
+    assert all(g.new_tokens == 12 for g in batched)
+    for prompt, generation in zip(PROMPTS, batched, strict=True):
+        expected = tokenizer.decode(reference_generate(model, tokenizer, prompt, 12))
+        assert generation.text == expected
+        assert generation.prompt_tokens == len(tokenizer(prompt)["input_ids"])
+    # Results come back in the caller's order, whatever the length sorting did.
+    reordered = generate(model, tokenizer, PROMPTS[::-1], settings(batch_size=3))
+    assert reordered == batched[::-1]
+
+
+def test_stops_at_eos(model, tokenizer, tmp_path):
+    free = reference_generate(model, tokenizer, PROMPTS[0], 12)
+    position = 5
+    target = free[position]
+    first = free.index(target)
+    # A tokenizer whose EOS is the token the model writes at step `first`: generation must end
+    # there, the EOS itself not in the text but counted as generated.
+    tokenizer.save_pretrained(tmp_path)
+    eos_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    eos_tokenizer.eos_token = tokenizer.convert_ids_to_tokens(target)
+    assert eos_tokenizer.eos_token_id == target
+    [result] = generate(model, eos_tokenizer, [PROMPTS[0]], settings())
+    assert result == Generation(
+        text=tokenizer.decode(free[:first]),
+        new_tokens=first + 1,
+        prompt_tokens=len(tokenizer(PROMPTS[0])["input_ids"]),
+        truncated=False,
+        finish="eos",
+    )
+
+
+def test_stops_at_a_stop_string_per_prompt_and_shared(model, tokenizer):
+    free = generate(model, tokenizer, PROMPTS[:3], settings())
+    # A stop string taken from the middle of what the model writes for the first prompt.
+    text = free[0].text
+    marker = text[len(text) // 2 : len(text) // 2 + 3]
+    assert marker and marker in text
+    cut = text.index(marker)
+    stopped = generate(
+        model, tokenizer, PROMPTS[:3], settings(), per_prompt_stop=[[marker], [], []]
+    )
+    assert stopped[0].text == text[:cut] and stopped[0].finish == "stop"
+    assert stopped[0].new_tokens < free[0].new_tokens
+    assert stopped[1:] == free[1:]
+    shared = generate(model, tokenizer, PROMPTS[:1], settings(), stop=[marker])
+    assert shared[0].text == text[:cut]
+
+
+def test_long_prompts_keep_their_end_and_fit_the_context(tokenizer):
+    short = tiny_model(tokenizer, n_positions=32)
+    long_prompt = "feat: add rows helper\n" * 20
+    [result] = generate(short, tokenizer, [long_prompt], settings(max_new_tokens=20))
+    # 20 new tokens would leave 12 of 32 for the prompt: the generation gets half the context.
+    assert budgets(settings(max_new_tokens=20), 32) == (16, 16)
+    assert result.truncated and result.prompt_tokens == 16 and result.new_tokens == 16
+    tail = tokenizer(long_prompt, add_special_tokens=False)["input_ids"][-16:]
+    assert result.text == tokenizer.decode(
+        reference_generate(short, tokenizer, tokenizer.decode(tail), 16)
+    )
+
+
+def test_sampling_is_seeded_and_leaves_the_global_rng_alone(model, tokenizer):
+    sampled = settings(do_sample=True, temperature=1.5, seed=7)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = generate(model, tokenizer, PROMPTS[:4], sampled)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert generate(model, tokenizer, PROMPTS[:4], sampled) == first
+    other = generate(
+        model, tokenizer, PROMPTS[:4], settings(do_sample=True, temperature=1.5, seed=8)
+    )
+    assert other != first
+    assert first != generate(model, tokenizer, PROMPTS[:4], settings())
+
+
+@pytest.mark.parametrize(
+    ("text", "stops", "prefix", "expected"),
+    [
+        ("abc<|diff|>def", ["<|diff|>"], "", 3),
+        ("abc", ["<|diff|>"], "", None),
+        ("a\n-b\n c", ["\n ", "\n-"], "", 1),
+        (" context", ["\n "], "+x\n", 0),  # the stop begins in the prompt: nothing is kept
+        ("+y\n z", ["\n "], "\n \n", 2),  # a stop wholly inside the prompt does not count
+        ("", ["\n "], "abc\n", None),
+    ],
+)
+def test_find_stop(text, stops, prefix, expected):
+    assert find_stop(text, stops, prefix) == expected
+
+
+def test_empty_prompt_list_and_mismatched_stops(model, tokenizer):
+    assert generate(model, tokenizer, [], settings()) == []
+    with pytest.raises(ValueError, match="one list per prompt"):
+        generate(model, tokenizer, PROMPTS[:2], settings(), per_prompt_stop=[[]])

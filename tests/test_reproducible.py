@@ -1,0 +1,30 @@
+"""Two runs from scratch with the same config on CPU give byte-identical artifacts, except the
+files the manifest marks volatile (they record wall time, throughput or free memory)."""
+
+import json
+
+import pytest
+
+from tests.manifest_fixtures import data_repository, fast_config
+from tests.test_workflow import snakemake
+
+
+@pytest.mark.slow
+def test_two_runs_from_scratch_have_identical_hashes(tmp_path):
+    repo = data_repository(tmp_path / "data")
+    manifests = []
+    for name in ("first", "second"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        run = snakemake(workdir, config=fast_config(repo))
+        assert run.returncode == 0, run.stderr[-3000:]
+        manifests.append(json.loads((workdir / "results/tiny/manifest.json").read_text()))
+
+    first, second = ({a["path"]: a for a in m["artifacts"]} for m in manifests)
+    assert first.keys() == second.keys()
+    differ = {path for path in first if first[path]["sha256"] != second[path]["sha256"]}
+    volatile = {path for path, entry in first.items() if "volatile" in entry}
+    assert differ <= volatile, f"not reproducible: {sorted(differ - volatile)}"
+    assert len(first) - len(volatile) >= 30
+    assert manifests[0]["metrics"] == manifests[1]["metrics"]
+    assert manifests[0]["reproducibility"]["bit_identical"] is True

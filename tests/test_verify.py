@@ -1,0 +1,80 @@
+"""repotune.verify rechecks every hash of a manifest and says what changed."""
+
+import subprocess
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from repotune.manifest import build_manifest, write_manifest
+from repotune.verify import load_manifest, verify
+from tests.manifest_fixtures import verify_command
+from tests.test_workflow import ROOT
+
+
+def small_run(tmp_path):
+    """A run directory with real files: a Parquet table, a directory of files, a summary."""
+    (tmp_path / "results" / "m" / "adapter").mkdir(parents=True)
+    pq.write_table(pa.table({"sha": ["a", "b"]}), tmp_path / "results" / "commits.parquet")
+    (tmp_path / "results" / "m" / "adapter" / "adapter_config.json").write_text('{"r": 8}\n')
+    summary = tmp_path / "results" / "m" / "adapter" / "training_summary.json"
+    summary.write_text('{"resolved_targets": ["c_attn"], "trainable_params": 64}\n')
+    manifest = build_manifest(
+        model="m",
+        config={"repo": str(tmp_path)},
+        roots=["results/commits.parquet", "results/m/adapter"],
+        benchmarks={},
+        training_summary="results/m/adapter/training_summary.json",
+        eval_report=None,
+        workflow_dir=ROOT,
+        base=tmp_path,
+    )
+    path = tmp_path / "results" / "m" / "manifest.json"
+    write_manifest(path, manifest)
+    return path
+
+
+def test_untouched_run_verifies(tmp_path):
+    path = small_run(tmp_path)
+    assert verify(load_manifest(path), tmp_path) == []
+    result = subprocess.run(
+        verify_command(path, tmp_path), cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all 3 artifacts match" in result.stdout
+
+
+def test_altered_missing_and_added_files_are_reported(tmp_path):
+    path = small_run(tmp_path)
+    pq.write_table(pa.table({"sha": ["a", "c"]}), tmp_path / "results" / "commits.parquet")
+    (tmp_path / "results" / "m" / "adapter" / "adapter_config.json").unlink()
+    (tmp_path / "results" / "m" / "adapter" / "stray.bin").write_bytes(b"\0")
+    changes = {(change.kind, change.path) for change in verify(load_manifest(path), tmp_path)}
+    assert changes == {
+        ("changed", "results/commits.parquet"),
+        ("missing", "results/m/adapter/adapter_config.json"),
+        ("added", "results/m/adapter/stray.bin"),
+    }
+    result = subprocess.run(
+        verify_command(path, tmp_path), cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "changed  results/commits.parquet  (sha256 " in result.stdout
+    assert "3 difference(s)" in result.stdout
+
+
+def test_same_size_edit_is_caught_by_the_hash(tmp_path):
+    path = small_run(tmp_path)
+    config = tmp_path / "results" / "m" / "adapter" / "adapter_config.json"
+    config.write_text('{"r": 9}\n')
+    [change] = verify(load_manifest(path), tmp_path)
+    assert (change.kind, change.path) == ("changed", "results/m/adapter/adapter_config.json")
+    assert "bytes" not in change.detail
+
+
+def test_unreadable_manifest_fails_in_one_line(tmp_path):
+    bad = tmp_path / "manifest.json"
+    bad.write_text("{not json")
+    result = subprocess.run(verify_command(bad, tmp_path), cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("repotune error: manifest ")
+    assert len(result.stderr.strip().splitlines()) == 1
