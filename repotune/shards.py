@@ -13,7 +13,8 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,29 @@ def rendered_texts(
         yield from ("".join(p) for p in pieces)
 
 
+def _encoded_batches(
+    path: str | Path,
+    template: Template,
+    settings: TokenizeSettings,
+    encode: Callable[[list[str]], list[list[int]]],
+) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[str]], list[list[int]]]]:
+    """Rendered batches with the ids of their pieces, in file order.
+
+    The Rust encoder releases the GIL, so one batch is encoded on a worker thread while the
+    next is read and rendered here in Python: rendering no longer waits for the encoder.
+    """
+    with ThreadPoolExecutor(max_workers=1) as encoder:
+        pending = None
+        for rows in read_curated(path, settings.batch_commits):
+            tasks, pieces = _rendered(rows, template, settings)
+            job = encoder.submit(encode, [piece for commit in pieces for piece in commit])
+            if pending is not None:
+                yield *pending[:3], pending[3].result()
+            pending = (rows, tasks, pieces, job)
+        if pending is not None:
+            yield *pending[:3], pending[3].result()
+
+
 def encode_split(
     path: str | Path,
     tokenizer: PreTrainedTokenizerBase,
@@ -163,9 +187,8 @@ def encode_split(
 
     max_tokens = settings.seq_len - 1
     out = SplitDocuments()
-    for rows in read_curated(path, settings.batch_commits):
-        tasks, pieces = _rendered(rows, template, settings)
-        encoded = iter(encode([piece for commit_pieces in pieces for piece in commit_pieces]))
+    for rows, tasks, pieces, piece_batch in _encoded_batches(path, template, settings, encode):
+        encoded = iter(piece_batch)
         documents: list[list[int]] = []
         for row, task, commit_pieces in zip(rows, tasks, pieces, strict=True):
             commit = len(out.shas)
