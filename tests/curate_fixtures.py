@@ -53,6 +53,39 @@ def change(
     }
 
 
+def commit_row(
+    full_sha: str,
+    subject: str,
+    files: list[dict[str, Any]],
+    *,
+    body: str = "",
+    author: str = "Ada Lovelace",
+    when: datetime = EPOCH,
+) -> dict[str, Any]:
+    """A root commit's row with every ``COMMITS`` column; the totals are summed from files."""
+    return {
+        "sha": full_sha,
+        "parents": [],
+        "is_merge": False,
+        "author_name": author,
+        "author_email_sha256": hashlib.sha256(b"ada@example.org").hexdigest(),
+        "author_email": None,
+        "author_time": when,
+        "author_utc_offset_minutes": 60,
+        "committer_name": author,
+        "committer_time": when,
+        "committer_utc_offset_minutes": 60,
+        "encoding": None,
+        "subject": subject,
+        "body": body,
+        "files": files,
+        "files_changed": len(files),
+        "additions": sum(f["additions"] or 0 for f in files),
+        "deletions": sum(f["deletions"] or 0 for f in files),
+        "patch_bytes": sum(f["patch_bytes"] for f in files),
+    }
+
+
 class History:
     """A hand-built history: :meth:`add` appends one commit row, a day after the previous."""
 
@@ -74,27 +107,9 @@ class History:
         when = EPOCH + timedelta(days=number if day is None else day)
         if files is None:
             files = [change(patch=f"@@ -1,2 +1,3 @@\n def main():\n+    return run({number})\n")]
-        row = {
-            "sha": sha(number),
-            "parents": [sha(f"parent-{number}-{i}") for i in range(parents)],
-            "is_merge": parents > 1,
-            "author_name": author,
-            "author_email_sha256": hashlib.sha256(b"ada@example.org").hexdigest(),
-            "author_email": None,
-            "author_time": when,
-            "author_utc_offset_minutes": 60,
-            "committer_name": author,
-            "committer_time": when,
-            "committer_utc_offset_minutes": 60,
-            "encoding": None,
-            "subject": subject,
-            "body": body,
-            "files": files,
-            "files_changed": len(files),
-            "additions": sum(f["additions"] or 0 for f in files),
-            "deletions": sum(f["deletions"] or 0 for f in files),
-            "patch_bytes": sum(f["patch_bytes"] for f in files),
-        }
+        parent_shas = [sha(f"parent-{number}-{i}") for i in range(parents)]
+        row = commit_row(sha(number), subject, files, body=body, author=author, when=when)
+        row.update(parents=parent_shas, is_merge=parents > 1)
         self.rows.append(row)
         return row
 

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from repotune.dataset_table import DATASET
+from tests import curate_fixtures
 
 SPLITS = ("train", "validation", "test")
 
@@ -62,29 +63,8 @@ def commit_row(
     """A curated row with every column; ``sha`` may be any string (hashed to 40 hex digits)."""
     full_sha = sha if len(sha) == 40 else hashlib.sha1(sha.encode()).hexdigest()
     when = when or datetime(2024, 1, 1, tzinfo=UTC)
-    return {
-        "sha": full_sha,
-        "parents": [],
-        "is_merge": False,
-        "author_name": "Ada",
-        "author_email_sha256": hashlib.sha256(b"ada@example.org").hexdigest(),
-        "author_email": None,
-        "author_time": when,
-        "author_utc_offset_minutes": 60,
-        "committer_name": "Ada",
-        "committer_time": when,
-        "committer_utc_offset_minutes": 60,
-        "encoding": None,
-        "subject": subject,
-        "body": body,
-        "files": files,
-        "files_changed": len(files),
-        "additions": sum(f["additions"] or 0 for f in files),
-        "deletions": sum(f["deletions"] or 0 for f in files),
-        "patch_bytes": sum(f["patch_bytes"] for f in files),
-        "recency_weight": weight,
-        "split": split,
-    }
+    row = curate_fixtures.commit_row(full_sha, subject, files, body=body, author="Ada", when=when)
+    return {**row, "recency_weight": weight, "split": split}
 
 
 def write_split(path: str | Path, rows: list[dict[str, Any]]) -> Path:
