@@ -8,7 +8,8 @@ HYPERPARAMETERS = (
 )  # fmt: skip
 
 
-def _value(value: Any) -> str:
+def plain_value(value: Any) -> str:
+    """A value for a Markdown table: ``n/a`` for missing, 4 significant digits for floats."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -20,7 +21,7 @@ def model_card(summary: dict[str, Any]) -> str:
     """Markdown model card from a training summary (see ``training_summary.json``)."""
     settings = summary["settings"]
     batching = f"{summary['micro_batch']} x {summary['accumulation']} x {summary['world_size']}"
-    rows = "\n".join(f"| `{key}` | {_value(settings[key])} |" for key in HYPERPARAMETERS)
+    rows = "\n".join(f"| `{key}` | {plain_value(settings[key])} |" for key in HYPERPARAMETERS)
     return f"""---
 library_name: peft
 base_model: {summary["base_model"]}
@@ -33,7 +34,7 @@ A LoRA adapter for `{summary["base_model"]}`, trained by repotune on the commit 
 one repository. Load it with
 `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), this_directory)`.
 This directory holds the adapter with the lowest validation loss (`{summary["adapter"]}`, step
-{_value(summary["best_step"])}); `last/` holds the adapter after the final step.
+{plain_value(summary["best_step"])}); `last/` holds the adapter after the final step.
 
 ## Data
 
@@ -56,8 +57,8 @@ This directory holds the adapter with the lowest validation loss (`{summary["ada
 
 | metric | value |
 |---|---|
-| final train loss | {_value(summary["final_train_loss"])} |
-| final validation loss | {_value(summary["final_val_loss"])} |
-| best validation loss | {_value(summary["best_val_loss"])} |
-| tokens per second | {_value(summary["tokens_per_s"])} |
+| final train loss | {plain_value(summary["final_train_loss"])} |
+| final validation loss | {plain_value(summary["final_val_loss"])} |
+| best validation loss | {plain_value(summary["best_val_loss"])} |
+| tokens per second | {plain_value(summary["tokens_per_s"])} |
 """

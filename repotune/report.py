@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from repotune.atomic import atomic_path, write_text
+from repotune.model_card import plain_value
 
 VARIANTS = ("base", "adapted")
 # name -> (task, title, higher is better, format, upper bound of its scale or None)
@@ -216,7 +217,7 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         "",
         "| steps | epochs | tokens | final train loss | final validation loss | tokens/s |",
         "|---|---|---|---|---|---|",
-        "| " + " | ".join(_plain(training.get(key)) for key in TRAINING_COLUMNS) + " |",
+        "| " + " | ".join(plain_value(training.get(key)) for key in TRAINING_COLUMNS) + " |",
         "",
         f"![loss curves]({loss_plot})",
         "",
@@ -224,14 +225,6 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
     lines += _behaviour_section(report["behaviour"])
     lines += _examples_section(report["examples"])
     return "\n".join(lines) + "\n"
-
-
-def _plain(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _behaviour_section(results: Sequence[Mapping[str, Any]]) -> list[str]:
