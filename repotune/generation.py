@@ -36,6 +36,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from repotune.errors import InputError
+from repotune.tokenizer import TextEncoder
 
 log = logging.getLogger(__name__)
 FINISH_REASONS = ("eos", "stop", "length")
@@ -170,10 +171,10 @@ class _StopStrings(StoppingCriteria):
 
 
 def _encode(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_prompt_tokens: int
+    encode: TextEncoder, prompts: Sequence[str], max_prompt_tokens: int
 ) -> tuple[list[list[int]], list[bool]]:
     """Token ids of each prompt, its beginning dropped beyond the budget; which were cut."""
-    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    ids = encode(prompts)
     return [row[-max_prompt_tokens:] for row in ids], [len(row) > max_prompt_tokens for row in ids]
 
 
@@ -238,7 +239,8 @@ def generate(
 ) -> list[Generation]:
     """Continue every prompt; the i-th result belongs to the i-th prompt.
 
-    ``stop`` applies to every prompt (the template's markers), ``per_prompt_stop`` adds a list
+    ``stop`` applies to every prompt (the template's markers, which are also the only special
+    tokens recognised in a prompt, as in the training shards), ``per_prompt_stop`` adds a list
     per prompt (a behavioural test's own stop strings). The model is put in eval mode.
     """
     if per_prompt_stop is not None and len(per_prompt_stop) != len(prompts):
@@ -256,7 +258,7 @@ def generate(
             "of at most %d",
             desc, context_length(model), max_new, settings.max_new_tokens, max_prompt,
         )  # fmt: skip
-    encoded, truncated = _encode(tokenizer, prompts, max_prompt)
+    encoded, truncated = _encode(TextEncoder(tokenizer, stop), prompts, max_prompt)
     row_stops = [
         tuple(stop) + tuple(per_prompt_stop[index] if per_prompt_stop else ())
         for index in range(len(prompts))

@@ -33,6 +33,7 @@ from repotune.packing import Blocks, pack, split_document
 from repotune.render import TASKS, Template, choose_template, get_template, render_pieces, task_for
 from repotune.tokenizer import (
     TRAIN_BPE,
+    TextEncoder,
     configure_parallelism,
     load_tokenizer,
     special_tokens,
@@ -180,11 +181,7 @@ def encode_split(
     BPEs, since every piece starts a line with a non-space character, and makes splitting a
     long commit free: its documents are groups of already encoded pieces.
     """
-    backend = tokenizer.backend_tokenizer
-
-    def encode(texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-
+    encode = TextEncoder(tokenizer, template.markers)
     max_tokens = settings.seq_len - 1
     out = SplitDocuments()
     for rows, tasks, pieces, piece_batch in _encoded_batches(path, template, settings, encode):

@@ -104,3 +104,43 @@ def special_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
     """Every token string the tokenizer treats as special (never split by the BPE)."""
     added = tokenizer.backend_tokenizer.get_added_tokens_decoder().values()
     return {token.content for token in added if token.special}
+
+
+class TextEncoder:
+    """Encodes rendered commits: template markers become their tokens, all else is plain text.
+
+    A tokenizer normally turns any special-token string it finds into that token, so a commit
+    that mentions ``<|endoftext|>`` (common in ML repositories) would put an end-of-text token
+    in the middle of a document. Here only the template's own markers are special; every other
+    special-token string in the text is encoded as ordinary text. For text without such
+    strings the ids are exactly the tokenizer's own: it also splits at special tokens first.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, markers: Sequence[str]) -> None:
+        backend = tokenizer.backend_tokenizer
+        self._plain = Tokenizer.from_str(backend.to_str())
+        self._plain.encode_special_tokens = True
+        specials = special_tokens(tokenizer)
+        self._markers = {m: backend.token_to_id(m) for m in markers if m in specials}
+        longest_first = "|".join(map(re.escape, sorted(self._markers, key=len, reverse=True)))
+        self._split = re.compile(f"({longest_first})") if self._markers else None
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without BOS/EOS."""
+        if self._split is None:
+            return self._encode_plain(list(texts))
+        parts = [self._split.split(text) for text in texts]
+        plain = iter(self._encode_plain([p for pieces in parts for p in pieces[0::2] if p]))
+        encoded = []
+        for pieces in parts:
+            ids: list[int] = []
+            for index, piece in enumerate(pieces):
+                if index % 2:
+                    ids.append(self._markers[piece])
+                elif piece:
+                    ids.extend(next(plain))
+            encoded.append(ids)
+        return encoded
+
+    def _encode_plain(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._plain.encode_batch_fast(texts, add_special_tokens=False)]

@@ -18,6 +18,8 @@ from repotune.shards import SHARD_SCHEMA, SPLITS, TokenizeSettings, tokenize_sta
 from repotune.tokenizer import EOS
 from tests.tokenize_fixtures import (
     STARCODER2_SPECIAL,
+    commit_row,
+    file_change,
     save_hub_like_tokenizer,
     synthetic_rows,
     write_curated,
@@ -166,6 +168,36 @@ def test_hub_tokenizer_with_starcoder2_tokens_gets_the_starcoder2_template(tmp_p
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "out" / "tokenizer"))
     first = load_from_disk(str(tmp_path / "out" / "shards" / "train"))[0]["input_ids"]
     assert first[0] == tokenizer.convert_tokens_to_ids("<pr>")
+
+
+def test_special_token_strings_in_commits_stay_text(tmp_path) -> None:
+    """An ML repository's commit that mentions <|endoftext|> must not end its document."""
+    rows = _rows()
+    leaky = commit_row(
+        "leaky",
+        f"Strip {EOS} and <|message|> from prompts",
+        [file_change("gen.py", f"@@ -1 +1 @@\n-STOP = None\n+STOP = '{EOS}'\n")],
+        body=f"The model emitted {EOS} mid-sentence.",
+    )
+    rows.insert(3, leaky)
+    stats = _run(
+        tmp_path, rows, resolve_model({"preset": "tiny", "bpe_vocab_size": 600}), _settings()
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "out" / "tokenizer"))
+    train = load_from_disk(str(tmp_path / "out" / "shards" / "train"))
+    ids = np.concatenate(
+        [
+            np.asarray(row[:length])
+            for row, length in zip(train["input_ids"], train["length"], strict=True)
+        ]
+    )
+    documents = stats["splits"]["train"]["documents"]
+    assert int(np.count_nonzero(ids == tokenizer.eos_token_id)) == documents
+    text = _decode(tokenizer, ids)
+    template = get_template(stats["template"]["name"])
+    marker = template.markers[0]
+    assert render(leaky, task_for(leaky["sha"], 0.5, 0), template) + EOS in text
+    assert text.count(f"STOP = '{EOS}'") == 1 and marker in text
 
 
 def test_missing_columns_are_an_input_error(tmp_path) -> None:
