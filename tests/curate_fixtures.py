@@ -32,6 +32,7 @@ def change(
     change_type: str = "M",
     old_path: str | None = None,
     is_binary: bool = False,
+    similarity: int | None = None,
 ) -> dict[str, Any]:
     """One ``files`` entry; lines are counted from the patch like git does."""
     lines = (patch or "").splitlines()
@@ -42,7 +43,7 @@ def change(
         "change_type": change_type,
         "old_mode": None if change_type == "A" else "100644",
         "new_mode": None if change_type == "D" else "100644",
-        "similarity": None,
+        "similarity": similarity,
         "additions": None if binary else sum(line.startswith("+") for line in lines),
         "deletions": None if binary else sum(line.startswith("-") for line in lines),
         "is_binary": binary,

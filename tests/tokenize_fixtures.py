@@ -28,27 +28,17 @@ def file_change(
     patch: str | None,
     change_type: str = "M",
     old_path: str | None = None,
-    old_mode: str | None = "100644",
-    new_mode: str | None = "100644",
     is_binary: bool = False,
 ) -> dict[str, Any]:
-    """One ``files`` entry with every FILE_CHANGE field."""
-    lines = (patch or "").splitlines()
-    return {
-        "path": path,
-        "old_path": old_path,
-        "change_type": change_type,
-        "old_mode": None if change_type == "A" else old_mode,
-        "new_mode": None if change_type == "D" else new_mode,
-        "similarity": 90 if change_type in ("R", "C") else None,
-        "additions": None if is_binary else sum(line.startswith("+") for line in lines),
-        "deletions": None if is_binary else sum(line.startswith("-") for line in lines),
-        "is_binary": is_binary,
-        "is_submodule": False,
-        "patch": None if is_binary else patch,
-        "patch_bytes": len((patch or "").encode()),
-        "patch_truncated": False,
-    }
+    """One ``files`` entry, with git's similarity index on renames and copies."""
+    return curate_fixtures.change(
+        path,
+        patch,
+        change_type=change_type,
+        old_path=old_path,
+        is_binary=is_binary,
+        similarity=90 if change_type in ("R", "C") else None,
+    )
 
 
 def commit_row(
