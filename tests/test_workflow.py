@@ -96,7 +96,7 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
     repo.commit("Add module number 6", {"pkg/m6.py": "VALUE = 6\n"})
     dry = snakemake(workdir, "-n", config=config)
     assert planned_jobs(dry) == ALL_STAGES
-    assert "params" in dry.stdout + dry.stderr
+    assert "Params have changed" in dry.stdout + dry.stderr
     assert snakemake(workdir, config=config).returncode == 0
     stats = json.loads((workdir / "results" / "commits.stats.json").read_text())
     assert (stats["commits"], stats["commits_extracted"], stats["incremental"]) == (7, 1, True)
