@@ -60,7 +60,7 @@ clean:
 # Recheck every hash in each model's manifest; non-zero exit when anything changed.
 verify: setup
 	@status=0; for manifest in results/*/manifest.json; do \
-		$(BIN)/python -m repotune.verify "$$manifest" || status=1; done; exit $$status
+		$(BIN)/python -m repotune.manifest.verify "$$manifest" || status=1; done; exit $$status
 
 # The rule graph as docs/rulegraph.svg (shown in the README) and docs/rulegraph.dot (its source,
 # which tests/test_dag.py compares with the rules). Needs graphviz's `dot`.

@@ -30,14 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from repotune.config import resolve_config  # noqa: E402
-from repotune.curate import CurateSettings, curate  # noqa: E402
+from repotune.curate.stage import CurateSettings, curate  # noqa: E402
 from tests.curate_fixtures import History, change, write_commits  # noqa: E402
 
 MEMORY_PROBE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from repotune.config import resolve_config  # noqa: E402
-from repotune.curate import CurateSettings, curate  # noqa: E402
+from repotune.curate.stage import CurateSettings, curate  # noqa: E402
 out = sys.argv[3]
 outputs = {name: f"{out}/{name}.parquet" for name in ("train", "validation", "test")}
 curate(sys.argv[2], outputs, out + "/curation.json",

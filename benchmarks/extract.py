@@ -24,13 +24,13 @@ from pathlib import Path
 
 from benchmarks.synthetic_repo import build
 from repotune.config import resolve_config
-from repotune.extract import ExtractSettings, extract_to_parquet, git_log_command
+from repotune.extract.stage import ExtractSettings, extract_to_parquet, git_log_command
 
 MEMORY_PROBE = """
 import json, resource, sys
 sys.path.insert(0, sys.argv[1])
 from repotune.config import resolve_config
-from repotune.extract import ExtractSettings, extract_to_parquet
+from repotune.extract.stage import ExtractSettings, extract_to_parquet
 settings = ExtractSettings.from_config(resolve_config()["extract"])
 out = sys.argv[4]
 extract_to_parquet(sys.argv[2], sys.argv[3], out + "/c.parquet", out + "/s.json",

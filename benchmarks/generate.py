@@ -33,11 +33,11 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from repotune.generation import GenerationSettings, find_stop, generate  # noqa: E402
+from repotune.evaluate.generation import GenerationSettings, find_stop, generate  # noqa: E402
 from repotune.modeling import build_model  # noqa: E402
 from repotune.models import architecture, resolve_model  # noqa: E402
-from repotune.render import CHANGE_TO_MESSAGE, PLAIN, render, render_prompt  # noqa: E402
-from repotune.tokenizer import train_bpe  # noqa: E402
+from repotune.shards.render import CHANGE_TO_MESSAGE, PLAIN, render, render_prompt  # noqa: E402
+from repotune.shards.tokenizer import train_bpe  # noqa: E402
 from tests.tokenize_fixtures import synthetic_rows  # noqa: E402
 
 SEQ_LEN = 1024

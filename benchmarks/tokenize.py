@@ -31,9 +31,9 @@ from datasets.utils.logging import disable_progress_bar  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from repotune.models import resolve_model  # noqa: E402
-from repotune.render import get_template, render, task_for  # noqa: E402
-from repotune.shards import SPLITS, TokenizeSettings, read_curated, tokenize_stage  # noqa: E402
-from repotune.tokenizer import configure_parallelism  # noqa: E402
+from repotune.shards.render import get_template, render, task_for  # noqa: E402
+from repotune.shards.stage import SPLITS, TokenizeSettings, read_curated, tokenize_stage  # noqa: E402
+from repotune.shards.tokenizer import configure_parallelism  # noqa: E402
 from tests.tokenize_fixtures import synthetic_rows, write_curated  # noqa: E402
 
 

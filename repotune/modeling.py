@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
+from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
     BitsAndBytesConfig,
@@ -32,11 +33,14 @@ from transformers import (
 
 from repotune.atomic import atomic_path
 from repotune.errors import InputError
-from repotune.memory import ModelShape
+from repotune.hardware import DTYPES
 from repotune.models import ModelSpec, architecture
+from repotune.train.memory import ModelShape
 
 log = logging.getLogger(__name__)
 BASE_FILE = "base.json"
+# Written by training into the adapter directory: which base, quantization and dtype it used.
+SUMMARY_FILE = "training_summary.json"
 QUANTIZATIONS = ("nf4", "int8", "none")
 
 
@@ -218,3 +222,20 @@ def _logical_numel(parameter: torch.Tensor) -> int:
     if quant_state is not None:
         return int(torch.Size(quant_state.shape).numel())
     return parameter.numel()
+
+
+def load_adapted(adapter_dir: str | Path, device: str = "cpu") -> PeftModel:
+    """The trained model: the base recorded in the adapter's summary, with the adapter on top.
+
+    Lives here, not in the trainer, so that evaluation and inference load a model without
+    importing the training loop."""
+    adapter_dir = Path(adapter_dir)
+    summary = json.loads((adapter_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    base = load_model(
+        summary["base_model"],
+        quantization=summary["quantization"],
+        dtype=torch.float32 if device == "cpu" else DTYPES[summary["dtype"]],
+        device=torch.device(device),
+        trust_remote_code=summary["settings"]["trust_remote_code"],
+    )
+    return PeftModel.from_pretrained(base, str(adapter_dir))

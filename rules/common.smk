@@ -10,7 +10,7 @@ sys.path.insert(0, workflow.basedir)
 
 from repotune.config import resolve_config  # noqa: E402
 from repotune.errors import InputError  # noqa: E402
-from repotune.repository import head_sha  # noqa: E402
+from repotune.extract.repository import head_sha  # noqa: E402
 
 
 def stop(error):

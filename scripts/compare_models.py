@@ -1,11 +1,11 @@
-"""Snakemake entry point of rule compare_models; the logic is repotune.comparison."""
+"""Snakemake entry point of rule compare_models; the logic is repotune.evaluate.comparison."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from repotune.comparison import compare
+from repotune.evaluate.comparison import compare
 from repotune.logs import run_logged
 
 run_logged(

@@ -1,11 +1,11 @@
-"""Snakemake entry point of rule curate; the logic is repotune.curate."""
+"""Snakemake entry point of rule curate; the logic is repotune.curate.stage."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from repotune.curate import CurateSettings, curate
+from repotune.curate.stage import CurateSettings, curate
 from repotune.logs import run_logged
 
 run_logged(

@@ -1,4 +1,4 @@
-"""Snakemake entry point of rule evaluate; the logic is repotune.evaluate."""
+"""Snakemake entry point of rule evaluate; the logic is repotune.evaluate.stage."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 import torch
 
-from repotune.evaluate import EvaluateRequest, evaluate
+from repotune.evaluate.stage import EvaluateRequest, evaluate
 from repotune.logs import run_logged
 
 torch.set_num_threads(snakemake.threads)

@@ -1,11 +1,11 @@
-"""Snakemake entry point of rule extract_commits; the logic is repotune.extract."""
+"""Snakemake entry point of rule extract_commits; the logic is repotune.extract.stage."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from repotune.extract import ExtractSettings, extract_to_parquet
+from repotune.extract.stage import ExtractSettings, extract_to_parquet
 from repotune.logs import run_logged
 
 run_logged(

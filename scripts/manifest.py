@@ -1,4 +1,4 @@
-"""Snakemake entry point of rule manifest; the logic is repotune.manifest."""
+"""Snakemake entry point of rule manifest; the logic is repotune.manifest.stage."""
 
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from snakemake import __version__ as snakemake_version
 
 from repotune.logs import run_logged
-from repotune.manifest import build_manifest, write_manifest
+from repotune.manifest.stage import build_manifest, write_manifest
 
 run_logged(
     snakemake.log[0],

@@ -1,4 +1,4 @@
-"""Snakemake entry point of rule tokenize; the logic is repotune.shards."""
+"""Snakemake entry point of rule tokenize; the logic is repotune.shards.stage."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from repotune.logs import run_logged
 from repotune.models import ModelSpec
-from repotune.shards import SPLITS, TokenizeSettings, tokenize_stage
+from repotune.shards.stage import SPLITS, TokenizeSettings, tokenize_stage
 
 run_logged(
     snakemake.log[0],

@@ -1,13 +1,13 @@
-"""Snakemake entry point of rule train; the logic is repotune.trainer (and repotune.launch)."""
+"""Snakemake entry point of rule train; the logic is repotune.train (trainer, launch)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from repotune.launch import run_distributed
 from repotune.logs import run_logged
-from repotune.trainer import TrainRequest, train
+from repotune.train.launch import run_distributed
+from repotune.train.trainer import TrainRequest, train
 
 request = TrainRequest(
     model=snakemake.params.model,

@@ -13,9 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from repotune.commit_table import COMMITS, SCHEMA_VERSION
 from repotune.config import resolve_config
-from repotune.curate import CurateSettings, curate
+from repotune.curate.stage import CurateSettings, curate
+from repotune.extract.table import COMMITS, SCHEMA_VERSION
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -53,5 +53,5 @@ def copy_workflow(target: Path) -> Path:
 
 
 def verify_command(manifest: Path, root: Path) -> list[str]:
-    """``python -m repotune.verify`` as a user types it (run with cwd=ROOT)."""
-    return [sys.executable, "-m", "repotune.verify", str(manifest), "--root", str(root)]
+    """``python -m repotune.manifest.verify`` as a user types it (run with cwd=ROOT)."""
+    return [sys.executable, "-m", "repotune.manifest.verify", str(manifest), "--root", str(root)]

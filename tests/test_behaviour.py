@@ -7,17 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from repotune.behaviour import (
+from repotune.errors import InputError
+from repotune.evaluate.behaviour import (
     BehaviourTest,
     CheckResult,
-    SandboxLimits,
     check,
     cut_at_stop,
     load_tests,
-    network_namespace_available,
     pass_rate,
 )
-from repotune.errors import InputError
+from repotune.evaluate.sandbox import SandboxLimits, network_namespace_available
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "behaviour_tests.yaml"
 # Both ways of running a python_test: in a network namespace where the machine allows one, and

@@ -5,9 +5,9 @@ import json
 import matplotlib.image
 import pytest
 
-from repotune.comparison import best_model, compare, matrix
 from repotune.errors import InputError
-from repotune.report import METRICS, metric_entry
+from repotune.evaluate.comparison import best_model, compare, matrix
+from repotune.evaluate.report import METRICS, metric_entry
 
 
 def report(model: str, perplexity: float, bleu: float, passes: float | None) -> dict:

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from repotune import curate as curate_module
-from repotune.dataset_table import DATASET
+from repotune.curate import stage as curate_module
+from repotune.curate.table import DATASET
 from repotune.errors import InputError
 from tests.curate_fixtures import History, all_rows, change, run_curate, settings, write_commits
 

@@ -6,9 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from repotune.behaviour import BehaviourTest, CheckResult
 from repotune.config import resolve_config
-from repotune.eval_tasks import (
+from repotune.evaluate.behaviour import BehaviourTest, CheckResult
+from repotune.evaluate.generation import Generation, find_stop
+from repotune.evaluate.perplexity import from_sums
+from repotune.evaluate.report import METRICS
+from repotune.evaluate.stage import (
+    EvaluateRequest,
+    behaviour_results,
+    metrics_table,
+    questions,
+    task_scores,
+    template_of,
+)
+from repotune.evaluate.tasks import (
     CODE_CHANGE,
     CODE_STOP,
     COMMIT_MESSAGE,
@@ -21,17 +32,7 @@ from repotune.eval_tasks import (
     sample,
     score,
 )
-from repotune.evaluate import (
-    EvaluateRequest,
-    behaviour_results,
-    metrics_table,
-    questions,
-    task_scores,
-    template_of,
-)
-from repotune.generation import Generation, find_stop
-from repotune.perplexity import from_sums
-from repotune.render import (
+from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
     PLAIN,
@@ -39,7 +40,6 @@ from repotune.render import (
     render,
     render_prompt,
 )
-from repotune.report import METRICS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tokenize_fixtures import commit_row, file_change, write_split

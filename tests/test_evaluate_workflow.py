@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from repotune.report import METRICS
+from repotune.evaluate.report import METRICS
 from tests.gitfixtures import GitRepo
 from tests.test_workflow import FAST, planned_jobs, snakemake
 

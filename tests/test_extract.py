@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from repotune import commit_table
 from repotune.config import resolve_config
 from repotune.errors import InputError
-from repotune.extract import ExtractSettings, extract_to_parquet
+from repotune.extract import table as commit_table
+from repotune.extract.stage import ExtractSettings, extract_to_parquet
 from tests.gitfixtures import GitRepo, build_hard_cases
 
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from repotune.generation import Generation, GenerationSettings, budgets, find_stop, generate
+from repotune.evaluate.generation import (
+    Generation,
+    GenerationSettings,
+    budgets,
+    find_stop,
+    generate,
+)
 from repotune.modeling import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))

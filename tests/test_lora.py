@@ -13,7 +13,7 @@ from transformers import (
 )
 
 from repotune.errors import InputError
-from repotune.lora import (
+from repotune.train.lora import (
     lora_config,
     resolve_targets,
     targets_are_conv1d,

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from repotune.config import resolve_config
-from repotune.manifest import headline_metrics, read_benchmark, volatile_reason
+from repotune.manifest.stage import headline_metrics, read_benchmark, volatile_reason
 from tests.manifest_fixtures import data_repository, fast_config, verify_command
 from tests.test_workflow import ROOT, snakemake
 

@@ -1,6 +1,6 @@
 """The memory estimator against figures worked out by hand."""
 
-from repotune.memory import ModelShape, estimate, pick_batch
+from repotune.train.memory import ModelShape, estimate, pick_batch
 
 # GPT-2-like: 1000 params of which 600 in block linears, 2 layers, hidden 8, ffn 32, vocab 50.
 SHAPE = ModelShape(

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from repotune.errors import InputError
-from repotune.metrics import (
+from repotune.evaluate.metrics import (
     METRICS,
     bnorm_bleu,
     bnorm_tokens,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from repotune.render import (
+from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
     PLAIN,

@@ -3,7 +3,7 @@
 import matplotlib.image
 import pytest
 
-from repotune.report import (
+from repotune.evaluate.report import (
     METRICS,
     format_value,
     improved,

@@ -13,9 +13,9 @@ from transformers import AutoTokenizer
 from repotune.config import resolve_config
 from repotune.errors import InputError
 from repotune.models import resolve_model
-from repotune.render import get_template, render, task_for
-from repotune.shards import SHARD_SCHEMA, SPLITS, TokenizeSettings, tokenize_stage
-from repotune.tokenizer import EOS
+from repotune.shards.render import get_template, render, task_for
+from repotune.shards.stage import SHARD_SCHEMA, SPLITS, TokenizeSettings, tokenize_stage
+from repotune.shards.tokenizer import EOS
 from tests.tokenize_fixtures import (
     STARCODER2_SPECIAL,
     commit_row,

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repotune.errors import InputError
-from repotune.timesplit import (
+from repotune.curate.timesplit import (
     TEST,
     TRAIN,
     VALIDATION,
@@ -17,6 +16,7 @@ from repotune.timesplit import (
     recency_weights,
     split_sizes,
 )
+from repotune.errors import InputError
 from tests.curate_fixtures import History, run_curate
 
 DAY = 86400

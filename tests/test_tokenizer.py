@@ -9,9 +9,9 @@ from transformers import AutoTokenizer
 
 from repotune.errors import InputError
 from repotune.models import resolve_model
-from repotune.render import PLAIN, STARCODER2, render
-from repotune.shards import TokenizeSettings, prepare_tokenizer
-from repotune.tokenizer import EOS, PAD, load_tokenizer, special_tokens, train_bpe
+from repotune.shards.render import PLAIN, STARCODER2, render
+from repotune.shards.stage import TokenizeSettings, prepare_tokenizer
+from repotune.shards.tokenizer import EOS, PAD, load_tokenizer, special_tokens, train_bpe
 from tests.tokenize_fixtures import (
     STARCODER2_SPECIAL,
     save_hub_like_tokenizer,
@@ -46,8 +46,8 @@ def test_bpe_training_is_deterministic_across_processes(tmp_path) -> None:
     train_bpe(texts, vocab_size=600, markers=PLAIN.markers).save_pretrained(str(tmp_path / "b"))
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from tests.test_tokenizer import _texts; from repotune.render import PLAIN;"
-        "from repotune.tokenizer import train_bpe;"
+        "from tests.test_tokenizer import _texts; from repotune.shards.render import PLAIN;"
+        "from repotune.shards.tokenizer import train_bpe;"
         "train_bpe(_texts(), 600, PLAIN.markers).save_pretrained(sys.argv[2])"
     )
     subprocess.run([sys.executable, "-c", script, str(ROOT), str(tmp_path / "c")], check=True)

@@ -12,10 +12,11 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from repotune import checkpoint
 from repotune.config import resolve_config
 from repotune.errors import InputError
-from repotune.trainer import Hooks, TrainRequest, load_adapted, train
+from repotune.modeling import load_adapted
+from repotune.train import checkpoint
+from repotune.train.trainer import Hooks, TrainRequest, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import TrainInputs, write_inputs

@@ -2,7 +2,7 @@
 
 import pytest
 
-from repotune.launch import accelerate_command
+from repotune.train.launch import accelerate_command
 
 
 def test_accelerate_command_runs_one_ddp_process_per_gpu():
@@ -11,7 +11,11 @@ def test_accelerate_command_runs_one_ddp_process_per_gpu():
     assert "--multi_gpu" in command
     assert command[command.index("--num_processes") + 1] == "4"
     assert command[command.index("--mixed_precision") + 1] == "no"
-    assert command[-3:] == ["--module", "repotune.trainer", "results/m/train_state/request.json"]
+    assert command[-3:] == [
+        "--module",
+        "repotune.train.trainer",
+        "results/m/train_state/request.json",
+    ]
 
 
 def test_single_gpu_needs_no_launcher():

@@ -1,12 +1,12 @@
-"""repotune.verify rechecks every hash of a manifest and says what changed."""
+"""repotune.manifest.verify rechecks every hash of a manifest and says what changed."""
 
 import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from repotune.manifest import build_manifest, write_manifest
-from repotune.verify import load_manifest, verify
+from repotune.manifest.stage import build_manifest, write_manifest
+from repotune.manifest.verify import load_manifest, verify
 from tests.manifest_fixtures import verify_command
 from tests.test_workflow import ROOT
 

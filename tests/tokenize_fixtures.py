@@ -1,6 +1,6 @@
 """Curated-split fixtures for the tokenize stage, built with pyarrow directly.
 
-The curated Parquet has the schema repotune.dataset_table.DATASET: results/commits.parquet's
+The curated Parquet has the schema repotune.curate.table.DATASET: results/commits.parquet's
 columns plus ``recency_weight`` and ``split``. ``synthetic_rows`` makes realistic commits
 (multi-file, multi-hunk Python diffs, a few very large ones) for tests and for
 benchmarks/tokenize.py.
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from repotune.dataset_table import DATASET
+from repotune.curate.table import DATASET
 from tests import curate_fixtures
 
 SPLITS = ("train", "validation", "test")

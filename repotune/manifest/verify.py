@@ -1,6 +1,6 @@
 """Recheck a manifest: are the files on disk still the ones the run wrote?
 
-``python -m repotune.verify results/<model>/manifest.json [--root DIR]`` rehashes every
+``python -m repotune.manifest.verify results/<model>/manifest.json [--root DIR]`` rehashes every
 artifact the manifest lists, prints each one that is missing, changed (size and sha256 before
 and after) or new in an artifact directory, and exits with status 1 when anything differs
 (0 when all match, 2 when the manifest itself cannot be read). Paths in the manifest are
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from repotune.errors import InputError
-from repotune.manifest import artifact_files, sha256_file
+from repotune.manifest.stage import artifact_files, sha256_file
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def verify(manifest: dict[str, Any], root: str | Path = ".") -> list[Change]:
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m repotune.verify", description="Recheck the hashes in a run's manifest."
+        prog="python -m repotune.manifest.verify",
+        description="Recheck the hashes in a run's manifest.",
     )
     parser.add_argument("manifest", help="results/<model>/manifest.json")
     parser.add_argument(

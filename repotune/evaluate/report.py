@@ -5,7 +5,7 @@ tested on hand-made inputs and rebuilt without rerunning a model.
 
 ``report.json`` (docs/data-contracts.md describes every key) holds ``metrics``: one entry per
 metric with ``base``, ``adapted``, ``delta`` (adapted - base), ``higher_is_better`` and
-``count`` (the sample it was measured on), so a reader, or :mod:`repotune.comparison`, can
+``count`` (the sample it was measured on), so a reader, or :mod:`repotune.evaluate.comparison`, can
 say whether fine-tuning helped without knowing each metric.
 """
 
@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from repotune.atomic import atomic_path, write_text
-from repotune.model_card import plain_value
+from repotune.train.model_card import plain_value
 
 VARIANTS = ("base", "adapted")
 # name -> (task, title, higher is better, format, upper bound of its scale or None)

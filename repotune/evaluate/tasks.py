@@ -1,7 +1,7 @@
 """Evaluation examples from held-out commits: a prompt, the real answer, and how to score it.
 
-Two tasks, both rendered with the template training used (:mod:`repotune.render`), so the model
-is asked exactly the kind of question it learnt to answer:
+Two tasks, both rendered with the template training used (:mod:`repotune.shards.render`), so the
+model is asked exactly the kind of question it learnt to answer:
 
 * **commit message**: the prompt is a commit's ``change_to_message`` rendering up to the message
   marker; the reference is the real message. Scored with B-Norm BLEU, ROUGE-L, edit similarity
@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repotune.errors import InputError
-from repotune.metrics import corpus_summary
-from repotune.render import (
+from repotune.evaluate.metrics import corpus_summary
+from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
     Template,

@@ -4,14 +4,14 @@ A run, in order (each step a short function below):
 
 1. **settings**: the config's ``train:`` section with the model preset's ``train:`` over it;
 2. **seed** python, numpy and torch (LoRA initialisation and dropout follow torch's seed; data
-   order is a pure function of the seed, see :mod:`repotune.train_data`);
+   order is a pure function of the seed, see :mod:`repotune.train.data`);
 3. **base**: build or locate it (:mod:`repotune.modeling`), load it quantized or not, prepare
-   it for k-bit training, wrap it with LoRA on the resolved targets (:mod:`repotune.lora`);
+   it for k-bit training, wrap it with LoRA on the resolved targets (:mod:`repotune.train.lora`);
 4. **batching**: the largest micro-batch the memory estimate fits in the budget
-   (:mod:`repotune.memory`), gradient accumulation up to the effective batch;
-5. **loop**: AdamW, warmup then cosine/constant (:mod:`repotune.schedule`), clipping,
+   (:mod:`repotune.train.memory`), gradient accumulation up to the effective batch;
+5. **loop**: AdamW, warmup then cosine/constant (:mod:`repotune.train.schedule`), clipping,
    validation every ``eval_interval`` steps, checkpoints every ``checkpoint_interval``
-   (:mod:`repotune.checkpoint`); CUDA out-of-memory halves the micro-batch, doubles the
+   (:mod:`repotune.train.checkpoint`); CUDA out-of-memory halves the micro-batch, doubles the
    accumulation and continues from the last checkpoint;
 6. **outputs**: the adapter directory (best and last adapters, tokenizer, log, model card,
    summary), written atomically.
@@ -41,7 +41,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from peft import (
-    PeftModel,
     get_peft_model,
     get_peft_model_state_dict,
     prepare_model_for_kbit_training,
@@ -50,22 +49,26 @@ from peft import (
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from repotune import checkpoint, memory, schedule
 from repotune.atomic import atomic_path
 from repotune.errors import InputError
-from repotune.hardware import DTYPES, Hardware, compute_dtype, detect, dtype_name
-from repotune.lora import lora_config, resolve_targets, targets_are_conv1d, trainable_parameters
-from repotune.model_card import model_card
-from repotune.modeling import base_source, load_model, model_shape, write_base
+from repotune.hardware import Hardware, compute_dtype, detect, dtype_name
+from repotune.modeling import SUMMARY_FILE, base_source, load_model, model_shape, write_base
 from repotune.models import ModelSpec, resolve_model, train_overrides
-from repotune.train_data import BlockOrder, Blocks, load_blocks
+from repotune.train import checkpoint, memory, schedule
+from repotune.train.data import BlockOrder, Blocks, load_blocks
+from repotune.train.lora import (
+    lora_config,
+    resolve_targets,
+    targets_are_conv1d,
+    trainable_parameters,
+)
+from repotune.train.model_card import model_card
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = (
     "step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "peak_memory_mb",
     "val_loss", "micro_batch", "accumulation",
 )  # fmt: skip
-SUMMARY_FILE = "training_summary.json"
 
 
 @dataclass(frozen=True)
@@ -677,20 +680,6 @@ def _last_val_loss(run: Run) -> float | None:
     return values[-1] if values else None
 
 
-def load_adapted(adapter_dir: str | Path, device: str = "cpu") -> PeftModel:
-    """The trained model for evaluation: the recorded base with the adapter on top."""
-    adapter_dir = Path(adapter_dir)
-    summary = json.loads((adapter_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    base = load_model(
-        summary["base_model"],
-        quantization=summary["quantization"],
-        dtype=torch.float32 if device == "cpu" else DTYPES[summary["dtype"]],
-        device=torch.device(device),
-        trust_remote_code=summary["settings"]["trust_remote_code"],
-    )
-    return PeftModel.from_pretrained(base, str(adapter_dir))
-
-
 # -- multi-process (DDP) helpers: no-ops in a single process ---------------------------------
 
 
@@ -751,7 +740,7 @@ def _barrier(run: Run) -> None:
 
 
 def main() -> None:
-    """``python -m repotune.trainer REQUEST.json``: the entry point ``accelerate launch`` runs."""
+    """``python -m repotune.train.trainer REQUEST.json``: what ``accelerate launch`` runs."""
     request = TrainRequest(**json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

@@ -1,9 +1,9 @@
 """The manifest: what produced a model, and a hash of everything that run produced.
 
-``results/{model}/manifest.json`` lets a person (or ``python -m repotune.verify``) answer, long
-after the run: which config, which workflow commit, which data commit, which library versions
-and which machine made these files, how long each stage took, what the evaluation said, and
-whether the files on disk are still the ones the run wrote.
+``results/{model}/manifest.json`` lets a person (or ``python -m repotune.manifest.verify``)
+answer, long after the run: which config, which workflow commit, which data commit, which
+library versions and which machine made these files, how long each stage took, what the
+evaluation said, and whether the files on disk are still the ones the run wrote.
 
 Reproducibility contract. On CPU, two runs from scratch with the same config, data commit and
 library versions give byte-identical artifacts, except the files in :data:`VOLATILE`: they

@@ -5,13 +5,15 @@ adapter switched off (the base model, exactly the weights training started from)
 One model is loaded; peft's ``disable_adapter()`` gives the base, so both see the same weights,
 dtype and quantization. A run, in order:
 
-1. **perplexity** on the test shards (:mod:`repotune.perplexity`);
+1. **perplexity** on the test shards (:mod:`repotune.evaluate.perplexity`);
 2. **generation** for every question, base then adapted, through the one batched
-   :func:`repotune.generation.generate`: commit messages and code changes from a seeded sample
-   of test commits (:mod:`repotune.eval_tasks`), and the behavioural tests' prompts;
+   :func:`repotune.evaluate.generation.generate`: commit messages and code changes from a
+   seeded sample of test commits (:mod:`repotune.evaluate.tasks`), and the behavioural
+   tests' prompts;
 3. **behavioural checks** once all generation is done: they start sandboxed child processes,
    which is best done while no torch work is in flight;
-4. **scores** (:mod:`repotune.metrics`) and the **report** (:mod:`repotune.report`).
+4. **scores** (:mod:`repotune.evaluate.metrics`) and the **report**
+   (:mod:`repotune.evaluate.report`).
 """
 
 import contextlib
@@ -28,22 +30,23 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from repotune import eval_tasks, report
 from repotune.atomic import write_text
-from repotune.behaviour import BehaviourTest, CheckResult, check, load_tests, pass_rate
 from repotune.errors import InputError
-from repotune.eval_tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
-from repotune.generation import (
+from repotune.evaluate import report
+from repotune.evaluate import tasks as eval_tasks
+from repotune.evaluate.behaviour import BehaviourTest, CheckResult, check, load_tests, pass_rate
+from repotune.evaluate.generation import (
     Generation,
     GenerationSettings,
     budgets,
     context_length,
     generate,
 )
-from repotune.perplexity import Perplexity, perplexity
-from repotune.render import Template, get_template
-from repotune.train_data import load_blocks
-from repotune.trainer import SUMMARY_FILE, load_adapted
+from repotune.evaluate.perplexity import Perplexity, perplexity
+from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
+from repotune.modeling import SUMMARY_FILE, load_adapted
+from repotune.shards.render import Template, get_template
+from repotune.train.data import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS

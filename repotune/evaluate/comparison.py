@@ -1,9 +1,10 @@
 """The model comparison matrix: every configured model on every metric, side by side.
 
-Each model's ``report.json`` (:mod:`repotune.report`) already compares it with its own base; this
-puts the models next to each other, so a user choosing between, say, tiny and StarCoder2-3B sees
-one table instead of building it by hand: a row per metric, a column per model holding the
-adapted value and its change from that model's base, the best adapted value in bold.
+Each model's ``report.json`` (:mod:`repotune.evaluate.report`) already compares it with its own
+base; this puts the models next to each other, so a user choosing between, say, tiny and
+StarCoder2-3B sees one table instead of building it by hand: a row per metric, a column per
+model holding the adapted value and its change from that model's base, the best adapted value
+in bold.
 With one model configured the table has one column: the same file, so the workflow's outputs do
 not depend on how many models there are.
 """
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt
 
 from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
-from repotune.report import METRICS, PNG_METADATA, format_value
+from repotune.evaluate.report import METRICS, PNG_METADATA, format_value
 
 BASE_BAR, ADAPTED_BAR = ("base", "#9aa5b1"), ("adapted", "#2b6cb0")
 

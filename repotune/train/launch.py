@@ -1,6 +1,6 @@
 """Multi-GPU training: the ``accelerate launch`` command that starts one process per GPU.
 
-Each process runs ``python -m repotune.trainer REQUEST.json``; the trainer joins the process
+Each process runs ``python -m repotune.train.trainer REQUEST.json``; the trainer joins the process
 group accelerate sets up (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), wraps the model in DDP,
 takes every ``world``-th block of each step and lets rank 0 write checkpoints and outputs.
 Mixed precision stays ``no`` here because the trainer chooses the compute dtype itself.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from repotune.atomic import write_text
-from repotune.trainer import TrainRequest
+from repotune.train.trainer import TrainRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def accelerate_command(
         "--num_machines", "1",
         "--mixed_precision", "no",
         "--dynamo_backend", "no",
-        "--module", "repotune.trainer",
+        "--module", "repotune.train.trainer",
         str(request_path),
     ]  # fmt: skip
 

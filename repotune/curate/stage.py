@@ -3,9 +3,10 @@
 Why it is shaped like this:
 
 * Two streaming passes, so memory stays flat whatever the history length. Pass one reads the
-  commits batch by batch, filters (:mod:`repotune.filters`), redacts (:mod:`repotune.redact`)
-  and writes the survivors to a scratch Parquet file, keeping only their committer times.
-  The split needs every time before any row can be placed (:mod:`repotune.timesplit`); pass
+  commits batch by batch, filters (:mod:`repotune.curate.filters`), redacts
+  (:mod:`repotune.curate.redact`) and writes the survivors to a scratch Parquet file,
+  keeping only their committer times.
+  The split needs every time before any row can be placed (:mod:`repotune.curate.timesplit`); pass
   two then streams the scratch file into the three split files.
 * Redaction runs on every text a tokenizer could see (subject, body, paths, patches) of every
   kept commit, before anything is written.
@@ -29,12 +30,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repotune.atomic import atomic_path, write_text
-from repotune.commit_table import COMMITS
-from repotune.dataset_table import DATASET
-from repotune.errors import InputError
-from repotune.filters import COMMIT_FILTERS, CommitFilter, FilterSettings
-from repotune.redact import Redactor, RedactSettings
-from repotune.timesplit import (
+from repotune.curate.filters import COMMIT_FILTERS, CommitFilter, FilterSettings
+from repotune.curate.redact import Redactor, RedactSettings
+from repotune.curate.table import DATASET
+from repotune.curate.timesplit import (
     SPLITS,
     TRAIN,
     SplitSettings,
@@ -43,6 +42,8 @@ from repotune.timesplit import (
     recency_weights,
     split_sizes,
 )
+from repotune.errors import InputError
+from repotune.extract.table import COMMITS
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The tokenize stage: curated Parquet splits -> tokenizer + packed Arrow shards + stats.json.
 
-Steps, each in its own module: render each commit as text (repotune.render), get a tokenizer
-(repotune.tokenizer: a Hugging Face one, or a byte-level BPE trained on the rendered training
+Steps, each in its own module: render each commit as text (repotune.shards.render), get a tokenizer
+(repotune.shards.tokenizer: a Hugging Face one, or a byte-level BPE trained on the rendered training
 split), encode in batches on the Rust side, split commits longer than a block and pack the
-documents into blocks (repotune.packing), then write one ``datasets`` directory per split.
+documents into blocks (repotune.shards.packing), then write one ``datasets`` directory per split.
 docs/data-contracts.md describes the outputs.
 """
 
@@ -29,9 +29,16 @@ from transformers import PreTrainedTokenizerBase
 from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
 from repotune.models import ModelSpec
-from repotune.packing import Blocks, pack, split_document
-from repotune.render import TASKS, Template, choose_template, get_template, render_pieces, task_for
-from repotune.tokenizer import (
+from repotune.shards.packing import Blocks, pack, split_document
+from repotune.shards.render import (
+    TASKS,
+    Template,
+    choose_template,
+    get_template,
+    render_pieces,
+    task_for,
+)
+from repotune.shards.tokenizer import (
     TRAIN_BPE,
     TextEncoder,
     configure_parallelism,
@@ -259,7 +266,7 @@ def prepare_tokenizer(
 
     ``train-bpe`` trains on the rendered training split with the requested template's markers
     as special tokens, so that template is always usable; a loaded tokenizer gets its native
-    template only if it carries the markers (repotune.render.choose_template).
+    template only if it carries the markers (repotune.shards.render.choose_template).
     """
     if spec.tokenizer == TRAIN_BPE:
         template = get_template(spec.template)

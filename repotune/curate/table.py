@@ -7,7 +7,7 @@ belongs to and how much it weighs.
 
 import pyarrow as pa
 
-from repotune.commit_table import COMMITS
+from repotune.extract.table import COMMITS
 
 DATASET = pa.schema(
     [

@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from repotune import commit_table
 from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
-from repotune.gitlog import FORMAT, Commit, email_sha256, iter_commits
-from repotune.repository import is_ancestor, is_shallow, open_repository
+from repotune.extract import table as commit_table
+from repotune.extract.gitlog import FORMAT, Commit, email_sha256, iter_commits
+from repotune.extract.repository import is_ancestor, is_shallow, open_repository
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from repotune.errors import InputError
-from repotune.tokenizer import TextEncoder
+from repotune.shards.tokenizer import TextEncoder
 
 log = logging.getLogger(__name__)
 FINISH_REASONS = ("eos", "stop", "length")
