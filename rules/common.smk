@@ -38,6 +38,7 @@ def get_final_output():
     return [
         "results/commits.stats.json",
         "results/dataset/curation.json",
+        *(["results/snapshot/snapshot.json"] if config["snapshot"]["enabled"] else []),
         *expand("results/{model}/adapter", model=model_names()),
         *expand("results/{model}/eval/report.json", model=model_names()),
         "results/comparison.md",
@@ -179,3 +180,17 @@ def evaluate_gpus():
         ["nvidia-smi", "-L"], capture_output=True, text=True, check=False
     )
     return int(any(line.startswith("GPU ") for line in listing.stdout.splitlines()))
+
+
+# -- snapshot helpers --
+def snapshot_settings():
+    """What shapes the snapshot (a params value): its section without the on/off switch, and
+    the curate filters and redaction it reuses."""
+    section = {
+        key: value for key, value in config["snapshot"].items() if key != "enabled"
+    }
+    curate = config["curate"]
+    return {
+        "snapshot": section,
+        "curate": {"filters": curate["filters"], "redact": curate["redact"]},
+    }

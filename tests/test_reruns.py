@@ -76,7 +76,8 @@ def test_second_model_adds_only_its_own_jobs(finished):
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("curate.py", model_jobs(curate=1)),
+        ("curate.py", model_jobs(curate=1, snapshot=1)),
+        ("snapshot.py", {"all": 1, "snapshot": 1}),
         ("tokenize.py", model_jobs()),
         ("manifest.py", {"all": 1, "manifest": 1}),
     ],

@@ -162,8 +162,12 @@ class CommitFilter:
         """``(kept files, number dropped)``: generated, vendored and lock files go."""
         if not self.settings.generated_files:
             return files, 0
-        kept = [change for change in files if not self._generated.search(change["path"])]
+        kept = [change for change in files if not self.is_generated(change["path"])]
         return kept, len(files) - len(kept)
+
+    def is_generated(self, path: str) -> bool:
+        """Whether ``path`` matches ``generated_globs`` (lock, minified, vendored, built)."""
+        return self._generated.search(path) is not None
 
     def content_verdict(self, files: list[dict[str, Any]]) -> str | None:
         """The first filter on the kept files that drops the commit, or None to keep it."""
