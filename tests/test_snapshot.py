@@ -180,3 +180,58 @@ def test_minhash_estimates_the_jaccard_similarity_of_5_gram_sets():
         errors.append(abs(estimate - truth))
     assert max(errors) < 0.15
     assert sum(errors) / len(errors) < 0.07
+
+
+def test_fim_tasks_mask_an_added_run_in_the_post_image(tmp_path):
+    from repotune.config import resolve_config
+    from repotune.curate.filters import CommitFilter, FilterSettings
+    from repotune.curate.redact import Redactor, RedactSettings
+    from repotune.evaluate.fim_tasks import added_runs, fim_tasks, score_fim
+    from repotune.extract.stage import ExtractSettings, extract_to_parquet
+
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("Add the loader module here", {"src/app.py": APP})
+    edited = APP.replace(
+        "    values.setdefault('timeout', 30)\n",
+        "    values.setdefault('timeout', 30)\n    values.setdefault('backoff', 2.0)\n"
+        "    values.setdefault('jitter', 0.1)\n",
+    )
+    sha = repo.commit("Add backoff and jitter settings", {"src/app.py": edited})
+    config = resolve_config()
+    out = tmp_path / "out"
+    out.mkdir()
+    extract_to_parquet(
+        repo.path,
+        sha,
+        out / "c.parquet",
+        out / "s.json",
+        out / "cache.parquet",
+        ExtractSettings.from_config(config["extract"]),
+        threads=1,
+    )
+    commits = [row for row in pq.read_table(out / "c.parquet").to_pylist() if row["sha"] == sha]
+    patch = commits[0]["files"][0]["patch"]
+    assert added_runs(patch) == [(10, 12)]  # post-image lines 10 and 11
+    tasks = fim_tasks(
+        repo.path,
+        commits,
+        CommitFilter(FilterSettings.from_config(config["curate"]["filters"])),
+        Redactor(RedactSettings.from_config(config["curate"]["redact"])),
+        seed=0,
+        max_file_bytes=100_000,
+    )
+    assert len(tasks) == 1
+    task = tasks[0]
+    assert (
+        task.middle
+        == "    values.setdefault('backoff', 2.0)\n    values.setdefault('jitter', 0.1)\n"
+    )
+    assert task.prefix + task.middle + task.suffix == edited
+    assert score_fim(task, task.middle) == {
+        "exact_match": 1.0,
+        "edit_similarity": 1.0,
+        "parses": 1.0,
+    }
+    broken = score_fim(task, "    values.setdefault('backoff',\n")
+    assert broken["exact_match"] == 0.0 and broken["parses"] == 0.0
+    assert 0 < broken["edit_similarity"] < 1
