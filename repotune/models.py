@@ -16,6 +16,8 @@ from repotune.errors import InputError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
 TEMPLATES = ("plain", "starcoder", "starcoder2")
+# A model's name is the {model} wildcard and a folder under results/: no "/" or spaces.
+MODEL_NAME = r"[A-Za-z0-9._-]+"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ def _from_mapping(entry: dict[str, Any]) -> ModelSpec:
     name = entry.get("name") or (safe_name(base) if base else None)
     if not name:
         raise InputError("config 'models'", f"entry {entry} has neither name nor base", "add one")
+    if not re.fullmatch(MODEL_NAME, name):
+        raise InputError(
+            f"config 'models' name '{name}'",
+            "has characters other than letters, digits, '.', '_' and '-'",
+            "rename it: it becomes a folder under results/",
+        )
     template = entry.get("template", "plain")
     if template not in TEMPLATES:
         raise InputError(

@@ -1,6 +1,6 @@
 rule curate:
     input:
-        commits="results/commits.parquet",
+        commits=rules.extract_commits.output.commits,
     output:
         train="results/dataset/train.parquet",
         validation="results/dataset/validation.parquet",

@@ -43,7 +43,7 @@ rule evaluate:
 
 rule compare_models:
     input:
-        reports=expand("results/{model}/eval/report.json", model=model_names()),
+        reports=expand(rules.evaluate.output.json, model=model_names()),
     output:
         table=report(
             "results/comparison.md",

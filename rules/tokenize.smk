@@ -1,8 +1,8 @@
 rule tokenize:
     input:
-        train="results/dataset/train.parquet",
-        validation="results/dataset/validation.parquet",
-        test="results/dataset/test.parquet",
+        train=rules.curate.output.train,
+        validation=rules.curate.output.validation,
+        test=rules.curate.output.test,
     output:
         tokenizer=directory("results/{model}/tokenizer"),
         train=directory("results/{model}/shards/train"),

@@ -1,9 +1,8 @@
 rule train:
     input:
-        train="results/{model}/shards/train",
-        validation="results/{model}/shards/validation",
-        stats="results/{model}/shards/stats.json",
-        tokenizer="results/{model}/tokenizer",
+        train=rules.tokenize.output.train,
+        validation=rules.tokenize.output.validation,
+        tokenizer=rules.tokenize.output.tokenizer,
     output:
         adapter=directory("results/{model}/adapter"),
         base=directory("results/{model}/base"),
