@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from repotune.config import check_model_entry
 from repotune.errors import InputError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
@@ -86,7 +87,8 @@ def load_preset(name: str) -> dict[str, Any]:
             f"use one of {', '.join(preset_names())} or a full mapping",
         )
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        preset = yaml.safe_load(handle)
+    return check_model_entry(preset or {}, f"model preset '{name}' (config/models/{name}.yaml)")
 
 
 def train_overrides(spec: ModelSpec) -> dict[str, Any]:
@@ -115,6 +117,8 @@ def resolve_model(entry: str | dict[str, Any]) -> ModelSpec:
     A mapping may name a ``preset`` and override some of its keys.
     """
     if isinstance(entry, dict):
+        label = entry.get("name") or entry.get("preset") or entry.get("base")
+        entry = check_model_entry(entry, f"config 'models' entry '{label}'")
         merged = dict(entry)
         if "preset" in entry:
             preset = load_preset(entry["preset"])

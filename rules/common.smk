@@ -12,7 +12,7 @@ from dataclasses import asdict
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from repotune.config import resolve_config
+from repotune.config import resolve_config, result_settings
 from repotune.errors import InputError
 from repotune.extract.repository import head_sha
 from repotune.models import MODEL_NAME, resolve_model
@@ -35,6 +35,13 @@ except InputError as error:
 
 wildcard_constraints:
     model=MODEL_NAME,
+
+
+def result_params(section):
+    """A config section as a rule's params: without its bookkeeping keys (x-bookkeeping in
+    config/schema.yaml: memory, GPUs, logging), which change how a job runs, not what it
+    makes; the job's script reads those from the config at run time."""
+    return result_settings(section, config[section])
 
 
 # Stages before the manifest, in order: the manifest hashes their outputs and reads their

@@ -36,7 +36,7 @@ rule evaluate:
         gpu=evaluate_gpus(),
         mem_mb=config["evaluate"]["mem_mb"],
     params:
-        settings=config["evaluate"],
+        settings=result_params("evaluate"),
     script:
         "../scripts/evaluate.py"
 

@@ -18,8 +18,7 @@ rule train:
         mem_mb=config["train"]["mem_mb"],
     params:
         model=model_entry,
-        settings=config["train"],
-        num_gpus=train_gpus(),
+        settings=result_params("train"),
         state="results/{model}/train_state",
     script:
         "../scripts/train.py"

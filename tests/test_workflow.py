@@ -118,6 +118,7 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
         ({"repo": "/"}, "is not a git repository"),
         ({"extract": {"max_patch_byte": 10}}, "'max_patch_byte' was unexpected"),
         ({"extract": {"workers": "two"}}, "'two' is not of type 'integer'"),
+        ({"models": [{"preset": "tiny", "train": {"lora_rank": 4}}]}, "'lora_rank' was unexpected"),
     ],
 )
 def test_bad_input_fails_in_one_line_with_no_output(project, config, expected):
