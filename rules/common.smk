@@ -26,9 +26,26 @@ def stop(error):
 
 
 # Validate, fill every default from config/schema.yaml and coerce --config strings, in place:
-# the rules and the jobs' scripts then see one resolved config.
+# the rules and the jobs' scripts then see one resolved config. Each models: entry is resolved
+# once, here, so a bad entry or preset stops the run before anything else is looked at.
+def resolve_models(entries):
+    """Resolved name -> (the entry as configured, its ModelSpec)."""
+    resolved = {}
+    for entry in entries:
+        spec = resolve_model(entry)
+        if spec.name in resolved:
+            raise InputError(
+                "config 'models'",
+                f"two entries are named '{spec.name}'",
+                "give each its own name",
+            )
+        resolved[spec.name] = (entry, spec)
+    return resolved
+
+
 try:
     config.update(resolve_config(config))
+    MODELS = resolve_models(config["models"])
 except InputError as error:
     stop(error)
 
@@ -78,23 +95,20 @@ def get_final_output():
 # -- models --
 def model_names():
     """The resolved names of the configured models: the values of the {model} wildcard."""
-    try:
-        return [resolve_model(entry).name for entry in config["models"]]
-    except InputError as error:
-        stop(error)
+    return list(MODELS)
 
 
 def model_entry(wildcards):
     """The `models:` entry whose resolved name is the {model} wildcard (a params value)."""
-    for entry in config["models"]:
-        if resolve_model(entry).name == wildcards.model:
-            return entry
-    raise WorkflowError(f"model '{wildcards.model}' is not in config 'models'")
+    if wildcards.model not in MODELS:
+        raise WorkflowError(f"model '{wildcards.model}' is not in config 'models'")
+    return MODELS[wildcards.model][0]
 
 
 def model_spec(wildcards):
     """The {model} entry resolved to a plain dict (a params value: a change reruns the rule)."""
-    return asdict(resolve_model(model_entry(wildcards)))
+    model_entry(wildcards)
+    return asdict(MODELS[wildcards.model][1])
 
 
 # -- GPUs --
