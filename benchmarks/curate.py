@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from repotune.config import resolve_config  # noqa: E402
 from repotune.curate.stage import CurateSettings, curate  # noqa: E402
 from repotune.curate.table import SPLITS  # noqa: E402
-from tests.curate_fixtures import History, change, write_commits  # noqa: E402
+from testdata.commits import History, change, write_commits  # noqa: E402
 
 MEMORY_PROBE = """
 import json, sys

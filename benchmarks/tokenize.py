@@ -36,7 +36,7 @@ from repotune.models import resolve_model  # noqa: E402
 from repotune.shards.render import get_template, render, task_for  # noqa: E402
 from repotune.shards.stage import TokenizeSettings, read_curated, tokenize_stage  # noqa: E402
 from repotune.shards.tokenizer import configure_parallelism  # noqa: E402
-from tests.tokenize_fixtures import synthetic_rows, write_curated  # noqa: E402
+from testdata.curated import synthetic_rows, write_curated  # noqa: E402
 
 
 def _timed(job, repeats: int = 1):

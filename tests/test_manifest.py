@@ -8,8 +8,7 @@ import pytest
 
 from repotune.config import resolve_config
 from repotune.manifest.stage import headline_metrics, read_benchmark, volatile_reason
-from tests.manifest_fixtures import data_repository, fast_config, verify_command
-from tests.test_workflow import ROOT, snakemake
+from testdata.workflow import ROOT, data_repository, fast_config, snakemake, verify_command
 
 BENCHMARK = (
     "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

@@ -4,14 +4,17 @@ import json
 
 import pytest
 
-from tests.manifest_fixtures import (
+from testdata.workflow import (
+    FAST,
+    ROOT,
     all_jobs,
     copy_workflow,
     data_repository,
     fast_config,
     model_jobs,
+    planned_jobs,
+    snakemake,
 )
-from tests.test_workflow import FAST, ROOT, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 MODEL = FAST["models"][0]

@@ -18,7 +18,7 @@ from repotune.shards.render import get_template, render, task_for
 from repotune.shards.stage import TokenizeSettings, tokenize_stage
 from repotune.shards.table import SHARD_SCHEMA
 from repotune.shards.tokenizer import EOS
-from tests.tokenize_fixtures import (
+from testdata.curated import (
     STARCODER2_SPECIAL,
     commit_row,
     file_change,

@@ -13,7 +13,7 @@ from repotune.models import resolve_model
 from repotune.shards.render import PLAIN, STARCODER2, render
 from repotune.shards.stage import TokenizeSettings, prepare_tokenizer
 from repotune.shards.tokenizer import EOS, PAD, load_tokenizer, special_tokens, train_bpe
-from tests.tokenize_fixtures import (
+from testdata.curated import (
     STARCODER2_SPECIAL,
     save_hub_like_tokenizer,
     synthetic_rows,
