@@ -12,6 +12,7 @@ from dataclasses import asdict
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
+from repotune.codehash import CodeHasher
 from repotune.config import resolve_config, result_settings
 from repotune.errors import InputError
 from repotune.extract.repository import head_sha
@@ -59,6 +60,16 @@ def result_params(section):
     config/schema.yaml: memory, GPUs, logging), which change how a job runs, not what it
     makes; the job's script reads those from the config at run time."""
     return result_settings(section, config[section])
+
+
+# Each rule's params hold the hash of the repotune code its script runs (the script's import
+# closure), so editing a module reruns exactly the stages that import it.
+CODE = CodeHasher(workflow.basedir, cache_file=".snakemake/repotune/code-imports.json")
+
+
+def code_of(rule):
+    """The hash of the repotune modules scripts/<rule>.py imports (a params value)."""
+    return CODE.hash(f"scripts/{rule}.py")
 
 
 # Stages before the manifest, in order: the manifest hashes their outputs and reads their
@@ -180,6 +191,11 @@ def manifest_inputs(wildcards):
         for stage in STAGES
         for name, path in getattr(rules, stage).output.items()
     }
+
+
+def manifest_code():
+    """Stage name -> the hash of the code it ran (recorded in the manifest)."""
+    return {stage: code_of(stage) for stage in (*STAGES, "manifest")}
 
 
 def manifest_benchmarks(wildcards):

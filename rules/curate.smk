@@ -15,5 +15,6 @@ rule curate:
     threads: 1
     params:
         settings=config["curate"],
+        code=code_of("curate"),
     script:
         "../scripts/curate.py"

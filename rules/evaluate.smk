@@ -37,6 +37,7 @@ rule evaluate:
         mem_mb=config["evaluate"]["mem_mb"],
     params:
         settings=result_params("evaluate"),
+        code=code_of("evaluate"),
     script:
         "../scripts/evaluate.py"
 
@@ -66,5 +67,6 @@ rule compare_models:
     threads: 1
     params:
         models=model_names(),
+        code=code_of("compare_models"),
     script:
         "../scripts/compare_models.py"

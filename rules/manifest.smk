@@ -13,5 +13,6 @@ rule manifest:
     params:
         config=manifest_config,
         benchmarks=manifest_benchmarks,
+        code=manifest_code(),
     script:
         "../scripts/manifest.py"

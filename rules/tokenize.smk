@@ -18,6 +18,7 @@ rule tokenize:
     threads: 2
     params:
         settings=config["tokenize"],
+        code=code_of("tokenize"),
         model=model_spec,
     script:
         "../scripts/tokenize.py"

@@ -18,6 +18,7 @@ rule train:
         mem_mb=config["train"]["mem_mb"],
     params:
         model=model_entry,
+        code=code_of("train"),
         settings=result_params("train"),
         state="results/{model}/train_state",
     script:

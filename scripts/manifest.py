@@ -22,6 +22,7 @@ run_logged(
             config=snakemake.params.config,
             roots=list(snakemake.input),
             benchmarks=dict(snakemake.params.benchmarks),
+            code=dict(snakemake.params.code),
             training_summary=str(Path(snakemake.input.train_adapter) / SUMMARY_FILE),
             eval_report=snakemake.input.evaluate_json,
             commit_stats=snakemake.input.extract_commits_stats,

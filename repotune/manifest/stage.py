@@ -287,12 +287,14 @@ def build_manifest(
     base: str | Path = ".",
     snakemake_version: str | None = None,
     commit_stats: str | Path | None = None,
+    code: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Assemble the manifest of one model's run.
 
     ``roots`` are the artifact files and directories, relative to ``base`` (the run
     directory); ``benchmarks`` maps stage name to its benchmark TSV; ``commit_stats`` is the
-    extract stage's stats file (its HEAD and commit count go under ``data``). ``config``
+    extract stage's stats file (its HEAD and commit count go under ``data``); ``code`` maps
+    stage name to the hash of the repotune code it ran (repotune.codehash). ``config``
     should be the resolved config (defaults filled), as the rule passes it.
     """
     base = Path(base)
@@ -327,6 +329,7 @@ def build_manifest(
             "commits": extracted.get("commits"),
         },
         "config": config,
+        "code": code or {},
         "software": versions,
         "hardware": machine(),
         "training": model_facts(summary),
