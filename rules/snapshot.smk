@@ -1,6 +1,6 @@
 rule snapshot:
     input:
-        train="results/dataset/train.parquet",
+        train=rules.curate.output.train,
     output:
         files="results/snapshot/files.parquet",
         report="results/snapshot/snapshot.json",
@@ -14,5 +14,6 @@ rule snapshot:
     params:
         repo=config["repo"],
         settings=snapshot_settings(),
+        code=code_of("snapshot"),
     script:
         "../scripts/snapshot.py"

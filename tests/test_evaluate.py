@@ -1,9 +1,6 @@
 """Evaluation plumbing: questions from commits, answers read from generations, scores into the
 report's metric table (the metric functions themselves are tested in test_metrics.py)."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from repotune.config import resolve_config
@@ -40,9 +37,7 @@ from repotune.shards.render import (
     render,
     render_prompt,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tokenize_fixtures import commit_row, file_change, write_split
+from testdata.curated import commit_row, file_change, write_split
 
 PATCH = (
     "@@ -1,3 +1,5 @@\n"

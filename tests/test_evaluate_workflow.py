@@ -14,8 +14,8 @@ import matplotlib.image
 import pytest
 
 from repotune.evaluate.report import METRICS
-from tests.gitfixtures import GitRepo
-from tests.test_workflow import FAST, planned_jobs, snakemake
+from testdata.gitrepo import GitRepo
+from testdata.workflow import FAST, planned_jobs, snakemake
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAMES = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from repotune.curate.redact import KINDS, Redactor, RedactSettings, shannon_entropy
-from tests.curate_fixtures import History, all_rows, change, run_curate
+from testdata.commits import History, all_rows, change, run_curate
 
 DEFAULTS = RedactSettings(emails=True, entropy_threshold=3.0, min_secret_length=8)
 

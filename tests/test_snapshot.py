@@ -9,8 +9,8 @@ import pytest
 from repotune.snapshot.blobs import list_tree, read_blobs
 from repotune.snapshot.languages import language
 from repotune.snapshot.neardup import NearDuplicates
-from tests.gitfixtures import GitRepo
-from tests.test_workflow import snakemake
+from testdata.gitrepo import GitRepo
+from testdata.workflow import snakemake
 
 APP = "\n".join(
     [

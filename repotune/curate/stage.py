@@ -32,9 +32,8 @@ import pyarrow.parquet as pq
 from repotune.atomic import atomic_path, write_text
 from repotune.curate.filters import COMMIT_FILTERS, CommitFilter, FilterSettings
 from repotune.curate.redact import Redactor, RedactSettings
-from repotune.curate.table import DATASET
+from repotune.curate.table import DATASET, SPLITS
 from repotune.curate.timesplit import (
-    SPLITS,
     TRAIN,
     SplitSettings,
     SplitSizes,

@@ -52,7 +52,7 @@ def best_model(reports: Sequence[Mapping[str, Any]], name: str) -> str | None:
     values = [(model, value) for model, value in values if value is not None]
     if not values:
         return None
-    pick = max if METRICS[name][2] else min
+    pick = max if METRICS[name].higher_is_better else min
     best = pick(value for _, value in values)
     winners = [model for model, value in values if value == best]
     return winners[0] if len(winners) == 1 else None
@@ -67,7 +67,7 @@ def matrix(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "metric": name,
-                "higher_is_better": METRICS[name][2],
+                "higher_is_better": METRICS[name].higher_is_better,
                 "best": best_model(reports, name),
                 "models": {
                     report["model"]: {
@@ -108,7 +108,7 @@ def markdown(reports: Sequence[Mapping[str, Any]], plot: str) -> str:
                 change += format_value(name, abs(delta))
             cells.append(f"{value} ({change}), n={cell['count']}")
         arrow = "↑" if row["higher_is_better"] else "↓"
-        lines.append(f"| {METRICS[name][1]} {arrow} | " + " | ".join(cells) + " |")
+        lines.append(f"| {METRICS[name].title} {arrow} | " + " | ".join(cells) + " |")
     lines += ["", f"![comparison]({plot})", ""]
     return "\n".join(lines)
 
@@ -144,8 +144,8 @@ def plot(reports: Sequence[Mapping[str, Any]], path: str | Path) -> None:
             )
         axes.set_xticks(list(positions), models, fontsize=8, rotation=20)
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"
-        axes.set_title(f"{METRICS[name][1]}\n({arrow})", fontsize=9)
-        bound = METRICS[name][4]
+        axes.set_title(f"{METRICS[name].title}\n({arrow})", fontsize=9)
+        bound = METRICS[name].bound
         if bound is not None:
             axes.set_ylim(0, bound * 1.15)
         axes.tick_params(labelsize=8)

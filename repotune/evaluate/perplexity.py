@@ -3,7 +3,7 @@
 The test shards hold the held-out commits rendered and packed like the training data. Each block
 goes through the model with its ``position_ids`` and no attention mask, so transformers builds
 the block-diagonal causal mask and packed documents do not see each other, as in training
-(:mod:`repotune.train.data`). The loss counts the same label tokens training does: real tokens
+(:mod:`repotune.shards.table`). The loss counts the same label tokens training does: real tokens
 only (positions below ``length``), never a document's first token nor a block's first token.
 
 With ``N`` label tokens and ``log p(t_i | t_<i)`` the model's natural-log probability of each:
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from repotune.train.data import IGNORE, Blocks
+from repotune.shards.table import IGNORE, ShardBlocks
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def from_sums(nll_sum: float, tokens: int, blocks: int) -> Perplexity:
 def block_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
     """Summed next-token negative log-likelihood (nats) and label count of one batch of blocks.
 
-    ``batch`` is :func:`repotune.train.data.collate`'s output. Logits are taken in float32
+    ``batch`` is :func:`repotune.shards.table.collate`'s output. Logits are taken in float32
     whatever the model's dtype; each row's cross entropy is computed on its own, so the float32
     copy of the logits is one block at a time (a 49k vocabulary at 4096 tokens is 800 MB).
     """
@@ -81,7 +81,7 @@ def block_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[f
 
 def perplexity(
     model: torch.nn.Module,
-    blocks: Blocks,
+    blocks: ShardBlocks,
     batch_size: int = 4,
     max_blocks: int = 0,
     desc: str = "perplexity",

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -25,17 +25,34 @@ from repotune.atomic import atomic_path, write_text
 from repotune.train.model_card import plain_value
 
 VARIANTS = ("base", "adapted")
-# name -> (task, title, higher is better, format, upper bound of its scale or None)
-METRICS: dict[str, tuple[str, str, bool, str, float | None]] = {
-    "perplexity": ("perplexity", "perplexity", False, "{:.2f}", None),
-    "bits_per_token": ("perplexity", "bits per token", False, "{:.3f}", None),
-    "commit_message.bnorm_bleu": ("commit_message", "message B-Norm BLEU", True, "{:.2f}", 100),
-    "commit_message.rouge_l": ("commit_message", "message ROUGE-L", True, "{:.3f}", 1),
-    "commit_message.edit_similarity": ("commit_message", "message edit sim.", True, "{:.3f}", 1),
-    "commit_message.subject_exact_match": ("commit_message", "subject exact", True, "{:.3f}", 1),
-    "code_change.exact_match": ("code_change", "code exact match", True, "{:.3f}", 1),
-    "code_change.edit_similarity": ("code_change", "code edit sim.", True, "{:.3f}", 1),
-    "behaviour.pass_rate": ("behaviour", "behaviour pass rate", True, "{:.3f}", 1),
+
+
+class Metric(NamedTuple):
+    """How the report shows one metric."""
+
+    task: str  # the evaluation task that measures it
+    title: str  # its name in tables and plot titles
+    higher_is_better: bool
+    fmt: str  # format of a value, e.g. "{:.3f}"
+    bound: float | None  # upper end of its scale (plots), or None when unbounded
+
+
+METRICS: dict[str, Metric] = {
+    "perplexity": Metric("perplexity", "perplexity", False, "{:.2f}", None),
+    "bits_per_token": Metric("perplexity", "bits per token", False, "{:.3f}", None),
+    "commit_message.bnorm_bleu": Metric(
+        "commit_message", "message B-Norm BLEU", True, "{:.2f}", 100
+    ),
+    "commit_message.rouge_l": Metric("commit_message", "message ROUGE-L", True, "{:.3f}", 1),
+    "commit_message.edit_similarity": Metric(
+        "commit_message", "message edit sim.", True, "{:.3f}", 1
+    ),
+    "commit_message.subject_exact_match": Metric(
+        "commit_message", "subject exact", True, "{:.3f}", 1
+    ),
+    "code_change.exact_match": Metric("code_change", "code exact match", True, "{:.3f}", 1),
+    "code_change.edit_similarity": Metric("code_change", "code edit sim.", True, "{:.3f}", 1),
+    "behaviour.pass_rate": Metric("behaviour", "behaviour pass rate", True, "{:.3f}", 1),
 }
 TRAINING_COLUMNS = (
     "steps", "epochs", "tokens", "final_train_loss", "final_val_loss", "tokens_per_s",
@@ -48,14 +65,14 @@ def metric_entry(
     name: str, base: float | None, adapted: float | None, count: int
 ) -> dict[str, Any]:
     """One ``metrics`` entry: both values, their difference and what "better" means."""
-    task, _, higher, _, _ = METRICS[name]
+    metric = METRICS[name]
     delta = None if base is None or adapted is None else adapted - base
     return {
-        "task": task,
+        "task": metric.task,
         "base": base,
         "adapted": adapted,
         "delta": delta,
-        "higher_is_better": higher,
+        "higher_is_better": metric.higher_is_better,
         "count": count,
     }
 
@@ -72,7 +89,7 @@ def format_value(name: str, value: float | None) -> str:
     """A metric value as the report prints it ("n/a" when there is none)."""
     if value is None or not math.isfinite(value):
         return "n/a"
-    return METRICS[name][3].format(value)
+    return METRICS[name].fmt.format(value)
 
 
 def read_training_log(path: str | Path) -> list[dict[str, float | None]]:
@@ -133,8 +150,8 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path, tit
                 fontsize=8,
             )
         arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
-        axes.set_title(f"{METRICS[name][1]}\n({arrow}, n={entry['count']})", fontsize=9)
-        bound = METRICS[name][4]
+        axes.set_title(f"{METRICS[name].title}\n({arrow}, n={entry['count']})", fontsize=9)
+        bound = METRICS[name].bound
         if bound is not None:
             axes.set_ylim(0, bound * 1.15)
         else:
@@ -206,7 +223,7 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
     for name, entry in report["metrics"].items():
         arrow = "↑" if entry["higher_is_better"] else "↓"
         lines.append(
-            f"| {METRICS[name][1]} {arrow} | {format_value(name, entry['base'])} | "
+            f"| {METRICS[name].title} {arrow} | {format_value(name, entry['base'])} | "
             f"{format_value(name, entry['adapted'])} | {_delta(name, entry)} | {entry['count']} |"
         )
     lines += [

@@ -46,7 +46,7 @@ from repotune.evaluate.perplexity import Perplexity, perplexity
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import SUMMARY_FILE, load_adapted
 from repotune.shards.render import Template, get_template
-from repotune.train.data import load_blocks
+from repotune.shards.table import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS

@@ -10,7 +10,6 @@ docs/data-contracts.md describes the outputs.
 import itertools
 import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -22,11 +21,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Dataset
-from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
 from repotune.atomic import atomic_path, write_text
+from repotune.curate.table import SPLITS
 from repotune.errors import InputError
 from repotune.models import ModelSpec
 from repotune.shards.packing import Blocks, pack, split_document
@@ -38,6 +36,7 @@ from repotune.shards.render import (
     render_pieces,
     task_for,
 )
+from repotune.shards.table import SHARD_SCHEMA, num_shards, write_shards
 from repotune.shards.tokenizer import (
     TRAIN_BPE,
     TextEncoder,
@@ -47,35 +46,24 @@ from repotune.shards.tokenizer import (
     train_bpe,
 )
 
-SPLITS = ("train", "validation", "test")
 COLUMNS = ("sha", "subject", "body", "files", "recency_weight")
 log = logging.getLogger("repotune.tokenize")
-
-SHARD_SCHEMA = pa.schema(
-    [
-        pa.field("input_ids", pa.list_(pa.int32())),
-        pa.field("position_ids", pa.list_(pa.int32())),
-        pa.field("length", pa.int32()),
-        pa.field("weight", pa.float32()),
-        pa.field("shas", pa.list_(pa.string())),
-    ]
-)
 
 
 @dataclass(frozen=True)
 class TokenizeSettings:
-    """The ``tokenize:`` config section (config/schema.yaml documents each key)."""
+    """The ``tokenize:`` config section (config/schema.yaml documents and defaults each key)."""
 
-    seq_len: int = 1024
-    message_to_change: float = 0.5
-    seed: int = 0
-    shard_tokens: int = 4_194_304
-    batch_commits: int = 512
+    seq_len: int
+    message_to_change: float
+    seed: int
+    shard_tokens: int
+    batch_commits: int
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "TokenizeSettings":
-        """Settings from a resolved config section (unknown keys are the schema's concern)."""
-        return cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
+        """Settings from a resolved config section (``resolve_config`` fills the defaults)."""
+        return cls(**section)
 
 
 @dataclass
@@ -246,17 +234,6 @@ def shard_table(blocks: Blocks, split: SplitDocuments) -> pa.Table:
         ],
         schema=SHARD_SCHEMA,
     )
-
-
-def num_shards(blocks: int, seq_len: int, shard_tokens: int) -> int:
-    """Shards for a split: about ``shard_tokens`` token slots each, at least one block each."""
-    return max(1, min(blocks, math.ceil(blocks * seq_len / shard_tokens)))
-
-
-def write_shards(table: pa.Table, directory: str | Path, shards: int) -> None:
-    """Save ``table`` with ``datasets.save_to_disk`` in ``shards`` Arrow files, atomically."""
-    with atomic_path(directory) as temporary:
-        Dataset(InMemoryTable(table)).save_to_disk(str(temporary), num_shards=shards)
 
 
 def prepare_tokenizer(
