@@ -19,6 +19,7 @@ from repotune.evaluate.metrics import (
     levenshtein,
     mean,
     rouge_l,
+    rouge_tokens,
     score_pair,
     subject_exact_match,
     subject_line,
@@ -158,10 +159,75 @@ def test_rouge_l_hand_computed():
 
 def test_rouge_l_edges():
     assert rouge_l("Fix The Bug", "fix the bug") == 1.0
-    assert rouge_l("", "") == 1.0
+    assert rouge_l("", "") == 0.0  # rouge-score: no tokens, no score
+    assert rouge_l("...", "fix") == 0.0
     assert rouge_l("", "fix") == 0.0
     assert rouge_l("fix", "") == 0.0
     assert rouge_l("alpha beta", "gamma delta") == 0.0
+
+
+ROUGE_PAIRS = [
+    ("Fix typo in README installation section", "Fix typo in README"),
+    ("fix: handle empty input in parser (closes #12)", "Handle empty parser input"),
+    ("Update snake_case helper, v1.2", "update the snake_case helper to v1.2!"),
+    ("readme readme readme readme", "Fix typo in README"),
+    ("Über straße fix", "über Straße fixed"),
+    ("", "Fix typo in README"),
+    ("!!!", "..."),
+    ("Merge branch 'main' into feature/x", "Merge branch 'main' into feature/y"),
+]
+
+
+def test_rouge_tokens_follow_rouge_score():
+    from rouge_score import tokenize
+
+    for text in ("Fix snake_case, v1.2!", "Über straße", "__init__()", "", "Don't PANIC 42"):
+        assert rouge_tokens(text) == tokenize.tokenize(text, None)
+
+
+@pytest.mark.parametrize(("hypothesis", "reference"), ROUGE_PAIRS)
+def test_rouge_l_equals_rouge_score(hypothesis, reference):
+    """Golden values: Google's rouge-score package, rougeL F-measure, no stemming."""
+    from rouge_score import rouge_scorer
+
+    expected = rouge_scorer.RougeScorer(["rougeL"]).score(reference, hypothesis)["rougeL"]
+    assert rouge_l(hypothesis, reference) == pytest.approx(expected.fmeasure, abs=1e-12)
+
+
+def test_rouge_l_equals_rouge_score_on_random_texts():
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rng = random.Random(3)
+    words = ["fix", "Fix", "add", "tests", "the", "parser", "v1.2", "snake_case", ",", "é", "#12"]
+    for _ in range(300):
+        hypothesis = " ".join(rng.choices(words, k=rng.randint(0, 12)))
+        reference = " ".join(rng.choices(words, k=rng.randint(0, 12)))
+        expected = scorer.score(reference, hypothesis)["rougeL"].fmeasure
+        assert rouge_l(hypothesis, reference) == pytest.approx(expected, abs=1e-12)
+
+
+# Golden values: CodeReviewer's evaluator/smooth_bleu.py (the CodeBERT bleu.py), run as
+# bleu([splitPuncts(ref.strip().lower())], splitPuncts(hyp.strip().lower()))[0] * 100.
+BNORM_GOLDEN = [
+    ("Fix typo in README installation section", "Fix typo in README", 60.42750794713536),
+    (
+        "fix: handle empty input in parser (closes #12)",
+        "Handle empty parser input",
+        14.991106946711685,
+    ),
+    ("Update snake_case helper, v1.2", "update the snake_case helper to v1.2!", 44.162703152289104),
+    ("readme readme readme readme", "Fix typo in README", 31.94715521231363),
+    ("", "Fix typo in README", 1.8315638888734178),
+    ("Add tests for the tokenizer", "Add tests for the tokenizer", 100.0),
+    ("Über straße fix", "über Straße fixed", 68.65890479690393),
+    ("Merge branch 'main' into feature/x", "Merge branch 'main' into feature/y", 87.73826753016614),
+]
+
+
+@pytest.mark.parametrize(("hypothesis", "reference", "expected"), BNORM_GOLDEN)
+def test_bnorm_bleu_golden_values_of_the_reference_script(hypothesis, reference, expected):
+    assert bnorm_bleu(hypothesis, reference) == pytest.approx(expected, rel=1e-12)
 
 
 def test_lcs_bit_parallel_equals_the_table():

@@ -6,7 +6,7 @@ wrote. Every metric here is a pure function of two strings, with no model, no do
 third-party dependency, so a score depends only on the texts and is the same on every machine.
 
 * ``bnorm_bleu``, 0 to 100: shared word n-grams (the commit-message literature's BLEU);
-* ``rouge_l``, 0 to 1: the longest run of words in the same order (LCS F1);
+* ``rouge_l``, 0 to 1: the longest run of words in the same order (LCS F1, ``rouge-score``'s);
 * ``edit_similarity``, 0 to 1: few character edits (normalised Levenshtein);
 * ``exact_match``, 0 or 1: the same text up to trailing whitespace;
 * ``subject_exact_match``, 0 or 1: the same first line (a commit's subject).
@@ -30,10 +30,12 @@ _MAX_ORDER = 4
 # step of its bleu.py, whose punctuation rule also splits `_` out of words
 # ("snake_case" -> "snake", "_", "case").
 _BNORM_TOKEN = re.compile(r"[^\W_]+|_|[^\s\w]")
+# rouge-score's tokenizer: runs of lower-case ASCII letters and digits, everything else a gap.
+_ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
 
 
 def bnorm_tokens(text: str) -> list[str]:
-    """The tokens B-Norm BLEU and ROUGE-L compare: lower-cased words and punctuation.
+    """The tokens B-Norm BLEU compares: lower-cased words and punctuation.
 
     ``text.strip().lower()``, then each maximal run of letters and digits is a token and every
     other non-space character (punctuation, ``_``) is a token of its own:
@@ -54,11 +56,11 @@ def bnorm_bleu(hypothesis: str, reference: str) -> float:
     """Sentence-level B-Norm BLEU-4 of ``hypothesis`` against one ``reference``, 0 to 100.
 
     B-Norm is the BLEU variant Tao et al. (2021, "On the Evaluation of Commit Message
-    Generation Models: An Experimental Study", ICSE) found to agree best with human judgement
-    of commit messages: smoothed sentence BLEU on lower-cased text. This is the computation of
-    the ``bleu.py`` that CodeBERT (CodeXGLUE code-to-text) and CodeReviewer ship
-    (``splitPuncts(text.strip().lower())``, then ``bleu([reference], hypothesis)[0] * 100``),
-    checked token for token against that script during development. With both texts
+    Generation Models: An Experimental Study", ICSME 2021) found to agree best with human
+    judgement of commit messages: smoothed sentence BLEU on lower-cased text. This is the
+    computation of the ``bleu.py`` that CodeBERT (CodeXGLUE code-to-text) and CodeReviewer ship
+    (``splitPuncts(text.strip().lower())``, then ``bleu([reference], hypothesis)[0] * 100``);
+    tests/test_metrics.py holds golden values that script gives. With both texts
     tokenised by :func:`bnorm_tokens`, ``c`` hypothesis tokens and ``r`` reference tokens:
 
     * ``m_n`` = clipped n-gram matches: for each n-gram of the hypothesis,
@@ -116,21 +118,33 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     return len(b) - v.bit_count()
 
 
-def rouge_l(hypothesis: str, reference: str) -> float:
-    """ROUGE-L F1 of ``hypothesis`` against ``reference``, 0 to 1.
-
-    Lin (2004, "ROUGE: A Package for Automatic Evaluation of Summaries"), section 3.1, on the
-    tokens of :func:`bnorm_tokens`: with ``L`` the LCS length, ``P = L / len(hyp)``,
-    ``R = L / len(ref)`` and ``F = (1 + beta^2) P R / (R + beta^2 P)``. We take ``beta = 1``
-    (F1, ``F = 2L / (len(hyp) + len(ref))``) as Google's ``rouge-score`` ``rougeL`` does, so
-    precision and recall weigh the same: a verbose generation is penalised as much as a terse
-    one. Unlike ``rouge-score`` we keep punctuation and non-ASCII words as tokens, the same
-    tokens BLEU sees. Two empty texts score 1 (identical), one empty text scores 0.
+def rouge_tokens(text: str) -> list[str]:
+    """The tokens ROUGE-L compares, as Google's ``rouge-score`` (``rouge_score/tokenize.py``,
+    default tokenizer, no stemming) makes them: ``text.lower()``, every character outside
+    ``[a-z0-9]`` becomes a space, split on spaces. Punctuation is dropped and so are non-ASCII
+    letters (``"Über"`` -> ``ber``), as in the published commit-message results, which use this
+    package or its tokenization.
     """
-    hyp, ref = bnorm_tokens(hypothesis), bnorm_tokens(reference)
-    if not hyp and not ref:
-        return 1.0
-    return 2 * lcs_length(hyp, ref) / (len(hyp) + len(ref))
+    return _ROUGE_TOKEN.findall(text.lower())
+
+
+def rouge_l(hypothesis: str, reference: str) -> float:
+    """ROUGE-L F1 of ``hypothesis`` against ``reference``, 0 to 1, as ``rouge-score`` computes
+    its ``rougeL`` ``fmeasure`` (``RougeScorer(["rougeL"]).score(reference, hypothesis)``).
+
+    Lin (2004, "ROUGE: A Package for Automatic Evaluation of Summaries", ACL workshop), section
+    3.1, on :func:`rouge_tokens`: with ``L`` the length of the longest common subsequence,
+    ``P = L / len(hyp)``, ``R = L / len(ref)`` and ``F = 2 P R / (P + R)`` (``beta = 1``, as
+    ``rouge-score`` takes it, so a verbose generation is penalised as much as a terse one). As
+    in ``rouge-score``, a text without tokens scores 0, even against another one (two empty
+    texts included). Golden values against the package: tests/test_metrics.py.
+    """
+    hyp, ref = rouge_tokens(hypothesis), rouge_tokens(reference)
+    common = lcs_length(hyp, ref)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(hyp), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
 
 
 def levenshtein(a: str, b: str) -> int:
