@@ -37,6 +37,7 @@ rule evaluate:
         mem_mb=config["evaluate"]["mem_mb"],
     params:
         settings=config["evaluate"],
+        redact=config["curate"]["redact"],
     script:
         "../scripts/evaluate.py"
 
