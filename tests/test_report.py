@@ -14,7 +14,6 @@ from repotune.evaluate.report import (
     WORSE,
     describe_base,
     format_value,
-    improved,
     markdown,
     measurements,
     metric_entry,
@@ -86,19 +85,18 @@ def sample_report(test_commits: int = 120) -> dict:
 def test_metric_entry_delta_direction_and_verdict():
     lower = metric_entry("perplexity", 400.0, 300.0, 5, paired((-120.0, -80.0)))
     assert (lower["delta"], lower["higher_is_better"], lower["verdict"]) == (-100.0, False, BETTER)
-    assert improved(lower) is True
     higher = metric_entry("code_change.exact_match", 0.5, 0.25, 5, paired((-0.4, -0.1)))
-    assert (higher["delta"], higher["verdict"], improved(higher)) == (-0.25, WORSE, False)
+    assert (higher["delta"], higher["verdict"]) == (-0.25, WORSE)
     assert higher["interval"]["delta"] == [-0.4, -0.1] and higher["unit"] == "prompts"
     missing = metric_entry("behaviour.pass_rate", None, 0.5, 0)
-    assert missing["delta"] is None and missing["verdict"] == "n/a" and improved(missing) is None
+    assert missing["delta"] is None and missing["verdict"] == "n/a"
     assert format_value("perplexity", None) == "n/a" == format_value("perplexity", float("nan"))
     assert format_value("commit_message.bnorm_bleu", 12.345) == "12.35"
 
 
 def test_an_interval_containing_zero_gives_no_clear_difference():
     entry = metric_entry("commit_message.rouge_l", 0.30, 0.34, 40, paired((-0.02, 0.09)))
-    assert entry["verdict"] == UNCLEAR == "no clear difference" and improved(entry) is None
+    assert entry["verdict"] == UNCLEAR == "no clear difference"
     ppl = metric_entry("perplexity", 400.0, 300.0, 900, paired((-250.0, 10.0)))
     assert ppl["verdict"] == UNCLEAR
 
@@ -107,7 +105,7 @@ def test_a_verdict_needs_enough_items_and_enough_test_commits():
     assert metric_entry("perplexity", 4.0, 3.0, 9, paired((-1.2, -0.8), n=29))["verdict"] == TOO_FEW
     assert metric_entry("perplexity", 4.0, 3.0, 9, paired((-1.2, -0.8), n=30))["verdict"] == BETTER
     few_commits = metric_entry("perplexity", 4.0, 3.0, 9, paired((-1.2, -0.8)), False)
-    assert few_commits["verdict"] == TOO_FEW and improved(few_commits) is None
+    assert few_commits["verdict"] == TOO_FEW
 
 
 def test_a_difference_that_rounds_to_zero_is_no_clear_difference():

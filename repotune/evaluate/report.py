@@ -120,13 +120,6 @@ def verdict(name: str, entry: Mapping[str, Any], enough_commits: bool = True) ->
     return BETTER if up == entry["higher_is_better"] else WORSE
 
 
-def improved(entry: Mapping[str, Any]) -> bool | None:
-    """Whether the adapter did better on this metric by its verdict: True (better), False
-    (worse), None (no verdict: no clear difference, too few to tell, or no values)."""
-    found = entry.get("verdict")
-    return True if found == BETTER else False if found == WORSE else None
-
-
 def format_value(name: str, value: float | None) -> str:
     """A metric value as the report prints it ("n/a" when there is none)."""
     if value is None or not math.isfinite(value):
@@ -219,8 +212,9 @@ def plot_loss_curves(rows: Sequence[Mapping[str, float | None]], path: str | Pat
 
 
 def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path, title: str) -> None:
-    """One small panel per metric, base and adapted side by side: the metrics' scales differ
-    (perplexity in the hundreds, rates in 0..1), so they do not share an axis."""
+    """One small panel per metric, base and adapted side by side with their 95% intervals as
+    whiskers and the verdict in the title: the metrics' scales differ (perplexity in the
+    hundreds, rates in 0..1), so they do not share an axis."""
     names = [name for name in METRICS if name in metrics]
     columns = 3
     rows = max(1, math.ceil(len(names) / columns))
@@ -240,8 +234,18 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path, tit
                 va="bottom",
                 fontsize=8,
             )
+        interval = entry.get("interval")
+        for bar, variant, value in zip(bars, VARIANTS, values, strict=True):
+            if interval is not None and value is not None:
+                low, high = interval[variant]
+                centre = bar.get_x() + bar.get_width() / 2
+                whisker = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+                axes.errorbar(centre, value, yerr=whisker, color="black", capsize=3, linewidth=1)
         arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
-        axes.set_title(f"{METRICS[name][1]}\n({arrow}, n={entry['count']})", fontsize=9)
+        axes.set_title(
+            f"{METRICS[name][1]}\n({arrow}, n={entry['count']}: {entry.get('verdict', MISSING)})",
+            fontsize=9,
+        )
         bound = METRICS[name][4]
         if bound is not None:
             axes.set_ylim(0, bound * 1.15)
