@@ -175,7 +175,10 @@ def exact_match(a: str, b: str) -> bool:
 
     Each line loses its trailing spaces and tabs, line endings (``\\n``, ``\\r\\n``) are
     unified and trailing blank lines dropped: editors and tokenizers differ there, a reader
-    does not. Case, indentation and leading blank lines count (they change code).
+    does not. Case, indentation and leading blank lines count (they change code). The code
+    completion papers' "EM" is the same idea with a looser equality (CodeXGLUE's line
+    completion compares ``pred.split() == gt.split()``, ignoring all whitespace); ours is
+    stricter for Python, where indentation is syntax, so it can only score lower than theirs.
     """
     return _without_trailing_whitespace(a) == _without_trailing_whitespace(b)
 
@@ -190,7 +193,8 @@ def subject_exact_match(generated_message: str, real_message: str) -> bool:
     """Whether the two messages have the same subject (:func:`subject_line`), case included.
 
     A generated body is often longer or shorter than the author's; the subject is the line
-    ``git log --oneline`` shows and the one reviewers read, so it is scored on its own.
+    ``git log --oneline`` shows and the one reviewers read, so it is scored on its own. This
+    is repotune's own measure, with no published counterpart to compare against.
     """
     return subject_line(generated_message) == subject_line(real_message)
 
