@@ -284,15 +284,27 @@ def metrics_table(
                 paired_means(base_values, adapted_values, seed),
                 enough,
             )
-    passed = {name: [float(result.passed) for result in checks[name]] for name in VARIANTS}
+    both = [
+        index
+        for index, (base, adapted) in enumerate(zip(checks["base"], checks["adapted"], strict=True))
+        if ran(base) and ran(adapted)
+    ]
+    passed = {name: [float(checks[name][index].passed) for index in both] for name in VARIANTS}
     table["behaviour.pass_rate"] = report.metric_entry(
         "behaviour.pass_rate",
-        pass_rate(checks["base"]),
-        pass_rate(checks["adapted"]),
-        len(checks["base"]),
+        mean(passed["base"]),
+        mean(passed["adapted"]),
+        len(both),
         paired_means(passed["base"], passed["adapted"], seed),
     )
     return table
+
+
+def ran(result: CheckResult) -> bool:
+    """Whether a check ran: the sandbox reports a python test it may not run (code execution
+    off) as ``skipped``, which is neither a pass nor a failure. The pass rate compares the two
+    variants on the tests that ran for both."""
+    return not getattr(result, "skipped", False)
 
 
 def behaviour_by_kind(
