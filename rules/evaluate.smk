@@ -37,6 +37,7 @@ rule evaluate:
         mem_mb=config["evaluate"]["mem_mb"],
     params:
         settings=result_params("evaluate"),
+        redact=config["curate"]["redact"],
         code=code_of("evaluate"),
     script:
         "../scripts/evaluate.py"

@@ -13,6 +13,7 @@ from repotune.evaluate.behaviour import (
     CheckResult,
     check,
     cut_at_stop,
+    kind_of,
     load_tests,
     pass_rate,
 )
@@ -43,7 +44,7 @@ def shipped() -> dict[str, BehaviourTest]:
 
 
 MESSAGE_TESTS = [
-    "commit-message-not-empty",
+    "commit-message-has-a-subject",
     "commit-subject-no-trailing-period",
     "commit-subject-at-most-72-characters",
     "commit-message-does-not-echo-the-diff",
@@ -71,9 +72,10 @@ def test_shipped_message_tests_pass_a_good_message(shipped, name):
 @pytest.mark.parametrize(
     ("name", "bad"),
     [
-        ("commit-message-not-empty", ""),
-        ("commit-message-not-empty", " \n ... \n"),
-        ("commit-message-not-empty", "<|diff|>Fix typo"),
+        ("commit-message-has-a-subject", ""),
+        ("commit-message-has-a-subject", " \n ... \n"),
+        ("commit-message-has-a-subject", "<|diff|>Fix typo"),
+        ("commit-message-has-a-subject", "Typo\n\nfixed"),
         ("commit-subject-no-trailing-period", "Fix typo in README.\n\nBody."),
         ("commit-subject-no-trailing-period", "\n  Fix typo in README. \n"),
         ("commit-subject-at-most-72-characters", "Fix " + "very " * 14 + "long typo\n"),
@@ -89,8 +91,46 @@ def test_shipped_message_tests_fail_a_bad_message(shipped, name, bad):
 
 def test_shipped_subject_limit_is_72_characters(shipped):
     test = shipped["commit-subject-at-most-72-characters"]
-    assert check(test, "x" * 72 + "\n\n" + "body " * 40).passed
-    assert not check(test, "x" * 73).passed
+    assert check(test, "Fix " + "x" * 68 + "\n\n" + "a long body line " * 20).passed
+    assert not check(test, "Fix " + "x" * 69).passed
+
+
+# What a broken model writes: nothing, one word on a loop (as the untrained tiny model does),
+# one token repeated, punctuation. No shipped test may pass any of them.
+DEGENERATE = [
+    "",
+    "readme " * 60,
+    "readme readme readme readme",
+    "\n".join(["readme"] * 20),
+    "a" * 200,
+    "the the the the the",
+    "." * 40,
+    "Fix Fix Fix Fix",
+]
+
+
+def test_every_shipped_negative_check_has_a_positive_partner(shipped):
+    for test in shipped.values():
+        assert test.must_match or test.python_test, f"{test.name}: only must_not_match"
+
+
+@pytest.mark.parametrize("name", MESSAGE_TESTS)
+@pytest.mark.parametrize("garbage", DEGENERATE, ids=range(len(DEGENERATE)))
+def test_a_degenerate_generation_fails_every_shipped_message_test(shipped, name, garbage):
+    assert not check(shipped[name], garbage).passed
+
+
+@pytest.mark.parametrize("garbage", ["", "readme " * 60, "    return\n"])
+def test_a_degenerate_generation_fails_every_shipped_python_test(shipped, garbage):
+    python_tests = [test for test in shipped.values() if kind_of(test) == "python"]
+    assert python_tests
+    for test in python_tests:
+        assert not check(test, garbage).passed, test.name
+
+
+def test_kind_of_a_test():
+    assert kind_of(python_check("assert True")) == "python"
+    assert kind_of(BehaviourTest(name="t", prompt="", must_match=("x",))) == "pattern"
 
 
 PALINDROME_BODY = """\

@@ -95,6 +95,28 @@ def test_report_has_every_metric_for_base_and_adapted(run):
 
 
 @pytest.mark.slow
+def test_report_is_honest_about_three_test_commits_and_an_untrained_base(run):
+    workdir, _ = run
+    report = json.loads((workdir / "results/tiny/eval/report.json").read_text())
+    assert report["base"]["source"] == "built"
+    assert report["samples"]["enough_test_commits"] is False
+    for name, entry in report["metrics"].items():
+        low, high = entry["interval"]["delta"]
+        assert low <= high and entry["interval"]["resamples"] == 1000, name
+        assert entry["verdict"] == "too few to tell", name
+    assert {kind["count"] for kind in report["behaviour_by_kind"].values()} == {4, 2}
+    finish = report["generation"]["tasks"]["commit_message"]["adapted"]["finish"]
+    assert set(finish) == {"eos", "stop", "length"} and sum(finish.values()) == 3
+    markdown = (workdir / "results/tiny/eval/report.md").read_text()
+    headline = markdown.splitlines()[2]
+    assert "only n=3 commits, too few to tell" in headline and "better on" not in headline
+    assert "untrained (random initialisation)" in markdown
+    assert "## How generations ended" in markdown
+    comparison = (workdir / "results/comparison.md").read_text()
+    assert "`tiny` (too few test commits: 3)" in comparison
+
+
+@pytest.mark.slow
 def test_adapter_beats_its_base_on_perplexity_of_patterned_commits(run):
     workdir, _ = run
     metrics = json.loads((workdir / "results/tiny/eval/report.json").read_text())["metrics"]

@@ -23,7 +23,10 @@ File format (YAML, see config/behaviour_tests.yaml): a list of tests, each a map
 * ``timeout_s`` (default 10): wall-clock seconds the python_test may run.
 
 At least one of ``must_match``, ``must_not_match`` and ``python_test`` is required. Checks run in
-that order and the first failure is the result's reason.
+that order and the first failure is the result's reason. A test with only ``must_not_match``
+passes on garbage (an empty or looping generation matches nothing forbidden), so every shipped
+test pairs its negative checks with a positive one that a degenerate generation fails
+(tests/test_behaviour.py checks this of config/behaviour_tests.yaml).
 
 Python tests run generated code; how they are contained is :mod:`repotune.evaluate.sandbox`.
 """
@@ -210,6 +213,12 @@ def check(
         code = test.prompt + text if test.prepend_prompt else text
         return run_python_test(code, test.python_test, test.timeout_s, limits)
     return CheckResult(True, "ok")
+
+
+def kind_of(test: BehaviourTest) -> str:
+    """``python`` for a test that runs the generated code, ``pattern`` for one that only
+    matches regular expressions: the report gives each kind its own pass rate."""
+    return "python" if test.python_test is not None else "pattern"
 
 
 def pass_rate(results: Sequence[CheckResult]) -> float | None:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repotune.errors import InputError
-from repotune.evaluate.metrics import corpus_summary
+from repotune.evaluate.metrics import corpus_summary, score_pair
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
@@ -163,7 +163,19 @@ def answer(task: str, generation: str) -> str:
     return added_code(generation) if task == CODE_CHANGE else generation
 
 
+def metrics_of(task: str) -> tuple[str, ...]:
+    """The metrics a task is scored with."""
+    return MESSAGE_METRICS if task == COMMIT_MESSAGE else CODE_METRICS
+
+
 def score(task: str, pairs: Sequence[tuple[str, str]]) -> dict[str, int | float | None]:
     """Mean metrics of ``(answer, reference)`` pairs of one task, with their count."""
-    metrics = MESSAGE_METRICS if task == COMMIT_MESSAGE else CODE_METRICS
-    return corpus_summary(pairs, metrics).as_dict()
+    return corpus_summary(pairs, metrics_of(task)).as_dict()
+
+
+def pair_scores(task: str, pairs: Sequence[tuple[str, str]]) -> dict[str, list[float]]:
+    """Each metric of one task, per ``(answer, reference)`` pair in order: what the paired
+    bootstrap resamples (their means are :func:`score`)."""
+    names = metrics_of(task)
+    scored = [score_pair(hypothesis, reference, names) for hypothesis, reference in pairs]
+    return {name: [scores[name] for scores in scored] for name in names}
