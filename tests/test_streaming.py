@@ -19,14 +19,16 @@ import pytest
 from datasets import load_from_disk
 
 from repotune.config import resolve_config
+from repotune.evaluate import tasks
 from repotune.logs import run_logged
 from repotune.models import resolve_model
 from repotune.progress import Progress
 from repotune.shards.packing import pack
+from repotune.shards.render import PLAIN
 from repotune.shards.stage import SPLITS, TokenizeSettings, tokenize_stage
 from repotune.shards.stream import DocumentBatch, StreamPacker
 from repotune.shards.writer import SHARD_SCHEMA, shard_directory
-from tests.tokenize_fixtures import synthetic_rows, write_curated
+from tests.tokenize_fixtures import synthetic_rows, write_curated, write_split
 
 SEQ_LEN = 64
 EOS, PAD = 0, 1
@@ -73,7 +75,7 @@ def curated(tmp_path_factory) -> dict:
     return write_curated(tmp_path_factory.mktemp("curated"), rows)
 
 
-@pytest.mark.parametrize("bpe_sample_bytes", [64_000_000, 20_000])
+@pytest.mark.parametrize("bpe_sample_bytes", [32_000_000, 20_000])
 def test_every_output_byte_is_independent_of_the_batch_size(
     tmp_path, curated, bpe_sample_bytes
 ) -> None:
@@ -253,3 +255,20 @@ def test_progress_lines_carry_rate_and_estimate_to_log_and_terminal(tmp_path, ca
     assert line in text and line in terminal
     assert "work: done, 100/400 commits (25.0%), 2 commits/s, 2,000 tokens in 40s" in terminal
     assert "not a progress line" in text and "not a progress line" not in terminal
+
+
+def test_evaluation_questions_streamed_equal_the_split_held_in_memory(
+    tmp_path, monkeypatch
+) -> None:
+    rows = synthetic_rows(45, seed=8, split="test")
+    rows[3]["files"] = []  # adds no line: no code-change question
+    path = write_split(tmp_path / "test.parquet", rows)
+    monkeypatch.setattr(tasks, "BATCH_COMMITS", 4)
+    everything = tasks.read_commits(path)
+    assert len(everything) == tasks.count_commits(path) == 45
+    for seed, size in ((0, 7), (3, 20), (1, 100)):
+        drawn = tasks.read_commits(path, tasks.sample_indices(45, size, seed))
+        assert drawn == tasks.sample(everything, size, seed)
+        streamed = tasks.sampled_code_changes(path, PLAIN, seed, size)
+        assert streamed == tasks.code_change_examples(everything, PLAIN, seed, size)
+        assert len(streamed) == min(size, 44)

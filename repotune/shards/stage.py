@@ -66,7 +66,7 @@ class TokenizeSettings:
     seed: int = 0
     shard_tokens: int = 4_194_304
     batch_commits: int = 512
-    bpe_sample_bytes: int = 64_000_000
+    bpe_sample_bytes: int = 32_000_000
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "TokenizeSettings":
