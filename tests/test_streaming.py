@@ -19,6 +19,7 @@ import pytest
 from datasets import load_from_disk
 
 from repotune.config import resolve_config
+from repotune.curate.filters import SeenKeys
 from repotune.evaluate import tasks
 from repotune.logs import run_logged
 from repotune.models import resolve_model
@@ -272,3 +273,16 @@ def test_evaluation_questions_streamed_equal_the_split_held_in_memory(
         streamed = tasks.sampled_code_changes(path, PLAIN, seed, size)
         assert streamed == tasks.code_change_examples(everything, PLAIN, seed, size)
         assert len(streamed) == min(size, 44)
+
+
+def test_duplicate_keys_kept_compactly_answer_like_a_set() -> None:
+    rng = np.random.default_rng(4)
+    keys = [int(k) for k in rng.integers(0, 2**63, size=300, dtype=np.int64)]
+    keys += [*keys[::7], 2**64 - 1, 0]  # repeats, and the extremes of 64 bits
+    seen, reference = SeenKeys(recent_limit=16), set()
+    for key in keys:
+        assert (key in seen) == (key in reference), key
+        seen.add(key)
+        reference.add(key)
+    assert len(seen) == len(reference)
+    assert all(key in seen for key in reference)

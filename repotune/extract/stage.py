@@ -37,6 +37,7 @@ from repotune.errors import InputError
 from repotune.extract import table as commit_table
 from repotune.extract.gitlog import FORMAT, Commit, email_sha256, iter_commits
 from repotune.extract.repository import is_ancestor, is_shallow, open_repository
+from repotune.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -278,14 +279,12 @@ def extract_to_parquet(
                 previous = pq.ParquetFile(cache)
                 for index in range(previous.num_row_groups):
                     writer.write_table(previous.read_row_group(index).replace_schema_metadata())
+            progress = Progress(log, "extract", _count_commits(repo, head, settings) - len(prefix))
             for batch in extract_batches(repo, new, settings, workers):
                 writer.write_batch(batch)
                 _count(batch, counts)
-                log.info(
-                    "%d commits extracted, %.0f commits/s",
-                    counts["extracted"],
-                    counts["extracted"] / (time.perf_counter() - started),
-                )
+                progress.advance(batch.num_rows)
+            progress.finish()
         total = pq.ParquetFile(temporary).metadata.num_rows
     if total == 0:
         raise _no_commits_error(repo)
@@ -314,6 +313,13 @@ def _count(batch: pa.RecordBatch, counts: dict[str, int]) -> None:
     counts["patch_bytes"] += pc.sum(batch.column("patch_bytes")).as_py() or 0
     flags = pc.list_flatten(batch.column("files")).field("patch_truncated")
     counts["truncated"] += pc.sum(flags.cast(pa.int64())).as_py() or 0
+
+
+def _count_commits(repo: str | Path, head: str, settings: ExtractSettings) -> int:
+    """Commits to extract from ``head``: the total the progress estimate needs (one cheap
+    walk of the commit graph, no diffs)."""
+    merges = [] if settings.include_merges else ["--no-merges"]
+    return int(open_repository(repo).git.rev_list("--count", *merges, head))
 
 
 def _count_merges(repo: str | Path, head: str) -> int:

@@ -176,7 +176,7 @@ def bpe_texts(
         sample.rate = sample.budget_bytes / sample.estimated_bytes
     progress = Progress(
         log,
-        "BPE training text",
+        "tokenize: BPE training text",
         min(sample.budget_bytes, sample.estimated_bytes),
         "bytes",
         PROGRESS_SECONDS,
@@ -364,7 +364,7 @@ def tokenize_stage(
     per_split: dict[str, Any] = {}
     for name in SPLITS:
         commits = open_curated(splits[name]).metadata.num_rows
-        progress = Progress(log, f"tokenize {name}", commits, "commits", PROGRESS_SECONDS)
+        progress = Progress(log, f"tokenize: {name}", commits, "commits", PROGRESS_SECONDS)
         per_split[name] = tokenize_split(
             splits[name], shard_dirs[name], tokenizer, template, settings, progress
         )
