@@ -20,10 +20,12 @@ import os
 import shutil
 import subprocess
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import accumulate, islice
 from multiprocessing import get_context
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
@@ -204,14 +206,25 @@ def _extract_slice(job: tuple[str, list[str], ExtractSettings]) -> pa.RecordBatc
 def extract_batches(
     repo: str | Path, shas: Iterable[str], settings: ExtractSettings, workers: int
 ) -> Iterator[pa.RecordBatch]:
-    """Batches of ``row_group_commits`` commits, in history order, from ``workers`` processes."""
+    """Batches of ``row_group_commits`` commits, in history order, from ``workers`` processes.
+
+    At most ``2 * workers`` slices are in flight: ``Pool.imap`` would read every sha and queue
+    every slice up front, and hold finished batches the writer has not taken yet, so memory
+    would grow with the history.
+    """
     size = settings.row_group_commits
     jobs = ((str(repo), chunk, settings) for chunk in batched(shas, size))
     if workers <= 1:
         yield from map(_extract_slice, jobs)
         return
     with get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_extract_slice, jobs)
+        pending: deque[AsyncResult] = deque()
+        for job in jobs:
+            pending.append(pool.apply_async(_extract_slice, (job,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 def _cached_prefix(
