@@ -72,23 +72,35 @@ child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
 facts = {"extract": lambda r: {"commits": r["commits"]},
          "curate": lambda r: {"commits": r["kept_commits"]},
          "tokenize": lambda r: {"tokens": r["tokens"],
-                                "bpe_sampled": r["tokenizer"]["bpe_sample"]["sampled"]}}
+                                "bpe_sample": r["tokenizer"].get("bpe_sample")}}
 print(json.dumps({"self_mb": own, "child_mb": child, **facts[stage](result)}))
 """
 STAGES = ("extract", "curate", "tokenize")
 
 
-def run_stage(stage: str, repo: Path, head: str, out: Path) -> dict:
-    """Run one stage in a fresh process; its wall time, peak memory and output size."""
+def run_stage(stage: str, repo: Path, head: str, out: Path, code: Path = ROOT) -> dict:
+    """Run one stage of the repotune in ``code`` in a fresh process; wall time, peak memory."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", STAGE_PROBE, str(ROOT), stage, str(repo), head, str(out)],
+        [sys.executable, "-c", STAGE_PROBE, str(code), stage, str(repo), head, str(out)],
         stdout=subprocess.PIPE,
         text=True,
         check=True,
     )
     wall = time.perf_counter() - started
     return {"wall_s": round(wall, 1), **json.loads(result.stdout.splitlines()[-1])}
+
+
+def baseline_code(ref: str, into: Path) -> Path:
+    """The package and config of git ref ``ref`` of this project, unpacked into ``into``."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "repotune", "config"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def load() -> str:
@@ -117,25 +129,32 @@ def history(repo: Path, sizes: list[int], max_lines: int) -> Path:
 
 
 def table(results: dict[str, dict[str, dict]]) -> str:
-    """The markdown table of the smallest and largest size measured."""
+    """The markdown table of the smallest and largest size measured, with any baseline."""
     sizes = sorted(results, key=int)
     small, large = sizes[0], sizes[-1]
     lines = [
         f"| stage | {int(small):,}: s | {int(small):,}: peak MB (child) | {int(large):,}: s "
-        f"| {int(large):,}: peak MB (child) | time ratio | peak ratio |",
+        f"| {int(large):,}: peak MB (child) | time ratio | peak ratio (child) |",
         "|---|---|---|---|---|---|---|",
     ]
     for stage in STAGES:
         if stage not in results[small] or stage not in results[large]:
             continue
         a, b = results[small][stage], results[large][stage]
-        peak_a, peak_b = max(a["self_mb"], a["child_mb"]), max(b["self_mb"], b["child_mb"])
+        child = f"{b['child_mb'] / a['child_mb']:.2f}x" if a["child_mb"] else "-"
         lines.append(
             f"| {stage} | {a['wall_s']} | {a['self_mb']} ({a['child_mb']}) | {b['wall_s']} "
             f"| {b['self_mb']} ({b['child_mb']}) | {b['wall_s'] / a['wall_s']:.2f}x "
-            f"| {peak_b / peak_a:.2f}x |"
+            f"| {b['self_mb'] / a['self_mb']:.2f}x ({child}) |"
         )
     lines.append(f"commits ratio {int(large) / int(small):.1f}x")
+    for size in sizes:
+        for stage, measured in results[size].items():
+            if "@" in stage:
+                lines.append(
+                    f"baseline {stage} at {int(size):,} commits: {measured['wall_s']} s, "
+                    f"peak {measured['self_mb']} MB (ours: {results[size]['tokenize']['self_mb']})"
+                )
     return "\n".join(lines)
 
 
@@ -145,6 +164,11 @@ def main() -> None:
     parser.add_argument("--max-lines", type=int, default=60)
     parser.add_argument("--repo", type=Path, default=None, help="build (or reuse) the history here")
     parser.add_argument("--results", type=Path, default=None, help="JSON of results, merged")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="git ref whose tokenize runs on the smallest size's curated data too (e.g. main)",
+    )
     args = parser.parse_args()
     results: dict[str, dict[str, dict]] = {}
     if args.results and args.results.exists():
@@ -162,9 +186,13 @@ def main() -> None:
             out = work / f"out-{size}"
             out.mkdir()
             results[str(size)] = {}
-            for stage in STAGES:
+            stages = [(stage, ROOT) for stage in STAGES]
+            if args.baseline and size == min(args.sizes):
+                code = baseline_code(args.baseline, work / "baseline")
+                stages.append((f"tokenize@{args.baseline}", code))
+            for stage, code in stages:
                 before = load()
-                measured = run_stage(stage, repo, head, out)
+                measured = run_stage(stage.split("@")[0], repo, head, out, code)
                 measured["load"] = f"{before} -> {load()}"
                 measured["finished"] = time.strftime("%H:%M:%S UTC", time.gmtime())
                 results[str(size)][stage] = measured
