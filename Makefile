@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.train
 	$(BIN)/python -m benchmarks.generate
 	$(BIN)/python -m benchmarks.noop_dryrun
+	$(BIN)/python -m benchmarks.scale --sizes 5000 50000
 
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new

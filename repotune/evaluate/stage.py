@@ -156,17 +156,18 @@ def task_settings(settings: Mapping[str, Any]) -> dict[str, GenerationSettings]:
 def questions(request: EvaluateRequest, template: Template) -> Questions:
     """The sampled commit-message and code-change examples and the behavioural tests."""
     settings = request.settings
-    commits = eval_tasks.read_commits(request.test_commits)
-    seed = settings["seed"]
-    chosen = eval_tasks.sample(commits, settings["commit_messages"]["samples"], seed)
+    path, seed = request.test_commits, settings["seed"]
+    total = eval_tasks.count_commits(path)
+    drawn = eval_tasks.sample_indices(total, settings["commit_messages"]["samples"], seed)
+    chosen = eval_tasks.read_commits(path, drawn)
     tests = load_tests(request.behaviour_tests) if request.behaviour_tests else []
     return Questions(
         commit_messages=eval_tasks.commit_message_examples(chosen, template),
-        code_changes=eval_tasks.code_change_examples(
-            commits, template, seed, settings["code_changes"]["samples"]
+        code_changes=eval_tasks.sampled_code_changes(
+            path, template, seed, settings["code_changes"]["samples"]
         ),
         behaviour=tests,
-        test_commits=len(commits),
+        test_commits=total,
     )
 
 
