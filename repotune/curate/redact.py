@@ -19,6 +19,7 @@ is only redacted when its key names a secret (``DB_PASSWORD``, ``client_secret``
 names a hash (``password_sha256``), and never when the value is a UUID or a checksum.
 """
 
+import functools
 import math
 import re
 from collections import Counter
@@ -210,3 +211,16 @@ class Redactor:
             return match.group(0)
         self.counts["email"] += 1
         return "<EMAIL>"
+
+
+@functools.cache
+def _default_redactor() -> Redactor:
+    from repotune.config import resolve_config  # the schema's defaults; imported when first used
+
+    return Redactor(RedactSettings.from_config(resolve_config()["curate"]["redact"]))
+
+
+def redact(text: str) -> str:
+    """``text`` redacted with the default settings: for text that leaves a stage outside the
+    curated data (sandbox failure reasons, reports)."""
+    return _default_redactor().redact(text)

@@ -43,6 +43,7 @@ from repotune.evaluate.generation import (
     generate,
 )
 from repotune.evaluate.perplexity import Perplexity, perplexity
+from repotune.evaluate.sandbox import chosen_isolation
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import SUMMARY_FILE, load_adapted
 from repotune.shards.render import Template, get_template
@@ -198,12 +199,15 @@ def run_generation(
 
 
 def behaviour_results(
-    tests: Sequence[BehaviourTest], generations: Mapping[str, Mapping[str, list[Generation]]]
+    tests: Sequence[BehaviourTest],
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    allow_code_execution: bool = False,
 ) -> dict[str, list[CheckResult]]:
-    """Every behavioural test checked on each variant's generation (after all generation)."""
+    """Every behavioural test checked on each variant's generation (after all generation);
+    python tests run generated code only with ``allow_code_execution``, else are skipped."""
     return {
         name: [
-            check(test, generation.text)
+            check(test, generation.text, allow_code_execution=allow_code_execution)
             for test, generation in zip(tests, generations[name][BEHAVIOUR], strict=True)
         ]
         for name in VARIANTS
@@ -340,6 +344,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     training = training_facts(request.adapter_dir)
     template = template_of(request.shard_stats)
     asked = questions(request, template)
+    allow_code = settings["behaviour"]["allow_code_execution"]
+    if allow_code and any(test.python_test for test in asked.behaviour):
+        chosen_isolation()  # refuses in one line, before any model loads, when nothing isolates
     blocks = load_blocks(request.test_shards)
     tokenizer = AutoTokenizer.from_pretrained(request.tokenizer_dir)
     device = pick_device(settings["device"])
@@ -361,7 +368,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     generations, timing = run_generation(model, tokenizer, template, asked, decoding)
     context = context_length(model)
     del model
-    checks = behaviour_results(asked.behaviour, generations)
+    checks = behaviour_results(asked.behaviour, generations, allow_code)
     message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
     code = task_scores(CODE_CHANGE, asked.code_changes, generations)
     result = {
