@@ -179,3 +179,14 @@ def evaluate_gpus():
         ["nvidia-smi", "-L"], capture_output=True, text=True, check=False
     )
     return int(any(line.startswith("GPU ") for line in listing.stdout.splitlines()))
+
+
+# -- run lock: one run at a time in this directory (repotune/runlock.py) --
+from repotune.runlock import hold_run_lock  # noqa: E402
+
+
+onstart:
+    try:
+        hold_run_lock()
+    except InputError as error:
+        stop(error)
