@@ -101,6 +101,7 @@ LOOK_ALIKES = [
     "pip install scikit-learn  # sk-learn is the old name",
     "postgres://user:${DB_PASSWORD}@db.example.com/app",
     "Set the password to something only you know.",
+    "def connect(include_password: Optional[bool] = None) -> None:",
 ]
 
 

@@ -411,16 +411,19 @@ _CONTEXT_RULES = frozenset({"url_password", "curl_user", "auth_header", "docker_
 # lower-cased text: letters, digits, _ and - to its left (a qualifier for a bare `key`, the
 # whole name for .env lines); to its right at most a few suffixes that keep it a secret
 # (`SECRET_KEY_BASE`), never ones that make it something else (`password_sha256`, `token_url`).
-_SECRET_WORDS = ("password", "passwd", "passphrase", "pwd", "secret", "token", "credential", "key")
+_SECRET_WORDS = (
+    *("password", "passwd", "passphrase", "pwd", "secret", "token", "credential", "credentials"),
+    "key",
+)
 _PASSWORD_WORDS = frozenset({"password", "passwd", "passphrase", "pwd"})
 _AFTER_WORD = re.compile(
-    r"(?:s(?=[\"'\s:=]))?(?:[_-](?:key|base|value|str|string|raw|plain|plaintext|b64|base64"
+    r"(?:[_-](?:key|base|value|str|string|raw|plain|plaintext|b64|base64"
     r"|bytes|data|text|access|secret|token))*"
     r"(?![a-z0-9_])[\"']?\s*(?P<op>=>|:=|<-|=(?!=)|:(?![:/]))[ \t]*"
     r"(?:\"(?P<dq>[^\"\n]*)\"|'(?P<sq>[^'\n]*)'|(?P<bare>[^\s\"'`,;()\[\]{}<>]+)(?=[\s\"',;)\]}]|\Z))"
 )
 _PROSE = re.compile(
-    r"(?:[ \t]+(?:is|was|to)|[ \t]*[=:])+[ \t]+[\"'`]?"
+    r"(?:[ \t]+(?:is|was|to))+(?:[ \t]*[=:])?[ \t]+[\"'`]?"
     r"(?P<bare>[^\s\"'`]+?)[\"'`]?(?=[.,;:!?)]*(?:\s|\Z))"
 )
 _FLAG_VALUE = re.compile(r"[ \t]+[\"']?(?P<bare>[^\s\"'`]+?)[\"']?(?=\s|\Z)")
