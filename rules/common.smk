@@ -10,7 +10,7 @@ sys.path.insert(0, workflow.basedir)
 
 from repotune.config import resolve_config  # noqa: E402
 from repotune.errors import InputError  # noqa: E402
-from repotune.extract.repository import head_sha  # noqa: E402
+from repotune.extract.repository import head_sha, shallow_warning  # noqa: E402
 
 
 def stop(error):
@@ -28,9 +28,12 @@ except InputError as error:
 def resolved_head():
     """HEAD of the data repository; a params value, so extraction reruns when it moves."""
     try:
-        return head_sha(config["repo"])
+        head, warning = head_sha(config["repo"]), shallow_warning(config["repo"])
     except InputError as error:
         stop(error)
+    if warning:
+        print(f"repotune warning: {warning}", file=sys.stderr)
+    return head
 
 
 def get_final_output():
@@ -48,15 +51,19 @@ def get_final_output():
 # -- model helpers --
 from dataclasses import asdict  # noqa: E402
 
-from repotune.models import resolve_model  # noqa: E402
+from repotune.models import require_downloaded, resolve_model  # noqa: E402
 
 
 def model_names():
-    """The resolved names of the configured models: the values of the {model} wildcard."""
+    """The resolved names of the configured models: the values of the {model} wildcard.
+    Offline, a hub model missing from the cache stops the plan here, in one line."""
     try:
-        return [resolve_model(entry).name for entry in config["models"]]
+        specs = [resolve_model(entry) for entry in config["models"]]
+        for spec in specs:
+            require_downloaded(spec)
     except InputError as error:
         stop(error)
+    return [spec.name for spec in specs]
 
 
 def model_entry(wildcards):
