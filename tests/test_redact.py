@@ -286,3 +286,31 @@ def test_secrets_never_reach_the_output_parquet(tmp_path: Path) -> None:
     planted["email"] += 2  # subject and path of the fixtures commit
     planted["gitlab_token"] += 1  # the renamed file's old path
     assert report["redactions"] == planted
+
+
+def test_generations_written_by_evaluate_are_redacted() -> None:
+    """A model can repeat a secret it memorised in pre-training: what the evaluation writes
+    (generations.jsonl rows, report examples) is redacted like the data."""
+    from repotune.evaluate.generation import Generation
+    from repotune.evaluate.stage import COMMIT_MESSAGE, Questions, _examples, _generation_rows
+    from repotune.evaluate.tasks import Example
+
+    token = "ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+    example = Example(task=COMMIT_MESSAGE, sha="a" * 40, prompt="p", reference="Fix the parser")
+    asked = Questions(commit_messages=[example], code_changes=[], behaviour=[], test_commits=1)
+
+    def generated(text: str) -> Generation:
+        return Generation(text=text, new_tokens=1, prompt_tokens=1, truncated=False, finish="eos")
+
+    generations = {
+        "base": {COMMIT_MESSAGE: [generated(f"Use {token}")], "code_change": [], "behaviour": []},
+        "adapted": {
+            COMMIT_MESSAGE: [generated("Fix the parser")],
+            "code_change": [],
+            "behaviour": [],
+        },
+    }
+    [row] = list(_generation_rows(asked, generations))
+    [shown] = _examples(asked, generations, 5)
+    for written in (row, shown):
+        assert written["base"] == "Use <TOKEN>" and written["adapted"] == "Fix the parser"

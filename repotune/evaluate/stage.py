@@ -31,6 +31,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from repotune.atomic import write_text
+from repotune.curate.redact import redact
 from repotune.errors import InputError
 from repotune.evaluate import report
 from repotune.evaluate import tasks as eval_tasks
@@ -297,7 +298,7 @@ def _examples(
         {
             "sha": example.sha,
             "reference": example.reference,
-            **{name: generations[name][COMMIT_MESSAGE][index].text for name in VARIANTS},
+            **{name: redact(generations[name][COMMIT_MESSAGE][index].text) for name in VARIANTS},
         }
         for index, example in enumerate(asked.commit_messages[:count])
     ]
@@ -314,14 +315,14 @@ def _generation_rows(
             row: dict[str, Any] = {"task": task, "sha": example.sha, "reference": example.reference}
             for name in VARIANTS:
                 generation = generations[name][task][index]
-                row[name] = generation.text
+                row[name] = redact(generation.text)
                 row[f"{name}_finish"] = generation.finish
             yield row
     for index, test in enumerate(asked.behaviour):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
         for name in VARIANTS:
             generation = generations[name][BEHAVIOUR][index]
-            row[name] = generation.text
+            row[name] = redact(generation.text)
             row[f"{name}_finish"] = generation.finish
         yield row
 
