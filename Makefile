@@ -6,7 +6,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run dry-run test lint fmt bench lock clean
+.PHONY: setup system-deps run dry-run test lint fmt bench lock clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): requirements.txt requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock torch
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
 	touch $@
+
+# bubblewrap isolates behavioural python tests when code execution is enabled (see README);
+# its tests skip with a reason where it cannot be installed (not root, no apt-get).
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || apt-get install -y bubblewrap >/dev/null 2>&1 \
+		|| echo "bubblewrap not installed (needs root and apt-get): its sandbox tests will skip"
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES)

@@ -111,6 +111,28 @@ def architecture(spec: ModelSpec) -> dict[str, Any]:
     return dict(spec.settings.get("architecture") or {})
 
 
+def require_downloaded(spec: ModelSpec) -> None:
+    """While the Hugging Face hub is off (``HF_HUB_OFFLINE=1``), every hub model and tokenizer
+    an entry names must already be in the local cache: the plan fails in one line instead of
+    the tokenize job, minutes later, with the hub's multi-line message."""
+    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+    if not is_offline_mode():
+        return
+    for what, source in (("model", spec.base), ("tokenizer", spec.tokenizer)):
+        if source is None or source == "train-bpe" or Path(source).exists():
+            continue
+        files = ("config.json", "tokenizer_config.json", "tokenizer.json")
+        if not any(isinstance(try_to_load_from_cache(source, name), str) for name in files):
+            raise InputError(
+                f"config 'models' entry '{spec.name}'",
+                f"{what} '{source}' is not in the local Hugging Face cache and the hub is off "
+                "(HF_HUB_OFFLINE=1)",
+                f"download it ahead with `hf download {source}` on a connected machine, "
+                "or unset HF_HUB_OFFLINE",
+            )
+
+
 def resolve_model(entry: str | dict[str, Any]) -> ModelSpec:
     """Resolve a ``models:`` entry: a preset name, a hub id or local path, or a mapping.
 

@@ -15,8 +15,9 @@ from snakemake.utils import min_version
 from repotune.codehash import CodeHasher
 from repotune.config import resolve_config, result_settings
 from repotune.errors import InputError
-from repotune.extract.repository import head_sha
-from repotune.models import MODEL_NAME, resolve_model
+from repotune.extract.repository import head_sha, shallow_warning
+from repotune.models import MODEL_NAME, require_downloaded, resolve_model
+from repotune.runlock import hold_run_lock
 
 min_version("9.0")
 
@@ -34,6 +35,9 @@ def resolve_models(entries):
     resolved = {}
     for entry in entries:
         spec = resolve_model(entry)
+        require_downloaded(
+            spec
+        )  # offline, a hub model missing from the cache stops the plan
         if spec.name in resolved:
             raise InputError(
                 "config 'models'",
@@ -92,9 +96,12 @@ def for_model(path, model):
 def resolved_head():
     """HEAD of the data repository; a params value, so extraction reruns when it moves."""
     try:
-        return head_sha(config["repo"])
+        head, warning = head_sha(config["repo"]), shallow_warning(config["repo"])
     except InputError as error:
         stop(error)
+    if warning:
+        print(f"repotune warning: {warning}", file=sys.stderr)
+    return head
 
 
 def get_final_output():
@@ -226,3 +233,11 @@ def snapshot_settings():
         "snapshot": section,
         "curate": {"filters": curate["filters"], "redact": curate["redact"]},
     }
+
+
+# -- run lock: one run at a time in this directory (repotune/runlock.py) --
+onstart:
+    try:
+        hold_run_lock()
+    except InputError as error:
+        stop(error)

@@ -33,6 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from repotune.atomic import atomic_path, write_text
+from repotune.evaluate.sandbox import ENABLE_HINT
 from repotune.evaluate.significance import MIN_TEST_COMMITS, Paired
 from repotune.train.model_card import plain_value
 
@@ -441,12 +442,17 @@ def _behaviour_section(
         lines.append("")
     lines += ["| test | base | adapted |", "|---|---|---|"]
     for result in results:
-        cells = [
-            ("pass" if result[variant]["passed"] else "fail: " + _cell(result[variant]["reason"]))
-            for variant in VARIANTS
-        ]
+        cells = [_outcome(result[variant]) for variant in VARIANTS]
         lines.append(f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} |")
+    if any(result[variant].get("skipped") for result in results for variant in VARIANTS):
+        lines += ["", f"Python tests were skipped: code execution is not enabled ({ENABLE_HINT})."]
     return [*lines, ""]
+
+
+def _outcome(check: Mapping[str, Any]) -> str:
+    if check.get("skipped"):
+        return _cell(check["reason"])
+    return "pass" if check["passed"] else "fail: " + _cell(check["reason"])
 
 
 def _examples_section(examples: Sequence[Mapping[str, Any]]) -> list[str]:

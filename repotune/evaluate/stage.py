@@ -55,6 +55,7 @@ from repotune.evaluate.generation import (
 )
 from repotune.evaluate.metrics import mean
 from repotune.evaluate.perplexity import BlockScores, block_scores
+from repotune.evaluate.sandbox import chosen_isolation
 from repotune.evaluate.significance import paired_means, paired_ratio
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
@@ -215,12 +216,15 @@ def run_generation(
 
 
 def behaviour_results(
-    tests: Sequence[BehaviourTest], generations: Mapping[str, Mapping[str, list[Generation]]]
+    tests: Sequence[BehaviourTest],
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    allow_code_execution: bool = False,
 ) -> dict[str, list[CheckResult]]:
-    """Every behavioural test checked on each variant's generation (after all generation)."""
+    """Every behavioural test checked on each variant's generation (after all generation);
+    python tests run generated code only with ``allow_code_execution``, else are skipped."""
     return {
         name: [
-            check(test, generation.text)
+            check(test, generation.text, allow_code_execution=allow_code_execution)
             for test, generation in zip(tests, generations[name][BEHAVIOUR], strict=True)
         ]
         for name in VARIANTS
@@ -443,6 +447,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     redactor = Redactor(RedactSettings.from_config(dict(request.redact)))
     template = template_of(request.shard_stats)
     asked = questions(request, template)
+    allow_code = settings["behaviour"]["allow_code_execution"]
+    if allow_code and any(test.python_test for test in asked.behaviour):
+        chosen_isolation()  # refuses in one line, before any model loads, when nothing isolates
     blocks = load_blocks(request.test_shards)
     tokenizer = AutoTokenizer.from_pretrained(request.tokenizer_dir)
     device = pick_device(settings["device"])
@@ -464,7 +471,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     generations, timing = run_generation(model, tokenizer, template, asked, decoding)
     context = context_length(model)
     del model
-    checks = behaviour_results(asked.behaviour, generations)
+    checks = behaviour_results(asked.behaviour, generations, allow_code)
     message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
     code = task_scores(CODE_CHANGE, asked.code_changes, generations)
     result = {

@@ -38,7 +38,14 @@ from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
 from repotune.extract import table as commit_table
 from repotune.extract.gitlog import FORMAT, Commit, email_sha256, iter_commits
-from repotune.extract.repository import is_ancestor, is_shallow, open_repository
+from repotune.extract.repository import (
+    count_merges,
+    git_output,
+    is_ancestor,
+    is_shallow,
+    open_repository,
+    shallow_warning,
+)
 from repotune.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -271,6 +278,9 @@ def extract_to_parquet(
     """Extract the history reachable from ``head`` to ``output``; return the stats written."""
     started = time.perf_counter()
     open_repository(repo)
+    warning = shallow_warning(repo)
+    if warning:
+        log.warning("%s", warning)
     cache = Path(cache)
     workers = settings.workers or max(threads, 1)
     prefix = _cached_prefix(cache, repo, head, settings)
@@ -307,7 +317,7 @@ def extract_to_parquet(
         "commits": total,
         "commits_extracted": counts["extracted"],
         "incremental": bool(prefix),
-        "merges_skipped": 0 if settings.include_merges else _count_merges(repo, head),
+        "merges_skipped": 0 if settings.include_merges else count_merges(repo, head),
         "patch_bytes": counts["patch_bytes"],
         "patches_truncated": counts["truncated"],
         "wall_seconds": round(wall, 3),
@@ -332,11 +342,7 @@ def _count_commits(repo: str | Path, head: str, settings: ExtractSettings) -> in
     """Commits to extract from ``head``: the total the progress estimate needs (one cheap
     walk of the commit graph, no diffs)."""
     merges = [] if settings.include_merges else ["--no-merges"]
-    return int(open_repository(repo).git.rev_list("--count", *merges, head))
-
-
-def _count_merges(repo: str | Path, head: str) -> int:
-    return int(open_repository(repo).git.rev_list("--count", "--merges", head))
+    return int(git_output(repo, "rev-list", "--count", *merges, head))
 
 
 def _no_commits_error(repo: str | Path) -> InputError:

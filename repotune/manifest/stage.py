@@ -95,7 +95,7 @@ def artifact_files(roots: Iterable[str | Path], base: Path) -> list[str]:
     """Every file under ``roots`` (files or directories), relative to ``base``, sorted.
 
     Hidden names are skipped: they are temporary siblings of an atomic write
-    (``.name.tmp-PID``) that an interrupted job left behind, never part of the result.
+    (``.name.tmp-<random>/``) that an interrupted job left behind, never part of the result.
     """
     found: set[str] = set()
     for root in roots:
