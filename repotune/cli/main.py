@@ -6,7 +6,9 @@ Heavy imports (torch, transformers) happen inside the subcommands, so ``--help``
 """
 
 import argparse
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from repotune.cli import complete, hook, suggest
@@ -56,6 +58,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; 0 on success, 1 with one line on stderr on bad input."""
     args = parser().parse_args(argv)
+    # The libraries' warnings and progress bars are for developers; a user (and a commit hook)
+    # sees our one-line errors only.
+    logging.basicConfig(level=logging.ERROR, format="repotune: %(name)s: %(message)s")
+    warnings.filterwarnings("ignore")
     try:
         return int(args.handler(args))
     except InputError as error:

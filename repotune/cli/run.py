@@ -121,10 +121,13 @@ def pick_device(requested: str) -> str:
 
 def load(run: FinishedRun, device: str = "auto") -> LoadedModel:
     """Load the run's base model with its adapter (repotune.modeling.load_adapted)."""
+    from transformers.utils import logging as transformers_logging
+
     from repotune.modeling import load_adapted
     from repotune.shards.render import get_template
     from repotune.shards.tokenizer import load_tokenizer
 
+    transformers_logging.disable_progress_bar()
     stats = run.shard_stats()
     tokenizer = load_tokenizer(str(run.tokenizer))
     with contextlib.chdir(run.results.parent):
