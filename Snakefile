@@ -1,5 +1,5 @@
 # repotune: a git repository's history -> a fine-tuned code model.
-# Stages: extract_commits -> curate -> tokenize -> train -> evaluate -> manifest.
+# Stages: extract_commits -> curate -> tokenize -> train -> evaluate, export -> manifest.
 # Run: snakemake --cores 8 [--use-conda]; see README.md.
 
 
@@ -15,6 +15,7 @@ include: "rules/curate.smk"
 include: "rules/tokenize.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/export.smk"
 include: "rules/manifest.smk"
 
 

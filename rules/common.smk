@@ -42,6 +42,7 @@ def get_final_output():
         *expand("results/{model}/eval/report.json", model=model_names()),
         "results/comparison.md",
         *expand("results/{model}/manifest.json", model=model_names()),
+        *export_targets(),
     ]
 
 
@@ -117,6 +118,7 @@ def manifest_inputs(wildcards):
         "adapter": f"results/{model}/adapter",
         "base": f"results/{model}/base",
         "report": f"results/{model}/eval/report.json",
+        **export_manifest_inputs(wildcards),
     }
 
 
@@ -137,6 +139,7 @@ def manifest_benchmarks(wildcards):
         "tokenize": f"benchmarks/out/tokenize_{model}.tsv",
         "train": f"benchmarks/out/train_{model}.tsv",
         "evaluate": f"benchmarks/out/evaluate_{model}.tsv",
+        "export": f"benchmarks/out/export_{model}.tsv",
     }
 
 
@@ -179,3 +182,26 @@ def evaluate_gpus():
         ["nvidia-smi", "-L"], capture_output=True, text=True, check=False
     )
     return int(any(line.startswith("GPU ") for line in listing.stdout.splitlines()))
+
+
+# -- export helpers (issue 18) --
+from repotune.export.stage import ExportSettings  # noqa: E402
+
+
+def export_settings():
+    """The export section, checked once at parse time (ollama needs gguf: one-line error)."""
+    try:
+        return ExportSettings.from_config(config["export"])
+    except InputError as error:
+        stop(error)
+
+
+def export_targets():
+    """Every model's export directory: `rule all` asks for them."""
+    export_settings()
+    return expand("results/{model}/export", model=model_names())
+
+
+def export_manifest_inputs(wildcards):
+    """What the manifest hashes of the export: the whole export directory."""
+    return {"export": f"results/{wildcards.model}/export"}
