@@ -11,11 +11,13 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # Reinstall whenever the pins change. torch comes first so that nothing pulls a CUDA build.
-$(STAMP): requirements.txt requirements.lock
+# Last, the project itself (editable, no dependencies): it puts the `repotune` command in .venv/bin.
+$(STAMP): requirements.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock torch
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 run: setup

@@ -55,9 +55,10 @@ def serving_markdown(
         f"`{stop_json}`; greedy decoding is what evaluation scored.",
         "",
     ]
+    # $(...) drops trailing newlines; the x keeps the marker's newline, then goes.
     diff_prompt = (
         f"prompt=$(printf '%b' {_shell(template.c2m_open)}; git diff --cached | grep -v '^index '; "
-        f"printf '%b' {_shell(template.c2m_sep)})"
+        f"printf '%b' {_shell(template.c2m_sep + 'x')}); prompt=${{prompt%x}}"
     )
     if files.merged:
         out += [
@@ -110,8 +111,8 @@ def serving_markdown(
         ]
         if files.gguf_lora and files.gguf_base:
             out += [
-                "The adapter on its own, over the base model (the same answers, a small file "
-                "to swap):",
+                "Or the adapter as a GGUF LoRA over the base model (the same model unmerged; a "
+                "small file to swap):",
                 "",
                 "```sh",
                 f"llama-server -m {export_dir}/{files.gguf_base} "
