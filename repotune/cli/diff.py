@@ -1,32 +1,47 @@
 """The change to describe: the staged diff (or one on stdin) as the file records training saw.
 
-``git diff`` text is split into the same per-file records the extract stage stores
-(docs/data-contracts.md: path, old path, change type, modes, similarity, binary, patch), so
+The staged change is asked of git with the extract stage's options and parsed by the extract
+stage's own parser (repotune.extract.gitlog), so its records (docs/data-contracts.md: path,
+old path, change type, modes, similarity, binary, patch) are what a commit of it would give.
+A diff on stdin is plain ``git diff`` text, read by :func:`parse_diff` into the same records
+(modes of pure renames aside, which the rendering does not show). Either way
 :func:`repotune.shards.render.render_prompt` lays it out exactly as it laid out training
 commits. The curate stage's file filters then drop what curation dropped (lock files,
 generated and vendored files), with the run's own settings.
 """
 
+import os
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from repotune.errors import InputError
+from repotune.extract.gitlog import parse_commit
 
-# The options the extract stage passes to git for patches, so the text has the same shape.
+# What the extract stage asks git for (repotune.extract.stage.git_log_command), for the index.
 GIT_DIFF = (
     "-c",
     "core.quotePath=false",
+    "-c",
+    "diff.noprefix=false",
     "diff",
     "--cached",
-    "-M",
+    "-z",
+    "--raw",
+    "--patch",
+    "--no-abbrev",
     "--no-color",
     "--no-ext-diff",
     "--no-textconv",
     "--src-prefix=a/",
     "--dst-prefix=b/",
+    "-M",
+    "-C",
 )
+# An empty commit header in the extract parser's layout: the staged diff is parsed as a
+# commit's raw records and patch, by the very code that parsed the training commits.
+_EMPTY_HEADER = b"\x00\x00\x00\x00" + b"0 +0000\x00\x00" + b"0 +0000\x00\x00\x00"
 _SECTION = re.compile(r"(?m)^diff --git ")
 
 
@@ -47,10 +62,20 @@ def git_toplevel(repo: str | Path) -> Path:
     return Path(result.stdout.strip())
 
 
-def staged_diff(repo: str | Path) -> str:
-    """``git diff --cached`` of ``repo`` (the index git is committing, GIT_INDEX_FILE included)."""
+def staged_files(repo: str | Path) -> list[dict[str, Any]]:
+    """The staged change's file records, parsed exactly as the extract stage parses a commit
+    (the index git is committing: GIT_INDEX_FILE is honoured), each patch cut at the extract
+    stage's default ``max_patch_bytes``."""
+    from repotune.config import resolve_config
+
+    max_patch_bytes = resolve_config({})["extract"]["max_patch_bytes"]
     git_toplevel(repo)
-    result = subprocess.run(["git", "-C", str(repo), *GIT_DIFF], capture_output=True, check=False)
+    result = subprocess.run(
+        ["git", "-C", str(repo), *GIT_DIFF],
+        capture_output=True,
+        check=False,
+        env={**os.environ, "LC_ALL": "C"},
+    )
     if result.returncode != 0:
         message = result.stderr.decode("utf-8", "replace").strip().splitlines()
         raise InputError(
@@ -58,7 +83,8 @@ def staged_diff(repo: str | Path) -> str:
             f"git diff --cached failed ({message[-1] if message else result.returncode})",
             "check that git works in this repository",
         )
-    return result.stdout.decode("utf-8", "replace")
+    commit = parse_commit(_EMPTY_HEADER + result.stdout, max_patch_bytes)
+    return [change._asdict() for change in commit.files]
 
 
 def _unquote(path: str) -> str:
@@ -87,7 +113,7 @@ def parse_file(section: str) -> dict[str, Any]:
     """One ``diff --git`` section as an extract-stage file record."""
     hunks_at = section.find("\n@@")
     head = section if hunks_at == -1 else section[:hunks_at]
-    patch = None if hunks_at == -1 else section[hunks_at + 1 :]
+    patch = "" if hunks_at == -1 else section[hunks_at + 1 :]
     lines = head.splitlines()
     old, new = _paths_from_header(lines[0])
     record: dict[str, Any] = {
@@ -128,6 +154,8 @@ def parse_file(section: str) -> dict[str, Any]:
             record["path"] = _strip_prefix(line[4:], "b/")
     if record["change_type"] in ("R", "C") and record["old_path"] is None:
         record["old_path"] = old
+    if record["is_binary"]:
+        record["patch"] = None  # as the extract stage stores binary files
     modes = (record["old_mode"], record["new_mode"])
     record["is_submodule"] = "160000" in modes
     record["patch_bytes"] = len(patch.encode("utf-8")) if patch else 0

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from repotune.cli.decode import Decoding, continuations
-from repotune.cli.diff import filtered_files, parse_diff, staged_diff
+from repotune.cli.diff import filtered_files, parse_diff, staged_files
 from repotune.cli.run import FinishedRun, LoadedModel, find_run, load, results_dir
 from repotune.errors import InputError
 
@@ -44,9 +44,8 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def change_commit(diff_text: str, run: FinishedRun, where: str) -> dict[str, Any]:
-    """The diff as a commit without a message, after the run's curate file filters."""
-    files = parse_diff(diff_text)
+def change_commit(files: list[dict[str, Any]], run: FinishedRun, where: str) -> dict[str, Any]:
+    """The change as a commit without a message, after the run's curate file filters."""
     if not files:
         raise InputError(where, "has no changes", "stage some with `git add`, or pipe a diff")
     kept, dropped = filtered_files(files, run.curate_settings())
@@ -83,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--candidates/--max-tokens", "must be at least 1", "give a positive count")
     finished = find_run(results_dir(args.results), args.model)
     if args.stdin:
-        diff_text, where = sys.stdin.read(), "the diff on standard input"
+        files, where = parse_diff(sys.stdin.read()), "the diff on standard input"
     else:
-        diff_text, where = staged_diff(args.repo), f"the staged change of '{args.repo}'"
-    commit = change_commit(diff_text, finished, where)
+        files, where = staged_files(args.repo), f"the staged change of '{args.repo}'"
+    commit = change_commit(files, finished, where)
     decoding = Decoding(
         candidates=args.candidates,
         max_new_tokens=args.max_tokens,
