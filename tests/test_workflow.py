@@ -59,7 +59,9 @@ FAST = {
     "tokenize": {"seq_len": 64},
     "train": {"max_steps": 3, "batch_size": 2, "eval_interval": 0},
 }
-MODEL_STAGES = {"tokenize": 1, "train": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
+MODEL_STAGES = {
+    "tokenize": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1
+}  # fmt: skip
 ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, **MODEL_STAGES}
 
 
@@ -107,7 +109,9 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
     expected = {"all": 1, "curate": 1, **MODEL_STAGES}
     assert planned_jobs(snakemake(workdir, "-n", config=curate_only)) == expected
     train_only = {**config, "train": {**FAST["train"], "learning_rate": 0.01}}
-    expected = {"all": 1, "train": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
+    expected = {
+        "all": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1
+    }  # fmt: skip
     assert planned_jobs(snakemake(workdir, "-n", config=train_only)) == expected
 
 
