@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.tokenize
 	$(BIN)/python -m benchmarks.train
 	$(BIN)/python -m benchmarks.generate
+	$(BIN)/python -m benchmarks.suggest
 	$(BIN)/python -m benchmarks.noop_dryrun
 
 lock: setup
