@@ -5,8 +5,8 @@ its :class:`gguf.GGUFWriter` lays out the file and :func:`gguf.get_tensor_name_m
 Hugging Face tensor names to llama.cpp's (``transformer.h.0.attn.c_attn`` ->
 ``blk.0.attn_qkv``). What this module decides, after llama.cpp's converters:
 
-* **hyperparameters** per architecture (:data:`ARCHITECTURES`; GPT-2 is what the offline tiny
-  preset builds);
+* **hyperparameters** per architecture (:data:`ARCHITECTURES`: GPT-2, which the offline tiny
+  preset builds, StarCoder2 and Phi-2, the families llama.cpp also takes LoRA adapters for);
 * **layout**: GPT-2's ``Conv1D`` stores weights ``[in, out]``; llama.cpp wants ``[out, in]``
   like every ``nn.Linear``, so those are transposed. 1-D tensors (norms, biases) stay f32, as
   llama.cpp expects; matrices are f16 (or f32);
@@ -38,9 +38,6 @@ from repotune.shards.tokenizer import special_tokens
 
 FILE_TYPES = {"f16": gguf.LlamaFileType.MOSTLY_F16, "f32": gguf.LlamaFileType.ALL_F32}
 NUMPY_TYPES = {"f16": np.float16, "f32": np.float32}
-# llama.cpp's pre-tokenizer name for a byte-level BPE that splits with GPT-2's regex (our
-# trained tokenizer, and GPT-2's own).
-GPT2_PRE_TOKENIZER = "gpt-2"
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,9 @@ class Architecture:
 
     arch: gguf.MODEL_ARCH
     hyperparameters: Callable[[dict[str, Any], gguf.GGUFWriter], None]
+    pre_tokenizer: str
+    """llama.cpp's name for how the family's tokenizer splits text before BPE (``gpt-2`` is
+    GPT-2's regex, which our trained byte-level BPE uses too)."""
     transposed: tuple[str, ...] = ()
     """Module name endings whose 2-D weights Hugging Face stores ``[in, out]`` (Conv1D)."""
 
@@ -62,10 +62,41 @@ def _gpt2(config: dict[str, Any], writer: gguf.GGUFWriter) -> None:
     writer.add_layer_norm_eps(config["layer_norm_epsilon"])
 
 
+def _rope(config: dict[str, Any]) -> dict[str, Any]:
+    """RoPE settings: transformers 5 keeps them in ``rope_parameters``, older configs inline."""
+    return {**config, **(config.get("rope_parameters") or {})}
+
+
+def _starcoder2(config: dict[str, Any], writer: gguf.GGUFWriter) -> None:
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(config["num_attention_heads"])
+    writer.add_head_count_kv(config["num_key_value_heads"])
+    writer.add_rope_freq_base(float(_rope(config)["rope_theta"]))
+    writer.add_layer_norm_eps(config["norm_epsilon"])
+
+
+def _phi2(config: dict[str, Any], writer: gguf.GGUFWriter) -> None:
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads)
+    writer.add_layer_norm_eps(config["layer_norm_eps"])
+    rope = _rope(config)
+    writer.add_rope_freq_base(float(rope["rope_theta"]))
+    writer.add_rope_dimension_count(int(rope["partial_rotary_factor"] * hidden) // heads)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "gpt2": Architecture(
         arch=gguf.MODEL_ARCH.GPT2,
         hyperparameters=_gpt2,
+        pre_tokenizer="gpt-2",
         transposed=(
             ".attn.c_attn.weight",
             ".attn.c_proj.weight",
@@ -73,6 +104,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             ".mlp.c_proj.weight",
         ),
     ),
+    "starcoder2": Architecture(
+        arch=gguf.MODEL_ARCH.STARCODER2, hyperparameters=_starcoder2, pre_tokenizer="starcoder"
+    ),
+    "phi": Architecture(arch=gguf.MODEL_ARCH.PHI2, hyperparameters=_phi2, pre_tokenizer="phi-2"),
 }
 
 
@@ -104,7 +139,7 @@ def gguf_tensor_name(name_map: gguf.TensorNameMap, hf_name: str) -> str:
 
 
 def add_tokenizer(
-    writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, vocab_size: int
+    writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, vocab_size: int, pre: str
 ) -> None:
     """Vocabulary, token types, merges and special ids of a byte-level BPE tokenizer."""
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -134,7 +169,7 @@ def add_tokenizer(
             types.append(gguf.TokenType.NORMAL)
     merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in model["merges"]]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(GPT2_PRE_TOKENIZER)
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -189,7 +224,7 @@ def write_model(
     writer.add_name(name)
     spec.hyperparameters(config, writer)
     writer.add_file_type(FILE_TYPES[dtype])
-    add_tokenizer(writer, tokenizer, config["vocab_size"])
+    add_tokenizer(writer, tokenizer, config["vocab_size"], spec.pre_tokenizer)
     name_map = gguf.get_tensor_name_map(spec.arch, _block_count(config))
     for hf_name, tensor in model_tensors(model).items():
         if hf_name.endswith(spec.transposed):
