@@ -10,6 +10,7 @@ the suffix, within the training block length less the new tokens.
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,31 +84,36 @@ def has_fim(tokenizer: Any) -> bool:
     return set(FIM_TOKENS) <= special_tokens(tokenizer)
 
 
+def prompt_for(
+    tokenizer: Any, markers: Sequence[str], gap: Gap, max_prompt: int
+) -> tuple[list[int], tuple[str, ...]]:
+    """The prompt ids of ``gap`` within ``max_prompt`` tokens, and the stop strings.
+
+    FIM: the suffix keeps its beginning (at most a quarter of the room when both do not fit)
+    and the prefix its end. Plain: the prefix's last ``max_prompt`` tokens.
+    """
+    from repotune.shards.tokenizer import TextEncoder
+
+    if not has_fim(tokenizer):
+        return TextEncoder(tokenizer, markers)([gap.prefix])[0][-max_prompt:], tuple(markers)
+    prefix_ids, suffix_ids = TextEncoder(tokenizer, FIM_TOKENS)([gap.prefix, gap.suffix])
+    room = max_prompt - len(FIM_TOKENS)
+    if len(prefix_ids) + len(suffix_ids) > room:
+        suffix_ids = suffix_ids[: room // 4]
+        prefix_ids = prefix_ids[len(prefix_ids) - (room - len(suffix_ids)) :]
+    start, hole, middle = (tokenizer.convert_tokens_to_ids(token) for token in FIM_TOKENS)
+    return [start, *prefix_ids, hole, *suffix_ids, middle], (*FIM_STOPS, *markers)
+
+
 def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
     """The model's completion of ``gap``: FIM where native, else a plain continuation."""
     from repotune.evaluate.generation import GenerationSettings, budgets, context_length
-    from repotune.shards.tokenizer import TextEncoder
 
     wanted = GenerationSettings(max_new_tokens=max_new_tokens, max_prompt_tokens=loaded.seq_len - 1)
     max_prompt, max_new = budgets(wanted, context_length(loaded.model))
-    tokenizer = loaded.tokenizer
-    markers = loaded.template.markers
-    if has_fim(tokenizer):
-        encode = TextEncoder(tokenizer, FIM_TOKENS)
-        prefix_ids, suffix_ids = encode([gap.prefix, gap.suffix])
-        room = max_prompt - len(FIM_TOKENS)
-        suffix_ids = (
-            suffix_ids[: room // 4] if len(prefix_ids) + len(suffix_ids) > room else suffix_ids
-        )
-        prefix_ids = prefix_ids[-(room - len(suffix_ids)) :] if room > len(suffix_ids) else []
-        fim = [tokenizer.convert_tokens_to_ids(token) for token in FIM_TOKENS]
-        ids = [fim[0], *prefix_ids, fim[1], *suffix_ids, fim[2]]
-        stops = (*FIM_STOPS, *markers)
-    else:
-        ids = TextEncoder(tokenizer, markers)([gap.prefix])[0][-max_prompt:]
-        stops = markers
+    ids, stops = prompt_for(loaded.tokenizer, loaded.template.markers, gap, max_prompt)
     decoding = Decoding(candidates=1, max_new_tokens=max_new)
-    return continuations(loaded.model, tokenizer, ids, stops, decoding)[0]
+    return continuations(loaded.model, loaded.tokenizer, ids, stops, decoding)[0]
 
 
 def run(args: argparse.Namespace) -> int:
