@@ -6,7 +6,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run dry-run test lint fmt bench lock clean
+.PHONY: setup run dry-run test test-export lint fmt bench lock clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,17 @@ dry-run: setup
 
 test: setup
 	$(BIN)/pytest
+
+# llama.cpp as a real client of the export: llama-cpp-python compiles llama.cpp from source on
+# install (long on a small machine), so it goes to $(LLAMA_CPP), outside .venv, only here.
+LLAMA_CPP ?= .llama-cpp
+test-export: setup $(LLAMA_CPP)/.installed
+	PYTHONPATH=$(LLAMA_CPP) $(BIN)/pytest tests/test_llama_cpp.py tests/test_gguf.py tests/test_export.py
+
+$(LLAMA_CPP)/.installed:
+	$(BIN)/python -m pip install --quiet --no-deps --target $(LLAMA_CPP) \
+		llama-cpp-python==0.3.36 diskcache==5.6.3
+	touch $@
 
 lint: setup
 	$(BIN)/ruff check .
