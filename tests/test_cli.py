@@ -16,6 +16,8 @@ from tests.gitfixtures import GitRepo, git_env
 from tests.run_fixtures import MODEL, copy_run, finished_run
 
 ROOT = Path(__file__).resolve().parents[1]
+# A hook whose suggestion must arrive: generous, the test machine may be loaded.
+SLOW_HOOK = ("hook", "install", "--timeout", "600")
 pytestmark = pytest.mark.slow
 
 
@@ -183,7 +185,7 @@ def last_message(repo: GitRepo) -> str:
 def test_hook_prefills_the_message_in_a_real_commit(run, work):
     expected = repotune("suggest", "--results", str(run.results), cwd=work.path)
     assert expected.returncode == 0, expected.stderr
-    installed = repotune("hook", "install", "--results", str(run.results), cwd=work.path)
+    installed = repotune(*SLOW_HOOK, "--results", str(run.results), cwd=work.path)
     assert installed.returncode == 0, installed.stderr
     assert (work.path / ".git" / "hooks" / "prepare-commit-msg").exists()
     commit = git_commit(work)
@@ -232,7 +234,7 @@ def test_hooks_path_is_honoured_and_foreign_hooks_are_kept(run, work):
     refused = repotune("hook", "install", "--results", str(run.results), cwd=work.path)
     assert refused.returncode == 1 and "was not written by repotune" in refused.stderr
     assert foreign.read_text() == "#!/bin/sh\necho team hook\n"
-    forced = repotune("hook", "install", "--force", "--results", str(run.results), cwd=work.path)
+    forced = repotune(*SLOW_HOOK, "--force", "--results", str(run.results), cwd=work.path)
     assert forced.returncode == 0
     assert (foreign.parent / "prepare-commit-msg.repotune-backup").exists()
     commit = git_commit(work)
