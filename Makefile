@@ -6,16 +6,18 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run dry-run test lint fmt bench lock clean
+.PHONY: setup system-deps run dry-run test test-export lint fmt bench lock clean
 
 setup: $(STAMP)
 
 # Reinstall whenever the pins change. torch comes first so that nothing pulls a CUDA build.
-$(STAMP): requirements.txt requirements.lock
+# Last, the project itself (editable, no dependencies): it puts the `repotune` command in .venv/bin.
+$(STAMP): requirements.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock torch
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 # bubblewrap isolates behavioural python tests when code execution is enabled (see README);
@@ -32,6 +34,17 @@ dry-run: setup
 
 test: setup
 	$(BIN)/pytest
+
+# llama.cpp as a real client of the export: llama-cpp-python compiles llama.cpp from source on
+# install (long on a small machine), so it goes to $(LLAMA_CPP), outside .venv, only here.
+LLAMA_CPP ?= .llama-cpp
+test-export: setup $(LLAMA_CPP)/.installed
+	PYTHONPATH=$(LLAMA_CPP) $(BIN)/pytest tests/test_llama_cpp.py tests/test_gguf.py tests/test_export.py
+
+$(LLAMA_CPP)/.installed:
+	$(BIN)/python -m pip install --quiet --no-deps --target $(LLAMA_CPP) \
+		llama-cpp-python==0.3.36 diskcache==5.6.3
+	touch $@
 
 lint: setup
 	$(BIN)/ruff check .
@@ -51,6 +64,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.tokenize
 	$(BIN)/python -m benchmarks.train
 	$(BIN)/python -m benchmarks.generate
+	$(BIN)/python -m benchmarks.suggest
 	$(BIN)/python -m benchmarks.noop_dryrun
 	$(BIN)/python -m benchmarks.scale --sizes 5000 50000
 

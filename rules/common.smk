@@ -15,6 +15,7 @@ from snakemake.utils import min_version
 from repotune.codehash import CodeHasher
 from repotune.config import resolve_config, result_settings
 from repotune.errors import InputError
+from repotune.export.stage import ExportSettings
 from repotune.extract.repository import head_sha, shallow_warning
 from repotune.models import MODEL_NAME, require_downloaded, resolve_model
 from repotune.runlock import hold_run_lock
@@ -85,6 +86,7 @@ STAGES = (
     "tokenize",
     "train",
     "evaluate",
+    "export",
 )
 
 
@@ -114,6 +116,7 @@ def get_final_output():
         *expand(rules.train.output.adapter, model=models),
         *expand(rules.evaluate.output.json, model=models),
         rules.compare_models.output.table,
+        *expand(rules.export.output.export, model=models),
         *expand(rules.manifest.output.manifest, model=models),
     ]
 
@@ -241,3 +244,13 @@ onstart:
         hold_run_lock()
     except InputError as error:
         stop(error)
+
+
+# -- export --
+def export_settings():
+    """The export section, checked once at parse time (ollama needs gguf: one-line error)."""
+    try:
+        ExportSettings.from_config(config["export"])
+    except InputError as error:
+        stop(error)
+    return config["export"]

@@ -85,6 +85,7 @@ def model_jobs(**extra: int) -> dict[str, int]:
         "train": 1,
         "evaluate": 1,
         "compare_models": 1,
+        "export": 1,
         "manifest": 1,
     } | extra
 

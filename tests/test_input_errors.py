@@ -14,9 +14,8 @@ import yaml
 from repotune.errors import InputError
 from repotune.extract.repository import head_sha, shallow_warning
 from repotune.models import require_downloaded, resolve_model
-from tests.gitfixtures import GitRepo
-from tests.manifest_fixtures import data_repository, fast_config
-from tests.test_workflow import BIN, ROOT
+from testdata.gitrepo import GitRepo
+from testdata.workflow import BIN, ROOT, data_repository, fast_config
 
 
 def dry_run(workdir, config, env=None):

@@ -11,8 +11,7 @@ import yaml
 
 from repotune.errors import InputError
 from repotune.runlock import hold_run_lock, release_run_lock
-from tests.manifest_fixtures import data_repository, fast_config, verify_command
-from tests.test_workflow import BIN, ROOT, snakemake
+from testdata.workflow import BIN, ROOT, data_repository, fast_config, snakemake, verify_command
 
 HOLD = """
 import sys, time

@@ -10,8 +10,10 @@ import pytest
 from testdata.gitrepo import GitRepo
 from testdata.workflow import BIN, FAST, ROOT, data_repository, planned_jobs, snakemake
 
-MODEL_STAGES = {"tokenize": 1, "train": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
-ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, **MODEL_STAGES}
+MODEL_STAGES = {
+    "tokenize": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1
+}  # fmt: skip
+ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, "snapshot": 1, **MODEL_STAGES}
 
 
 @pytest.fixture
@@ -52,10 +54,12 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
     changed = {**config, "extract": {"max_patch_bytes": 4096}}
     assert planned_jobs(snakemake(workdir, "-n", config=changed)) == ALL_STAGES
     curate_only = {**config, "curate": {"recency_half_life_days": 30}}
-    expected = {"all": 1, "curate": 1, **MODEL_STAGES}
+    expected = {"all": 1, "curate": 1, "snapshot": 1, **MODEL_STAGES}
     assert planned_jobs(snakemake(workdir, "-n", config=curate_only)) == expected
     train_only = {**config, "train": {**FAST["train"], "learning_rate": 0.01}}
-    expected = {"all": 1, "train": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
+    expected = {
+        "all": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1
+    }  # fmt: skip
     assert planned_jobs(snakemake(workdir, "-n", config=train_only)) == expected
 
 

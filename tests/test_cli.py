@@ -1,0 +1,283 @@
+"""The `repotune` command on a finished run and fixture repositories, run as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repotune.cli.diff import filtered_files, parse_diff, staged_files
+from repotune.config import resolve_config
+from repotune.extract.stage import ExtractSettings, read_commits
+from repotune.shards.render import CHANGE_TO_MESSAGE, get_template, render_prompt
+from testdata.gitrepo import GitRepo, git_env
+from tests.run_fixtures import MODEL, copy_run, finished_run
+
+ROOT = Path(__file__).resolve().parents[1]
+# A hook whose suggestion must arrive: generous, the test machine may be loaded.
+SLOW_HOOK = ("hook", "install", "--timeout", "600")
+pytestmark = pytest.mark.slow
+
+
+def repotune(*args: str, cwd: Path, stdin: str | None = None, env: dict | None = None):
+    """``python -m repotune ARGS`` from ``cwd``, with this checkout importable."""
+    environment = {**(env or git_env(1_700_000_000)), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "repotune", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return finished_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture
+def work(tmp_path, run):
+    """A fresh clone of the run's repository with a change staged."""
+    clone = GitRepo.__new__(GitRepo)
+    clone.path, clone.clock = tmp_path / "clone", run.repo.clock
+    subprocess.run(["git", "clone", "-q", str(run.repo.path), str(clone.path)], check=True)
+    clone.write("pkg/m9.py", "def f0():\n    return 9\n")
+    clone.git("add", "-A")
+    return clone
+
+
+def extracted_files(repo: GitRepo, sha: str) -> list[dict]:
+    settings = ExtractSettings.from_config(resolve_config({})["extract"])
+    (commit,) = read_commits(repo.path, [sha], settings)
+    return [change._asdict() for change in commit.files]
+
+
+def test_staged_diff_reads_as_the_extract_stage_reads_the_commit(tmp_path):
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(
+        "Start", {"a.py": "x = 1\n" * 20, "old.py": "keep = True\n" * 30, "gone.txt": "g\n"}
+    )
+    repo.write("a.py", "x = 2\n" + "x = 1\n" * 19)
+    repo.git("mv", "old.py", "new name.py")
+    repo.git("rm", "-q", "gone.txt")
+    repo.write("tool.sh", "#!/bin/sh\necho hi\n")
+    repo.write("logo.png", bytes(range(256)))
+    repo.git("add", "-A")
+    repo.git("update-index", "--chmod=+x", "tool.sh")
+    staged = staged_files(repo.path)
+    piped = parse_diff(repo.git("diff", "--cached") + "\n")
+    sha = repo.commit_staged("Change everything")
+    extracted = extracted_files(repo, sha)
+    assert staged == extracted
+    assert [c["path"] for c in piped] == [c["path"] for c in extracted]
+    for ours, theirs in zip(piped, extracted, strict=True):
+        for field in ("path", "old_path", "change_type", "similarity", "is_binary", "patch"):
+            assert ours[field] == theirs[field], (ours["path"], field)
+    for name in ("plain", "starcoder2"):
+        template = get_template(name)
+        as_trained = render_prompt({"files": extracted}, CHANGE_TO_MESSAGE, template)
+        assert render_prompt({"files": piped}, CHANGE_TO_MESSAGE, template) == as_trained
+    assert "rename from old.py\nrename to new name.py" in as_trained
+    assert "old mode 100644\nnew mode 100755" not in as_trained  # tool.sh is new: its mode
+    assert "new file mode 100755" in as_trained
+
+
+def test_curate_filters_drop_lock_files_from_the_diff(tmp_path):
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("Start", {"app.py": "a = 1\n"})
+    repo.write("app.py", "a = 2\n")
+    repo.write("package-lock.json", "{}\n")
+    repo.git("add", "-A")
+    kept, dropped = filtered_files(staged_files(repo.path), None)
+    assert [c["path"] for c in kept] == ["app.py"] and dropped == ["package-lock.json"]
+
+
+def test_suggest_gives_the_greedy_message_evaluation_would(run, work):
+    from repotune.cli.decode import Decoding
+    from repotune.cli.run import find_run, load
+    from repotune.cli.suggest import change_commit, suggestions
+    from repotune.evaluate.generation import GenerationSettings, generate
+
+    result = repotune("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("--- candidate 1\n")
+    again = repotune("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
+    assert again.stdout == result.stdout  # seeded
+
+    finished = find_run(run.results, None)
+    loaded = load(finished, "cpu")
+    commit = change_commit(staged_files(work.path), finished, "staged")
+    ours = suggestions(loaded, commit, Decoding(max_new_tokens=16))
+    prompt = render_prompt(commit, CHANGE_TO_MESSAGE, loaded.template)
+    settings = GenerationSettings(max_new_tokens=16, max_prompt_tokens=loaded.seq_len - 1)
+    (theirs,) = generate(
+        loaded.model, loaded.tokenizer, [prompt], settings, stop=loaded.template.markers
+    )
+    assert ours == [theirs.text.strip()]
+
+
+def test_suggest_reads_a_diff_on_stdin_and_the_environment_variable(run, work):
+    diff = work.git("diff", "--cached")
+    env = {**git_env(1_700_000_000), "REPOTUNE_RESULTS": str(run.results)}
+    piped = repotune("suggest", "--stdin", cwd=work.path, stdin=diff + "\n", env=env)
+    staged = repotune("suggest", cwd=work.path, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == staged.stdout
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("no run", "holds no finished run"),
+        ("no results", "does not exist"),
+        ("unknown model", "model 'nope': has no finished run"),
+        ("not a repository", "is not inside a git work tree"),
+        ("nothing staged", "has no changes"),
+        ("only a lock file", "changes only files the curate filters leave out (yarn.lock)"),
+    ],
+)
+def test_errors_are_one_line(run, work, tmp_path, case, expected):
+    results, cwd, extra = str(run.results), work.path, []
+    if case == "no run":
+        results = str(tmp_path)
+    elif case == "no results":
+        results = str(tmp_path / "missing")
+    elif case == "unknown model":
+        extra = ["--model", "nope"]
+    elif case == "not a repository":
+        cwd = tmp_path
+    elif case == "nothing staged":
+        work.git("reset", "-q")
+    else:
+        work.git("reset", "-q")
+        work.write("yarn.lock", "lock\n")
+        work.git("add", "yarn.lock")
+    result = repotune("suggest", "--results", results, *extra, cwd=cwd)
+    assert result.returncode == 1
+    assert result.stderr.startswith("repotune: error: ") and expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def commit_env(editor_line: str | None = None) -> dict[str, str]:
+    """git's environment for a commit; the editor appends ``editor_line`` (or changes nothing)."""
+    editor = "true" if editor_line is None else f'sh -c \'echo "{editor_line}" >> "$1"\' -'
+    return {**git_env(1_700_000_000), "GIT_EDITOR": editor, "PYTHONPATH": str(ROOT)}
+
+
+def git_commit(repo: GitRepo, *args: str, editor_line: str | None = None):
+    return subprocess.run(
+        ["git", "commit", *args],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        env=commit_env(editor_line),
+    )
+
+
+def last_message(repo: GitRepo) -> str:
+    return repo.git("log", "-1", "--format=%B").strip()
+
+
+def test_hook_prefills_the_message_in_a_real_commit(run, work):
+    expected = repotune("suggest", "--results", str(run.results), cwd=work.path)
+    assert expected.returncode == 0, expected.stderr
+    installed = repotune(*SLOW_HOOK, "--results", str(run.results), cwd=work.path)
+    assert installed.returncode == 0, installed.stderr
+    assert (work.path / ".git" / "hooks" / "prepare-commit-msg").exists()
+    commit = git_commit(work)
+    assert commit.returncode == 0, commit.stderr
+    cleaned = subprocess.run(
+        ["git", "stripspace", "--strip-comments"], input=expected.stdout, capture_output=True,
+        text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert last_message(work) == cleaned
+
+    work.write("pkg/m10.py", "X = 10\n")
+    work.git("add", "-A")
+    given = git_commit(work, "-m", "My own words")
+    assert given.returncode == 0 and last_message(work) == "My own words"
+    amended = git_commit(work, "--amend", "--no-edit")
+    assert amended.returncode == 0 and last_message(work) == "My own words"
+    removed = repotune("hook", "uninstall", cwd=work.path)
+    assert removed.returncode == 0
+    assert not (work.path / ".git" / "hooks" / "prepare-commit-msg").exists()
+
+
+def test_a_broken_model_never_blocks_the_commit(run, work, tmp_path):
+    results = copy_run(run, tmp_path / "broken")
+    (results / MODEL / "adapter" / "adapter_model.safetensors").write_bytes(b"not a model")
+    installed = repotune("hook", "install", "--results", str(results), cwd=work.path)
+    assert installed.returncode == 0
+    commit = git_commit(work, editor_line="Typed by the user")
+    assert commit.returncode == 0, commit.stderr
+    assert last_message(work) == "Typed by the user"
+    hook_lines = [line for line in commit.stderr.splitlines() if "repotune hook" in line]
+    assert len(hook_lines) == 1 and "committing without a suggestion" in hook_lines[0]
+
+
+def test_the_timeout_lets_the_commit_through(run, work):
+    repotune("hook", "install", "--results", str(run.results), "--timeout", "0.01", cwd=work.path)
+    commit = git_commit(work, editor_line="Typed by the user")
+    assert commit.returncode == 0 and last_message(work) == "Typed by the user"
+    assert "no suggestion within 0.01 s" in commit.stderr
+
+
+def test_hooks_path_is_honoured_and_foreign_hooks_are_kept(run, work):
+    work.git("config", "core.hooksPath", "githooks")
+    foreign = work.path / "githooks" / "prepare-commit-msg"
+    foreign.parent.mkdir()
+    foreign.write_text("#!/bin/sh\necho team hook\n")
+    refused = repotune("hook", "install", "--results", str(run.results), cwd=work.path)
+    assert refused.returncode == 1 and "was not written by repotune" in refused.stderr
+    assert foreign.read_text() == "#!/bin/sh\necho team hook\n"
+    forced = repotune(*SLOW_HOOK, "--force", "--results", str(run.results), cwd=work.path)
+    assert forced.returncode == 0
+    assert (foreign.parent / "prepare-commit-msg.repotune-backup").exists()
+    commit = git_commit(work)
+    assert commit.returncode == 0, commit.stderr
+    assert last_message(work)  # the suggestion, from the hook under core.hooksPath
+    assert repotune("hook", "uninstall", cwd=work.path).returncode == 0
+    assert foreign.read_text() == "#!/bin/sh\necho team hook\n"  # restored
+
+
+def test_complete_at_a_file_line_and_from_stdin(run, work):
+    at_line = repotune("complete", "pkg/m1.py:3", "--results", str(run.results), cwd=work.path)
+    assert at_line.returncode == 0, at_line.stderr
+    prefix = "".join((work.path / "pkg/m1.py").read_text().splitlines(keepends=True)[:2])
+    piped = repotune("complete", "--results", str(run.results), cwd=work.path, stdin=prefix)
+    assert piped.returncode == 0 and piped.stdout == at_line.stdout
+    bad = repotune("complete", "pkg/m1.py:x", "--results", str(run.results), cwd=work.path)
+    assert bad.returncode == 1 and "is not FILE:LINE" in bad.stderr
+
+
+def test_help_has_an_example_for_each_subcommand(tmp_path):
+    top = repotune("--help", cwd=tmp_path)
+    assert top.returncode == 0
+    for command in ("suggest", "hook install", "complete"):
+        assert f"repotune {command}" in top.stdout
+        sub = repotune(*command.split()[:1], "--help", cwd=tmp_path)
+        assert "examples:" in sub.stdout and f"repotune {command.split()[0]}" in sub.stdout
+
+
+def test_console_script_is_installed_by_pip(tmp_path):
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    script = target / "bin" / "repotune"
+    result = subprocess.run(
+        [str(script), "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: repotune" in result.stdout
+    assert json.loads(json.dumps(result.stdout))  # printable text
