@@ -168,36 +168,34 @@ def base_dir(ctx: Context, family: str) -> Path:
     return target
 
 
-def settings(**overrides: Any) -> dict[str, Any]:
-    """The config's train: section with the schema's defaults and ``overrides``."""
-    return resolve_config({"train": overrides})["train"]
-
-
 def run_training(
     ctx: Context,
     name: str,
     preset: str,
     family: str,
     seq_len: int,
-    train_settings: dict[str, Any],
+    overrides: dict[str, Any],
     hooks: Hooks | None = None,
     fresh: bool = True,
 ) -> dict[str, Any] | None:
-    """One call of repotune's ``train`` on a built base of ``family`` with the preset's settings.
+    """One call of repotune's ``train`` on a built base of ``family``: the preset's settings with
+    ``overrides`` over them (given in the model entry too, since a preset's ``train:`` wins over
+    the config's).
 
     Returns the training summary (None when ``hooks`` interrupted the run)."""
     data = inputs(ctx, "fixture", seq_len)
     run_dir = ctx.work / "runs" / name
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
+    entry = {"preset": preset, "name": name, "base": str(base_dir(ctx, family)), "train": overrides}
     request = TrainRequest(
-        model={"preset": preset, "name": name, "base": str(base_dir(ctx, family))},
+        model=entry,
         shards_dir=str(data / "shards"),
         tokenizer_dir=str(data / "tokenizer"),
         adapter_dir=str(run_dir / "adapter"),
         base_dir=str(run_dir / "base"),
         state_dir=str(run_dir / "train_state"),
-        settings=train_settings,
+        settings=resolve_config({"train": overrides})["train"],
     )
     return train(request, hooks)
 
@@ -303,10 +301,16 @@ def train_part(name: str, preset: str, family: str, **overrides: Any) -> Callabl
         reset_peak(ctx)
         summary = run_training(
             ctx, name, preset, family, seq_len,
-            settings(max_steps=shapes.steps, batch_size=shapes.batch, max_epochs=1000,
+            dict(max_steps=shapes.steps, batch_size=shapes.batch, max_epochs=1000,
                      eval_interval=0, logging_steps=max(1, shapes.steps // 6),
                      checkpoint_interval=0, **extra),
         )  # fmt: skip
+        wanted = {"quantization": extra["quantization"], "dtype": extra.get("compute_dtype")}
+        if ctx.dry_run:
+            wanted["dtype"] = None
+        got = {key: summary[key] for key in wanted}
+        if any(value is not None and got[key] != value for key, value in wanted.items()):
+            raise RuntimeError(f"{name}: trained with {got}, not {wanted}")
         return speed_and_memory(ctx, name, family, seq_len, summary)
 
     return part
@@ -333,7 +337,7 @@ def oom_backoff(ctx: Context) -> dict[str, Any]:
     limit["micro"] = big // 4
     reset_peak(ctx)
     run_training(ctx, name, "gpt2-medium", "gpt2", seq_len,
-                 settings(micro_batch_size=big, **common), hooks_a)  # fmt: skip
+                 dict(micro_batch_size=big, **common), hooks_a)  # fmt: skip
     rows_a = training_log(ctx, name)
     micro_a = int(rows_a[-1]["micro_batch"])
     checkpoint_step = int(rows_a[-1]["step"])
@@ -347,7 +351,7 @@ def oom_backoff(ctx: Context) -> dict[str, Any]:
         torch.cuda.set_per_process_memory_fraction(capped)
     limit["micro"] = max(1, micro_a // 2)
     summary = run_training(ctx, name, "gpt2-medium", "gpt2", seq_len,
-                           settings(micro_batch_size=micro_a, **common),
+                           dict(micro_batch_size=micro_a, **common),
                            Hooks(before_micro_batch=hook), fresh=False)  # fmt: skip
     rows = training_log(ctx, name)
     after = [row for row in rows if int(row["step"]) > checkpoint_step]
@@ -386,7 +390,7 @@ def paged_adamw_int8(ctx: Context) -> dict[str, Any]:
     reset_peak(ctx)
     try:
         summary = run_training(ctx, "paged", "gpt2-medium", "gpt2", seq_len,
-                               settings(optimizer="paged_adamw_8bit", **common))  # fmt: skip
+                               dict(optimizer="paged_adamw_8bit", **common))  # fmt: skip
         result["paged_adamw_8bit"] = {
             "final_train_loss": summary["final_train_loss"],
             "estimate_mb": round(summary["memory_estimate_bytes"]["total"] / MB, 1),
@@ -398,7 +402,7 @@ def paged_adamw_int8(ctx: Context) -> dict[str, Any]:
         result["paged_adamw_8bit"] = {"refused_on_cpu": str(error)}
     reset_peak(ctx)
     summary = run_training(ctx, "int8", "gpt2-medium", "gpt2", seq_len,
-                           settings(quantization="int8", **common))  # fmt: skip
+                           dict(quantization="int8", **common))  # fmt: skip
     result["int8"] = {
         "final_train_loss": summary["final_train_loss"],
         "estimate_mb": round(summary["memory_estimate_bytes"]["total"] / MB, 1),
@@ -526,20 +530,22 @@ def workflow(ctx: Context) -> dict[str, Any]:
     return result
 
 
-PARTS: dict[str, tuple[Callable[[Context], dict[str, Any]], int]] = {
-    # name: (function, timeout in seconds on a GPU; the dry run gets its own)
+PARTS: dict[str, tuple[Callable[[Context], dict[str, Any]], int, int]] = {
+    # name: (function, timeout in seconds on a GPU, in a dry run on a loaded 2-core machine)
     "train_gpt2_medium_fp16": (
-        train_part("gpt2_medium_fp16", "gpt2-medium", "gpt2", compute_dtype="fp16"), 90),
-    "train_starcoder2_nf4": (train_part("starcoder2_nf4", "starcoder2-3b", "starcoder2"), 150),
+        train_part("gpt2_medium_fp16", "gpt2-medium", "gpt2", quantization="none",
+                   compute_dtype="fp16"), 90, 120),
+    "train_starcoder2_nf4": (
+        train_part("starcoder2_nf4", "starcoder2-3b", "starcoder2", quantization="nf4"),
+        150, 120),
     "train_starcoder2_bf16": (
         train_part("starcoder2_bf16", "starcoder2-3b", "starcoder2", quantization="none",
-                   compute_dtype="bf16"), 100),
-    "oom_backoff": (oom_backoff, 90),
-    "paged_adamw_int8": (paged_adamw_int8, 75),
-    "generation": (generation, 60),
-    "workflow": (workflow, 150),
+                   compute_dtype="bf16"), 100, 120),
+    "oom_backoff": (oom_backoff, 90, 120),
+    "paged_adamw_int8": (paged_adamw_int8, 75, 120),
+    "generation": (generation, 60, 60),
+    "workflow": (workflow, 150, 300),
 }  # fmt: skip
-DRY_TIMEOUT = 120
 
 
 # -- running the parts -----------------------------------------------------------------------
@@ -573,7 +579,7 @@ def run_all(out: Path, parts: list[str], dry_run: bool, budget: float) -> dict[s
             if left < 10:
                 records[name] = {"status": "skipped", "error": "the overall budget ran out"}
                 continue
-            timeout = min(DRY_TIMEOUT if dry_run else PARTS[name][1], left)
+            timeout = min(PARTS[name][2 if dry_run else 1], left)
             result_file = work / "results" / f"{name}.json"
             command = [sys.executable, "-m", "benchmarks.gpu_check", "--part", name,
                        "--work", str(work), "--result", str(result_file),
@@ -644,15 +650,16 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         machine_line,
         "",
-        "| part | status | s | seq | micro x acc | tokens/s | MFU | allocated MB | reserved MB "
-        "| estimate MB | est/alloc |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| part | status | s | weights, dtype | seq | micro x acc | tokens/s | MFU | allocated MB "
+        "| reserved MB | estimate MB | est/alloc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     others = []
     for name, record in report["parts"].items():
         if name.startswith("train_") and record["status"] == "ok":
             cells = [
-                name, "ok", record["seconds"], record["seq_len"],
+                name, "ok", record["seconds"], f"{record['quantization']}, {record['dtype']}",
+                record["seq_len"],
                 f"{record['micro_batch']} x {record['accumulation']}", record["tokens_per_s"],
                 record["mfu"], record.get("max_allocated_mb", record.get("max_rss_mb")),
                 record.get("max_reserved_mb"), record["estimate_mb"],
