@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
@@ -347,6 +348,7 @@ def oom_backoff(ctx: Context) -> dict[str, Any]:
     if ctx.cuda:
         total = torch.cuda.get_device_properties(0).total_memory
         capped = 0.6 * torch.cuda.max_memory_allocated() / total
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.set_per_process_memory_fraction(capped)
     limit["micro"] = max(1, micro_a // 2)
@@ -510,7 +512,8 @@ def workflow(ctx: Context) -> dict[str, Any]:
     summary = json.loads((results / "adapter" / "training_summary.json").read_text())
     report = json.loads((results / "eval" / "report.json").read_text())
     verify = subprocess.run(
-        [sys.executable, "-m", "repotune.manifest.verify", str(results / "manifest.json")],
+        [sys.executable, "-m", "repotune.manifest.verify", str(results / "manifest.json"),
+         "--root", str(work)],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     expected = "cuda" if ctx.cuda else "cpu"
