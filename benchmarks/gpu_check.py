@@ -518,7 +518,7 @@ def workflow(ctx: Context) -> dict[str, Any]:
     )  # fmt: skip
     expected = "cuda" if ctx.cuda else "cpu"
     result = {
-        "seconds": round(seconds, 1),
+        "snakemake_seconds": round(seconds, 1),
         "train_device": summary["hardware"]["kind"],
         "train_device_name": summary["hardware"]["name"],
         "evaluate_device": report["device"],
