@@ -66,6 +66,7 @@ from repotune.config import resolve_config  # noqa: E402
 from repotune.errors import InputError  # noqa: E402
 from repotune.evaluate.generation import GenerationSettings, generate  # noqa: E402
 from repotune.modeling import build_model, load_adapted  # noqa: E402
+from repotune.models import load_preset  # noqa: E402
 from repotune.train.trainer import Hooks, TrainRequest, train  # noqa: E402
 from tests.gitfixtures import GitRepo  # noqa: E402
 from tests.train_fixtures import documents, write_inputs  # noqa: E402
@@ -166,6 +167,7 @@ def base_dir(ctx: Context, family: str) -> Path:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if ctx.cuda else None)
     with atomic_path(target) as temporary:
         model.save_pretrained(temporary, safe_serialization=True)
+    del model
     return target
 
 
@@ -180,15 +182,23 @@ def run_training(
     fresh: bool = True,
 ) -> dict[str, Any] | None:
     """One call of repotune's ``train`` on a built base of ``family``: the preset's settings with
-    ``overrides`` over them (given in the model entry too, since a preset's ``train:`` wins over
-    the config's).
+    ``overrides`` over them (a preset's own ``train:`` keys win over the config's, so those are
+    given in the model entry).
 
     Returns the training summary (None when ``hooks`` interrupted the run)."""
     data = inputs(ctx, "fixture", seq_len)
     run_dir = ctx.work / "runs" / name
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
-    entry = {"preset": preset, "name": name, "base": str(base_dir(ctx, family)), "train": overrides}
+    # Only what the preset's own train: sets goes into the model entry: the entry is part of the
+    # checkpoint's hash, and e.g. a changed micro-batch must keep the checkpoint.
+    preset_keys = load_preset(preset).get("train") or {}
+    entry = {
+        "preset": preset,
+        "name": name,
+        "base": str(base_dir(ctx, family)),
+        "train": {key: value for key, value in overrides.items() if key in preset_keys},
+    }
     request = TrainRequest(
         model=entry,
         shards_dir=str(data / "shards"),
@@ -242,7 +252,12 @@ def measured(ctx: Context) -> dict[str, float]:
     return {"max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def reset_peak(ctx: Context) -> None:
+def prepare(ctx: Context, family: str, seq_len: int) -> None:
+    """Build the base and the shards first, then start the peak-memory count from zero: the
+    peak then belongs to training alone (building a 3B model in bf16 on the GPU takes 6 GB)."""
+    base_dir(ctx, family)
+    inputs(ctx, "fixture", seq_len)
+    gc.collect()
     if ctx.cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -299,7 +314,7 @@ def train_part(name: str, preset: str, family: str, **overrides: Any) -> Callabl
         extra = dict(overrides)
         if ctx.dry_run and extra.get("compute_dtype") == "fp16":  # refused on a CPU
             extra.pop("compute_dtype")
-        reset_peak(ctx)
+        prepare(ctx, family, seq_len)
         summary = run_training(
             ctx, name, preset, family, seq_len,
             dict(max_steps=shapes.steps, batch_size=shapes.batch, max_epochs=1000,
@@ -336,12 +351,20 @@ def oom_backoff(ctx: Context) -> dict[str, Any]:
     )  # fmt: skip
     # A: the micro-batch is the whole, far too large batch.
     limit["micro"] = big // 4
-    reset_peak(ctx)
+    prepare(ctx, "gpt2", seq_len)
     run_training(ctx, name, "gpt2-medium", "gpt2", seq_len,
                  dict(micro_batch_size=big, **common), hooks_a)  # fmt: skip
-    rows_a = training_log(ctx, name)
-    micro_a = int(rows_a[-1]["micro_batch"])
-    checkpoint_step = int(rows_a[-1]["step"])
+    micro_a = int(training_log(ctx, name)[-1]["micro_batch"])
+    # One more step at micro_a alone, from the checkpoint, for a peak that no failed attempt
+    # inflated: the smaller card of part B is sized from it.
+    gc.collect()
+    if ctx.cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    run_training(ctx, name, "gpt2-medium", "gpt2", seq_len,
+                 dict(micro_batch_size=micro_a, **common),
+                 Hooks(stop_after_steps=1, before_micro_batch=hook), fresh=False)  # fmt: skip
+    checkpoint_step = int(training_log(ctx, name)[-1]["step"])
     peak_a = measured(ctx)
     # B: a smaller card: what micro-batch micro_a needed no longer fits.
     capped = None
@@ -361,7 +384,7 @@ def oom_backoff(ctx: Context) -> dict[str, Any]:
         "simulated": not ctx.cuda,
         "requested_micro_batch": big,
         "micro_batch_after_first_oom": micro_a,
-        "peak_first_run": peak_a,
+        "peak_at_that_micro_batch": peak_a,
         "memory_fraction_cap": None if capped is None else round(capped, 3),
         "checkpoint_step": checkpoint_step,
         "backoffs_after_resume": summary["oom_backoffs"],
@@ -389,7 +412,7 @@ def paged_adamw_int8(ctx: Context) -> dict[str, Any]:
     common = dict(max_steps=max(3, shapes.steps // 4), batch_size=shapes.batch, max_epochs=1000,
                   eval_interval=0, logging_steps=1, checkpoint_interval=0)  # fmt: skip
     result: dict[str, Any] = {}
-    reset_peak(ctx)
+    prepare(ctx, "gpt2", seq_len)
     try:
         summary = run_training(ctx, "paged", "gpt2-medium", "gpt2", seq_len,
                                dict(optimizer="paged_adamw_8bit", **common))  # fmt: skip
@@ -402,7 +425,7 @@ def paged_adamw_int8(ctx: Context) -> dict[str, Any]:
         if ctx.cuda:
             raise
         result["paged_adamw_8bit"] = {"refused_on_cpu": str(error)}
-    reset_peak(ctx)
+    prepare(ctx, "gpt2", seq_len)
     summary = run_training(ctx, "int8", "gpt2-medium", "gpt2", seq_len,
                            dict(quantization="int8", **common))  # fmt: skip
     result["int8"] = {
@@ -534,20 +557,21 @@ def workflow(ctx: Context) -> dict[str, Any]:
 
 
 PARTS: dict[str, tuple[Callable[[Context], dict[str, Any]], int, int]] = {
-    # name: (function, timeout in seconds on a GPU, in a dry run on a loaded 2-core machine)
+    # name: (function, timeout in seconds on a GPU, in a dry run: generous, the CPUs it runs on
+    # are often shared and loaded)
     "train_gpt2_medium_fp16": (
         train_part("gpt2_medium_fp16", "gpt2-medium", "gpt2", quantization="none",
-                   compute_dtype="fp16"), 90, 120),
+                   compute_dtype="fp16"), 90, 400),
     "train_starcoder2_nf4": (
         train_part("starcoder2_nf4", "starcoder2-3b", "starcoder2", quantization="nf4"),
-        150, 120),
+        150, 400),
     "train_starcoder2_bf16": (
         train_part("starcoder2_bf16", "starcoder2-3b", "starcoder2", quantization="none",
-                   compute_dtype="bf16"), 100, 120),
-    "oom_backoff": (oom_backoff, 90, 120),
-    "paged_adamw_int8": (paged_adamw_int8, 75, 120),
-    "generation": (generation, 60, 60),
-    "workflow": (workflow, 150, 300),
+                   compute_dtype="bf16"), 100, 400),
+    "oom_backoff": (oom_backoff, 90, 400),
+    "paged_adamw_int8": (paged_adamw_int8, 75, 400),
+    "generation": (generation, 60, 300),
+    "workflow": (workflow, 150, 900),
 }  # fmt: skip
 
 
@@ -619,7 +643,9 @@ def run_all(out: Path, parts: list[str], dry_run: bool, budget: float) -> dict[s
 
 
 def machine() -> dict[str, Any]:
+    import datasets
     import peft
+    import pyarrow
     import transformers
 
     info: dict[str, Any] = {
@@ -627,6 +653,8 @@ def machine() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
+        "datasets": datasets.__version__,
+        "pyarrow": pyarrow.__version__,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "load": [round(value, 2) for value in os.getloadavg()],
@@ -683,7 +711,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="directory for gpu_check.json/.md/.log")
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run")
-    parser.add_argument("--budget", type=float, default=480, help="seconds for all parts")
+    parser.add_argument(
+        "--budget", type=float, help="seconds for all parts (default 480; 7200 in a dry run)"
+    )
     parser.add_argument("--part", help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -699,7 +729,8 @@ def main() -> None:
         parser.error(f"unknown parts {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device is visible; use --dry-run on a CPU")
-    report = run_all(args.out, parts, args.dry_run, args.budget)
+    budget = args.budget or (7200 if args.dry_run else 480)
+    report = run_all(args.out, parts, args.dry_run, budget)
     print((args.out / "gpu_check.md").read_text(encoding="utf-8"))
     raise SystemExit(0 if all(r["status"] == "ok" for r in report["parts"].values()) else 1)
 

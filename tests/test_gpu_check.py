@@ -18,7 +18,7 @@ def test_dry_run_runs_every_part_and_reports_them(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=7200,
     )
     report = json.loads((out / "gpu_check.json").read_text())
     parts = report["parts"]
