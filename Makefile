@@ -6,7 +6,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run dry-run test test-export lint fmt bench lock clean
+.PHONY: setup system-deps run dry-run test test-export lint fmt bench bench-gpu test-slurm lock clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,19 @@ bench: setup
 	$(BIN)/python -m benchmarks.suggest
 	$(BIN)/python -m benchmarks.noop_dryrun
 	$(BIN)/python -m benchmarks.scale --sizes 5000 50000
+
+# One CUDA GPU, no downloads: QLoRA/bf16/fp16 training, OOM back-off, 8-bit optimizer, int8,
+# GPU generation and the workflow end to end, in at most 8 minutes (BENCHMARKS.md, GPU check).
+GPU_OUT ?= benchmarks/out/gpu-check
+bench-gpu: setup
+	$(BIN)/python -m benchmarks.gpu_check --out $(GPU_OUT)
+
+# Opt-in, as root: a one-node SLURM cluster on this machine from Debian's packages, then the
+# workflow end to end through profiles/slurm with the train job scancel'ed mid-run (README,
+# Scale-out). Niced: it takes the machine for several minutes.
+test-slurm: setup
+	ci/slurm/start-cluster.sh
+	nice $(BIN)/python ci/slurm/run_workflow.py
 
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from repotune.curate.redact import Redactor, RedactSettings  # noqa: E402
-from tests.secret_corpus import corpus, formats  # noqa: E402
+from testdata.secret_corpus import corpus, formats  # noqa: E402
 
 BASELINE = "01cd77c"  # the last commit before issue 11 changed redaction
 SETTINGS = RedactSettings(emails=True, entropy_threshold=3.0, min_secret_length=8)

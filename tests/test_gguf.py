@@ -10,7 +10,7 @@ from transformers import PhiConfig, PhiForCausalLM, Starcoder2Config, Starcoder2
 
 from repotune.errors import InputError
 from repotune.export.gguf import architecture, write_lora, write_model
-from tests.train_fixtures import train_tokenizer
+from testdata.training import train_tokenizer
 
 SIZES = {
     "vocab_size": 300,

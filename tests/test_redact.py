@@ -8,7 +8,7 @@ import pytest
 
 from repotune.curate.redact import KINDS, Redactor, RedactSettings, shannon_entropy
 from testdata.commits import History, all_rows, change, run_curate
-from tests.secret_corpus import Sample, corpus, formats
+from testdata.secret_corpus import Sample, corpus, formats
 
 DEFAULTS = RedactSettings(emails=True, entropy_threshold=3.0, min_secret_length=8)
 
