@@ -5,7 +5,7 @@ a handful of regular expressions run over the whole text), on the same inputs in
 
 (a) throughput on real Python source formatted as added patch lines (the installed
     site-packages), in MB/s, and the ratio project / baseline;
-(b) coverage on tests/secret_corpus.py (generated, never real secrets): formats of which every
+(b) coverage on testdata/secret_corpus.py (generated, never real secrets): formats of which every
     variant is redacted, out of the formats tried, and samples caught;
 (c) findings per MB on real source code (site-packages as files, not patches): nearly all of
     them are false positives (packages ship test keys and doc examples too), so the count per
