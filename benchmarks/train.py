@@ -38,11 +38,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from train_fixtures import documents, write_inputs  # noqa: E402
-
 from repotune.config import resolve_config  # noqa: E402
 from repotune.train.lora import lora_config, targets_are_conv1d  # noqa: E402
 from repotune.train.trainer import TrainRequest, train  # noqa: E402
+from testdata.training import documents, write_inputs  # noqa: E402
 
 ARCH = {"n_layer": 2, "n_head": 2, "n_embd": 64}
 BATCH = 8

@@ -17,7 +17,7 @@ from repotune.evaluate.generation import (
 from repotune.modeling import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import train_tokenizer
+from testdata.training import train_tokenizer
 
 PROMPTS = [
     "fix: handle empty items\n--- a/items.py\n+++ b/items.py\n",

@@ -15,7 +15,7 @@ from repotune.modeling import build_model
 from repotune.shards.table import load_blocks
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import FEATURES, documents, pack, train_tokenizer
+from testdata.training import FEATURES, documents, pack, train_tokenizer
 
 SEQ_LEN = 48
 

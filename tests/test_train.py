@@ -19,7 +19,7 @@ from repotune.train import checkpoint
 from repotune.train.trainer import Hooks, TrainRequest, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import TrainInputs, write_inputs
+from testdata.training import TrainInputs, write_inputs
 
 TINY = {"preset": "tiny", "architecture": {"n_layer": 2, "n_head": 2, "n_embd": 64}}
 
