@@ -36,7 +36,6 @@ from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, Trainin
 
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from repotune.config import resolve_config  # noqa: E402
 from repotune.train.lora import lora_config, targets_are_conv1d  # noqa: E402

@@ -1,8 +1,5 @@
 """Batched generation: equal to one prompt at a time, stops at EOS and stop strings, truncates."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -15,8 +12,6 @@ from repotune.evaluate.generation import (
     generate,
 )
 from repotune.modeling import build_model
-
-sys.path.insert(0, str(Path(__file__).parent))
 from testdata.training import train_tokenizer
 
 PROMPTS = [

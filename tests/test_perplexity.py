@@ -1,7 +1,6 @@
 """Perplexity on packed blocks against a hand computation, document by document, from logits."""
 
 import math
-import sys
 from pathlib import Path
 
 import datasets
@@ -13,8 +12,6 @@ from repotune.evaluate.perplexity import from_sums, perplexity
 from repotune.evaluate.stage import variant
 from repotune.modeling import build_model
 from repotune.shards.table import load_blocks
-
-sys.path.insert(0, str(Path(__file__).parent))
 from testdata.training import FEATURES, documents, pack, train_tokenizer
 
 SEQ_LEN = 48

@@ -3,7 +3,6 @@
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,6 @@ from repotune.errors import InputError
 from repotune.modeling import load_adapted
 from repotune.train import checkpoint
 from repotune.train.trainer import Hooks, TrainRequest, train
-
-sys.path.insert(0, str(Path(__file__).parent))
 from testdata.training import TrainInputs, write_inputs
 
 TINY = {"preset": "tiny", "architecture": {"n_layer": 2, "n_head": 2, "n_embd": 64}}
