@@ -115,13 +115,18 @@ def require_downloaded(spec: ModelSpec) -> None:
     """While the Hugging Face hub is off (``HF_HUB_OFFLINE=1``), every hub model and tokenizer
     an entry names must already be in the local cache: the plan fails in one line instead of
     the tokenize job, minutes later, with the hub's multi-line message."""
+    hub = [
+        (what, source)
+        for what, source in (("model", spec.base), ("tokenizer", spec.tokenizer))
+        if source is not None and source != "train-bpe" and not Path(source).exists()
+    ]
+    if not hub:
+        return  # nothing to download: do not pay for importing huggingface_hub at parse time
     from huggingface_hub import is_offline_mode, try_to_load_from_cache
 
     if not is_offline_mode():
         return
-    for what, source in (("model", spec.base), ("tokenizer", spec.tokenizer)):
-        if source is None or source == "train-bpe" or Path(source).exists():
-            continue
+    for what, source in hub:
         files = ("config.json", "tokenizer_config.json", "tokenizer.json")
         if not any(isinstance(try_to_load_from_cache(source, name), str) for name in files):
             raise InputError(

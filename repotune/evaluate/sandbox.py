@@ -187,7 +187,10 @@ def _bubblewrap_prefix(bwrap: str, scratch: Path) -> list[str]:
         elif os.path.isdir(top):
             command += ["--ro-bind", top, top]
     command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    command += ["--tmpfs", "/tmp", "--tmpfs", os.path.realpath(Path.home())]
+    command += ["--tmpfs", "/tmp"]
+    home = os.path.realpath(Path.home())
+    if home != "/":  # an empty home (Python, if it lives there, is bound back below)
+        command += ["--tmpfs", home]
     prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
     prefixes.add(os.path.dirname(os.path.dirname(_python())))
     for prefix in sorted(prefixes):
