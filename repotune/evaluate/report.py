@@ -297,7 +297,7 @@ def _headline(report: Mapping[str, Any]) -> str:
             f"{counts[WORSE]}, with no clear difference on {counts[UNCLEAR]}"
         )
         if counts[TOO_FEW]:
-            parts[-1] += f" ({counts[TOO_FEW]} more measured on too few items to tell)"
+            parts[-1] += f"; {counts[TOO_FEW]} more had too few items to tell"
         parts[-1] += (
             " (paired bootstrap 95% intervals; perplexity and bits per token count as one)."
         )
