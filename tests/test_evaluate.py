@@ -23,6 +23,7 @@ from repotune.evaluate.stage import (
     generation_settings,
     metrics_table,
     questions,
+    redacted,
     task_scores,
     template_of,
 )
@@ -234,7 +235,7 @@ def test_generations_and_failure_reasons_are_redacted():
     assert "Xk9#mQ2" not in str(rows) and "<PASSWORD>" in rows[0]["base"]["reason"]
     asked = Questions(commit_messages=commit_message_examples([COMMIT], PLAIN), code_changes=[],
                       behaviour=tests, test_commits=1)  # fmt: skip
-    written = str(list(_generation_rows(asked, generations, redactor)))
+    written = str(list(_generation_rows(asked, redacted(generations, redactor))))
     assert "Xk9#mQ2" not in written and "ada@example.org" not in written
     assert "<PASSWORD>" in written and "<EMAIL>" in written
 

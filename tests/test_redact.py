@@ -292,7 +292,13 @@ def test_generations_written_by_evaluate_are_redacted() -> None:
     """A model can repeat a secret it memorised in pre-training: what the evaluation writes
     (generations.jsonl rows, report examples) is redacted like the data."""
     from repotune.evaluate.generation import Generation
-    from repotune.evaluate.stage import COMMIT_MESSAGE, Questions, _examples, _generation_rows
+    from repotune.evaluate.stage import (
+        COMMIT_MESSAGE,
+        Questions,
+        _examples,
+        _generation_rows,
+        redacted,
+    )
     from repotune.evaluate.tasks import Example
 
     token = "ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
@@ -310,7 +316,8 @@ def test_generations_written_by_evaluate_are_redacted() -> None:
             "behaviour": [],
         },
     }
-    [row] = list(_generation_rows(asked, generations, Redactor(DEFAULTS)))
-    [shown] = _examples(asked, generations, 5, Redactor(DEFAULTS))
+    written = redacted(generations, Redactor(DEFAULTS))
+    [row] = list(_generation_rows(asked, written))
+    [shown] = _examples(asked, written, 5)
     for written in (row, shown):
         assert written["base"] == "Use <TOKEN>" and written["adapted"] == "Fix the parser"

@@ -158,11 +158,14 @@ def test_markdown_answers_first_with_verdicts_and_n():
     text = markdown(sample_report(), "loss.png", "metrics.png")
     assert text.startswith("# Evaluation of tiny: base vs base + adapter\n")
     headline = text.split("\n")[2]
-    assert headline.startswith("On n=120 held-out test commits, with the adapter perplexity goes")
-    assert "from 400.00 to 300.00 (-25.0%; change [-130.00, -70.00]): better" in headline
+    assert headline.startswith(
+        "On n=120 held-out test commits, the adapter takes perplexity from 400.00 to 300.00 "
+        "(-25.0%, change [-130.00, -70.00]): better; "
+    )
     # 9 metrics, perplexity and bits per token one measurement, pass rate not measured: 7.
-    assert "of 7 measurements it is better on 6, worse on 0, with no clear difference on 1" in (
-        headline
+    assert (
+        "of 7 measurements the adapter is better on 6, worse on 0, with no clear difference on 1"
+        in headline
     )
     assert "The base is untrained (random initialisation)" in headline
     assert "Base model untrained (random initialisation), adapter" in text

@@ -300,23 +300,23 @@ def _headline(report: Mapping[str, Any]) -> str:
             "on a longer history."
         )
     else:
-        parts.append(f"On n={commits} held-out test commits, with the adapter")
+        parts.append(f"On n={commits} held-out test commits")
         ppl = metrics.get("perplexity")
         if ppl and ppl["delta"] is not None and ppl["base"]:
             change = 100 * ppl["delta"] / ppl["base"]
             base, adapted = (format_value("perplexity", ppl[key]) for key in VARIANTS)
             interval = format_interval("perplexity", ppl)
-            parts[-1] += f" perplexity goes from {base} to {adapted} ({change:+.1f}%"
-            parts[-1] += f"; change {interval}): " if interval else "): "
+            parts[-1] += f", the adapter takes perplexity from {base} to {adapted} ({change:+.1f}%"
+            parts[-1] += f", change {interval}): " if interval else "): "
             parts[-1] += ppl["verdict"]
         counts = Counter(measurements(metrics).values())
         judged = counts[BETTER] + counts[WORSE] + counts[UNCLEAR]
         parts[-1] += (
-            f"; of {judged} measurements it is better on {counts[BETTER]}, worse on "
+            f"; of {judged} measurements the adapter is better on {counts[BETTER]}, worse on "
             f"{counts[WORSE]}, with no clear difference on {counts[UNCLEAR]}"
         )
         if counts[TOO_FEW]:
-            parts[-1] += f" ({counts[TOO_FEW]} more measured on too few items to tell)"
+            parts[-1] += f"; {counts[TOO_FEW]} more had too few items to tell"
         parts[-1] += (
             " (paired bootstrap 95% intervals; perplexity and bits per token count as one)."
         )

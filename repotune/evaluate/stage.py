@@ -17,6 +17,7 @@ dtype and quantization. A run, in order:
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -350,31 +351,39 @@ def _generation_facts(
     return facts
 
 
+def redacted(
+    generations: Mapping[str, Mapping[str, list[Generation]]], redactor: Redactor
+) -> dict[str, dict[str, list[Generation]]]:
+    """The generations with their text redacted as training data is (``curate.redact``): what
+    report.json, report.md and generations.jsonl show. Scores and checks use the raw text."""
+    return {
+        name: {
+            task: [dataclasses.replace(g, text=redactor.redact(g.text)) for g in rows]
+            for task, rows in tasks.items()
+        }
+        for name, tasks in generations.items()
+    }
+
+
 def _examples(
     asked: Questions,
     generations: Mapping[str, Mapping[str, list[Generation]]],
     count: int,
-    redactor: Redactor,
 ) -> list[dict[str, str]]:
     return [
         {
             "sha": example.sha,
             "reference": example.reference,
-            **{
-                name: redactor.redact(generations[name][COMMIT_MESSAGE][index].text)
-                for name in VARIANTS
-            },
+            **{name: generations[name][COMMIT_MESSAGE][index].text for name in VARIANTS},
         }
         for index, example in enumerate(asked.commit_messages[:count])
     ]
 
 
 def _generation_rows(
-    asked: Questions,
-    generations: Mapping[str, Mapping[str, list[Generation]]],
-    redactor: Redactor,
+    asked: Questions, generations: Mapping[str, Mapping[str, list[Generation]]]
 ) -> Iterator[dict[str, Any]]:
-    """generations.jsonl's rows, every generated text redacted."""
+    """generations.jsonl's rows (pass :func:`redacted` generations)."""
     for task, examples in (
         (COMMIT_MESSAGE, asked.commit_messages),
         (CODE_CHANGE, asked.code_changes),
@@ -383,14 +392,14 @@ def _generation_rows(
             row: dict[str, Any] = {"task": task, "sha": example.sha, "reference": example.reference}
             for name in VARIANTS:
                 generation = generations[name][task][index]
-                row[name] = redactor.redact(generation.text)
+                row[name] = generation.text
                 row[f"{name}_finish"] = generation.finish
             yield row
     for index, test in enumerate(asked.behaviour):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
         for name in VARIANTS:
             generation = generations[name][BEHAVIOUR][index]
-            row[name] = redactor.redact(generation.text)
+            row[name] = generation.text
             row[f"{name}_finish"] = generation.finish
         yield row
 
@@ -426,10 +435,8 @@ def behaviour_rows(
             "name": test.name,
             "kind": kind_of(test),
             **{
-                name: {
-                    "passed": checks[name][index].passed,
-                    "reason": redactor.redact(checks[name][index].reason),
-                }
+                name: vars(checks[name][index])
+                | {"reason": redactor.redact(checks[name][index].reason)}
                 for name in VARIANTS
             },
         }
@@ -472,6 +479,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     context = context_length(model)
     del model
     checks = behaviour_results(asked.behaviour, generations, allow_code)
+    shown = redacted(generations, redactor)
     message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
     code = task_scores(CODE_CHANGE, asked.code_changes, generations)
     result = {
@@ -501,11 +509,11 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             "tasks": _generation_facts(generations, decoding, context),
             "timing": timing,
         },
-        "examples": _examples(asked, generations, settings["examples"], redactor),
+        "examples": _examples(asked, shown, settings["examples"]),
         "training": training,
         "settings": dict(settings),
     }
-    rows = list(_generation_rows(asked, generations, redactor))
+    rows = list(_generation_rows(asked, shown))
     result["redactions"] = {kind: n for kind, n in redactor.counts.items() if n}
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_outputs(request, result, rows)

@@ -1,0 +1,1 @@
+"""The ``repotune`` command: suggest commit messages, install the commit hook, complete code."""

@@ -1,0 +1,7 @@
+"""``python -m repotune.cli``: the ``repotune`` command."""
+
+import sys
+
+from repotune.cli.main import main
+
+sys.exit(main())

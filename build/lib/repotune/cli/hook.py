@@ -1,0 +1,200 @@
+"""``repotune hook install | uninstall``: a ``prepare-commit-msg`` hook that pre-fills messages.
+
+As opencommit and aicommits do, the hook only pre-fills the message: the user still edits and
+confirms it in the editor. It remembers the ``--results``, ``--model`` and ``--timeout`` it
+was installed with, and it **never blocks or fails a commit**:
+
+* a message already given (``-m``, ``-F``), merges, squashes and amends (``-c``, ``-C``,
+  ``--amend``) are left alone: git passes the source, and only "no source" and "template" get
+  a suggestion;
+* any error, a missing run, a broken model, no Python, is one line on stderr and exit 0, with
+  the message file untouched (git's normal template);
+* the suggestion has ``--timeout`` seconds; past it the commit goes on without one.
+
+The hooks directory is the one git runs: ``core.hooksPath`` when set, else the repository's
+``hooks/``. A hook file repotune did not write is never replaced without ``--force`` (then it
+is kept beside as ``prepare-commit-msg.repotune-backup``).
+"""
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import repotune
+from repotune.atomic import write_text
+from repotune.cli.diff import git_toplevel
+from repotune.cli.run import results_dir
+from repotune.errors import InputError
+
+HOOK_NAME = "prepare-commit-msg"
+MARKER = "# repotune prepare-commit-msg hook"
+BACKUP_SUFFIX = ".repotune-backup"
+DEFAULT_TIMEOUT = 30.0
+# Sources git passes for which a message already exists: -m/-F, merge, squash, -c/-C/--amend.
+SKIPPED_SOURCES = ("message", "merge", "squash", "commit")
+HELP = "install or remove the prepare-commit-msg hook that pre-fills commit messages"
+EXAMPLES = """examples:
+  repotune hook install                       # uses ./results (or $REPOTUNE_RESULTS)
+  repotune hook install --results ~/runs/myrepo/results --timeout 10
+  repotune hook uninstall
+"""
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "hook",
+        help=HELP,
+        description=HELP + ".",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    install = actions.add_parser("install", parents=[common], help="write the hook")
+    install.add_argument(
+        "--force", action="store_true", help="replace a hook repotune did not write"
+    )
+    install.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds a suggestion may take"
+    )
+    install.set_defaults(handler=install_command)
+    uninstall = actions.add_parser("uninstall", parents=[common], help="remove the hook")
+    uninstall.set_defaults(handler=uninstall_command)
+    hook_run = actions.add_parser("run", parents=[common], help="what the hook calls (internal)")
+    hook_run.add_argument("message_file")
+    hook_run.add_argument("source", nargs="?", default="")
+    hook_run.add_argument("sha", nargs="?", default="")
+    hook_run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    hook_run.set_defaults(handler=run_command)
+
+
+def hooks_dir(repo: str | Path) -> Path:
+    """The directory git runs hooks from: ``core.hooksPath`` (relative to the work tree's top)
+    or the repository's own ``hooks/``."""
+    top = git_toplevel(repo)
+    configured = subprocess.run(
+        ["git", "-C", str(top), "config", "--path", "core.hooksPath"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if configured:
+        return (top / configured).resolve()
+    common = subprocess.run(
+        ["git", "-C", str(top), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return Path(common) / "hooks"
+
+
+def hook_script(results: Path, model: str | None, timeout: float, device: str) -> str:
+    """The hook: calls ``python -m repotune hook run`` with the install-time settings, and
+    exits 0 whatever happens."""
+    python = shlex.quote(sys.executable)
+    package_root = shlex.quote(str(Path(repotune.__file__).resolve().parent.parent))
+    options = ["--results", str(results), "--timeout", str(timeout), "--device", device]
+    if model:
+        options += ["--model", model]
+    quoted = " ".join(shlex.quote(option) for option in options)
+    return (
+        "#!/bin/sh\n"
+        f"{MARKER} (written by `repotune hook install`; remove with `repotune hook uninstall`).\n"
+        "# It only pre-fills the message, and never blocks a commit.\n"
+        f"PYTHONPATH={package_root}${{PYTHONPATH:+:$PYTHONPATH}} \\\n"
+        f'  {python} -m repotune hook run {quoted} -- "$@" </dev/null ||\n'
+        '  echo "repotune hook: could not run; committing without a suggestion" >&2\n'
+        "exit 0\n"
+    )
+
+
+def is_ours(path: Path) -> bool:
+    try:
+        return MARKER in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+def install_command(args: argparse.Namespace) -> int:
+    directory = hooks_dir(args.repo)
+    path = directory / HOOK_NAME
+    if path.exists() and not is_ours(path):
+        if not args.force:
+            raise InputError(
+                f"hook '{path}'",
+                "exists and was not written by repotune",
+                "pass --force to replace it (it is kept as a backup)",
+            )
+        path.replace(path.with_name(HOOK_NAME + BACKUP_SUFFIX))
+    directory.mkdir(parents=True, exist_ok=True)
+    results = results_dir(args.results)
+    write_text(path, hook_script(results, args.model, args.timeout, args.device))
+    path.chmod(0o755)
+    print(f"installed {path} (results: {results}); `git commit` now pre-fills the message")
+    return 0
+
+
+def uninstall_command(args: argparse.Namespace) -> int:
+    path = hooks_dir(args.repo) / HOOK_NAME
+    if not path.exists():
+        print(f"no hook at {path}; nothing to remove")
+        return 0
+    if not is_ours(path):
+        raise InputError(
+            f"hook '{path}'", "was not written by repotune", "remove it yourself if you mean to"
+        )
+    path.unlink()
+    backup = path.with_name(HOOK_NAME + BACKUP_SUFFIX)
+    if backup.exists():
+        backup.replace(path)
+        print(f"removed the repotune hook; restored the earlier hook at {path}")
+    else:
+        print(f"removed {path}")
+    return 0
+
+
+def _prefill(args: argparse.Namespace) -> None:
+    """Write the first suggestion above what git put in the message file."""
+    from repotune.cli.decode import Decoding
+    from repotune.cli.diff import staged_files
+    from repotune.cli.run import find_run, load
+    from repotune.cli.suggest import change_commit, suggestions
+
+    finished = find_run(results_dir(args.results), args.model)
+    commit = change_commit(staged_files(args.repo), finished, "the staged change")
+    found = suggestions(load(finished, args.device), commit, Decoding())
+    if not found or not found[0]:
+        raise InputError("the model", "suggested an empty message", "write the message yourself")
+    path = Path(args.message_file)
+    existing = path.read_text(encoding="utf-8", errors="replace")
+    write_text(path, found[0] + "\n" + existing)  # whole or not at all, even at the timeout
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The hook's body: pre-fill within the timeout, or say why not in one line; always 0."""
+    if args.source in SKIPPED_SOURCES:
+        return 0
+    failure: list[str] = []
+
+    def work() -> None:
+        try:
+            _prefill(args)
+        except Exception as error:  # the hook must never fail a commit, whatever went wrong
+            failure.append(str(error) if isinstance(error, InputError) else repr(error))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(args.timeout)
+    if worker.is_alive():
+        failure.append(f"no suggestion within {args.timeout:g} s")
+    if failure:
+        line = " ".join(failure[0].split())
+        print(f"repotune hook: {line}; committing without a suggestion", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(0)  # a worker still running must not hold the commit
+    return 0

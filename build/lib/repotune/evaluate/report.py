@@ -1,0 +1,484 @@
+"""The evaluation report: report.json for programs, report.md and PNG plots for people.
+
+Everything here is a function of already computed numbers (no model), so the report can be
+tested on hand-made inputs and rebuilt without rerunning a model.
+
+``report.json`` (docs/data-contracts.md describes every key) holds ``metrics``: one entry per
+metric with ``base``, ``adapted``, ``delta`` (adapted - base), ``higher_is_better``, ``count``
+(the sample it was measured on), ``interval`` (95% paired bootstrap intervals of base, adapted
+and delta, :mod:`repotune.evaluate.significance`) and ``verdict``, so a reader, or
+:mod:`repotune.evaluate.comparison`, can say whether fine-tuning helped without knowing each
+metric.
+
+A verdict is ``better`` or ``worse`` only when the delta's interval excludes zero *as printed*
+(both bounds rounded to the metric's shown precision, and the rounded delta itself non-zero
+with the same sign): the report never prints ``0.00`` beside ``better``. Otherwise it is ``no
+clear difference``; ``too few to tell`` when fewer than ``MIN_SAMPLE`` items were resampled or
+the test split has fewer than ``MIN_SAMPLE`` commits (then the interval is printed but not
+believed); ``n/a`` when a value is missing. Perplexity and bits per token are one measurement
+(one is a function of the other): the headline counts them once.
+"""
+
+import csv
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from repotune.atomic import atomic_path, write_text
+from repotune.evaluate.sandbox import ENABLE_HINT
+from repotune.evaluate.significance import MIN_TEST_COMMITS, Paired
+from repotune.train.model_card import plain_value
+
+VARIANTS = ("base", "adapted")
+
+
+class Metric(NamedTuple):
+    """How the report shows one metric."""
+
+    task: str  # the evaluation task that measures it
+    title: str  # its name in tables and plot titles
+    higher_is_better: bool
+    fmt: str  # format of a value, e.g. "{:.3f}"
+    bound: float | None  # upper end of its scale (plots), or None when unbounded
+
+
+METRICS: dict[str, Metric] = {
+    "perplexity": Metric("perplexity", "perplexity", False, "{:.2f}", None),
+    "bits_per_token": Metric("perplexity", "bits per token", False, "{:.3f}", None),
+    "commit_message.bnorm_bleu": Metric(
+        "commit_message", "message B-Norm BLEU", True, "{:.2f}", 100
+    ),
+    "commit_message.rouge_l": Metric("commit_message", "message ROUGE-L", True, "{:.3f}", 1),
+    "commit_message.edit_similarity": Metric(
+        "commit_message", "message edit sim.", True, "{:.3f}", 1
+    ),
+    "commit_message.subject_exact_match": Metric(
+        "commit_message", "subject exact", True, "{:.3f}", 1
+    ),
+    "code_change.exact_match": Metric("code_change", "code exact match", True, "{:.3f}", 1),
+    "code_change.edit_similarity": Metric("code_change", "code edit sim.", True, "{:.3f}", 1),
+    "behaviour.pass_rate": Metric("behaviour", "behaviour pass rate", True, "{:.3f}", 1),
+}
+# Metrics that are a function of another one: one measurement, counted once in the headline.
+SAME_MEASUREMENT = {"bits_per_token": "perplexity"}
+# What a metric's interval resamples.
+UNITS = {"perplexity": "blocks", "commit_message": "prompts", "code_change": "prompts",
+         "behaviour": "tests"}  # fmt: skip
+# The fewest items a verdict is given on (the test split's commits, and each metric's sample).
+MIN_SAMPLE = MIN_TEST_COMMITS
+BETTER, WORSE, UNCLEAR, TOO_FEW, MISSING = (
+    "better", "worse", "no clear difference", "too few to tell", "n/a",
+)  # fmt: skip
+TRAINING_COLUMNS = (
+    "steps", "epochs", "tokens", "final_train_loss", "final_val_loss", "tokens_per_s",
+)  # fmt: skip
+# PNG metadata would otherwise carry matplotlib's version: keep the bytes reproducible.
+PNG_METADATA = {"Software": None}
+
+
+def metric_entry(
+    name: str,
+    base: float | None,
+    adapted: float | None,
+    count: int,
+    interval: Paired | None = None,
+    enough_commits: bool = True,
+) -> dict[str, Any]:
+    """One ``metrics`` entry: both values, their difference, its interval and the verdict.
+
+    ``interval`` is the paired bootstrap of this metric (None: not measured, no verdict);
+    ``enough_commits`` is False when the test split is too small for any verdict on it.
+    """
+    metric = METRICS[name]
+    task = metric.task
+    delta = None if base is None or adapted is None else adapted - base
+    entry: dict[str, Any] = {
+        "task": task,
+        "base": base,
+        "adapted": adapted,
+        "delta": delta,
+        "higher_is_better": metric.higher_is_better,
+        "count": count,
+        "unit": UNITS[task],
+        "interval": None if interval is None else interval.as_dict(),
+    }
+    entry["verdict"] = verdict(name, entry, enough_commits)
+    return entry
+
+
+def _shown(name: str, value: float) -> float:
+    """``value`` rounded as the report prints it."""
+    return float(METRICS[name].fmt.format(value))
+
+
+def verdict(name: str, entry: Mapping[str, Any], enough_commits: bool = True) -> str:
+    """``better``/``worse`` when the delta's 95% interval excludes zero as printed, else ``no
+    clear difference``; ``too few to tell`` on a sample below ``MIN_SAMPLE``; ``n/a`` without
+    values (the module docstring says why the rounding takes part)."""
+    delta, interval = entry["delta"], entry.get("interval")
+    if delta is None or not math.isfinite(delta) or interval is None:
+        return MISSING
+    if not enough_commits or interval["n"] < MIN_SAMPLE:
+        return TOO_FEW
+    low, high = (_shown(name, bound) for bound in interval["delta"])
+    point = _shown(name, delta)
+    if low > 0 and point > 0:
+        up = True
+    elif high < 0 and point < 0:
+        up = False
+    else:
+        return UNCLEAR
+    return BETTER if up == entry["higher_is_better"] else WORSE
+
+
+def format_value(name: str, value: float | None) -> str:
+    """A metric value as the report prints it ("n/a" when there is none)."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return METRICS[name].fmt.format(value)
+
+
+def format_signed(name: str, value: float | None) -> str:
+    """A difference as printed: ``+0.25``, ``-1.50``, and ``0.00`` (no sign) when it rounds to
+    zero."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    shown = format_value(name, abs(value))
+    if float(shown) == 0:
+        return shown
+    return ("+" if value > 0 else "-") + shown
+
+
+def format_interval(name: str, entry: Mapping[str, Any]) -> str:
+    """The delta's 95% interval as printed, ``[+0.10, +0.40]``; '' when there is none."""
+    interval = entry.get("interval")
+    if interval is None or entry["delta"] is None:
+        return ""
+    low, high = interval["delta"]
+    return f"[{format_signed(name, low)}, {format_signed(name, high)}]"
+
+
+def format_delta(name: str, entry: Mapping[str, Any]) -> str:
+    """The delta with its 95% interval: ``+0.25 [+0.10, +0.40]``."""
+    return " ".join(
+        part for part in (format_signed(name, entry["delta"]), format_interval(name, entry)) if part
+    )
+
+
+def measurements(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each measurement's verdict, a metric that derives from another (bits per token from
+    perplexity) folded into it."""
+    return {
+        name: entry["verdict"]
+        for name, entry in metrics.items()
+        if name not in SAME_MEASUREMENT or SAME_MEASUREMENT[name] not in metrics
+    }
+
+
+def enough_test_commits(test_commits: int) -> bool:
+    """Whether the test split is large enough for verdicts (``MIN_SAMPLE`` commits)."""
+    return test_commits >= MIN_SAMPLE
+
+
+def describe_base(record: Mapping[str, Any]) -> str:
+    """The base as a reader needs to know it: built models are untrained."""
+    if record.get("source") == "built":
+        return "untrained (random initialisation)"
+    return f"`{record.get('id', record.get('name', 'unknown'))}` (pretrained)"
+
+
+def read_training_log(path: str | Path) -> list[dict[str, float | None]]:
+    """``training_log.csv`` rows as numbers (an empty ``val_loss`` is None)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [
+            {key: float(value) if value != "" else None for key, value in row.items()}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def _save(figure: plt.Figure, path: str | Path) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110, metadata=PNG_METADATA)
+    plt.close(figure)
+
+
+def plot_loss_curves(rows: Sequence[Mapping[str, float | None]], path: str | Path) -> None:
+    """Training loss per logged step and validation loss where it was measured, one PNG."""
+    figure, axes = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+    train = [(row["step"], row["loss"]) for row in rows if row.get("loss") is not None]
+    validation = [(row["step"], row["val_loss"]) for row in rows if row.get("val_loss") is not None]
+    if train:
+        axes.plot(*zip(*train, strict=True), marker="o", markersize=3, label="training loss")
+    if validation:
+        axes.plot(*zip(*validation, strict=True), marker="s", label="validation loss")
+    if not train and not validation:
+        axes.text(0.5, 0.5, "no training log rows", ha="center", va="center")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title("Training and validation loss")
+    axes.grid(alpha=0.3)
+    if train or validation:
+        axes.legend()
+    _save(figure, path)
+
+
+def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path, title: str) -> None:
+    """One small panel per metric, base and adapted side by side with their 95% intervals as
+    whiskers and the verdict in the title: the metrics' scales differ (perplexity in the
+    hundreds, rates in 0..1), so they do not share an axis."""
+    names = [name for name in METRICS if name in metrics]
+    columns = 3
+    rows = max(1, math.ceil(len(names) / columns))
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(3.2 * columns, 2.4 * rows), layout="constrained", squeeze=False
+    )
+    for axes, name in zip(grid.flat, names, strict=False):
+        entry = metrics[name]
+        values = [entry[variant] for variant in VARIANTS]
+        heights = [value if value is not None else 0.0 for value in values]
+        bars = axes.bar(VARIANTS, heights, color=["#9aa5b1", "#2b6cb0"])
+        for bar, value in zip(bars, values, strict=True):
+            axes.annotate(
+                format_value(name, value),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        interval = entry.get("interval")
+        for bar, variant, value in zip(bars, VARIANTS, values, strict=True):
+            if interval is not None and value is not None:
+                low, high = interval[variant]
+                centre = bar.get_x() + bar.get_width() / 2
+                whisker = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+                axes.errorbar(centre, value, yerr=whisker, color="black", capsize=3, linewidth=1)
+        arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
+        verdict_shown = entry.get("verdict", MISSING)
+        axes.set_title(
+            f"{METRICS[name].title}\n({arrow}, n={entry['count']}: {verdict_shown})", fontsize=9
+        )
+        bound = METRICS[name].bound
+        if bound is not None:
+            axes.set_ylim(0, bound * 1.15)
+        else:
+            axes.margins(y=0.2)
+        axes.tick_params(labelsize=8)
+    for axes in list(grid.flat)[len(names) :]:
+        axes.set_visible(False)
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def _cell(text: str, limit: int = 400) -> str:
+    """Text for a Markdown table cell: pipes escaped, lines joined with <br>, long text cut."""
+    text = text.strip()
+    if len(text) > limit:
+        text = text[:limit] + " …"
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+
+def _headline(report: Mapping[str, Any]) -> str:
+    """The answer in one paragraph: only verdicts, always with n."""
+    metrics = report["metrics"]
+    commits = report["samples"]["test_commits"]
+    parts = []
+    if not enough_test_commits(commits):
+        parts.append(
+            f"The held-out test split has only n={commits} commits, too few to tell whether "
+            f"the adapter helps (a verdict needs at least {MIN_SAMPLE}): the numbers below "
+            "carry no verdict. For more test commits, raise `curate.split.test_size` (a "
+            f"fraction of the history, or a count of at least {MIN_SAMPLE} commits) or run "
+            "on a longer history."
+        )
+    else:
+        parts.append(f"On n={commits} held-out test commits, with the adapter")
+        ppl = metrics.get("perplexity")
+        if ppl and ppl["delta"] is not None and ppl["base"]:
+            change = 100 * ppl["delta"] / ppl["base"]
+            base, adapted = (format_value("perplexity", ppl[key]) for key in VARIANTS)
+            interval = format_interval("perplexity", ppl)
+            parts[-1] += f" perplexity goes from {base} to {adapted} ({change:+.1f}%"
+            parts[-1] += f"; change {interval}): " if interval else "): "
+            parts[-1] += ppl["verdict"]
+        counts = Counter(measurements(metrics).values())
+        judged = counts[BETTER] + counts[WORSE] + counts[UNCLEAR]
+        parts[-1] += (
+            f"; of {judged} measurements it is better on {counts[BETTER]}, worse on "
+            f"{counts[WORSE]}, with no clear difference on {counts[UNCLEAR]}"
+        )
+        if counts[TOO_FEW]:
+            parts[-1] += f" ({counts[TOO_FEW]} more measured on too few items to tell)"
+        parts[-1] += (
+            " (paired bootstrap 95% intervals; perplexity and bits per token count as one)."
+        )
+    base = report.get("base")
+    if base and base.get("source") == "built":
+        parts.append(
+            "The base is untrained (random initialisation): this compares an untrained model "
+            "with a trained one, so a gain shows that training worked, not that fine-tuning "
+            "a pretrained model helps."
+        )
+    return " ".join(parts)
+
+
+def _base_line(report: Mapping[str, Any]) -> str:
+    base = report.get("base")
+    shown = describe_base(base) if base else f"`{report['base_model']}`"
+    return f"Base model {shown}"
+
+
+def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> str:
+    """report.md: the answer first, then the numbers, the plots, behaviour tests and examples."""
+    samples = report["samples"]
+    training = report["training"]
+    lines = [
+        f"# Evaluation of {report['model']}: base vs base + adapter",
+        "",
+        _headline(report),
+        "",
+        f"{_base_line(report)}, adapter `{report['adapter']}`, template "
+        f"`{report['template']}`, decoding "
+        f"{'sampled' if report['generation']['do_sample'] else 'greedy'}. Held-out test split: "
+        f"{samples['test_commits']} commits; evaluated on {samples['perplexity_blocks']} blocks "
+        f"({samples['perplexity_tokens']} tokens) for perplexity, {samples['commit_messages']} "
+        f"commit messages, {samples['code_changes']} code changes and "
+        f"{samples['behaviour_tests']} behavioural tests.",
+        "",
+        "Deltas are adapted - base with their 95% paired bootstrap interval (resampling the "
+        "same items for both models, seeded); a verdict says better or worse only when the "
+        f"interval, as printed, excludes zero, and needs at least {MIN_SAMPLE} test commits "
+        f"and {MIN_SAMPLE} items.",
+        "",
+        "| metric | base | adapted | delta [95% interval] | verdict | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in report["metrics"].items():
+        arrow = "↑" if entry["higher_is_better"] else "↓"
+        lines.append(
+            f"| {METRICS[name].title} {arrow} | {format_value(name, entry['base'])} | "
+            f"{format_value(name, entry['adapted'])} | {format_delta(name, entry)} | "
+            f"{entry.get('verdict', MISSING)} | {_sample(entry)} |"
+        )
+    lines += [
+        "",
+        f"![metrics]({metrics_plot})",
+        "",
+        "## Training",
+        "",
+        "| steps | epochs | tokens | final train loss | final validation loss | tokens/s |",
+        "|---|---|---|---|---|---|",
+        "| " + " | ".join(plain_value(training.get(key)) for key in TRAINING_COLUMNS) + " |",
+        "",
+        f"![loss curves]({loss_plot})",
+        "",
+    ]
+    lines += _finish_section(report["generation"].get("tasks", {}))
+    lines += _behaviour_section(report["behaviour"], report.get("behaviour_by_kind", {}))
+    lines += _examples_section(report["examples"])
+    return "\n".join(lines) + "\n"
+
+
+def _sample(entry: Mapping[str, Any]) -> str:
+    interval = entry.get("interval")
+    if interval is None:
+        return str(entry["count"])
+    if entry.get("unit") == "blocks":
+        return f"{interval['n']} blocks ({entry['count']} tokens)"
+    return f"{interval['n']} {entry.get('unit', '')}".strip()
+
+
+def _finish_section(tasks: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """How each generation ended: by itself (end of text, a stop string) or at the limit.
+
+    The columns are the finish reasons the stage counted (all of
+    :data:`repotune.evaluate.generation.FINISH_REASONS`, zeros included)."""
+    reasons: list[str] = []
+    for facts in tasks.values():
+        for name in VARIANTS:
+            reasons += [reason for reason in facts[name]["finish"] if reason not in reasons]
+    lines = [
+        "## How generations ended",
+        "",
+        "A generation that hits the token limit (`length`) did not finish by itself: its text is "
+        "cut, not complete.",
+        "",
+        "| task | model | token limit | " + " | ".join(reasons) + " | hit the limit |",
+        "|---|---|---|" + "---|" * len(reasons) + "---|",
+    ]
+    for task, facts in tasks.items():
+        for name in VARIANTS:
+            finish = facts[name]["finish"]
+            total = sum(finish.values())
+            limit = finish.get("length", 0)
+            share = f"{limit} of {total}" if total else "n/a"
+            lines.append(
+                f"| {task} | {name} | {facts['max_new_tokens']} | "
+                + " | ".join(str(finish.get(reason, 0)) for reason in reasons)
+                + f" | {share} |"
+            )
+    return [*lines, ""]
+
+
+def _behaviour_section(
+    results: Sequence[Mapping[str, Any]], by_kind: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    lines = ["## Behavioural tests", ""]
+    if not results:
+        return [*lines, "No behavioural tests were run.", ""]
+    if by_kind:
+        lines += ["| kind | tests | base pass rate | adapted pass rate |", "|---|---|---|---|"]
+        for kind, rates in by_kind.items():
+            shown = [format_value("behaviour.pass_rate", rates[name]) for name in VARIANTS]
+            lines.append(f"| {kind} | {rates['count']} | {shown[0]} | {shown[1]} |")
+        lines.append("")
+    lines += ["| test | base | adapted |", "|---|---|---|"]
+    for result in results:
+        cells = [_outcome(result[variant]) for variant in VARIANTS]
+        lines.append(f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} |")
+    if any(result[variant].get("skipped") for result in results for variant in VARIANTS):
+        lines += ["", f"Python tests were skipped: code execution is not enabled ({ENABLE_HINT})."]
+    return [*lines, ""]
+
+
+def _outcome(check: Mapping[str, Any]) -> str:
+    if check.get("skipped"):
+        return _cell(check["reason"])
+    return "pass" if check["passed"] else "fail: " + _cell(check["reason"])
+
+
+def _examples_section(examples: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["## Test commits side by side", ""]
+    if not examples:
+        return [*lines, "No commit messages were generated.", ""]
+    for example in examples:
+        lines += [
+            f"### `{example['sha'][:12]}`",
+            "",
+            "| real message | base model | adapted model |",
+            "|---|---|---|",
+            f"| {_cell(example['reference'])} | {_cell(example['base'])} | "
+            f"{_cell(example['adapted'])} |",
+            "",
+        ]
+    return lines
+
+
+def write_markdown(
+    report: Mapping[str, Any], path: str | Path, loss_plot: str | Path, metrics_plot: str | Path
+) -> None:
+    """Write report.md; the plots are linked relative to it."""
+    folder = Path(path).resolve().parent
+    loss, metrics = (Path(plot).resolve() for plot in (loss_plot, metrics_plot))
+    write_text(
+        path,
+        markdown(report, os.path.relpath(loss, folder), os.path.relpath(metrics, folder)),
+    )

@@ -1,0 +1,43 @@
+"""Logging for workflow scripts.
+
+Snakemake keeps one log file per job; a person reading it wants timestamps, progress and, when
+the job fails on bad input, the same one-line message the terminal shows, not a traceback.
+"""
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from repotune.errors import InputError
+from repotune.progress import PROGRESS
+
+T = TypeVar("T")
+
+
+def run_logged(log_path: str, job: Callable[[], T]) -> T:
+    """Run ``job`` with logging and stderr sent to ``log_path``.
+
+    Progress lines (:class:`repotune.progress.Progress`) go to the terminal as well, so a
+    person watching Snakemake sees long stages move. An :class:`InputError` is written to the
+    log and to the terminal as one line, and the process exits with status 1.
+    """
+    terminal = sys.stderr
+    handle = open(log_path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 (lives with the job)
+    sys.stderr = handle
+    logging.basicConfig(
+        stream=handle,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    to_terminal = logging.StreamHandler(terminal)
+    to_terminal.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    to_terminal.addFilter(lambda record: getattr(record, PROGRESS, False))
+    logging.getLogger().addHandler(to_terminal)
+    try:
+        return job()
+    except InputError as error:
+        logging.getLogger("repotune").error("%s", error)
+        print(f"repotune error: {error}", file=terminal)
+        raise SystemExit(1) from None

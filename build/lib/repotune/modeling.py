@@ -1,0 +1,241 @@
+"""The base model: build or locate it, load it quantized or not, in the right dtype.
+
+Two kinds of base:
+
+* **built** (``base: null``, the offline ``tiny`` preset): a GPT-2-shaped model made from the
+  preset's ``architecture`` with the vocabulary of our own tokenizer and the shards' context
+  length, initialised from the seed. Its config and weights are saved to
+  ``results/{model}/base/`` so evaluation loads exactly the model the adapter was trained on
+  (rebuilding from the seed would tie evaluation to this code's initialisation order).
+* **pretrained** (a hub id or local path): ``results/{model}/base/base.json`` records the id
+  and it is loaded from the local Hugging Face cache, or downloaded when the hub is reachable.
+
+Both are then loaded the same way: safetensors only, ``trust_remote_code`` off unless the
+config turns it on, 4-bit NF4 with double quantization or 8-bit through bitsandbytes, or
+unquantized in the compute dtype.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import is_offline_mode, try_to_load_from_cache
+from peft import PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    BitsAndBytesConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+)
+
+from repotune.atomic import atomic_path
+from repotune.errors import InputError
+from repotune.hardware import DTYPES
+from repotune.models import ModelSpec, architecture
+from repotune.train.memory import ModelShape
+
+log = logging.getLogger(__name__)
+BASE_FILE = "base.json"
+# Written by training into the adapter directory: which base, quantization and dtype it used.
+SUMMARY_FILE = "training_summary.json"
+QUANTIZATIONS = ("nf4", "int8", "none")
+
+
+def write_base(
+    spec: ModelSpec, base_dir: str | Path, vocab_size: int, seq_len: int, special: dict[str, int]
+) -> None:
+    """Fill ``base_dir``: the built model's config and weights, or the pretrained id to load.
+
+    ``special`` holds the tokenizer's ``eos_token_id``/``pad_token_id``/``bos_token_id``. A built
+    model is initialised from the torch seed in force, so set the seed first.
+    """
+    with atomic_path(base_dir) as temporary:
+        temporary.mkdir()
+        if spec.base is None:
+            model = build_model(architecture(spec), vocab_size, seq_len, special)
+            model.save_pretrained(temporary, safe_serialization=True)
+            record = {"source": "built", "name": spec.name, "architecture": architecture(spec)}
+        else:
+            record = {"source": "pretrained", "name": spec.name, "id": spec.base}
+        (temporary / BASE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def build_model(
+    arch: dict[str, Any], vocab_size: int, seq_len: int, special: dict[str, int]
+) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 with ``arch``'s sizes, our vocabulary and context length."""
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=int(arch.get("n_positions", seq_len)),
+        n_layer=int(arch.get("n_layer", 4)),
+        n_head=int(arch.get("n_head", 4)),
+        n_embd=int(arch.get("n_embd", 256)),
+        bos_token_id=special.get("bos_token_id", special["eos_token_id"]),
+        eos_token_id=special["eos_token_id"],
+        pad_token_id=special.get("pad_token_id"),
+    )
+    return GPT2LMHeadModel(config)
+
+
+def base_source(base_dir: str | Path) -> str:
+    """What to pass to ``from_pretrained``: the base directory itself or the recorded id."""
+    base_dir = Path(base_dir)
+    record = json.loads((base_dir / BASE_FILE).read_text(encoding="utf-8"))
+    return str(base_dir) if record["source"] == "built" else record["id"]
+
+
+def quantization_config(quantization: str, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings: NF4 + double quantization, LLM.int8, or None for no quantization."""
+    if quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization == "none":
+        return None
+    raise InputError(
+        "config train.quantization", f"'{quantization}' is unknown", "use nf4, int8 or none"
+    )
+
+
+def _check_bitsandbytes(quantization: str) -> None:
+    """Fail early, in one line, when bitsandbytes cannot run here."""
+    if quantization == "none":
+        return
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as error:  # an import of a native library fails in many ways
+        raise InputError(
+            f"config train.quantization={quantization}",
+            f"bitsandbytes cannot be loaded here ({type(error).__name__}: {error})",
+            "install bitsandbytes==0.50.2 (see envs/train.yaml) or set quantization: none",
+        ) from None
+
+
+def load_model(
+    source: str,
+    *,
+    quantization: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load a causal LM for training, from a local directory or the hub cache.
+
+    Raises :class:`InputError` when the model is neither local nor downloadable, or when
+    bitsandbytes is needed and cannot be loaded.
+    """
+    _check_bitsandbytes(quantization)
+    quantized = quantization_config(quantization, dtype)
+    options: dict[str, Any] = {
+        "use_safetensors": True,
+        "trust_remote_code": trust_remote_code,
+        "dtype": dtype,
+    }
+    if quantized is not None:
+        options["quantization_config"] = quantized
+        options["device_map"] = {"": device}
+    try:
+        model = _from_pretrained(source, options)
+    except (RuntimeError, ImportError) as error:
+        if quantized is None or "bitsandbytes" not in str(error).lower():
+            raise
+        raise InputError(
+            f"config train.quantization={quantization}",
+            f"bitsandbytes cannot quantize here ({error})",
+            "set quantization: none or install a bitsandbytes build for this device",
+        ) from None
+    if quantized is None:
+        model.to(device)
+    return model
+
+
+def _from_pretrained(source: str, options: dict[str, Any]) -> PreTrainedModel:
+    """``from_pretrained`` from a directory, the local hub cache, or the hub; one line when none
+    has the model."""
+    if Path(source).is_dir():
+        return AutoModelForCausalLM.from_pretrained(source, **options)
+    _require_reachable(source)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            source, local_files_only=_cached(source), **options
+        )
+    except OSError as error:
+        raise _not_available(source, f"the hub cannot be reached ({error})") from None
+
+
+def _cached(source: str) -> bool:
+    """The model's config is in the local Hugging Face cache (no network asked)."""
+    return isinstance(try_to_load_from_cache(source, "config.json"), str)
+
+
+def _require_reachable(source: str) -> None:
+    """Fail at once for a model that is not cached while the hub is off."""
+    if not _cached(source) and is_offline_mode():
+        raise _not_available(source, "the hub is off (HF_HUB_OFFLINE=1)")
+
+
+def _not_available(source: str, why: str) -> InputError:
+    return InputError(
+        f"model '{source}'",
+        f"is not in the local Hugging Face cache and {why}",
+        f"download it ahead with `hf download {source}` on a connected machine",
+    )
+
+
+def model_shape(model: PreTrainedModel) -> ModelShape:
+    """The estimator's view of a loaded model (counts from the model, sizes from its config)."""
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0))
+    intermediate = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None)
+    output = model.get_output_embeddings()
+    head_ids = {id(parameter) for parameter in output.parameters()} if output is not None else set()
+    quantizable = sum(
+        module.weight.numel()
+        for module in model.modules()
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+        if id(module.weight) not in head_ids
+    )
+    params = sum(_logical_numel(parameter) for parameter in model.parameters())
+    return ModelShape(
+        params=params,
+        quantizable_params=quantizable,
+        layers=int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0)),
+        hidden=hidden,
+        intermediate=int(intermediate or 4 * hidden),
+        heads=int(getattr(text, "num_attention_heads", 0) or getattr(text, "n_head", 0)),
+        vocab=int(text.vocab_size),
+    )
+
+
+def _logical_numel(parameter: torch.Tensor) -> int:
+    """Element count before 4-bit packing (bitsandbytes stores two values per byte)."""
+    quant_state = getattr(parameter, "quant_state", None)
+    if quant_state is not None:
+        return int(torch.Size(quant_state.shape).numel())
+    return parameter.numel()
+
+
+def load_adapted(adapter_dir: str | Path, device: str = "cpu") -> PeftModel:
+    """The trained model: the base recorded in the adapter's summary, with the adapter on top.
+
+    Lives here, not in the trainer, so that evaluation and inference load a model without
+    importing the training loop."""
+    adapter_dir = Path(adapter_dir)
+    summary = json.loads((adapter_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    base = load_model(
+        summary["base_model"],
+        quantization=summary["quantization"],
+        dtype=torch.float32 if device == "cpu" else DTYPES[summary["dtype"]],
+        device=torch.device(device),
+        trust_remote_code=summary["settings"]["trust_remote_code"],
+    )
+    return PeftModel.from_pretrained(base, str(adapter_dir))

@@ -1,0 +1,247 @@
+"""Commit -> text: the one place that decides what a commit looks like to a model.
+
+Training renders whole commits; evaluation renders the same commits as a prompt with the
+target left out. Both go through :func:`render_prompt` and :func:`render_target`, so the model
+is asked exactly the question it was trained on.
+
+A commit is rendered in one of two task directions:
+
+* ``message_to_change``: the message is the prompt, the diff is the target;
+* ``change_to_message``: the diff is the prompt, the message is the target.
+
+:func:`task_for` picks the direction from the commit sha, so the mix is seeded and a commit
+keeps its direction whatever else is in the data.
+
+Templates (``TEMPLATES``):
+
+* ``plain``: text markers ``<|message|>`` and ``<|diff|>`` on their own line, the message as
+  subject, blank line, body, and each file as a git-style header (``diff --git``, mode,
+  rename and binary lines, ``---``/``+++``) followed by its unified-diff hunks. Readable by
+  any tokenizer; a byte-level BPE trained here carries the markers as special tokens.
+* ``starcoder``: StarCoder's commit tokens, ``<commit_before>``, ``<commit_msg>``,
+  ``<commit_after>``, around the same git-style diff (commits.parquet carries diffs, not the
+  before/after file contents StarCoder saw in pre-training).
+* ``starcoder2``: StarCoder2's pull-request tokens: ``<pr>`` before the message,
+  ``<pr_diff>`` before the change, ``<pr_file>`` before each path, ``<pr_diff_hunk>`` before
+  each hunk.
+
+A native template is used only when the tokenizer really carries its special tokens
+(:func:`choose_template`); otherwise its markers would be split into meaningless pieces, and
+``plain`` is used instead.
+"""
+
+import hashlib
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MESSAGE_TO_CHANGE = "message_to_change"
+CHANGE_TO_MESSAGE = "change_to_message"
+TASKS = (MESSAGE_TO_CHANGE, CHANGE_TO_MESSAGE)
+
+Commit = Mapping[str, Any]
+"""A row of the curated Parquet as a mapping: ``subject``, ``body``, ``files`` (the
+``FILE_CHANGE`` structs of repotune.commit_table as mappings), ``sha``."""
+
+_HUNK_START = re.compile(r"(?m)^(?=@@ )")
+
+
+@dataclass(frozen=True)
+class Template:
+    """How the parts of a commit are laid out, for both task directions.
+
+    ``message_to_change`` renders ``m2c_open + message + m2c_sep + files``;
+    ``change_to_message`` renders ``c2m_open + files + c2m_sep + message``. Each file is its
+    header followed by its hunks, each hunk after ``hunk_prefix``.
+    """
+
+    name: str
+    description: str
+    markers: tuple[str, ...]
+    m2c_open: str
+    m2c_sep: str
+    c2m_open: str
+    c2m_sep: str
+    file_header: Callable[[Commit], str]
+    hunk_prefix: str = ""
+
+
+def _git_file_header(change: Commit) -> str:
+    """The header lines ``git diff`` prints before a file's hunks."""
+    path = change["path"]
+    old = change.get("old_path") or path
+    kind = change["change_type"]
+    old_mode, new_mode = change.get("old_mode"), change.get("new_mode")
+    lines = [f"diff --git a/{old} b/{path}"]
+    if kind == "A" and new_mode:
+        lines.append(f"new file mode {new_mode}")
+    elif kind == "D" and old_mode:
+        lines.append(f"deleted file mode {old_mode}")
+    elif old_mode and new_mode and old_mode != new_mode:
+        lines += [f"old mode {old_mode}", f"new mode {new_mode}"]
+    if kind in ("R", "C"):
+        verb = "rename" if kind == "R" else "copy"
+        if change.get("similarity") is not None:
+            lines.append(f"similarity index {change['similarity']}%")
+        lines += [f"{verb} from {old}", f"{verb} to {path}"]
+    before = "/dev/null" if kind == "A" else f"a/{old}"
+    after = "/dev/null" if kind == "D" else f"b/{path}"
+    if change.get("is_binary"):
+        lines.append(f"Binary files {before} and {after} differ")
+    elif change.get("patch"):
+        lines += [f"--- {before}", f"+++ {after}"]
+    return "\n".join(lines) + "\n"
+
+
+def _pr_file_header(change: Commit) -> str:
+    """StarCoder2's ``<pr_file>path``, then the git lines that say what happened to it."""
+    git_lines = _git_file_header(change).splitlines(keepends=True)[1:]
+    kept = [line for line in git_lines if not line.startswith(("--- ", "+++ "))]
+    return f"<pr_file>{change['path']}\n" + "".join(kept)
+
+
+PLAIN = Template(
+    name="plain",
+    description=(
+        "'<|message|>' line, subject, blank line, body; '<|diff|>' line, then per file a "
+        "git-style header (diff --git, mode/rename/binary lines, ---/+++) and its unified-diff "
+        "hunks. message_to_change puts the message first, change_to_message the diff first."
+    ),
+    markers=("<|message|>", "<|diff|>"),
+    m2c_open="<|message|>\n",
+    m2c_sep="<|diff|>\n",
+    c2m_open="<|diff|>\n",
+    c2m_sep="<|message|>\n",
+    file_header=_git_file_header,
+)
+
+STARCODER = Template(
+    name="starcoder",
+    description=(
+        "StarCoder commit tokens around a git-style unified diff: message_to_change is "
+        "'<commit_before><commit_msg>message<commit_after>diff', change_to_message is "
+        "'<commit_before>diff<commit_msg>message'."
+    ),
+    markers=("<commit_before>", "<commit_msg>", "<commit_after>"),
+    m2c_open="<commit_before><commit_msg>",
+    m2c_sep="<commit_after>",
+    c2m_open="<commit_before>",
+    c2m_sep="<commit_msg>",
+    file_header=_git_file_header,
+)
+
+STARCODER2 = Template(
+    name="starcoder2",
+    description=(
+        "StarCoder2 pull-request tokens: '<pr>message' and '<pr_diff>' then per file "
+        "'<pr_file>path' plus git mode/rename/binary lines and '<pr_diff_hunk>' before each "
+        "hunk. message_to_change is '<pr>message<pr_diff>files', change_to_message is "
+        "'<pr_diff>files<pr>message'."
+    ),
+    markers=("<pr>", "<pr_diff>", "<pr_file>", "<pr_diff_hunk>"),
+    m2c_open="<pr>",
+    m2c_sep="<pr_diff>",
+    c2m_open="<pr_diff>",
+    c2m_sep="<pr>",
+    file_header=_pr_file_header,
+    hunk_prefix="<pr_diff_hunk>",
+)
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in (PLAIN, STARCODER, STARCODER2)}
+
+
+def get_template(name: str) -> Template:
+    """The template called ``name`` (one of ``TEMPLATES``)."""
+    return TEMPLATES[name]
+
+
+def choose_template(requested: str, special_tokens: Collection[str]) -> Template:
+    """``requested`` if the tokenizer's special tokens include all its markers, else plain.
+
+    ``special_tokens`` are the tokenizer's added/special token strings. ``plain`` needs no
+    special tokens: its markers read as text when the tokenizer does not know them.
+    """
+    template = get_template(requested)
+    if template is PLAIN or set(template.markers) <= set(special_tokens):
+        return template
+    return PLAIN
+
+
+def task_for(sha: str, message_to_change: float, seed: int) -> str:
+    """The task direction of commit ``sha``: ``message_to_change`` with that probability.
+
+    A hash of seed and sha rather than a random stream, so a commit's direction does not
+    depend on which other commits are in the split or in what order they come.
+    """
+    digest = hashlib.sha256(f"{seed}:{sha}".encode()).digest()
+    draw = int.from_bytes(digest[:8], "big") / 2**64
+    return MESSAGE_TO_CHANGE if draw < message_to_change else CHANGE_TO_MESSAGE
+
+
+def message_text(commit: Commit) -> str:
+    """Subject, blank line, body (when there is one), ending in a newline."""
+    body = commit.get("body") or ""
+    return commit["subject"] + (f"\n\n{body}" if body else "") + "\n"
+
+
+def _hunks(patch: str | None) -> list[str]:
+    """A patch's hunks, each starting at its ``@@`` line and ending in a newline."""
+    if not patch:
+        return []
+    return [h if h.endswith("\n") else h + "\n" for h in _HUNK_START.split(patch) if h]
+
+
+def file_pieces(change: Commit, template: Template) -> list[str]:
+    """One file's rendering in pieces: header plus first hunk, then each further hunk.
+
+    Long commits are split between these pieces, so a split falls on a file or hunk boundary.
+    """
+    header = template.file_header(change)
+    hunks = [template.hunk_prefix + hunk for hunk in _hunks(change.get("patch"))]
+    if not hunks:
+        return [header]
+    return [header + hunks[0], *hunks[1:]]
+
+
+def _files_text(commit: Commit, template: Template) -> str:
+    return "".join(piece for change in commit["files"] for piece in file_pieces(change, template))
+
+
+def render_pieces(commit: Commit, task: str, template: Template) -> list[str]:
+    """The whole rendering of ``commit`` as pieces whose concatenation is the full text.
+
+    The first piece of a ``message_to_change`` rendering is the prompt (message and
+    markers); the last piece of a ``change_to_message`` rendering is the message after its
+    marker. Every other piece is a file header with its first hunk, or a further hunk.
+    """
+    files = [piece for change in commit["files"] for piece in file_pieces(change, template)]
+    message = message_text(commit)
+    if task == MESSAGE_TO_CHANGE:
+        return [template.m2c_open + message + template.m2c_sep, *files]
+    if task == CHANGE_TO_MESSAGE:
+        return [template.c2m_open, *files, template.c2m_sep + message]
+    raise ValueError(f"task '{task}' is not one of {TASKS}")
+
+
+def render_prompt(commit: Commit, task: str, template: Template) -> str:
+    """What the model is given: the rendering up to and including the target's marker."""
+    if task == MESSAGE_TO_CHANGE:
+        return template.m2c_open + message_text(commit) + template.m2c_sep
+    if task == CHANGE_TO_MESSAGE:
+        return template.c2m_open + _files_text(commit, template) + template.c2m_sep
+    raise ValueError(f"task '{task}' is not one of {TASKS}")
+
+
+def render_target(commit: Commit, task: str, template: Template) -> str:
+    """What the model should produce after :func:`render_prompt` (before the EOS token)."""
+    if task == MESSAGE_TO_CHANGE:
+        return _files_text(commit, template)
+    if task == CHANGE_TO_MESSAGE:
+        return message_text(commit)
+    raise ValueError(f"task '{task}' is not one of {TASKS}")
+
+
+def render(commit: Commit, task: str, template: Template) -> str:
+    """The full training text of ``commit``: prompt followed by target."""
+    return render_prompt(commit, task, template) + render_target(commit, task, template)

@@ -1,0 +1,402 @@
+"""The tokenize stage: curated Parquet splits -> tokenizer + packed Arrow shards + stats.json.
+
+Steps, each in its own module: render each commit as text (repotune.shards.render), get a tokenizer
+(repotune.shards.tokenizer: a Hugging Face one, or a byte-level BPE trained on the rendered training
+split), encode in batches on the Rust side, split commits longer than a block and pack the
+documents into blocks (repotune.shards.packing), then write one ``datasets`` directory per split.
+docs/data-contracts.md describes the outputs.
+"""
+
+import hashlib
+import itertools
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from transformers import PreTrainedTokenizerBase
+
+from repotune.atomic import atomic_path, write_text
+from repotune.curate.table import SPLITS
+from repotune.errors import InputError
+from repotune.models import ModelSpec
+from repotune.progress import PROGRESS, Progress, duration
+from repotune.shards.packing import split_document
+from repotune.shards.render import (
+    TASKS,
+    Template,
+    choose_template,
+    get_template,
+    render_pieces,
+    task_for,
+)
+from repotune.shards.stream import DocumentBatch, StreamPacker
+from repotune.shards.table import rows_per_shard, shard_directory
+from repotune.shards.tokenizer import (
+    TRAIN_BPE,
+    TextEncoder,
+    configure_parallelism,
+    load_tokenizer,
+    special_tokens,
+    train_bpe,
+)
+
+COLUMNS = ("sha", "subject", "body", "files", "recency_weight")
+log = logging.getLogger("repotune.tokenize")
+
+PROGRESS_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class TokenizeSettings:
+    """The ``tokenize:`` config section (config/schema.yaml documents and defaults each key)."""
+
+    seq_len: int
+    message_to_change: float
+    seed: int
+    shard_tokens: int
+    batch_commits: int
+    bpe_sample_bytes: int
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "TokenizeSettings":
+        """Settings from a resolved config section (``resolve_config`` fills the defaults)."""
+        return cls(**section)
+
+
+@dataclass
+class EncodeCounts:
+    """What encoding a split took: commits, task directions and how long commits were split."""
+
+    commits: int = 0
+    tasks: Counter = field(default_factory=Counter)
+    commits_split: int = 0
+    line_splits: int = 0
+    token_cuts: int = 0
+
+
+def open_curated(path: str | Path) -> pq.ParquetFile:
+    """A curated split, checked for the columns this stage reads."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(
+            f"curated split '{path}'", f"cannot be read ({error})", "rerun the curate stage"
+        ) from None
+    missing = [name for name in COLUMNS if name not in parquet.schema_arrow.names]
+    if missing:
+        raise InputError(
+            f"curated split '{path}'",
+            f"lacks column(s) {', '.join(missing)}",
+            "rerun the curate stage (docs/data-contracts.md lists the columns)",
+        )
+    return parquet
+
+
+def check_curated(splits: Mapping[str, str | Path]) -> None:
+    """Fail before writing anything if a split is unreadable or the training split is empty."""
+    parquets = {name: open_curated(splits[name]) for name in SPLITS}
+    if parquets["train"].metadata.num_rows == 0:
+        raise InputError(
+            f"curated split '{splits['train']}'",
+            "has no commits",
+            "point 'repo' at a repository with history or loosen the curate filters",
+        )
+
+
+def read_curated(path: str | Path, batch_commits: int) -> Iterator[list[dict[str, Any]]]:
+    """The commits of a curated split, in file order, ``batch_commits`` at a time."""
+    parquet = open_curated(path)
+    for batch in parquet.iter_batches(batch_size=batch_commits, columns=list(COLUMNS)):
+        yield batch.to_pylist()
+
+
+def _rendered(rows: list[dict[str, Any]], template: Template, settings: TokenizeSettings):
+    tasks = [task_for(row["sha"], settings.message_to_change, settings.seed) for row in rows]
+    pieces = [render_pieces(row, task, template) for row, task in zip(rows, tasks, strict=True)]
+    return tasks, pieces
+
+
+@dataclass
+class BpeSample:
+    """Which training commits the BPE was trained on (reported in stats.json)."""
+
+    budget_bytes: int
+    estimated_bytes: int = 0
+    rate: float = 1.0
+    commits: int = 0
+    bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"sampled": self.rate < 1.0 or self.bytes >= self.budget_bytes}
+
+
+def _estimated_bytes(parquet: pq.ParquetFile) -> int:
+    """About how many bytes the split renders to: patches, messages, ~100 bytes a file header."""
+    total = 0
+    columns = ["patch_bytes", "files_changed", "subject", "body"]
+    for batch in parquet.iter_batches(batch_size=65536, columns=columns):
+        for name, scale in (("patch_bytes", 1), ("files_changed", 100)):
+            total += scale * (pc.sum(batch.column(name)).as_py() or 0)
+        for name in ("subject", "body"):
+            total += pc.sum(pc.binary_length(batch.column(name))).as_py() or 0
+    return total
+
+
+def _in_sample(sha: str, rate: float, seed: int) -> bool:
+    """A seeded draw per sha (like task_for), so the sample does not depend on batching."""
+    digest = hashlib.sha256(f"bpe:{seed}:{sha}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def bpe_texts(
+    path: str | Path, template: Template, settings: TokenizeSettings, sample: BpeSample
+) -> Iterator[str]:
+    """Rendered training commits for the BPE: all of them, or a seeded sample of about
+    ``settings.bpe_sample_bytes`` when the split is larger.
+
+    The BPE trainer keeps a count of every distinct pre-token it sees, which grows with the
+    text; a few tens of MB of commits already fix a 4k-50k vocabulary, so a bounded sample
+    keeps its memory and time flat. Each commit is kept with probability budget / estimated
+    size (a hash of seed and sha), and the stream stops once the budget is reached.
+    """
+    parquet = open_curated(path)
+    sample.estimated_bytes = _estimated_bytes(parquet)
+    if sample.estimated_bytes > sample.budget_bytes:
+        sample.rate = sample.budget_bytes / sample.estimated_bytes
+    progress = Progress(
+        log,
+        "tokenize: BPE training text",
+        min(sample.budget_bytes, sample.estimated_bytes),
+        "bytes",
+        PROGRESS_SECONDS,
+    )
+    for batch in parquet.iter_batches(batch_size=settings.batch_commits, columns=list(COLUMNS)):
+        if sample.rate < 1.0:
+            shas = batch.column("sha").to_pylist()
+            keep = [_in_sample(sha, sample.rate, settings.seed) for sha in shas]
+            batch = batch.filter(pa.array(keep))
+        _, pieces = _rendered(batch.to_pylist(), template, settings)
+        for text in ("".join(p) for p in pieces):
+            size = len(text.encode())
+            sample.commits += 1
+            sample.bytes += size
+            progress.advance(size)
+            yield text
+            if sample.bytes >= sample.budget_bytes:
+                progress.finish()
+                return
+    progress.finish()
+
+
+def _encoded_batches(
+    path: str | Path,
+    template: Template,
+    settings: TokenizeSettings,
+    encode: Callable[[list[str]], list[list[int]]],
+) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[str]], list[list[int]]]]:
+    """Rendered batches with the ids of their pieces, in file order.
+
+    The Rust encoder releases the GIL, so one batch is encoded on a worker thread while the
+    next is read and rendered here in Python: rendering no longer waits for the encoder.
+    """
+    with ThreadPoolExecutor(max_workers=1) as encoder:
+        pending = None
+        for rows in read_curated(path, settings.batch_commits):
+            tasks, pieces = _rendered(rows, template, settings)
+            job = encoder.submit(encode, [piece for commit in pieces for piece in commit])
+            if pending is not None:
+                yield *pending[:3], pending[3].result()
+            pending = (rows, tasks, pieces, job)
+        if pending is not None:
+            yield *pending[:3], pending[3].result()
+
+
+def encode_split(
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template,
+    settings: TokenizeSettings,
+    counts: EncodeCounts,
+) -> Iterator[DocumentBatch]:
+    """Render and encode a split, a batch of commits at a time: one document per commit,
+    several for a long one. ``counts`` is updated as the batches go by.
+
+    All pieces of a batch of commits go to the Rust tokenizer in one call (parallel across
+    the pieces). Encoding pieces rather than whole texts gives the same ids for byte-level
+    BPEs, since every piece starts a line with a non-space character, and makes splitting a
+    long commit free: its documents are groups of already encoded pieces.
+    """
+    encode = TextEncoder(tokenizer, template.markers)
+    max_tokens = settings.seq_len - 1
+    for rows, tasks, pieces, piece_batch in _encoded_batches(path, template, settings, encode):
+        encoded = iter(piece_batch)
+        documents: list[list[int]] = []
+        document_commit: list[int] = []
+        first_commit = counts.commits
+        for task, commit_pieces in zip(tasks, pieces, strict=True):
+            commit = counts.commits
+            counts.commits += 1
+            counts.tasks[task] += 1
+            piece_ids = [next(encoded) for _ in commit_pieces]
+            if sum(map(len, piece_ids)) <= max_tokens:
+                documents.append([token for ids in piece_ids for token in ids])
+                document_commit.append(commit)
+                continue
+            split = split_document(commit_pieces, piece_ids, max_tokens, encode)
+            documents.extend(split.documents)
+            document_commit.extend([commit] * len(split.documents))
+            counts.commits_split += 1
+            counts.line_splits += split.line_splits
+            counts.token_cuts += split.token_cuts
+        lengths = [len(d) for d in documents]
+        flat = itertools.chain.from_iterable(documents)
+        yield DocumentBatch(
+            tokens=np.fromiter(flat, dtype=np.int32, count=sum(lengths)),
+            lengths=np.asarray(lengths, dtype=np.int64),
+            commits=np.asarray(document_commit, dtype=np.int64),
+            shas=[row["sha"] for row in rows],
+            weights=[float(row["recency_weight"]) for row in rows],
+            first_commit=first_commit,
+        )
+
+
+def tokenize_split(
+    path: str | Path,
+    directory: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template,
+    settings: TokenizeSettings,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Encode, pack and write one split as a stream; return its stats.
+
+    Memory holds one batch of commits, the packer's carried-over block and at most one shard,
+    whatever the split's length.
+    """
+    counts = EncodeCounts()
+    packer = StreamPacker(settings.seq_len, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    rows = rows_per_shard(settings.seq_len, settings.shard_tokens)
+    with shard_directory(directory, rows) as writer:
+        for batch in encode_split(path, tokenizer, template, settings, counts):
+            writer.write(packer.add(batch))
+            progress.advance(len(batch.shas), tokens=int(batch.lengths.sum()))
+        writer.write(packer.finish())
+    return {
+        "commits": counts.commits,
+        **packer.stats(),
+        "commits_split": counts.commits_split,
+        "pieces_split_at_lines": counts.line_splits,
+        "lines_cut_at_tokens": counts.token_cuts,
+        "tasks": {task: counts.tasks[task] for task in TASKS},
+        "shards": writer.shards,
+    }
+
+
+def prepare_tokenizer(
+    spec: ModelSpec,
+    train_path: str | Path,
+    settings: TokenizeSettings,
+    sample: BpeSample | None = None,
+) -> tuple[PreTrainedTokenizerBase, Template]:
+    """The model's tokenizer and the template its special tokens allow.
+
+    ``train-bpe`` trains on the rendered training split (a bounded sample of it, see
+    :func:`bpe_texts`; ``sample`` records which) with the requested template's markers as
+    special tokens, so that template is always usable; a loaded tokenizer gets its native
+    template only if it carries the markers (repotune.shards.render.choose_template).
+    """
+    if spec.tokenizer == TRAIN_BPE:
+        template = get_template(spec.template)
+        vocab_size = int(spec.settings.get("bpe_vocab_size", 4096))
+        sample = sample if sample is not None else BpeSample(settings.bpe_sample_bytes)
+        texts = bpe_texts(train_path, template, settings, sample)
+        started = time.perf_counter()
+        tokenizer = train_bpe(texts, vocab_size, template.markers)
+        log.info(
+            "BPE of %d tokens trained in %s on %s",
+            vocab_size,
+            duration(time.perf_counter() - started),
+            sample.as_dict(),
+            extra={PROGRESS: True},
+        )
+        return tokenizer, template
+    tokenizer = load_tokenizer(spec.tokenizer)
+    template = choose_template(spec.template, special_tokens(tokenizer))
+    if template.name != spec.template:
+        log.warning(
+            "tokenizer %s lacks the special tokens of template '%s'; using '%s'",
+            spec.tokenizer,
+            spec.template,
+            template.name,
+        )
+    return tokenizer, template
+
+
+def tokenize_stage(
+    splits: Mapping[str, str | Path],
+    tokenizer_dir: str | Path,
+    shard_dirs: Mapping[str, str | Path],
+    stats_path: str | Path,
+    settings: TokenizeSettings,
+    model: ModelSpec,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Run the whole stage; return (and write to ``stats_path``) its statistics."""
+    configure_parallelism(threads)
+    started = time.perf_counter()
+    check_curated(splits)
+    sample = BpeSample(settings.bpe_sample_bytes)
+    tokenizer, template = prepare_tokenizer(model, splits["train"], settings, sample)
+    with atomic_path(tokenizer_dir) as temporary:
+        tokenizer.save_pretrained(str(temporary))
+    log.info("tokenizer %s (vocab %d), template %s", model.tokenizer, len(tokenizer), template.name)
+    per_split: dict[str, Any] = {}
+    for name in SPLITS:
+        commits = open_curated(splits[name]).metadata.num_rows
+        progress = Progress(log, f"tokenize: {name}", commits, "commits", PROGRESS_SECONDS)
+        per_split[name] = tokenize_split(
+            splits[name], shard_dirs[name], tokenizer, template, settings, progress
+        )
+        progress.finish()
+        log.info("%s: %s", name, per_split[name])
+    wall = time.perf_counter() - started
+    tokens = sum(s["tokens"] for s in per_split.values())
+    stats = {
+        "model": model.name,
+        "seq_len": settings.seq_len,
+        "splits": per_split,
+        "tokenizer": {
+            "source": model.tokenizer,
+            "path": str(tokenizer_dir),
+            "trained": model.tokenizer == TRAIN_BPE,
+            "bpe_sample": sample.as_dict() if model.tokenizer == TRAIN_BPE else None,
+            "vocab_size": len(tokenizer),
+            "eos_token": tokenizer.eos_token,
+            "eos_id": tokenizer.eos_token_id,
+            "pad_token": tokenizer.pad_token,
+            "pad_id": tokenizer.pad_token_id,
+        },
+        "template": {
+            "name": template.name,
+            "requested": model.template,
+            "description": template.description,
+        },
+        "task_mix": {"message_to_change": settings.message_to_change, "seed": settings.seed},
+        "settings": asdict(settings),
+        "threads": threads,
+        "tokens": tokens,
+        "wall_seconds": round(wall, 3),
+        "tokens_per_second": round(tokens / wall, 1) if wall > 0 else None,
+    }
+    write_text(stats_path, json.dumps(stats, indent=2) + "\n")
+    return stats
