@@ -22,9 +22,12 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 
 # bubblewrap isolates behavioural python tests when code execution is enabled (see README);
 # its tests skip with a reason where it cannot be installed (not root, no apt-get).
+# bubblewrap isolates behavioural python tests (when enabled, see README); graphviz draws the
+# rule graph (make dag).
 system-deps:
-	@command -v bwrap >/dev/null 2>&1 || apt-get install -y bubblewrap >/dev/null 2>&1 \
-		|| echo "bubblewrap not installed (needs root and apt-get): its sandbox tests will skip"
+	@command -v bwrap >/dev/null 2>&1 && command -v dot >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq bubblewrap graphviz >/dev/null 2>&1; } \
+		|| echo "bubblewrap/graphviz not installed (needs root and apt-get): their tests will skip"
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
