@@ -21,9 +21,8 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 	touch $@
 
 # bubblewrap isolates behavioural python tests when code execution is enabled (see README);
-# its tests skip with a reason where it cannot be installed (not root, no apt-get).
-# bubblewrap isolates behavioural python tests (when enabled, see README); graphviz draws the
-# rule graph (make dag).
+# graphviz draws the rule graph (make dag). Tests that need them skip with a reason where they
+# cannot be installed (not root, no apt-get).
 system-deps:
 	@command -v bwrap >/dev/null 2>&1 && command -v dot >/dev/null 2>&1 || \
 		{ apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq bubblewrap graphviz >/dev/null 2>&1; } \
