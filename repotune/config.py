@@ -175,7 +175,7 @@ def check_model_entry(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
 def bookkeeping_keys(section: str) -> frozenset[str]:
     """The keys of a config section marked ``x-bookkeeping`` in the schema: they change how a
     job runs, not what it produces."""
-    properties = _schema()["properties"][section]["properties"]
+    properties = _schema()["properties"][section].get("properties", {})
     return frozenset(name for name, sub in properties.items() if sub.get("x-bookkeeping"))
 
 
@@ -183,6 +183,22 @@ def result_settings(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """A config section without its bookkeeping keys: what a rule's params may hold."""
     leave_out = bookkeeping_keys(section)
     return {key: value for key, value in values.items() if key not in leave_out}
+
+
+def result_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved config without any section's bookkeeping keys (the manifest's params)."""
+    return {
+        key: result_settings(key, value) if isinstance(value, Mapping) else value
+        for key, value in config.items()
+    }
+
+
+def run_config(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`result_config`'s output with the bookkeeping keys put back from ``config``."""
+    return {
+        key: run_settings(key, value, config[key]) if isinstance(value, Mapping) else value
+        for key, value in params.items()
+    }
 
 
 def run_settings(

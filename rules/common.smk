@@ -13,7 +13,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 from repotune.codehash import CodeHasher
-from repotune.config import resolve_config, result_settings
+from repotune.config import resolve_config, result_config, result_settings
 from repotune.errors import InputError
 from repotune.export.stage import ExportSettings
 from repotune.extract.repository import head_sha, shallow_warning
@@ -196,8 +196,9 @@ def evaluate_inputs(wildcards):
 # -- manifest --
 def manifest_config(wildcards):
     """The resolved config with `models` narrowed to this model (a params value: adding a
-    second model must not rerun the first one's manifest)."""
-    return {**config, "models": [model_entry(wildcards)]}
+    second model must not rerun the first one's manifest) and without bookkeeping keys
+    (the script puts them back from the config, to record the whole config)."""
+    return result_config({**config, "models": [model_entry(wildcards)]})
 
 
 def manifest_inputs(wildcards):

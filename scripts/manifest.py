@@ -7,6 +7,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from snakemake import __version__ as snakemake_version
 
+from repotune.config import run_config
 from repotune.logs import run_logged
 from repotune.manifest.stage import build_manifest, write_manifest
 from repotune.modeling import SUMMARY_FILE
@@ -19,7 +20,7 @@ run_logged(
         snakemake.output.manifest,
         build_manifest(
             model=snakemake.wildcards.model,
-            config=snakemake.params.config,
+            config=run_config(snakemake.params.config, snakemake.config),
             roots=list(snakemake.input),
             benchmarks=dict(snakemake.params.benchmarks),
             code=dict(snakemake.params.code),

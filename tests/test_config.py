@@ -9,7 +9,9 @@ from repotune.config import (
     bookkeeping_keys,
     load_schema,
     resolve_config,
+    result_config,
     result_settings,
+    run_config,
     run_settings,
 )
 from repotune.errors import InputError
@@ -109,3 +111,11 @@ def test_bookkeeping_keys_are_the_checkpoint_hashs_exclusions_and_stay_out_of_pa
     params = result_settings("train", train)
     assert "mem_mb" not in params and params["learning_rate"] == train["learning_rate"]
     assert run_settings("train", params, train) == train
+
+
+def test_manifest_params_leave_out_bookkeeping_and_the_script_puts_it_back():
+    config = resolve_config({"train": {"mem_mb": 1234}, "evaluate": {"mem_mb": 99}})
+    params = result_config(config)
+    assert params == result_config(resolve_config())  # mem_mb changes no params value
+    assert params["train"]["lora_r"] == config["train"]["lora_r"]
+    assert run_config(params, config) == config

@@ -195,8 +195,8 @@ def test_readme_config_commands_plan_as_typed(finished, line, expected):
     assert line in (ROOT / "README.md").read_text()
     words = shlex.split(line)
     config = words[words.index("--config") + 1 : words.index("--config") + 2]
-    profile = [f"--workflow-profile={ROOT / words[words.index('--workflow-profile') + 1]}"] * (
-        "--workflow-profile" in words
-    )
+    profile = []
+    if "--workflow-profile" in words:
+        profile = ["--workflow-profile", str(ROOT / words[words.index("--workflow-profile") + 1])]
     result = snakemake(workdir, "-n", *profile, "--config", *config, config=config_of(repo))
     assert planned_jobs(result) == expected

@@ -8,5 +8,6 @@ exactly ``seq_len`` tokens) and ``results/{model}/shards/stats.json``.
 
 Modules: ``stage`` (what ``scripts/tokenize.py`` calls), ``render`` (commit -> text, shared
 with evaluation), ``tokenizer`` (load or train a tokenizer; encode text), ``packing``
-(documents -> blocks).
+(documents -> blocks), ``table`` (the shard schema, its writer, and the reader training and
+evaluation load blocks with).
 """
