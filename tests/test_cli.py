@@ -281,3 +281,24 @@ def test_console_script_is_installed_by_pip(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "usage: repotune" in result.stdout
     assert json.loads(json.dumps(result.stdout))  # printable text
+
+
+def test_merges_and_squashes_keep_git_s_message(run, work):
+    repotune(*SLOW_HOOK, "--results", str(run.results), cwd=work.path)
+    work.git("commit", "-q", "-m", "Add m9")
+    work.git("checkout", "-q", "-b", "side", "HEAD~1")
+    work.write("pkg/side.py", "S = 1\n")
+    work.git("add", "-A")
+    work.git("commit", "-q", "-m", "Side work")
+    work.git("checkout", "-q", "-")
+    merge = subprocess.run(
+        ["git", "merge", "--no-ff", "--no-edit", "side"],
+        cwd=work.path, capture_output=True, text=True, env=commit_env(),
+    )  # fmt: skip
+    assert merge.returncode == 0, merge.stderr
+    assert last_message(work) == "Merge branch 'side'"
+    work.git("reset", "-q", "--hard", "HEAD~1")
+    work.git("merge", "-q", "--squash", "side")
+    squash = git_commit(work)
+    assert squash.returncode == 0, squash.stderr
+    assert last_message(work).startswith("Squashed commit of the following:")
