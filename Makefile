@@ -6,7 +6,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run dry-run test test-export lint fmt bench lock clean
+.PHONY: setup system-deps run dry-run test test-export lint fmt bench lock clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# bubblewrap isolates behavioural python tests when code execution is enabled (see README);
+# its tests skip with a reason where it cannot be installed (not root, no apt-get).
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || apt-get install -y bubblewrap >/dev/null 2>&1 \
+		|| echo "bubblewrap not installed (needs root and apt-get): its sandbox tests will skip"
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
@@ -60,6 +66,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.generate
 	$(BIN)/python -m benchmarks.suggest
 	$(BIN)/python -m benchmarks.noop_dryrun
+	$(BIN)/python -m benchmarks.scale --sizes 5000 50000
 
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new

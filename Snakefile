@@ -1,5 +1,6 @@
 # repotune: a git repository's history -> a fine-tuned code model.
-# Stages: extract_commits -> curate -> tokenize -> train -> evaluate, export -> manifest.
+# Stages: extract_commits -> curate (-> snapshot) -> tokenize -> train -> evaluate, export
+#   -> manifest.
 # Run: snakemake --cores 8 [--use-conda]; see README.md.
 
 
@@ -12,6 +13,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/extract.smk"
 include: "rules/curate.smk"
+include: "rules/snapshot.smk"
 include: "rules/tokenize.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"

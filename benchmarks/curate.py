@@ -31,15 +31,17 @@ sys.path.insert(0, str(ROOT))
 
 from repotune.config import resolve_config  # noqa: E402
 from repotune.curate.stage import CurateSettings, curate  # noqa: E402
-from tests.curate_fixtures import History, change, write_commits  # noqa: E402
+from repotune.curate.table import SPLITS  # noqa: E402
+from testdata.commits import History, change, write_commits  # noqa: E402
 
 MEMORY_PROBE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from repotune.config import resolve_config  # noqa: E402
 from repotune.curate.stage import CurateSettings, curate  # noqa: E402
+from repotune.curate.table import SPLITS  # noqa: E402
 out = sys.argv[3]
-outputs = {name: f"{out}/{name}.parquet" for name in ("train", "validation", "test")}
+outputs = {name: f"{out}/{name}.parquet" for name in SPLITS}
 curate(sys.argv[2], outputs, out + "/curation.json",
        CurateSettings.from_config(resolve_config()["curate"]))
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent.
@@ -115,7 +117,7 @@ def main() -> None:
         floor_s = time.perf_counter() - started
 
         out = work / "dataset"
-        outputs = {name: out / f"{name}.parquet" for name in ("train", "validation", "test")}
+        outputs = {name: out / f"{name}.parquet" for name in SPLITS}
         settings = CurateSettings.from_config(resolve_config()["curate"])
         started = time.perf_counter()
         report = curate(source, outputs, out / "curation.json", settings)

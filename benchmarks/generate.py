@@ -38,7 +38,7 @@ from repotune.modeling import build_model  # noqa: E402
 from repotune.models import architecture, resolve_model  # noqa: E402
 from repotune.shards.render import CHANGE_TO_MESSAGE, PLAIN, render, render_prompt  # noqa: E402
 from repotune.shards.tokenizer import train_bpe  # noqa: E402
-from tests.tokenize_fixtures import synthetic_rows  # noqa: E402
+from testdata.curated import synthetic_rows  # noqa: E402
 
 SEQ_LEN = 1024
 

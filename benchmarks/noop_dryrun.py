@@ -7,7 +7,7 @@ output's provenance when nothing is stale. The target is under 2 seconds on the 
 Without ``--fixture`` the current directory must hold a finished default run (``make run``) for
 the dry run to be a no-op; the script prints the jobs it plans, so a non-no-op is visible.
 ``--fixture`` first runs the workflow to completion on a six-commit repository (FAST config of
-tests/test_workflow.py), then times the dry runs there.
+testdata/workflow.py), then times the dry runs there.
 """
 
 import argparse
@@ -21,8 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.manifest_fixtures import data_repository, fast_config  # noqa: E402
-from tests.test_workflow import planned_jobs, snakemake  # noqa: E402
+from testdata.workflow import data_repository, fast_config, planned_jobs, snakemake  # noqa: E402  # noqa: E402
 
 SNAKEMAKE = [str(Path(sys.executable).parent / "snakemake"), "--cores", "2"]
 

@@ -42,8 +42,8 @@ from repotune.cli.suggest import change_commit, suggestions  # noqa: E402
 from repotune.evaluate.generation import GenerationSettings, generate  # noqa: E402
 from repotune.modeling import load_adapted  # noqa: E402, F401  (imported here: load times loading)
 from repotune.shards.render import CHANGE_TO_MESSAGE, render_prompt  # noqa: E402
-from tests.gitfixtures import GitRepo  # noqa: E402
-from tests.test_workflow import FAST, snakemake  # noqa: E402
+from testdata.gitrepo import GitRepo  # noqa: E402
+from testdata.workflow import FAST, snakemake  # noqa: E402
 
 NEW_TOKENS = 64
 

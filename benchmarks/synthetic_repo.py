@@ -3,6 +3,11 @@
 Each commit edits one to three Python-like files of a few hundred (seeded, random) files: a
 few lines changed, inserted or deleted, now and then a new file or a rename, so ``git log -p``
 does realistic diffing work. No network, no weights: only git.
+
+``max_lines`` keeps every file at most that long (an insert becomes a delete there), so the
+history is in a steady state: commit one million costs git and us what commit one thousand
+did, and a scale benchmark measures the history's length, not its files growing. ``marks``
+adds a branch ``at-N`` at each listed commit count, so one build serves several sizes.
 """
 
 import argparse
@@ -36,13 +41,30 @@ def _file(rng: random.Random, lines: int) -> list[str]:
     return [f"def f{rng.randrange(10**6)}():\n"] + [_line(rng) for _ in range(lines)]
 
 
-def build(path: Path, commits: int, files: int = 400, seed: int = 0) -> Path:
+def build(
+    path: Path,
+    commits: int,
+    files: int = 400,
+    seed: int = 0,
+    max_lines: int | None = None,
+    marks: tuple[int, ...] = (),
+) -> Path:
     """Create (or replace) a repository at ``path`` with ``commits`` commits on main."""
     rng = random.Random(seed)
     subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
     contents = {f"pkg/mod{i:04d}.py": _file(rng, rng.randrange(20, 80)) for i in range(files)}
+    line = _line
+    if max_lines is not None:  # steady mode: lines drawn from a pool, 2-3x faster to generate
+        pool = [_line(rng) for _ in range(4096)]
+
+        def line(rng: random.Random) -> str:
+            return pool[rng.getrandbits(12)]
+
+    # Loose objects uncompressed: zlib is most of fast-import's time on large histories.
+    compression = ["-c", "core.compression=0"] if max_lines is not None else []
     process = subprocess.Popen(
-        ["git", "-C", str(path), "fast-import", "--quiet", "--force"], stdin=subprocess.PIPE
+        ["git", "-C", str(path), *compression, "fast-import", "--quiet", "--force"],
+        stdin=subprocess.PIPE,
     )
     assert process.stdin is not None
     write = process.stdin.write
@@ -67,14 +89,17 @@ def build(path: Path, commits: int, files: int = 400, seed: int = 0) -> Path:
             for _ in range(rng.randint(1, 6)):
                 at = rng.randrange(1, len(lines))
                 kind = rng.random()
+                full = max_lines is not None and len(lines) >= max_lines
                 if kind < 0.4:
-                    lines[at] = _line(rng)
-                elif kind < 0.8 or len(lines) < 10:
-                    lines.insert(at, _line(rng))
+                    lines[at] = line(rng)
+                elif (kind < 0.8 or len(lines) < 10) and not full:
+                    lines.insert(at, line(rng))
                 else:
                     del lines[at]
             blob = "".join(lines).encode()
             write(f"M 100644 inline {name}\ndata {len(blob)}\n".encode() + blob + b"\n")
+        if number + 1 in marks:
+            write(f"reset refs/heads/at-{number + 1}\nfrom :{number + 1}\n\n".encode())
     process.stdin.close()
     if process.wait():
         raise RuntimeError("git fast-import failed")
@@ -87,5 +112,6 @@ if __name__ == "__main__":
     parser.add_argument("path", type=Path)
     parser.add_argument("--commits", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-lines", type=int, default=None)
     arguments = parser.parse_args()
-    build(arguments.path, arguments.commits, seed=arguments.seed)
+    build(arguments.path, arguments.commits, seed=arguments.seed, max_lines=arguments.max_lines)

@@ -30,11 +30,13 @@ import numpy as np  # noqa: E402
 from datasets.utils.logging import disable_progress_bar  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from repotune.config import resolve_config  # noqa: E402
+from repotune.curate.table import SPLITS  # noqa: E402
 from repotune.models import resolve_model  # noqa: E402
 from repotune.shards.render import get_template, render, task_for  # noqa: E402
-from repotune.shards.stage import SPLITS, TokenizeSettings, read_curated, tokenize_stage  # noqa: E402
+from repotune.shards.stage import TokenizeSettings, read_curated, tokenize_stage  # noqa: E402
 from repotune.shards.tokenizer import configure_parallelism  # noqa: E402
-from tests.tokenize_fixtures import synthetic_rows, write_curated  # noqa: E402
+from testdata.curated import synthetic_rows, write_curated  # noqa: E402
 
 
 def _timed(job, repeats: int = 1):
@@ -60,7 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_parallelism(args.threads)
     disable_progress_bar()
-    settings = TokenizeSettings(seq_len=args.seq_len)
+    tokenize = resolve_config({"tokenize": {"seq_len": args.seq_len}})["tokenize"]
+    settings = TokenizeSettings.from_config(tokenize)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         if args.dataset is None:

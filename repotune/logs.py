@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from repotune.errors import InputError
+from repotune.progress import PROGRESS
 
 T = TypeVar("T")
 
@@ -17,8 +18,9 @@ T = TypeVar("T")
 def run_logged(log_path: str, job: Callable[[], T]) -> T:
     """Run ``job`` with logging and stderr sent to ``log_path``.
 
-    An :class:`InputError` is written to the log and to the terminal as one line, and the
-    process exits with status 1.
+    Progress lines (:class:`repotune.progress.Progress`) go to the terminal as well, so a
+    person watching Snakemake sees long stages move. An :class:`InputError` is written to the
+    log and to the terminal as one line, and the process exits with status 1.
     """
     terminal = sys.stderr
     handle = open(log_path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 (lives with the job)
@@ -29,6 +31,10 @@ def run_logged(log_path: str, job: Callable[[], T]) -> T:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    to_terminal = logging.StreamHandler(terminal)
+    to_terminal.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    to_terminal.addFilter(lambda record: getattr(record, PROGRESS, False))
+    logging.getLogger().addHandler(to_terminal)
     try:
         return job()
     except InputError as error:

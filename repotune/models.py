@@ -12,10 +12,13 @@ from typing import Any
 
 import yaml
 
+from repotune.config import check_model_entry
 from repotune.errors import InputError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
 TEMPLATES = ("plain", "starcoder", "starcoder2")
+# A model's name is the {model} wildcard and a folder under results/: no "/" or spaces.
+MODEL_NAME = r"[A-Za-z0-9._-]+"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,12 @@ def _from_mapping(entry: dict[str, Any]) -> ModelSpec:
     name = entry.get("name") or (safe_name(base) if base else None)
     if not name:
         raise InputError("config 'models'", f"entry {entry} has neither name nor base", "add one")
+    if not re.fullmatch(MODEL_NAME, name):
+        raise InputError(
+            f"config 'models' name '{name}'",
+            "has characters other than letters, digits, '.', '_' and '-'",
+            "rename it: it becomes a folder under results/",
+        )
     template = entry.get("template", "plain")
     if template not in TEMPLATES:
         raise InputError(
@@ -78,7 +87,8 @@ def load_preset(name: str) -> dict[str, Any]:
             f"use one of {', '.join(preset_names())} or a full mapping",
         )
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        preset = yaml.safe_load(handle)
+    return check_model_entry(preset or {}, f"model preset '{name}' (config/models/{name}.yaml)")
 
 
 def train_overrides(spec: ModelSpec) -> dict[str, Any]:
@@ -101,12 +111,36 @@ def architecture(spec: ModelSpec) -> dict[str, Any]:
     return dict(spec.settings.get("architecture") or {})
 
 
+def require_downloaded(spec: ModelSpec) -> None:
+    """While the Hugging Face hub is off (``HF_HUB_OFFLINE=1``), every hub model and tokenizer
+    an entry names must already be in the local cache: the plan fails in one line instead of
+    the tokenize job, minutes later, with the hub's multi-line message."""
+    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+    if not is_offline_mode():
+        return
+    for what, source in (("model", spec.base), ("tokenizer", spec.tokenizer)):
+        if source is None or source == "train-bpe" or Path(source).exists():
+            continue
+        files = ("config.json", "tokenizer_config.json", "tokenizer.json")
+        if not any(isinstance(try_to_load_from_cache(source, name), str) for name in files):
+            raise InputError(
+                f"config 'models' entry '{spec.name}'",
+                f"{what} '{source}' is not in the local Hugging Face cache and the hub is off "
+                "(HF_HUB_OFFLINE=1)",
+                f"download it ahead with `hf download {source}` on a connected machine, "
+                "or unset HF_HUB_OFFLINE",
+            )
+
+
 def resolve_model(entry: str | dict[str, Any]) -> ModelSpec:
     """Resolve a ``models:`` entry: a preset name, a hub id or local path, or a mapping.
 
     A mapping may name a ``preset`` and override some of its keys.
     """
     if isinstance(entry, dict):
+        label = entry.get("name") or entry.get("preset") or entry.get("base")
+        entry = check_model_entry(entry, f"config 'models' entry '{label}'")
         merged = dict(entry)
         if "preset" in entry:
             preset = load_preset(entry["preset"])

@@ -1,16 +1,26 @@
-# Helpers shared by every stage: config validation, the repository's HEAD, final targets.
+# Helpers shared by every stage: config resolution, the repository's HEAD, the model wildcard,
+# the GPU count, and the manifest's view of the other rules (read from the rules themselves).
 # Bad input stops the workflow with one line (sys.exit), never a traceback.
+# The Snakefile's directory is on sys.path (Snakemake puts it there), so repotune imports here.
+import functools
+import os
+import shutil
+import subprocess
 import sys
+from dataclasses import asdict
 
-from snakemake.utils import min_version, validate
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+from repotune.codehash import CodeHasher
+from repotune.config import resolve_config, result_settings
+from repotune.errors import InputError
+from repotune.export.stage import ExportSettings
+from repotune.extract.repository import head_sha, shallow_warning
+from repotune.models import MODEL_NAME, require_downloaded, resolve_model
+from repotune.runlock import hold_run_lock
 
 min_version("9.0")
-
-sys.path.insert(0, workflow.basedir)
-
-from repotune.config import resolve_config  # noqa: E402
-from repotune.errors import InputError  # noqa: E402
-from repotune.extract.repository import head_sha  # noqa: E402
 
 
 def stop(error):
@@ -18,71 +28,122 @@ def stop(error):
     sys.exit(f"repotune error: {error}")
 
 
+# Validate, fill every default from config/schema.yaml and coerce --config strings, in place:
+# the rules and the jobs' scripts then see one resolved config. Each models: entry is resolved
+# once, here, so a bad entry or preset stops the run before anything else is looked at.
+def resolve_models(entries):
+    """Resolved name -> (the entry as configured, its ModelSpec)."""
+    resolved = {}
+    for entry in entries:
+        spec = resolve_model(entry)
+        require_downloaded(
+            spec
+        )  # offline, a hub model missing from the cache stops the plan
+        if spec.name in resolved:
+            raise InputError(
+                "config 'models'",
+                f"two entries are named '{spec.name}'",
+                "give each its own name",
+            )
+        resolved[spec.name] = (entry, spec)
+    return resolved
+
+
 try:
-    resolve_config(config)
-    validate(config, schema="../config/schema.yaml")
+    config.update(resolve_config(config))
+    MODELS = resolve_models(config["models"])
 except InputError as error:
     stop(error)
+
+
+wildcard_constraints:
+    model=MODEL_NAME,
+
+
+def result_params(section):
+    """A config section as a rule's params: without its bookkeeping keys (x-bookkeeping in
+    config/schema.yaml: memory, GPUs, logging), which change how a job runs, not what it
+    makes; the job's script reads those from the config at run time."""
+    return result_settings(section, config[section])
+
+
+# Each rule's params hold the hash of the repotune code its script runs (the script's import
+# closure), so editing a module reruns exactly the stages that import it.
+CODE = CodeHasher(workflow.basedir, cache_file=".snakemake/repotune/code-imports.json")
+
+
+def code_of(rule):
+    """The hash of the repotune modules scripts/<rule>.py imports (a params value)."""
+    return CODE.hash(f"scripts/{rule}.py")
+
+
+# Stages before the manifest, in order: the manifest hashes their outputs and reads their
+# benchmark files.
+STAGES = (
+    "extract_commits",
+    "curate",
+    *(("snapshot",) if config["snapshot"]["enabled"] else ()),
+    "tokenize",
+    "train",
+    "evaluate",
+    "export",
+)
+
+
+def for_model(path, model):
+    """A rule's output or benchmark pattern with {model} filled in (shared paths pass through)."""
+    return expand(path, model=model)[0]
 
 
 def resolved_head():
     """HEAD of the data repository; a params value, so extraction reruns when it moves."""
     try:
-        return head_sha(config["repo"])
+        head, warning = head_sha(config["repo"]), shallow_warning(config["repo"])
     except InputError as error:
         stop(error)
+    if warning:
+        print(f"repotune warning: {warning}", file=sys.stderr)
+    return head
 
 
 def get_final_output():
-    """Everything `rule all` asks for; each stage adds its outputs here."""
+    """Everything `rule all` asks for, named by the rules that make it."""
+    models = model_names()
     return [
-        "results/commits.stats.json",
-        "results/dataset/curation.json",
-        *expand("results/{model}/adapter", model=model_names()),
-        *expand("results/{model}/eval/report.json", model=model_names()),
-        "results/comparison.md",
-        *expand("results/{model}/manifest.json", model=model_names()),
-        *export_targets(),
+        rules.extract_commits.output.stats,
+        rules.curate.output.report,
+        *([rules.snapshot.output.report] if config["snapshot"]["enabled"] else []),
+        *expand(rules.train.output.adapter, model=models),
+        *expand(rules.evaluate.output.json, model=models),
+        rules.compare_models.output.table,
+        *expand(rules.export.output.export, model=models),
+        *expand(rules.manifest.output.manifest, model=models),
     ]
 
 
-# -- model helpers --
-from dataclasses import asdict  # noqa: E402
-
-from repotune.models import resolve_model  # noqa: E402
-
-
+# -- models --
 def model_names():
     """The resolved names of the configured models: the values of the {model} wildcard."""
-    try:
-        return [resolve_model(entry).name for entry in config["models"]]
-    except InputError as error:
-        stop(error)
+    return list(MODELS)
 
 
 def model_entry(wildcards):
     """The `models:` entry whose resolved name is the {model} wildcard (a params value)."""
-    for entry in config["models"]:
-        if resolve_model(entry).name == wildcards.model:
-            return entry
-    raise WorkflowError(f"model '{wildcards.model}' is not in config 'models'")
+    if wildcards.model not in MODELS:
+        raise WorkflowError(f"model '{wildcards.model}' is not in config 'models'")
+    return MODELS[wildcards.model][0]
 
 
 def model_spec(wildcards):
     """The {model} entry resolved to a plain dict (a params value: a change reruns the rule)."""
-    return asdict(resolve_model(model_entry(wildcards)))
+    model_entry(wildcards)
+    return asdict(MODELS[wildcards.model][1])
 
 
-# -- train helpers --
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-
-
-def train_gpus():
-    """GPUs for training: train.num_gpus, or with -1 the GPUs nvidia-smi lists."""
-    wanted = config["train"]["num_gpus"]
-    if wanted >= 0:
-        return wanted
+# -- GPUs --
+@functools.cache
+def visible_gpus():
+    """GPUs nvidia-smi lists on the planning machine (0 without nvidia-smi)."""
     if shutil.which("nvidia-smi") is None:
         return 0
     listing = subprocess.run(
@@ -91,62 +152,20 @@ def train_gpus():
     return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
 
 
-# -- manifest helpers --
-MANIFEST_SPLITS = ("train", "validation", "test")
+def train_gpus():
+    """GPUs for training: train.num_gpus, or with -1 every visible GPU."""
+    wanted = config["train"]["num_gpus"]
+    return wanted if wanted >= 0 else visible_gpus()
 
 
-def manifest_config(wildcards):
-    """The resolved config with `models` narrowed to this model (a params value: adding a
-    second model must not rerun the first one's manifest)."""
-    return {**config, "models": [model_entry(wildcards)]}
+def evaluate_gpus():
+    """GPUs evaluate holds: 1 when it will run on CUDA (device auto or cuda and a GPU listed)."""
+    if config["evaluate"]["device"] == "cpu":
+        return 0
+    return min(1, visible_gpus())
 
 
-def manifest_inputs(wildcards):
-    """Everything one model's run produced, by stage: the manifest hashes all of it."""
-    model = wildcards.model
-    return {
-        "commits": "results/commits.parquet",
-        "commit_stats": "results/commits.stats.json",
-        **{split: f"results/dataset/{split}.parquet" for split in MANIFEST_SPLITS},
-        "curation": "results/dataset/curation.json",
-        "tokenizer": f"results/{model}/tokenizer",
-        **{
-            f"shards_{split}": f"results/{model}/shards/{split}"
-            for split in MANIFEST_SPLITS
-        },
-        "shard_stats": f"results/{model}/shards/stats.json",
-        "adapter": f"results/{model}/adapter",
-        "base": f"results/{model}/base",
-        "report": f"results/{model}/eval/report.json",
-        **export_manifest_inputs(wildcards),
-    }
-
-
-def manifest_roots(wildcards):
-    """The artifact files and directories to hash (the inputs, plus the evaluation folder
-    with its plots, whose names the manifest need not know)."""
-    return sorted(
-        [*manifest_inputs(wildcards).values(), f"results/{wildcards.model}/eval"]
-    )
-
-
-def manifest_benchmarks(wildcards):
-    """Stage name -> the benchmark TSV with its wall time and peak memory."""
-    model = wildcards.model
-    return {
-        "extract_commits": "benchmarks/out/extract_commits.tsv",
-        "curate": "benchmarks/out/curate.tsv",
-        "tokenize": f"benchmarks/out/tokenize_{model}.tsv",
-        "train": f"benchmarks/out/train_{model}.tsv",
-        "evaluate": f"benchmarks/out/evaluate_{model}.tsv",
-        "export": f"benchmarks/out/export_{model}.tsv",
-    }
-
-
-# -- evaluate helpers --
-import os  # noqa: E402
-
-
+# -- evaluate --
 def behaviour_tests_file():
     """The behavioural test YAML (an input, so editing it reruns evaluate): evaluate.behaviour.tests
     as given when it exists from the working directory, else from the workflow's directory
@@ -161,12 +180,12 @@ def evaluate_inputs(wildcards):
     """What evaluate reads for {model}: the adapter and its base, tokenizer, test data."""
     model = wildcards.model
     inputs = {
-        "adapter": f"results/{model}/adapter",
-        "base": f"results/{model}/base",
-        "tokenizer": f"results/{model}/tokenizer",
-        "test_shards": f"results/{model}/shards/test",
-        "shard_stats": f"results/{model}/shards/stats.json",
-        "test_commits": "results/dataset/test.parquet",
+        "adapter": for_model(rules.train.output.adapter, model),
+        "base": for_model(rules.train.output.base, model),
+        "tokenizer": for_model(rules.tokenize.output.tokenizer, model),
+        "test_shards": for_model(rules.tokenize.output.test, model),
+        "shard_stats": for_model(rules.tokenize.output.stats, model),
+        "test_commits": rules.curate.output.test,
     }
     tests = behaviour_tests_file()
     if tests is not None:
@@ -174,34 +193,64 @@ def evaluate_inputs(wildcards):
     return inputs
 
 
-def evaluate_gpus():
-    """GPUs evaluate holds: 1 when it will run on CUDA (device auto or cuda and a GPU listed)."""
-    if config["evaluate"]["device"] == "cpu" or shutil.which("nvidia-smi") is None:
-        return 0
-    listing = subprocess.run(
-        ["nvidia-smi", "-L"], capture_output=True, text=True, check=False
-    )
-    return int(any(line.startswith("GPU ") for line in listing.stdout.splitlines()))
+# -- manifest --
+def manifest_config(wildcards):
+    """The resolved config with `models` narrowed to this model (a params value: adding a
+    second model must not rerun the first one's manifest)."""
+    return {**config, "models": [model_entry(wildcards)]}
 
 
-# -- export helpers (issue 18) --
-from repotune.export.stage import ExportSettings  # noqa: E402
+def manifest_inputs(wildcards):
+    """Every output of every stage before the manifest, for {model}: the manifest hashes all
+    of it. Keys are `<rule>_<output name>` (e.g. `extract_commits_stats`, `evaluate_json`).
+    """
+    return {
+        f"{stage}_{name}": for_model(path, wildcards.model)
+        for stage in STAGES
+        for name, path in getattr(rules, stage).output.items()
+    }
 
 
-def export_settings():
-    """The export section, checked once at parse time (ollama needs gguf: one-line error)."""
+def manifest_code():
+    """Stage name -> the hash of the code it ran (recorded in the manifest)."""
+    return {stage: code_of(stage) for stage in (*STAGES, "manifest")}
+
+
+def manifest_benchmarks(wildcards):
+    """Stage name -> the benchmark TSV with its wall time and peak memory."""
+    return {
+        stage: for_model(getattr(rules, stage).benchmark, wildcards.model)
+        for stage in STAGES
+    }
+
+
+# -- snapshot helpers --
+def snapshot_settings():
+    """What shapes the snapshot (a params value): its section without the on/off switch, and
+    the curate filters and redaction it reuses."""
+    section = {
+        key: value for key, value in config["snapshot"].items() if key != "enabled"
+    }
+    curate = config["curate"]
+    return {
+        "snapshot": section,
+        "curate": {"filters": curate["filters"], "redact": curate["redact"]},
+    }
+
+
+# -- run lock: one run at a time in this directory (repotune/runlock.py) --
+onstart:
     try:
-        return ExportSettings.from_config(config["export"])
+        hold_run_lock()
     except InputError as error:
         stop(error)
 
 
-def export_targets():
-    """Every model's export directory: `rule all` asks for them."""
-    export_settings()
-    return expand("results/{model}/export", model=model_names())
-
-
-def export_manifest_inputs(wildcards):
-    """What the manifest hashes of the export: the whole export directory."""
-    return {"export": f"results/{wildcards.model}/export"}
+# -- export --
+def export_settings():
+    """The export section, checked once at parse time (ollama needs gguf: one-line error)."""
+    try:
+        ExportSettings.from_config(config["export"])
+    except InputError as error:
+        stop(error)
+    return config["export"]

@@ -1,6 +1,6 @@
 rule curate:
     input:
-        commits="results/commits.parquet",
+        commits=rules.extract_commits.output.commits,
     output:
         train="results/dataset/train.parquet",
         validation="results/dataset/validation.parquet",
@@ -15,5 +15,6 @@ rule curate:
     threads: 1
     params:
         settings=config["curate"],
+        code=code_of("curate"),
     script:
         "../scripts/curate.py"

@@ -36,14 +36,16 @@ rule evaluate:
         gpu=evaluate_gpus(),
         mem_mb=config["evaluate"]["mem_mb"],
     params:
-        settings=config["evaluate"],
+        settings=result_params("evaluate"),
+        redact=config["curate"]["redact"],
+        code=code_of("evaluate"),
     script:
         "../scripts/evaluate.py"
 
 
 rule compare_models:
     input:
-        reports=expand("results/{model}/eval/report.json", model=model_names()),
+        reports=expand(rules.evaluate.output.json, model=model_names()),
     output:
         table=report(
             "results/comparison.md",
@@ -66,5 +68,6 @@ rule compare_models:
     threads: 1
     params:
         models=model_names(),
+        code=code_of("compare_models"),
     script:
         "../scripts/compare_models.py"

@@ -1,11 +1,11 @@
 rule export:
     input:
-        adapter="results/{model}/adapter",
-        base="results/{model}/base",
-        tokenizer="results/{model}/tokenizer",
-        shard_stats="results/{model}/shards/stats.json",
+        adapter=rules.train.output.adapter,
+        base=rules.train.output.base,
+        tokenizer=rules.tokenize.output.tokenizer,
+        shard_stats=rules.tokenize.output.stats,
     output:
-        directory("results/{model}/export"),
+        export=directory("results/{model}/export"),
     log:
         "logs/export_{model}.log",
     benchmark:
@@ -16,6 +16,7 @@ rule export:
     resources:
         mem_mb=config["evaluate"]["mem_mb"],
     params:
-        settings=config["export"],
+        settings=export_settings(),
+        code=code_of("export"),
     script:
         "../scripts/export.py"

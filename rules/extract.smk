@@ -11,6 +11,7 @@ rule extract_commits:
     threads: 8
     params:
         repo=config["repo"],
+        code=code_of("extract_commits"),
         head=resolved_head(),
         settings=config["extract"],
         cache="results/cache/commits.parquet",

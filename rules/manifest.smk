@@ -12,9 +12,7 @@ rule manifest:
     threads: 1
     params:
         config=manifest_config,
-        roots=manifest_roots,
         benchmarks=manifest_benchmarks,
-        training_summary="results/{model}/adapter/training_summary.json",
-        eval_report="results/{model}/eval/report.json",
+        code=manifest_code(),
     script:
         "../scripts/manifest.py"

@@ -1,8 +1,8 @@
 rule tokenize:
     input:
-        train="results/dataset/train.parquet",
-        validation="results/dataset/validation.parquet",
-        test="results/dataset/test.parquet",
+        train=rules.curate.output.train,
+        validation=rules.curate.output.validation,
+        test=rules.curate.output.test,
     output:
         tokenizer=directory("results/{model}/tokenizer"),
         train=directory("results/{model}/shards/train"),
@@ -18,6 +18,7 @@ rule tokenize:
     threads: 2
     params:
         settings=config["tokenize"],
+        code=code_of("tokenize"),
         model=model_spec,
     script:
         "../scripts/tokenize.py"

@@ -1,9 +1,8 @@
 rule train:
     input:
-        train="results/{model}/shards/train",
-        validation="results/{model}/shards/validation",
-        stats="results/{model}/shards/stats.json",
-        tokenizer="results/{model}/tokenizer",
+        train=rules.tokenize.output.train,
+        validation=rules.tokenize.output.validation,
+        tokenizer=rules.tokenize.output.tokenizer,
     output:
         adapter=directory("results/{model}/adapter"),
         base=directory("results/{model}/base"),
@@ -19,8 +18,8 @@ rule train:
         mem_mb=config["train"]["mem_mb"],
     params:
         model=model_entry,
-        settings=config["train"],
-        num_gpus=train_gpus(),
+        code=code_of("train"),
+        settings=result_params("train"),
         state="results/{model}/train_state",
     script:
         "../scripts/train.py"

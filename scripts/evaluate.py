@@ -14,6 +14,7 @@ torch.set_num_threads(snakemake.threads)
 request = EvaluateRequest(
     model=snakemake.wildcards.model,
     adapter_dir=snakemake.input.adapter,
+    base_dir=snakemake.input.base,
     tokenizer_dir=snakemake.input.tokenizer,
     test_shards=snakemake.input.test_shards,
     shard_stats=snakemake.input.shard_stats,
@@ -25,5 +26,6 @@ request = EvaluateRequest(
     loss_plot=snakemake.output.loss_curves,
     metrics_plot=snakemake.output.metrics_plot,
     settings=snakemake.params.settings,
+    redact=snakemake.params.redact,
 )
 run_logged(snakemake.log[0], lambda: evaluate(request))

@@ -16,7 +16,7 @@ request = ExportRequest(
     adapter_dir=snakemake.input.adapter,
     tokenizer_dir=snakemake.input.tokenizer,
     shard_stats=snakemake.input.shard_stats,
-    output_dir=snakemake.output[0],
+    output_dir=snakemake.output.export,
     settings=ExportSettings.from_config(snakemake.params.settings),
 )
 run_logged(snakemake.log[0], lambda: export(request))

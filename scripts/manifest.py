@@ -9,7 +9,10 @@ from snakemake import __version__ as snakemake_version
 
 from repotune.logs import run_logged
 from repotune.manifest.stage import build_manifest, write_manifest
+from repotune.modeling import SUMMARY_FILE
 
+# The inputs are every output of the stages before this one (rules/common.smk,
+# manifest_inputs), named <rule>_<output>; all of them are hashed.
 run_logged(
     snakemake.log[0],
     lambda: write_manifest(
@@ -17,10 +20,12 @@ run_logged(
         build_manifest(
             model=snakemake.wildcards.model,
             config=snakemake.params.config,
-            roots=list(snakemake.params.roots),
+            roots=list(snakemake.input),
             benchmarks=dict(snakemake.params.benchmarks),
-            training_summary=snakemake.params.training_summary,
-            eval_report=snakemake.params.eval_report,
+            code=dict(snakemake.params.code),
+            training_summary=str(Path(snakemake.input.train_adapter) / SUMMARY_FILE),
+            eval_report=snakemake.input.evaluate_json,
+            commit_stats=snakemake.input.extract_commits_stats,
             workflow_dir=Path(snakemake.scriptdir).parent,
             snakemake_version=snakemake_version,
         ),

@@ -5,9 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
+from repotune.curate.table import SPLITS
 from repotune.logs import run_logged
 from repotune.models import ModelSpec
-from repotune.shards.stage import SPLITS, TokenizeSettings, tokenize_stage
+from repotune.shards.stage import TokenizeSettings, tokenize_stage
 
 run_logged(
     snakemake.log[0],

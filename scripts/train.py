@@ -5,10 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
+from repotune.config import run_settings
 from repotune.logs import run_logged
 from repotune.train.launch import run_distributed
 from repotune.train.trainer import TrainRequest, train
 
+# The processes to launch: the GPUs this job holds (its resources, not a params value).
+gpus = snakemake.resources.gpu
 request = TrainRequest(
     model=snakemake.params.model,
     shards_dir=str(Path(snakemake.input.train).parent),
@@ -16,9 +19,10 @@ request = TrainRequest(
     adapter_dir=snakemake.output.adapter,
     base_dir=snakemake.output.base,
     state_dir=snakemake.params.state,
-    settings=snakemake.params.settings,
+    # The params hold what shapes the adapter; bookkeeping (memory, GPUs, logging and
+    # checkpoint intervals) comes from the config at run time, so changing it replans nothing.
+    settings=run_settings("train", snakemake.params.settings, snakemake.config["train"]),
 )
-gpus = snakemake.params.num_gpus
 run_logged(
     snakemake.log[0],
     lambda: run_distributed(request, gpus) if gpus > 1 else train(request),

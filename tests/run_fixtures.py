@@ -9,8 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.gitfixtures import GitRepo
-from tests.test_workflow import FAST, snakemake
+from testdata.gitrepo import GitRepo
+from testdata.workflow import FAST, snakemake
 
 MODEL = "tiny"
 EXPORT_ALL = {"merged": True, "gguf": {"enabled": True, "dtype": "f32"}, "ollama": True}

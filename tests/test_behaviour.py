@@ -13,18 +13,41 @@ from repotune.evaluate.behaviour import (
     CheckResult,
     check,
     cut_at_stop,
+    kind_of,
     load_tests,
     pass_rate,
 )
-from repotune.evaluate.sandbox import SandboxLimits, network_namespace_available
+from repotune.evaluate.sandbox import (
+    DEFAULT_LIMITS,
+    SandboxLimits,
+    bubblewrap_available,
+    network_namespace_available,
+)
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "behaviour_tests.yaml"
-# Both ways of running a python_test: in a network namespace where the machine allows one, and
-# with the audit hook alone (the fallback), so the fallback is tested on every machine.
+NO_BWRAP = "bubblewrap is not installed or cannot start here (make system-deps installs it)"
+# Every way of running a python_test: bubblewrap where it works, the guard in a network
+# namespace where the machine allows one, and the guard's audit hook alone (the fallback), so
+# the fallback is tested on every machine.
 SANDBOXES = [
-    pytest.param(SandboxLimits(network_namespace=True), id="namespace"),
-    pytest.param(SandboxLimits(network_namespace=False), id="hook-only"),
+    pytest.param(
+        SandboxLimits(isolation="bubblewrap"),
+        id="bubblewrap",
+        marks=pytest.mark.skipif(not bubblewrap_available(), reason=NO_BWRAP),
+    ),
+    pytest.param(SandboxLimits(isolation="guard", network_namespace=True), id="namespace"),
+    pytest.param(SandboxLimits(isolation="guard", network_namespace=False), id="hook-only"),
 ]
+GUARD = SandboxLimits(isolation="guard")
+
+
+def run_check(
+    test: BehaviourTest, generation: str, limits: SandboxLimits = DEFAULT_LIMITS
+) -> CheckResult:
+    """``check`` with code execution enabled, as ``allow_code_execution: true`` does."""
+    if limits.isolation == "auto" and not bubblewrap_available():
+        limits = GUARD
+    return check(test, generation, limits, allow_code_execution=True)
 
 
 def python_check(test_source: str, timeout_s: float = 10.0) -> BehaviourTest:
@@ -43,7 +66,7 @@ def shipped() -> dict[str, BehaviourTest]:
 
 
 MESSAGE_TESTS = [
-    "commit-message-not-empty",
+    "commit-message-has-a-subject",
     "commit-subject-no-trailing-period",
     "commit-subject-at-most-72-characters",
     "commit-message-does-not-echo-the-diff",
@@ -71,9 +94,10 @@ def test_shipped_message_tests_pass_a_good_message(shipped, name):
 @pytest.mark.parametrize(
     ("name", "bad"),
     [
-        ("commit-message-not-empty", ""),
-        ("commit-message-not-empty", " \n ... \n"),
-        ("commit-message-not-empty", "<|diff|>Fix typo"),
+        ("commit-message-has-a-subject", ""),
+        ("commit-message-has-a-subject", " \n ... \n"),
+        ("commit-message-has-a-subject", "<|diff|>Fix typo"),
+        ("commit-message-has-a-subject", "Typo\n\nfixed"),
         ("commit-subject-no-trailing-period", "Fix typo in README.\n\nBody."),
         ("commit-subject-no-trailing-period", "\n  Fix typo in README. \n"),
         ("commit-subject-at-most-72-characters", "Fix " + "very " * 14 + "long typo\n"),
@@ -89,8 +113,46 @@ def test_shipped_message_tests_fail_a_bad_message(shipped, name, bad):
 
 def test_shipped_subject_limit_is_72_characters(shipped):
     test = shipped["commit-subject-at-most-72-characters"]
-    assert check(test, "x" * 72 + "\n\n" + "body " * 40).passed
-    assert not check(test, "x" * 73).passed
+    assert check(test, "Fix " + "x" * 68 + "\n\n" + "a long body line " * 20).passed
+    assert not check(test, "Fix " + "x" * 69).passed
+
+
+# What a broken model writes: nothing, one word on a loop (as the untrained tiny model does),
+# one token repeated, punctuation. No shipped test may pass any of them.
+DEGENERATE = [
+    "",
+    "readme " * 60,
+    "readme readme readme readme",
+    "\n".join(["readme"] * 20),
+    "a" * 200,
+    "the the the the the",
+    "." * 40,
+    "Fix Fix Fix Fix",
+]
+
+
+def test_every_shipped_negative_check_has_a_positive_partner(shipped):
+    for test in shipped.values():
+        assert test.must_match or test.python_test, f"{test.name}: only must_not_match"
+
+
+@pytest.mark.parametrize("name", MESSAGE_TESTS)
+@pytest.mark.parametrize("garbage", DEGENERATE, ids=range(len(DEGENERATE)))
+def test_a_degenerate_generation_fails_every_shipped_message_test(shipped, name, garbage):
+    assert not check(shipped[name], garbage).passed
+
+
+@pytest.mark.parametrize("garbage", ["", "readme " * 60, "    return\n"])
+def test_a_degenerate_generation_fails_every_shipped_python_test(shipped, garbage):
+    python_tests = [test for test in shipped.values() if kind_of(test) == "python"]
+    assert python_tests
+    for test in python_tests:
+        assert not check(test, garbage).passed, test.name
+
+
+def test_kind_of_a_test():
+    assert kind_of(python_check("assert True")) == "python"
+    assert kind_of(BehaviourTest(name="t", prompt="", must_match=("x",))) == "pattern"
 
 
 PALINDROME_BODY = """\
@@ -105,19 +167,19 @@ if __name__ == "__main__":
 
 def test_shipped_python_test_passes_a_correct_completion(shipped):
     # The stop strings cut the `if __name__` block; the prompt is prepended.
-    assert check(shipped["python-complete-is-palindrome"], PALINDROME_BODY) == CheckResult(
+    assert run_check(shipped["python-complete-is-palindrome"], PALINDROME_BODY) == CheckResult(
         True, "ok"
     )
     chunked = "    return [items[i : i + size] for i in range(0, len(items), size)]\n"
-    assert check(shipped["python-complete-chunked"], chunked).passed
+    assert run_check(shipped["python-complete-chunked"], chunked).passed
 
 
 def test_shipped_python_test_fails_a_wrong_completion(shipped):
     wrong = "    return text == text[::-1]\n"  # ignores case and punctuation
-    result = check(shipped["python-complete-is-palindrome"], wrong)
+    result = run_check(shipped["python-complete-is-palindrome"], wrong)
     assert not result.passed
     assert result.reason.startswith("python_test exited 1") and "AssertionError" in result.reason
-    result = check(shipped["python-complete-chunked"], "    return [items]\n")
+    result = run_check(shipped["python-complete-chunked"], "    return [items]\n")
     assert not result.passed
 
 
@@ -159,11 +221,11 @@ def test_python_test_passes_and_fails(limits):
         assert add(2, 3) == 5
         """
     )
-    assert check(test, "def add(a, b):\n    return a + b\n", limits) == CheckResult(True, "ok")
-    result = check(test, "def add(a, b):\n    return a - b\n", limits)
+    assert run_check(test, "def add(a, b):\n    return a + b\n", limits) == CheckResult(True, "ok")
+    result = run_check(test, "def add(a, b):\n    return a - b\n", limits)
     assert not result.passed
     assert result.reason == "python_test exited 1: AssertionError"
-    result = check(test, "def add(a, b) return a + b\n", limits)
+    result = run_check(test, "def add(a, b) return a + b\n", limits)
     assert not result.passed and "SyntaxError" in result.reason
 
 
@@ -180,7 +242,7 @@ def test_python_test_may_write_inside_its_directory():
         os.remove("out.txt")
         """
     )
-    assert check(test, "") == CheckResult(True, "ok")
+    assert run_check(test, "") == CheckResult(True, "ok")
 
 
 @pytest.mark.parametrize("limits", SANDBOXES)
@@ -194,7 +256,7 @@ def test_a_hanging_test_is_killed_at_the_timeout(limits):
         timeout_s=1,
     )
     started = time.monotonic()
-    result = check(test, "", limits)
+    result = run_check(test, "", limits)
     elapsed = time.monotonic() - started
     assert result == CheckResult(False, "timeout")
     assert 1.0 <= elapsed < 4.0
@@ -214,7 +276,7 @@ def test_network_is_blocked(limits):
             s.sendall(b"leak")
             """
         )
-        result = check(test, "", limits)
+        result = run_check(test, "", limits)
         listener.setblocking(False)
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody connected
@@ -229,7 +291,7 @@ def test_name_lookups_are_blocked():
         socket.create_connection(("localhost", 9), timeout=1)
         """
     )
-    result = check(test, "")
+    result = run_check(test, "")
     assert not result.passed and "socket.getaddrinfo" in result.reason
 
 
@@ -252,10 +314,11 @@ ESCAPES = {
 def test_writing_outside_the_directory_is_blocked(tmp_path, limits, escape):
     target = tmp_path / "outside.txt"
     test = python_check(f"TARGET = {str(target)!r}\n" + ESCAPES[escape])
-    result = check(test, "", limits)
+    result = run_check(test, "", limits)
     assert not target.exists()
     assert not result.passed
-    assert "PermissionError" in result.reason
+    # Under bubblewrap the outside directory does not even exist in the sandbox.
+    assert "PermissionError" in result.reason or limits.isolation == "bubblewrap"
 
 
 @pytest.mark.parametrize(
@@ -272,14 +335,14 @@ def test_changing_files_outside_the_directory_is_blocked(tmp_path, attack):
     keep = tmp_path / "keep.txt"
     keep.write_text("precious")
     test = python_check(f"KEEP = {str(keep)!r}\n" + attack)
-    result = check(test, "")
+    result = run_check(test, "")
     assert keep.read_text() == "precious"
     assert not result.passed and "PermissionError" in result.reason
 
 
 def test_memory_is_limited():
     test = python_check("data = bytearray(4 * 1024 ** 3)\n")
-    result = check(test, "", SandboxLimits(memory_mb=512))
+    result = run_check(test, "", SandboxLimits(memory_mb=512))
     assert result == CheckResult(False, "python_test exited 1: MemoryError")
 
 
@@ -294,7 +357,7 @@ def test_child_sees_a_minimal_environment(monkeypatch):
         assert sys.flags.isolated == 1
         """
     )
-    assert check(test, "") == CheckResult(True, "ok")
+    assert run_check(test, "") == CheckResult(True, "ok")
 
 
 def test_namespace_probe_is_a_boolean():
@@ -367,5 +430,5 @@ def test_a_valid_file_round_trips(tmp_path):
     assert regex == BehaviourTest(name="regex", prompt="x", must_match=(r"\w",))
     assert code.prompt == "def f():\n" and code.stop == ("\ndef",) and code.timeout_s == 3.0
     assert code.prepend_prompt and code.python_test == "from generated import f\nassert f() == 1\n"
-    assert check(code, "    return 1\ndef g(): pass\n").passed
+    assert run_check(code, "    return 1\ndef g(): pass\n").passed
     assert load_tests(write(tmp_path, "[]\n")) == []

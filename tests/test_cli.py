@@ -12,7 +12,7 @@ from repotune.cli.diff import filtered_files, parse_diff, staged_files
 from repotune.config import resolve_config
 from repotune.extract.stage import ExtractSettings, read_commits
 from repotune.shards.render import CHANGE_TO_MESSAGE, get_template, render_prompt
-from tests.gitfixtures import GitRepo, git_env
+from testdata.gitrepo import GitRepo, git_env
 from tests.run_fixtures import MODEL, copy_run, finished_run
 
 ROOT = Path(__file__).resolve().parents[1]

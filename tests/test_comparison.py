@@ -8,14 +8,28 @@ import pytest
 from repotune.errors import InputError
 from repotune.evaluate.comparison import best_model, compare, matrix
 from repotune.evaluate.report import METRICS, metric_entry
+from repotune.evaluate.significance import Paired
 
 
-def report(model: str, perplexity: float, bleu: float, passes: float | None) -> dict:
+def paired(delta: tuple[float, float], n: int) -> Paired:
+    return Paired(base=(0.0, 1.0), adapted=(0.0, 1.0), delta=delta, n=n, resamples=1000)
+
+
+def report(
+    model: str, perplexity: float, bleu: float, passes: float | None, test_commits: int = 200
+) -> dict:
+    enough = test_commits >= 30
+    change = perplexity - 500.0
     return {
         "model": model,
+        "samples": {"test_commits": test_commits},
         "metrics": {
-            "perplexity": metric_entry("perplexity", 500.0, perplexity, 900),
-            "commit_message.bnorm_bleu": metric_entry("commit_message.bnorm_bleu", 1.0, bleu, 20),
+            "perplexity": metric_entry(
+                "perplexity", 500.0, perplexity, 900, paired((change - 20, change + 20), 60), enough
+            ),
+            "commit_message.bnorm_bleu": metric_entry(
+                "commit_message.bnorm_bleu", 1.0, bleu, 40, paired((-1.0, bleu), 40), enough
+            ),
             "behaviour.pass_rate": metric_entry("behaviour.pass_rate", 0.5, passes, 6),
         },
     }
@@ -48,6 +62,10 @@ def test_best_model_respects_each_metrics_direction():
         "adapted": 120.0,
         "delta": -380.0,
         "count": 900,
+        "interval": [-400.0, -360.0],
+        "n": 60,
+        "unit": "blocks",
+        "verdict": "better",
     }
 
 
@@ -59,8 +77,15 @@ def test_compare_writes_the_matrix_and_a_plot(tmp_path):
     compare(paths, table, plot)
     text = table.read_text()
     assert "| metric | `tiny` | `starcoder2-3b` |" in text
-    assert "| perplexity ↓ | 300.00 (-200.00), n=900 | **120.00** (-380.00), n=900 |" in text
-    assert "| message B-Norm BLEU ↑ | 4.00 (+3.00), n=20 | **9.50** (+8.50), n=20 |" in text
+    assert (
+        "| perplexity ↓ | 300.00 (-200.00 [-220.00, -180.00]; better), n=60 blocks | "
+        "**120.00** (-380.00 [-400.00, -360.00]; better), n=60 blocks |" in text
+    )
+    assert (
+        "| message B-Norm BLEU ↑ | 4.00 (+3.00 [-1.00, +4.00]; no clear difference), n=40 prompts "
+        "| **9.50** (+8.50 [-1.00, +9.50]; no clear difference), n=40 prompts |" in text
+    )
+    assert "too few" not in text
     assert "![comparison](comparison.png)" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.image.imread(plot).shape[1] > 100
@@ -71,7 +96,19 @@ def test_one_model_gives_a_one_column_table(tmp_path):
     compare([path], tmp_path / "c.md", tmp_path / "c.png")
     text = (tmp_path / "c.md").read_text()
     assert "| metric | `tiny` |" in text
-    assert "| behaviour pass rate ↑ | n/a (n/a), n=6 |" in text
+    assert "| behaviour pass rate ↑ | n/a (n/a; n/a), n=6 |" in text
+
+
+def test_a_model_with_too_few_test_commits_is_marked(tmp_path):
+    paths = write_reports(
+        tmp_path, report("tiny", 300.0, 4.0, 0.5, test_commits=2), report("gpt2", 120.0, 9.5, 1.0)
+    )
+    compare(paths, tmp_path / "c.md", tmp_path / "c.png")
+    text = (tmp_path / "c.md").read_text()
+    assert "| metric | `tiny` (too few test commits: 2) | `gpt2` |" in text
+    assert "`tiny`: its test split has only 2 commits, fewer than the 30" in text
+    assert "`curate.split.test_size`" in text and "`gpt2`: its test split" not in text
+    assert "300.00 (-200.00 [-220.00, -180.00]; too few to tell), n=60 blocks" in text
 
 
 def test_unreadable_report_is_an_input_error(tmp_path):

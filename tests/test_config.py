@@ -5,8 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repotune.config import load_schema, resolve_config
+from repotune.config import (
+    bookkeeping_keys,
+    load_schema,
+    resolve_config,
+    result_settings,
+    run_settings,
+)
 from repotune.errors import InputError
+from repotune.train import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +51,61 @@ def test_bad_config_names_the_key(config, where):
     with pytest.raises(InputError, match=None) as error:
         resolve_config(config)
     assert str(error.value).startswith(where)
+
+
+@pytest.mark.parametrize(
+    ("given", "key", "expected"),
+    [
+        ({"train": {"num_gpus": "1"}}, ("train", "num_gpus"), 1),
+        ({"train": {"num_gpus": "-1"}}, ("train", "num_gpus"), -1),
+        ({"tokenize": {"seq_len": "512"}}, ("tokenize", "seq_len"), 512),
+        ({"train": {"learning_rate": "1e-4"}}, ("train", "learning_rate"), 0.0001),
+        ({"train": {"lora_alpha": "16"}}, ("train", "lora_alpha"), 16),
+        ({"train": {"max_steps": "2.0"}}, ("train", "max_steps"), 2),
+        ({"train": {"weighted_sampling": "false"}}, ("train", "weighted_sampling"), False),
+        ({"extract": {"include_merges": "True"}}, ("extract", "include_merges"), True),
+        (
+            {"curate": {"recency_half_life_days": "null"}},
+            ("curate", "recency_half_life_days"),
+            None,
+        ),
+        ({"evaluate": {"behaviour": {"tests": "null"}}}, ("evaluate", "behaviour", "tests"), None),
+        ({"train": {"gradient_checkpointing": "on"}}, ("train", "gradient_checkpointing"), "on"),
+        ({"train": {"lora_targets": "all-linear"}}, ("train", "lora_targets"), "all-linear"),
+    ],
+)
+def test_command_line_strings_become_the_schema_type(given, key, expected):
+    value = resolve_config(given)
+    for part in key:
+        value = value[part]
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"train": {"num_gpus": "one"}}, "config['train']['num_gpus']: 'one' is not of type"),
+        ({"train": {"num_gpus": "1.5"}}, "config['train']['num_gpus']: '1.5' is not of type"),
+        (
+            {"train": {"weighted_sampling": "maybe"}},
+            "config['train']['weighted_sampling']: 'maybe'",
+        ),
+        ({"train": {"learning_rate": "nan"}}, "config['train']['learning_rate']: 'nan' is not of"),
+    ],
+)
+def test_strings_that_do_not_convert_fail_in_one_line(given, message):
+    with pytest.raises(InputError) as error:
+        resolve_config(given)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_bookkeeping_keys_are_the_checkpoint_hashs_exclusions_and_stay_out_of_params():
+    assert {"mem_mb", "logging_steps", "num_gpus"} <= bookkeeping_keys("train")
+    train = resolve_config()["train"]
+    same = checkpoint.config_hash(train, {})
+    for key in bookkeeping_keys("train"):  # a resumed run keeps its checkpoint
+        assert checkpoint.config_hash({**train, key: 123}, {}) == same, key
+    assert checkpoint.config_hash({**train, "learning_rate": 0.1}, {}) != same
+    params = result_settings("train", train)
+    assert "mem_mb" not in params and params["learning_rate"] == train["learning_rate"]
+    assert run_settings("train", params, train) == train

@@ -10,7 +10,7 @@ import pytest
 from repotune.curate import stage as curate_module
 from repotune.curate.table import DATASET
 from repotune.errors import InputError
-from tests.curate_fixtures import History, all_rows, change, run_curate, settings, write_commits
+from testdata.commits import History, all_rows, change, run_curate, settings, write_commits
 
 ALL_OFF = {
     name: False

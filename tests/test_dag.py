@@ -4,7 +4,7 @@ matches the rules; no graphviz needed to check it."""
 import re
 import subprocess
 
-from tests.test_workflow import BIN, ROOT
+from testdata.workflow import BIN, ROOT
 
 DOCS = ROOT / "docs"
 

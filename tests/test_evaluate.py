@@ -1,19 +1,26 @@
 """Evaluation plumbing: questions from commits, answers read from generations, scores into the
 report's metric table (the metric functions themselves are tested in test_metrics.py)."""
 
-import sys
-from pathlib import Path
+import random
 
 import pytest
 
 from repotune.config import resolve_config
+from repotune.curate.redact import Redactor, RedactSettings
 from repotune.evaluate.behaviour import BehaviourTest, CheckResult
 from repotune.evaluate.generation import Generation, find_stop
-from repotune.evaluate.perplexity import from_sums
-from repotune.evaluate.report import METRICS
+from repotune.evaluate.perplexity import BlockScores
+from repotune.evaluate.report import METRICS, VARIANTS
 from repotune.evaluate.stage import (
     EvaluateRequest,
+    Questions,
+    _generation_facts,
+    _generation_rows,
+    base_facts,
+    behaviour_by_kind,
     behaviour_results,
+    behaviour_rows,
+    generation_settings,
     metrics_table,
     questions,
     task_scores,
@@ -40,9 +47,7 @@ from repotune.shards.render import (
     render,
     render_prompt,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tokenize_fixtures import commit_row, file_change, write_split
+from testdata.curated import commit_row, file_change, write_split
 
 PATCH = (
     "@@ -1,3 +1,5 @@\n"
@@ -64,8 +69,8 @@ COMMIT = commit_row(
 )
 
 
-def generated(text: str) -> Generation:
-    return Generation(text=text, new_tokens=1, prompt_tokens=1, truncated=False, finish="stop")
+def generated(text: str, finish: str = "stop") -> Generation:
+    return Generation(text=text, new_tokens=1, prompt_tokens=1, truncated=False, finish=finish)
 
 
 def test_commit_message_question_is_the_training_rendering_split_at_the_marker():
@@ -154,27 +159,123 @@ def test_metric_table_has_every_metric_with_deltas_and_counts():
     }
     message = task_scores(COMMIT_MESSAGE, examples, generations)
     code = task_scores(CODE_CHANGE, code_examples, generations)
-    ppl = {"base": from_sums(200.0, 50, 2), "adapted": from_sums(150.0, 50, 2)}
+    ppl = {
+        "base": BlockScores(nll=[120.0, 80.0], tokens=[30, 20]),
+        "adapted": BlockScores(nll=[90.0, 60.0], tokens=[30, 20]),
+    }
     checks = {
         "base": [CheckResult(True, "ok"), CheckResult(False, "timeout")],
         "adapted": [CheckResult(True, "ok"), CheckResult(True, "ok")],
     }
-    table = metrics_table(ppl, message, code, checks)
+    table = metrics_table(ppl, message, code, checks, seed=0, test_commits=1)
     assert list(table) == list(METRICS)
     assert table["perplexity"]["base"] == pytest.approx(2.718281828**4, rel=1e-6)
     assert table["perplexity"]["delta"] < 0 and table["perplexity"]["count"] == 50
-    assert table["commit_message.subject_exact_match"] == {
-        "task": COMMIT_MESSAGE,
+    assert table["perplexity"]["interval"]["n"] == 2  # blocks resampled
+    entry = table["commit_message.subject_exact_match"]
+    assert {key: entry[key] for key in ("base", "adapted", "delta", "count", "unit")} == {
         "base": 0.0,
         "adapted": 1.0,
         "delta": 1.0,
-        "higher_is_better": True,
         "count": 1,
+        "unit": "prompts",
     }
+    # One test commit, one prompt: intervals are computed but no verdict is given.
+    assert entry["interval"]["delta"] == [1.0, 1.0] and entry["verdict"] == "too few to tell"
+    assert table["perplexity"]["verdict"] == "too few to tell"
     assert table["code_change.exact_match"]["adapted"] == 1.0
     assert table["code_change.edit_similarity"]["base"] == 0.0
     assert table["behaviour.pass_rate"]["base"] == 0.5
     assert table["behaviour.pass_rate"]["delta"] == 0.5
+
+
+def test_metric_table_gives_verdicts_on_enough_items():
+    rng = random.Random(0)
+    n = 40
+    base = [rng.random() for _ in range(n)]
+    message = {
+        "base": {"rouge_l": base},
+        "adapted": {"rouge_l": [value + rng.gauss(0, 0.3) for value in base]},
+    }
+    code = {
+        "base": {"exact_match": [0.0] * n},
+        "adapted": {"exact_match": [1.0] * (n // 2) + [0.0] * (n // 2)},
+    }
+    tokens = [rng.randint(50, 100) for _ in range(n)]
+    ppl = {
+        "base": BlockScores(nll=[5.0 * t for t in tokens], tokens=tokens),
+        "adapted": BlockScores(nll=[4.0 * t + rng.gauss(0, 5) for t in tokens], tokens=tokens),
+    }
+    checks = {name: [CheckResult(True, "ok")] * 6 for name in ("base", "adapted")}
+    table = metrics_table(ppl, message, code, checks, seed=0, test_commits=n)
+    assert table["perplexity"]["verdict"] == "better"
+    assert table["bits_per_token"]["verdict"] == "better"
+    assert table["code_change.exact_match"]["verdict"] == "better"
+    low, high = table["commit_message.rouge_l"]["interval"]["delta"]
+    assert low < 0 < high and table["commit_message.rouge_l"]["verdict"] == "no clear difference"
+    assert table["behaviour.pass_rate"]["verdict"] == "too few to tell"  # 6 tests
+    # Same seed, same intervals.
+    again = metrics_table(ppl, message, code, checks, seed=0, test_commits=n)
+    assert again["perplexity"]["interval"] == table["perplexity"]["interval"]
+
+
+SECRET = "password = 'Xk9#mQ2$vL7pR4'"
+
+
+def test_generations_and_failure_reasons_are_redacted():
+    redactor = Redactor(RedactSettings(emails=True, entropy_threshold=3.0, min_secret_length=8))
+    tests = [BehaviourTest(name="no-password", prompt="p", must_not_match=("password.*",))]
+    leaked = generated(f"Fix login\n\n{SECRET} by ada@example.org")
+    generations = {name: {"behaviour": [leaked], COMMIT_MESSAGE: [leaked]} for name in VARIANTS}
+    checks = behaviour_results(tests, generations)
+    assert "Xk9#mQ2" in checks["base"][0].reason  # the raw reason quotes the secret
+    rows = behaviour_rows(tests, checks, redactor)
+    assert rows[0]["kind"] == "pattern" and not rows[0]["adapted"]["passed"]
+    assert "Xk9#mQ2" not in str(rows) and "<PASSWORD>" in rows[0]["base"]["reason"]
+    asked = Questions(commit_messages=commit_message_examples([COMMIT], PLAIN), code_changes=[],
+                      behaviour=tests, test_commits=1)  # fmt: skip
+    written = str(list(_generation_rows(asked, generations, redactor)))
+    assert "Xk9#mQ2" not in written and "ada@example.org" not in written
+    assert "<PASSWORD>" in written and "<EMAIL>" in written
+
+
+def test_behaviour_pass_rate_per_kind():
+    tests = [
+        BehaviourTest(name="a", prompt="", must_match=("x",)),
+        BehaviourTest(name="b", prompt="", must_match=("y",)),
+        BehaviourTest(name="c", prompt="", python_test="assert True"),
+    ]
+    checks = {
+        "base": [CheckResult(True, "ok"), CheckResult(False, "no"), CheckResult(False, "no")],
+        "adapted": [CheckResult(True, "ok"), CheckResult(True, "ok"), CheckResult(True, "ok")],
+    }
+    assert behaviour_by_kind(tests, checks) == {
+        "pattern": {"count": 2, "base": 0.5, "adapted": 1.0},
+        "python": {"count": 1, "base": 0.0, "adapted": 1.0},
+    }
+
+
+def test_finish_reasons_are_all_counted():
+    settings = resolve_config({})["evaluate"]
+    decoding = {COMMIT_MESSAGE: generation_settings(settings, 8)}
+    generations = {
+        "base": {COMMIT_MESSAGE: [generated("a", "length"), generated("b", "length")]},
+        "adapted": {COMMIT_MESSAGE: [generated("a", "eos"), generated("b", "length")]},
+    }
+    facts = _generation_facts(generations, decoding, None)[COMMIT_MESSAGE]
+    assert facts["base"]["finish"] == {"eos": 0, "stop": 0, "length": 2}
+    assert facts["adapted"]["finish"] == {"eos": 1, "stop": 0, "length": 1}
+
+
+def test_base_is_read_from_base_json(tmp_path):
+    (tmp_path / "base.json").write_text('{"source": "built", "name": "tiny", "architecture": {}}')
+    assert base_facts(tmp_path) == {
+        "source": "built",
+        "name": "tiny",
+        "description": "untrained (random initialisation)",
+    }
+    (tmp_path / "base.json").write_text('{"source": "pretrained", "name": "g", "id": "gpt2"}')
+    assert base_facts(tmp_path)["description"] == "`gpt2` (pretrained)"
 
 
 def test_behaviour_checks_use_each_variants_generation():

@@ -14,8 +14,8 @@ import matplotlib.image
 import pytest
 
 from repotune.evaluate.report import METRICS
-from tests.gitfixtures import GitRepo
-from tests.test_workflow import FAST, planned_jobs, snakemake
+from testdata.gitrepo import GitRepo
+from testdata.workflow import FAST, planned_jobs, snakemake
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAMES = (
@@ -92,6 +92,28 @@ def test_report_has_every_metric_for_base_and_adapted(run):
     markdown = (workdir / "results/tiny/eval/report.md").read_text()
     assert "| perplexity ↓ |" in markdown and "![loss curves](loss_curves.png)" in markdown
     assert report["examples"][0]["reference"].strip() in markdown.replace("<br>", "\n")
+
+
+@pytest.mark.slow
+def test_report_is_honest_about_three_test_commits_and_an_untrained_base(run):
+    workdir, _ = run
+    report = json.loads((workdir / "results/tiny/eval/report.json").read_text())
+    assert report["base"]["source"] == "built"
+    assert report["samples"]["enough_test_commits"] is False
+    for name, entry in report["metrics"].items():
+        low, high = entry["interval"]["delta"]
+        assert low <= high and entry["interval"]["resamples"] == 1000, name
+        assert entry["verdict"] == "too few to tell", name
+    assert {kind["count"] for kind in report["behaviour_by_kind"].values()} == {4, 2}
+    finish = report["generation"]["tasks"]["commit_message"]["adapted"]["finish"]
+    assert set(finish) == {"eos", "stop", "length"} and sum(finish.values()) == 3
+    markdown = (workdir / "results/tiny/eval/report.md").read_text()
+    headline = markdown.splitlines()[2]
+    assert "only n=3 commits, too few to tell" in headline and "better on" not in headline
+    assert "untrained (random initialisation)" in markdown
+    assert "## How generations ended" in markdown
+    comparison = (workdir / "results/comparison.md").read_text()
+    assert "`tiny` (too few test commits: 3)" in comparison
 
 
 @pytest.mark.slow

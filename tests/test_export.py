@@ -24,9 +24,9 @@ from repotune.export.stage import ExportSettings
 from repotune.modeling import load_adapted
 from repotune.shards.render import CHANGE_TO_MESSAGE, get_template, render_prompt
 from repotune.shards.tokenizer import load_tokenizer, special_tokens
-from tests.gitfixtures import GitRepo
+from testdata.gitrepo import GitRepo
+from testdata.workflow import FAST, snakemake
 from tests.run_fixtures import MODEL, finished_run
-from tests.test_workflow import FAST, snakemake
 
 pytestmark = pytest.mark.slow
 # fp32 on the CPU: merging reorders additions, nothing more.

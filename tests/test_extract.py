@@ -12,7 +12,7 @@ from repotune.config import resolve_config
 from repotune.errors import InputError
 from repotune.extract import table as commit_table
 from repotune.extract.stage import ExtractSettings, extract_to_parquet
-from tests.gitfixtures import GitRepo, build_hard_cases
+from testdata.gitrepo import GitRepo, build_hard_cases
 
 
 def settings(**overrides: object) -> ExtractSettings:

@@ -15,8 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.manifest_fixtures import data_repository, fast_config, verify_command
-from tests.test_workflow import BIN, ROOT, planned_jobs, snakemake
+from testdata.workflow import (
+    BIN,
+    ROOT,
+    data_repository,
+    fast_config,
+    planned_jobs,
+    snakemake,
+    verify_command,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from repotune.modeling import build_model
 from repotune.models import architecture, resolve_model
 from repotune.shards.render import CHANGE_TO_MESSAGE, PLAIN, render, render_prompt
 from repotune.shards.tokenizer import TextEncoder, train_bpe
-from tests.tokenize_fixtures import synthetic_rows
+from testdata.curated import synthetic_rows
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python: run `make test-export`")
 pytestmark = pytest.mark.slow

@@ -7,9 +7,14 @@ import subprocess
 import pytest
 
 from repotune.config import resolve_config
-from repotune.manifest.stage import headline_metrics, read_benchmark, volatile_reason
-from tests.manifest_fixtures import data_repository, fast_config, verify_command
-from tests.test_workflow import ROOT, snakemake
+from repotune.manifest.stage import (
+    artifact_files,
+    describe_artifact,
+    headline_metrics,
+    read_benchmark,
+    volatile_reason,
+)
+from testdata.workflow import ROOT, data_repository, fast_config, snakemake, verify_command
 
 BENCHMARK = (
     "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -62,14 +67,50 @@ def test_only_files_recording_wall_time_are_volatile(path, volatile):
     assert (volatile_reason(path) is not None) == volatile
 
 
-@pytest.mark.slow
-def test_workflow_writes_a_complete_manifest_that_verifies(tmp_path):
-    repo = data_repository(tmp_path / "data")
-    workdir = tmp_path / "work"
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A fixture repository, its FAST config and a work directory where the run completed."""
+    root = tmp_path_factory.mktemp("manifest")
+    repo = data_repository(root / "data")
+    workdir = root / "work"
     workdir.mkdir()
     config = fast_config(repo)
     run = snakemake(workdir, config=config)
     assert run.returncode == 0, run.stderr[-3000:]
+    return repo, config, workdir
+
+
+def test_files_over_a_mebibyte_are_hashed_whole(tmp_path):
+    head = bytes(range(256)) * 4096  # exactly 1 MiB
+    for tail in (b"first tail", b"other tail"):
+        (tmp_path / "big.bin").write_bytes(head + tail * 200_000)
+        entry = describe_artifact("big.bin", tmp_path)
+        whole = (tmp_path / "big.bin").read_bytes()
+        assert entry["bytes"] == len(whole) > 2 * 2**20
+        assert entry["sha256"] == hashlib.sha256(whole).hexdigest()
+
+
+@pytest.mark.slow
+def test_manifest_hashes_exactly_the_outputs_of_every_stage_before_it(finished_run):
+    """The expected list comes from Snakemake's own summary of the rules' outputs."""
+    _, config, workdir = finished_run
+    summary = snakemake(workdir, "--summary", config=config)
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    stages = {"extract_commits", "curate", "tokenize", "train", "evaluate"}
+    outputs = [
+        line.split("\t")[0]
+        for line in summary.stdout.splitlines()[1:]
+        if line.count("\t") >= 2 and line.split("\t")[2] in stages
+    ]
+    assert {"results/commits.stats.json", "results/dataset/test.parquet"} <= set(outputs)
+    manifest = json.loads((workdir / "results" / "tiny" / "manifest.json").read_text())
+    assert sorted(manifest["artifact_roots"]) == sorted(outputs)
+    assert [entry["path"] for entry in manifest["artifacts"]] == artifact_files(outputs, workdir)
+
+
+@pytest.mark.slow
+def test_workflow_writes_a_complete_manifest_that_verifies(finished_run):
+    repo, config, workdir = finished_run
     manifest = json.loads((workdir / "results" / "tiny" / "manifest.json").read_text())
 
     assert manifest["config"] == resolve_config(config)

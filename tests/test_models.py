@@ -2,6 +2,7 @@
 
 import pytest
 
+from repotune import models
 from repotune.errors import InputError
 from repotune.models import architecture, preset_names, resolve_model, train_overrides
 
@@ -33,3 +34,30 @@ def test_unknown_preset_is_an_input_error():
         resolve_model({"preset": "no-such-model"})
     with pytest.raises(InputError, match="neither a preset"):
         resolve_model("no-such-model")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"preset": "tiny", "lora_r": 4}, r"entry 'tiny'.*'lora_r' was unexpected"),
+        ({"preset": "tiny", "train": {"lora_rank": 4}}, r"\['train'\].*'lora_rank' was unexpected"),
+        ({"preset": "tiny", "train": {"lora_r": "four"}}, r"'four' is not of type 'integer'"),
+        ({"preset": "tiny", "architecture": {"layers": 2}}, r"'layers' was unexpected"),
+        ({"name": "org/model", "base": None}, r"'org/model' does not match"),
+    ],
+)
+def test_model_entry_with_an_unknown_key_or_bad_value_is_one_input_error(entry, message):
+    with pytest.raises(InputError, match=message):
+        resolve_model(entry)
+
+
+def test_model_entry_strings_are_coerced_like_the_config():
+    spec = resolve_model({"preset": "tiny", "train": {"lora_r": "4"}, "bpe_vocab_size": "512"})
+    assert train_overrides(spec)["lora_r"] == 4 and spec.settings["bpe_vocab_size"] == 512
+
+
+def test_preset_file_with_an_unknown_key_names_the_file(tmp_path, monkeypatch):
+    (tmp_path / "mine.yaml").write_text("name: mine\nbase: null\ntemplat: plain\n")
+    monkeypatch.setattr(models, "PRESET_DIR", tmp_path)
+    with pytest.raises(InputError, match=r"config/models/mine.yaml.*'templat' was unexpected"):
+        resolve_model("mine")

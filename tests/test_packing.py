@@ -6,7 +6,7 @@ import pytest
 from repotune.shards.packing import pack, split_document
 from repotune.shards.render import MESSAGE_TO_CHANGE, PLAIN, render_pieces
 from repotune.shards.tokenizer import train_bpe
-from tests.tokenize_fixtures import commit_row, file_change, synthetic_rows
+from testdata.curated import commit_row, file_change, synthetic_rows
 
 EOS, PAD = 0, 1
 

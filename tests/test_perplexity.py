@@ -12,7 +12,7 @@ from peft import LoraConfig, get_peft_model
 from repotune.evaluate.perplexity import from_sums, perplexity
 from repotune.evaluate.stage import variant
 from repotune.modeling import build_model
-from repotune.train.data import load_blocks
+from repotune.shards.table import load_blocks
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import FEATURES, documents, pack, train_tokenizer

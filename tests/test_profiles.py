@@ -5,7 +5,7 @@ import subprocess
 
 import yaml
 
-from tests.test_workflow import BIN, ROOT
+from testdata.workflow import BIN, ROOT
 
 
 def dry_run_resources(*args: str) -> tuple[str, dict[str, str]]:

@@ -2,13 +2,13 @@
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
 
 from repotune.curate.redact import KINDS, Redactor, RedactSettings, shannon_entropy
-from tests.curate_fixtures import History, all_rows, change, run_curate
+from testdata.commits import History, all_rows, change, run_curate
+from tests.secret_corpus import Sample, corpus, formats
 
 DEFAULTS = RedactSettings(emails=True, entropy_threshold=3.0, min_secret_length=8)
 
@@ -90,6 +90,18 @@ LOOK_ALIKES = [
     "lodash@4.17.21",
     'cache[key] = "q7Wm2Zp9Lx4Rk8Nv"',
     'monkey = "q7Wm2Zp9Lx4Rk8Nv"',
+    # Code that the e-mail rule used to take for an address.
+    "scores = q@k.transpose(-2, -1) / math.sqrt(d)",
+    "![logo](assets/logo@2x.png)",
+    "+    x = 1\n+@app.route('/users')\n+def users():",
+    "out = x@self.weight.T + self.bias",
+    # Prose and code near the new context rules.
+    "It implements all the basic attributes/methods of the Table class.",
+    "Bearer authentication is configured in settings.py",
+    "pip install scikit-learn  # sk-learn is the old name",
+    "postgres://user:${DB_PASSWORD}@db.example.com/app",
+    "Set the password to something only you know.",
+    "def connect(include_password: Optional[bool] = None) -> None:",
 ]
 
 
@@ -150,18 +162,79 @@ def test_settings_change_what_is_redacted() -> None:
     assert Redactor(short).redact(text) == 'password = "changeme" by <EMAIL>'
 
 
-def test_redaction_is_fast_on_a_large_patch() -> None:
+def test_a_large_patch_is_redacted_line_by_line() -> None:
+    """Throughput lives in benchmarks/redact.py; here, that every line of a large text counts."""
     chunk = "".join(
         f"+    value_{n} = compute(table[{n}], key='k{n}', sha='{n:040x}')  # user@example.org\n"
         for n in range(2000)
     )
     redactor = Redactor(DEFAULTS)
-    started = time.perf_counter()
-    redactor.redact(chunk)
-    elapsed = time.perf_counter() - started
-    assert redactor.counts["email"] == 2000
-    megabytes = len(chunk) / 1e6
-    assert elapsed < 2.0, f"{megabytes:.2f} MB took {elapsed:.2f} s"
+    out = redactor.redact(chunk)
+    assert redactor.counts["email"] == 2000 and sum(redactor.counts.values()) == 2000
+    assert out == chunk.replace("user@example.org", "<EMAIL>")
+
+
+# --- the generated corpus: every format, several realistic variants ---------------------------
+
+CORPUS = corpus(seed=0)
+
+
+def test_the_corpus_is_broad() -> None:
+    names = formats(CORPUS)
+    assert len(names) >= 40
+    assert all(sum(sample.format == name for sample in CORPUS) >= 3 for name in names)
+
+
+@pytest.mark.parametrize("name", formats(CORPUS))
+def test_every_variant_of_every_format_is_redacted(name: str) -> None:
+    for sample in (s for s in CORPUS if s.format == name):
+        redactor = Redactor(DEFAULTS)
+        out = redactor.redact(sample.text)
+        assert sample.secret not in out, (sample.text, out)
+        assert sample.kept in out
+        assert sum(redactor.counts.values()) >= 1
+
+
+def test_a_url_password_is_a_password_not_an_email() -> None:
+    for url, expected in [
+        ("postgres://app:Xk9mQ2vLp7@db.example.com/app", "postgres://app:<PASSWORD>@db.example.com/app"),
+        ("redis://:s3cretPW42@cache.example.com:6379/0", "redis://:<PASSWORD>@cache.example.com:6379/0"),
+    ]:  # fmt: skip
+        redactor = Redactor(DEFAULTS)
+        assert redactor.redact(url) == expected
+        assert redactor.counts["password"] == 1 and redactor.counts["email"] == 0
+
+
+def test_an_email_in_a_file_name_keeps_the_extension() -> None:
+    redactor = Redactor(DEFAULTS)
+    assert redactor.redact("fixtures/ada@example.org.json") == "fixtures/<EMAIL>.json"
+
+
+def test_entropy_at_exactly_the_threshold_is_a_secret() -> None:
+    value = "Ab3$Xy9!"  # eight different characters: exactly log2(8) = 3.0 bits each
+    assert shannon_entropy(value) == DEFAULTS.entropy_threshold
+    assert Redactor(DEFAULTS).redact(f'password = "{value}"') == 'password = "<PASSWORD>"'
+    below = "Ab3$Xy9!!"  # one repeat: under 3 bits, and long enough
+    assert shannon_entropy(below) < 3.0
+    assert Redactor(DEFAULTS).redact(f'password = "{below}"') == f'password = "{below}"'
+
+
+def test_letters_only_values_count_in_env_files_only() -> None:
+    assert Redactor(DEFAULTS).redact("DB_PASSWORD=correcthorsebattery") == "DB_PASSWORD=<PASSWORD>"
+    code = "password = correcthorsebattery"  # an identifier in code
+    assert Redactor(DEFAULTS).redact(code) == code
+
+
+def test_a_provider_token_inside_an_assignment_counts_once() -> None:
+    token = "ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+    redactor = Redactor(DEFAULTS)
+    assert redactor.redact(f'GITHUB_TOKEN = "{token}"') == 'GITHUB_TOKEN = "<TOKEN>"'
+    assert redactor.counts["github_token"] == 1 and sum(redactor.counts.values()) == 1
+
+
+def test_the_same_seed_gives_the_same_corpus() -> None:
+    assert corpus(seed=3) == corpus(seed=3) != corpus(seed=4)
+    assert all(isinstance(sample, Sample) for sample in CORPUS)
 
 
 def test_secrets_never_reach_the_output_parquet(tmp_path: Path) -> None:
@@ -180,6 +253,14 @@ def test_secrets_never_reach_the_output_parquet(tmp_path: Path) -> None:
         "Use ada.lovelace@example.org in tests",
         files=[change("fixtures/ada.lovelace@example.org.json", "+{}\n", change_type="A")],
     )
+    old_path_token = "glpat-" + "Qm7Zt2Vx9Lr4Pk8Ns3Wb"
+    renamed = change(
+        "conf/token.txt",
+        "@@ -1 +1 @@\n-a\n+b\n",
+        change_type="R",
+        old_path=f"conf/{old_path_token}.txt",
+    )
+    history.add("Rename the leaked file", files=[renamed])
     look_alikes = "\n".join(f"+{text}" for text in LOOK_ALIKES) + "\n"
     history.add("Pin the dependencies with checksums", files=[change("deps.txt", look_alikes)])
     for number in range(3):
@@ -194,6 +275,7 @@ def test_secrets_never_reach_the_output_parquet(tmp_path: Path) -> None:
             assert line not in text
     for _, _, value, _ in ASSIGNMENTS:
         assert value not in text
+    assert old_path_token not in text and "conf/<TOKEN>.txt" in text
     for look_alike in LOOK_ALIKES:
         assert json.dumps(look_alike)[1:-1] in text
     planted = {kind: 0 for kind in KINDS}
@@ -202,4 +284,33 @@ def test_secrets_never_reach_the_output_parquet(tmp_path: Path) -> None:
     for kind, *_ in ASSIGNMENTS:
         planted[kind] += 1
     planted["email"] += 2  # subject and path of the fixtures commit
+    planted["gitlab_token"] += 1  # the renamed file's old path
     assert report["redactions"] == planted
+
+
+def test_generations_written_by_evaluate_are_redacted() -> None:
+    """A model can repeat a secret it memorised in pre-training: what the evaluation writes
+    (generations.jsonl rows, report examples) is redacted like the data."""
+    from repotune.evaluate.generation import Generation
+    from repotune.evaluate.stage import COMMIT_MESSAGE, Questions, _examples, _generation_rows
+    from repotune.evaluate.tasks import Example
+
+    token = "ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+    example = Example(task=COMMIT_MESSAGE, sha="a" * 40, prompt="p", reference="Fix the parser")
+    asked = Questions(commit_messages=[example], code_changes=[], behaviour=[], test_commits=1)
+
+    def generated(text: str) -> Generation:
+        return Generation(text=text, new_tokens=1, prompt_tokens=1, truncated=False, finish="eos")
+
+    generations = {
+        "base": {COMMIT_MESSAGE: [generated(f"Use {token}")], "code_change": [], "behaviour": []},
+        "adapted": {
+            COMMIT_MESSAGE: [generated("Fix the parser")],
+            "code_change": [],
+            "behaviour": [],
+        },
+    }
+    [row] = list(_generation_rows(asked, generations, Redactor(DEFAULTS)))
+    [shown] = _examples(asked, generations, 5, Redactor(DEFAULTS))
+    for written in (row, shown):
+        assert written["base"] == "Use <TOKEN>" and written["adapted"] == "Fix the parser"

@@ -16,7 +16,7 @@ from repotune.shards.render import (
     render_target,
     task_for,
 )
-from tests.tokenize_fixtures import commit_row, file_change
+from testdata.curated import commit_row, file_change
 
 HUNK_1 = "@@ -1,2 +1,2 @@\n import os\n-x = 1\n+x = 2\n"
 HUNK_2 = "@@ -10,2 +10,3 @@ def f():\n     pass\n+    return 1\n"

@@ -1,49 +1,80 @@
 """report.md, report.json's metric entries and the PNG plots, from hand-made numbers."""
 
+import random
+
 import matplotlib.image
 import pytest
 
 from repotune.evaluate.report import (
+    BETTER,
     METRICS,
+    MIN_SAMPLE,
+    TOO_FEW,
+    UNCLEAR,
+    WORSE,
+    describe_base,
     format_value,
-    improved,
     markdown,
+    measurements,
     metric_entry,
     plot_loss_curves,
     plot_metrics,
     read_training_log,
     write_markdown,
 )
+from repotune.evaluate.significance import Paired
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def sample_report() -> dict:
-    metrics = {name: metric_entry(name, 0.25, 0.5, 10) for name in METRICS}
-    metrics["perplexity"] = metric_entry("perplexity", 400.0, 300.0, 1234)
-    metrics["bits_per_token"] = metric_entry("bits_per_token", 8.64, 8.23, 1234)
+def paired(delta: tuple[float, float], n: int = 50) -> Paired:
+    """An interval as the bootstrap reports it (only the delta's matters for verdicts)."""
+    return Paired(base=(0.0, 1.0), adapted=(0.0, 1.0), delta=delta, n=n, resamples=1000)
+
+
+def sample_report(test_commits: int = 120) -> dict:
+    enough = test_commits >= MIN_SAMPLE
+    metrics = {
+        name: metric_entry(name, 0.25, 0.5, 40, paired((0.1, 0.4), 40), enough) for name in METRICS
+    }
+    metrics["perplexity"] = metric_entry(
+        "perplexity", 400.0, 300.0, 1234, paired((-130.0, -70.0), 60), enough
+    )
+    metrics["bits_per_token"] = metric_entry(
+        "bits_per_token", 8.64, 8.23, 1234, paired((-0.5, -0.3), 60), enough
+    )
+    metrics["commit_message.rouge_l"] = metric_entry(
+        "commit_message.rouge_l", 0.30, 0.32, 40, paired((-0.01, 0.05), 40), enough
+    )
     metrics["behaviour.pass_rate"] = metric_entry("behaviour.pass_rate", None, None, 0)
     return {
         "model": "tiny",
         "base_model": "results/tiny/base",
+        "base": {"source": "built", "name": "tiny",
+                 "description": "untrained (random initialisation)"},
         "adapter": "results/tiny/adapter",
         "template": "plain",
         "samples": {
-            "test_commits": 12,
-            "perplexity_blocks": 3,
+            "test_commits": test_commits,
+            "perplexity_blocks": 60,
             "perplexity_tokens": 1234,
-            "commit_messages": 10,
-            "code_changes": 10,
+            "commit_messages": 40,
+            "code_changes": 40,
             "behaviour_tests": 0,
         },
         "metrics": metrics,
-        "generation": {"do_sample": False},
+        "generation": {"do_sample": False, "tasks": {
+            "commit_message": {"max_new_tokens": 64,
+                               "base": {"finish": {"eos": 0, "stop": 1, "length": 39}},
+                               "adapted": {"finish": {"eos": 25, "stop": 10, "length": 5}}},
+        }},
         "training": {"steps": 60, "epochs": 3, "tokens": 7492, "final_train_loss": 5.63,
                      "final_val_loss": None, "tokens_per_s": 9086.8},
         "behaviour": [
             {"name": "subject", "base": {"passed": True, "reason": "ok"},
              "adapted": {"passed": False, "reason": "must_match '\\w' | found nothing"}},
         ],
+        "behaviour_by_kind": {"pattern": {"count": 1, "base": 1.0, "adapted": 0.0}},
         "examples": [
             {"sha": "a" * 40, "reference": "Fix <b>parser</b>\n\nBody | with pipe",
              "base": "", "adapted": "Fix parser"},
@@ -51,28 +82,105 @@ def sample_report() -> dict:
     }  # fmt: skip
 
 
-def test_metric_entry_delta_and_direction():
-    lower = metric_entry("perplexity", 400.0, 300.0, 5)
-    assert (lower["delta"], lower["higher_is_better"], improved(lower)) == (-100.0, False, True)
-    higher = metric_entry("code_change.exact_match", 0.5, 0.25, 5)
-    assert (higher["delta"], improved(higher)) == (-0.25, False)
+def test_metric_entry_delta_direction_and_verdict():
+    lower = metric_entry("perplexity", 400.0, 300.0, 5, paired((-120.0, -80.0)))
+    assert (lower["delta"], lower["higher_is_better"], lower["verdict"]) == (-100.0, False, BETTER)
+    higher = metric_entry("code_change.exact_match", 0.5, 0.25, 5, paired((-0.4, -0.1)))
+    assert (higher["delta"], higher["verdict"]) == (-0.25, WORSE)
+    assert higher["interval"]["delta"] == [-0.4, -0.1] and higher["unit"] == "prompts"
     missing = metric_entry("behaviour.pass_rate", None, 0.5, 0)
-    assert missing["delta"] is None and improved(missing) is None
+    assert missing["delta"] is None and missing["verdict"] == "n/a"
     assert format_value("perplexity", None) == "n/a" == format_value("perplexity", float("nan"))
     assert format_value("commit_message.bnorm_bleu", 12.345) == "12.35"
 
 
-def test_markdown_answers_first_then_table_training_behaviour_examples():
+def test_an_interval_containing_zero_gives_no_clear_difference():
+    entry = metric_entry("commit_message.rouge_l", 0.30, 0.34, 40, paired((-0.02, 0.09)))
+    assert entry["verdict"] == UNCLEAR == "no clear difference"
+    ppl = metric_entry("perplexity", 400.0, 300.0, 900, paired((-250.0, 10.0)))
+    assert ppl["verdict"] == UNCLEAR
+
+
+def test_a_verdict_needs_enough_items_and_enough_test_commits():
+    assert metric_entry("perplexity", 4.0, 3.0, 9, paired((-1.2, -0.8), n=29))["verdict"] == TOO_FEW
+    assert metric_entry("perplexity", 4.0, 3.0, 9, paired((-1.2, -0.8), n=30))["verdict"] == BETTER
+    few_commits = metric_entry("perplexity", 4.0, 3.0, 9, paired((-1.2, -0.8)), False)
+    assert few_commits["verdict"] == TOO_FEW
+
+
+def test_a_difference_that_rounds_to_zero_is_no_clear_difference():
+    # The review's case: B-Norm 5.5e-77 vs 2.9e-77, every resample positive, printed 0.00.
+    entry = metric_entry(
+        "commit_message.bnorm_bleu", 2.9e-77, 5.5e-77, 100, paired((1e-77, 4e-77), 100)
+    )
+    assert entry["verdict"] == UNCLEAR
+    row = next(line for line in markdown(report_with(entry), "a", "b").splitlines()
+               if line.startswith("| message B-Norm BLEU"))  # fmt: skip
+    assert "| 0.00 [0.00, 0.00] | no clear difference | 100 prompts |" in row
+
+
+def report_with(entry: dict) -> dict:
+    report = sample_report()
+    report["metrics"]["commit_message.bnorm_bleu"] = entry
+    return report
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_rounding_shown_and_verdict_agree(name):
+    """On many random entries: a printed better/worse has a non-zero printed delta of the right
+    sign and a printed interval that excludes zero; a printed interval that excludes zero and
+    contains the printed delta is never 'no clear difference'."""
+    rng = random.Random(name)
+    for _ in range(300):
+        scale = 10 ** rng.uniform(-6, 2)
+        base = rng.uniform(0, 1) * scale
+        delta = rng.gauss(0, 1) * scale
+        spread = abs(rng.gauss(0, 1)) * scale
+        low, high = sorted((delta - spread * rng.random(), delta + spread * rng.random()))
+        entry = metric_entry(name, base, base + delta, 50, paired((low, high), 50))
+        report = sample_report()
+        report["metrics"] = {name: entry}
+        row = next(line for line in markdown(report, "a", "b").splitlines()
+                   if line.startswith(f"| {METRICS[name][1]} "))  # fmt: skip
+        _, _, _, shown, said, _ = row.strip("| ").split(" | ")
+        point, interval = shown.split(" ", 1)
+        low_shown, high_shown = (float(bound) for bound in interval.strip("[]").split(", "))
+        assert said == entry["verdict"]
+        up = float(point) > 0
+        if said in (BETTER, WORSE):
+            assert float(point) != 0 and (low_shown > 0 or high_shown < 0)
+            assert (said == BETTER) == (up == entry["higher_is_better"])
+        elif low_shown <= float(point) <= high_shown and float(point) != 0:
+            assert said == UNCLEAR and (low_shown <= 0 <= high_shown)
+
+
+def test_markdown_answers_first_with_verdicts_and_n():
     text = markdown(sample_report(), "loss.png", "metrics.png")
     assert text.startswith("# Evaluation of tiny: base vs base + adapter\n")
-    assert "perplexity on the held-out commits goes from 400.00 to 300.00 (-25.0%)" in text
-    assert "better on 8 of 8 measured metrics" in text
-    assert "| perplexity ↓ | 400.00 | 300.00 | -100.00 (better) | 1234 |" in text
-    assert "| message ROUGE-L ↑ | 0.250 | 0.500 | +0.250 (better) | 10 |" in text
-    assert "| behaviour pass rate ↑ | n/a | n/a | n/a | 0 |" in text
-    assert "10 commit messages, 10 code changes and 0 behavioural tests" in text
+    headline = text.split("\n")[2]
+    assert headline.startswith("On n=120 held-out test commits, with the adapter perplexity goes")
+    assert "from 400.00 to 300.00 (-25.0%; change [-130.00, -70.00]): better" in headline
+    # 9 metrics, perplexity and bits per token one measurement, pass rate not measured: 7.
+    assert "of 7 measurements it is better on 6, worse on 0, with no clear difference on 1" in (
+        headline
+    )
+    assert "The base is untrained (random initialisation)" in headline
+    assert "Base model untrained (random initialisation), adapter" in text
+    assert (
+        "| perplexity ↓ | 400.00 | 300.00 | -100.00 [-130.00, -70.00] | better | 60 blocks" in text
+    )
+    assert (
+        "| message ROUGE-L ↑ | 0.300 | 0.320 | +0.020 [-0.010, +0.050] | no clear difference "
+        "| 40 prompts |" in text
+    )
+    assert "| behaviour pass rate ↑ | n/a | n/a | n/a | n/a | 0 |" in text
+    assert "40 commit messages, 40 code changes and 0 behavioural tests" in text
     assert "| 60 | 3 | 7492 | 5.63 | n/a | 9087 |" in text
     assert "![loss curves](loss.png)" in text and "![metrics](metrics.png)" in text
+    # How generations ended: the token limit is reported per task and model.
+    assert "| commit_message | base | 64 | 0 | 1 | 39 | 39 of 40 |" in text
+    assert "| commit_message | adapted | 64 | 25 | 10 | 5 | 5 of 40 |" in text
+    assert "| pattern | 1 | 1.000 | 0.000 |" in text
     # Table cells: pipes escaped, HTML escaped, lines joined, empty text marked.
     assert "| subject | pass | fail: must_match '\\w' \\| found nothing |" in text
     assert (
@@ -80,12 +188,29 @@ def test_markdown_answers_first_then_table_training_behaviour_examples():
     )
 
 
-def test_same_value_is_reported_as_same():
+def test_a_small_test_split_is_called_too_small_to_tell():
+    text = markdown(sample_report(test_commits=2), "loss.png", "metrics.png")
+    headline = text.split("\n")[2]
+    assert "only n=2 commits, too few to tell" in headline
+    assert "`curate.split.test_size`" in headline and "longer history" in headline
+    assert "better on" not in headline
+    assert "| too few to tell |" in text and "| better |" not in text
+
+
+def test_base_is_described_by_what_it_is():
+    assert describe_base({"source": "built", "name": "tiny"}) == "untrained (random initialisation)"
+    pretrained = {"source": "pretrained", "name": "sc2", "id": "bigcode/starcoder2-3b"}
+    assert describe_base(pretrained) == "`bigcode/starcoder2-3b` (pretrained)"
     report = sample_report()
-    report["metrics"]["commit_message.rouge_l"] = metric_entry(
-        "commit_message.rouge_l", 0.5, 0.5 + 1e-9, 10
-    )
-    assert "| 0.500 | 0.500 | 0.000 (same) | 10 |" in markdown(report, "a.png", "b.png")
+    report["base"] = pretrained | {"description": describe_base(pretrained)}
+    text = markdown(report, "a", "b")
+    assert "Base model `bigcode/starcoder2-3b` (pretrained)" in text and "untrained" not in text
+
+
+def test_measurements_count_perplexity_and_bits_per_token_once():
+    metrics = sample_report()["metrics"]
+    assert "bits_per_token" not in measurements(metrics) and "perplexity" in measurements(metrics)
+    assert len(measurements(metrics)) == len(METRICS) - 1
 
 
 def test_plots_are_png_files_matplotlib_reads(tmp_path):

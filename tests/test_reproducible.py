@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from tests.manifest_fixtures import data_repository, fast_config
-from tests.test_workflow import snakemake
+from testdata.workflow import data_repository, fast_config, snakemake
 
 
 @pytest.mark.slow

@@ -11,12 +11,14 @@ from datasets import load_from_disk
 from transformers import AutoTokenizer
 
 from repotune.config import resolve_config
+from repotune.curate.table import SPLITS
 from repotune.errors import InputError
 from repotune.models import resolve_model
 from repotune.shards.render import get_template, render, task_for
-from repotune.shards.stage import SHARD_SCHEMA, SPLITS, TokenizeSettings, tokenize_stage
+from repotune.shards.stage import TokenizeSettings, tokenize_stage
+from repotune.shards.table import SHARD_SCHEMA
 from repotune.shards.tokenizer import EOS
-from tests.tokenize_fixtures import (
+from testdata.curated import (
     STARCODER2_SPECIAL,
     commit_row,
     file_change,

@@ -17,7 +17,7 @@ from repotune.curate.timesplit import (
     split_sizes,
 )
 from repotune.errors import InputError
-from tests.curate_fixtures import History, run_curate
+from testdata.commits import History, run_curate
 
 DAY = 86400
 

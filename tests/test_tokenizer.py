@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from repotune.config import resolve_config
 from repotune.errors import InputError
 from repotune.models import resolve_model
 from repotune.shards.render import PLAIN, STARCODER2, render
 from repotune.shards.stage import TokenizeSettings, prepare_tokenizer
 from repotune.shards.tokenizer import EOS, PAD, load_tokenizer, special_tokens, train_bpe
-from tests.tokenize_fixtures import (
+from testdata.curated import (
     STARCODER2_SPECIAL,
     save_hub_like_tokenizer,
     synthetic_rows,
@@ -20,6 +21,8 @@ from tests.tokenize_fixtures import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS = TokenizeSettings.from_config(resolve_config()["tokenize"])
 
 
 def _texts() -> list[str]:
@@ -86,14 +89,14 @@ def test_starcoder2_template_only_when_the_tokenizer_has_its_tokens(
     path = save_hub_like_tokenizer(tmp_path / "tok", special)
     train = write_split(tmp_path / "train.parquet", synthetic_rows(5))
     spec = resolve_model({"name": "local", "base": str(path), "template": "starcoder2"})
-    _, template = prepare_tokenizer(spec, train, TokenizeSettings())
+    _, template = prepare_tokenizer(spec, train, DEFAULTS)
     assert template.name == expected
 
 
 def test_train_bpe_carries_the_requested_template_markers(tmp_path) -> None:
     train = write_split(tmp_path / "train.parquet", synthetic_rows(40))
     spec = resolve_model({"preset": "tiny", "template": "starcoder2", "bpe_vocab_size": 512})
-    tokenizer, template = prepare_tokenizer(spec, train, TokenizeSettings())
+    tokenizer, template = prepare_tokenizer(spec, train, DEFAULTS)
     assert template is STARCODER2
     assert set(STARCODER2.markers) <= special_tokens(tokenizer)
     assert len(tokenizer) == 512

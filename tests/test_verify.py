@@ -7,8 +7,7 @@ import pyarrow.parquet as pq
 
 from repotune.manifest.stage import build_manifest, write_manifest
 from repotune.manifest.verify import load_manifest, verify
-from tests.manifest_fixtures import verify_command
-from tests.test_workflow import ROOT
+from testdata.workflow import ROOT, verify_command
 
 
 def small_run(tmp_path):

@@ -2,75 +2,23 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from tests.gitfixtures import GitRepo
+from testdata.gitrepo import GitRepo
+from testdata.workflow import BIN, FAST, ROOT, data_repository, planned_jobs, snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile in ``workdir`` with an extra config file."""
-    configfile = workdir / "test-config.yaml"
-    configfile.write_text(yaml.safe_dump(config or {}))
-    return subprocess.run(
-        [
-            str(BIN / "snakemake"),
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(configfile),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-    )
-
-
-def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """The job table of a dry run (``rule  count`` lines between the dashes and ``total``)."""
-    assert result.returncode == 0, result.stderr + result.stdout
-    jobs: dict[str, int] = {}
-    output = result.stdout + result.stderr
-    if "Nothing to be done" in output:
-        return jobs
-    table = output.split("Job stats:", 1)[1]
-    for line in table.splitlines()[3:]:
-        parts = line.split()
-        if not parts or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
-    return jobs
-
-
-# A small, fast run: a one-layer tiny model, short blocks, a few optimizer steps.
-FAST = {
-    "models": [{"preset": "tiny", "architecture": {"n_layer": 1, "n_head": 2, "n_embd": 32}}],
-    "tokenize": {"seq_len": 64},
-    "train": {"max_steps": 3, "batch_size": 2, "eval_interval": 0},
-}
 MODEL_STAGES = {
     "tokenize": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1
 }  # fmt: skip
-ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, **MODEL_STAGES}
+ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, "snapshot": 1, **MODEL_STAGES}
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[GitRepo, Path]:
-    repo = GitRepo(tmp_path / "data")
-    for number in range(6):
-        body = "".join(f"def f{i}():\n    return {number * i}\n" for i in range(number + 2))
-        repo.commit(f"Add module number {number}", {f"pkg/m{number}.py": body})
+    repo = data_repository(tmp_path / "data")
     workdir = tmp_path / "work"
     workdir.mkdir()
     return repo, workdir
@@ -106,7 +54,7 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
     changed = {**config, "extract": {"max_patch_bytes": 4096}}
     assert planned_jobs(snakemake(workdir, "-n", config=changed)) == ALL_STAGES
     curate_only = {**config, "curate": {"recency_half_life_days": 30}}
-    expected = {"all": 1, "curate": 1, **MODEL_STAGES}
+    expected = {"all": 1, "curate": 1, "snapshot": 1, **MODEL_STAGES}
     assert planned_jobs(snakemake(workdir, "-n", config=curate_only)) == expected
     train_only = {**config, "train": {**FAST["train"], "learning_rate": 0.01}}
     expected = {
@@ -122,6 +70,7 @@ def test_dry_run_run_and_rerun_only_what_changed(project):
         ({"repo": "/"}, "is not a git repository"),
         ({"extract": {"max_patch_byte": 10}}, "'max_patch_byte' was unexpected"),
         ({"extract": {"workers": "two"}}, "'two' is not of type 'integer'"),
+        ({"models": [{"preset": "tiny", "train": {"lora_rank": 4}}]}, "'lora_rank' was unexpected"),
     ],
 )
 def test_bad_input_fails_in_one_line_with_no_output(project, config, expected):

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from repotune.errors import InputError
 
 # The order filters run in, and the names curation.json counts under. `generated_files` drops
@@ -102,6 +104,38 @@ def glob_to_regex(glob: str) -> str:
     return rf"(?:^|/){translate(glob)}\Z"
 
 
+class SeenKeys:
+    """A set of 64-bit keys in about 8 bytes a key, for the duplicate filter.
+
+    A Python set of digests costs ~90 bytes a commit, which on a million-commit history is
+    the one part of curation that grows with its length. New keys go to a small set; when it
+    fills they are merged into one sorted numpy array that lookups binary-search.
+    """
+
+    def __init__(self, recent_limit: int = 65536) -> None:
+        self._sorted = np.zeros(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+        self._limit = recent_limit
+
+    def __contains__(self, key: int) -> bool:
+        if key in self._recent:
+            return True
+        at = int(np.searchsorted(self._sorted, np.uint64(key)))
+        return at < len(self._sorted) and int(self._sorted[at]) == key
+
+    def add(self, key: int) -> None:
+        if key in self:
+            return
+        self._recent.add(key)
+        if len(self._recent) >= self._limit:
+            recent = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+            self._sorted = np.union1d(self._sorted, recent)
+            self._recent.clear()
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+
 class CommitFilter:
     """The compiled filters of one curation run."""
 
@@ -111,7 +145,7 @@ class CommitFilter:
         self._trivial = _any_of(settings.trivial_subjects, "trivial_subjects")
         globs = "|".join(glob_to_regex(glob) for glob in settings.generated_globs)
         self._generated = re.compile(globs or r"(?!)")
-        self._seen_patches: set[bytes] = set()
+        self._seen_patches = SeenKeys()
 
     def message_verdict(self, commit: dict[str, Any]) -> str | None:
         """The first message-level filter that drops ``commit``, or None to keep it."""
@@ -162,8 +196,12 @@ class CommitFilter:
         """``(kept files, number dropped)``: generated, vendored and lock files go."""
         if not self.settings.generated_files:
             return files, 0
-        kept = [change for change in files if not self._generated.search(change["path"])]
+        kept = [change for change in files if not self.is_generated(change["path"])]
         return kept, len(files) - len(kept)
+
+    def is_generated(self, path: str) -> bool:
+        """Whether ``path`` matches ``generated_globs`` (lock, minified, vendored, built)."""
+        return self._generated.search(path) is not None
 
     def content_verdict(self, files: list[dict[str, Any]]) -> str | None:
         """The first filter on the kept files that drops the commit, or None to keep it."""
@@ -187,7 +225,7 @@ class CommitFilter:
         """
         if not self.settings.duplicates or not any(change["patch"] for change in files):
             return False
-        digest = hashlib.blake2b(digest_size=16)
+        digest = hashlib.blake2b(digest_size=8)  # 64 bits: a collision in 10^6 commits ~ 3e-8
         for change in files:
             for part in (
                 change["path"],
@@ -197,7 +235,7 @@ class CommitFilter:
             ):
                 digest.update(part.encode("utf-8", "surrogatepass"))
                 digest.update(b"\0")
-        key = digest.digest()
+        key = int.from_bytes(digest.digest(), "little")
         if key in self._seen_patches:
             return True
         self._seen_patches.add(key)

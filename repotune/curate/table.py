@@ -9,6 +9,10 @@ import pyarrow as pa
 
 from repotune.extract.table import COMMITS
 
+# The dataset's splits, in time order; each is one Parquet file and, after tokenize, one
+# folder of shards.
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
 DATASET = pa.schema(
     [
         *COMMITS,

@@ -20,7 +20,6 @@ import numpy as np
 
 from repotune.errors import InputError
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
 TRAIN, VALIDATION, TEST = range(3)
 SECONDS_PER_DAY = 86400.0
 

@@ -23,9 +23,14 @@ File format (YAML, see config/behaviour_tests.yaml): a list of tests, each a map
 * ``timeout_s`` (default 10): wall-clock seconds the python_test may run.
 
 At least one of ``must_match``, ``must_not_match`` and ``python_test`` is required. Checks run in
-that order and the first failure is the result's reason.
+that order and the first failure is the result's reason. A test with only ``must_not_match``
+passes on garbage (an empty or looping generation matches nothing forbidden), so every shipped
+test pairs its negative checks with a positive one that a degenerate generation fails
+(tests/test_behaviour.py checks this of config/behaviour_tests.yaml).
 
-Python tests run generated code; how they are contained is :mod:`repotune.evaluate.sandbox`.
+Python tests run generated code, so they run only when ``evaluate.behaviour.allow_code_execution``
+is true (otherwise they are skipped and the report says so); how they are contained is
+:mod:`repotune.evaluate.sandbox`.
 """
 
 import re
@@ -37,7 +42,13 @@ from typing import Any
 import yaml
 
 from repotune.errors import InputError
-from repotune.evaluate.sandbox import DEFAULT_LIMITS, CheckResult, SandboxLimits, run_python_test
+from repotune.evaluate.sandbox import (
+    DEFAULT_LIMITS,
+    CheckResult,
+    SandboxLimits,
+    run_python_test,
+    skipped,
+)
 
 DEFAULT_TIMEOUT_S = 10.0
 _KEYS = (
@@ -194,9 +205,16 @@ def cut_at_stop(generation: str, stop: Iterable[str]) -> str:
 
 
 def check(
-    test: BehaviourTest, generation: str, limits: SandboxLimits = DEFAULT_LIMITS
+    test: BehaviourTest,
+    generation: str,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+    allow_code_execution: bool = False,
 ) -> CheckResult:
-    """Run ``test``'s checks on the model's ``generation`` (the text after the prompt)."""
+    """Run ``test``'s checks on the model's ``generation`` (the text after the prompt).
+
+    A python_test runs the generation only with ``allow_code_execution``; without it the
+    result is :func:`~repotune.evaluate.sandbox.skipped` (after the regex checks pass).
+    """
     text = cut_at_stop(generation, test.stop)
     for pattern in test.must_match:
         if re.search(pattern, text) is None:
@@ -207,13 +225,23 @@ def check(
             matched = found.group(0)[:80]
             return CheckResult(False, f"must_not_match {pattern!r} matched {matched!r}")
     if test.python_test is not None:
+        if not allow_code_execution:
+            return skipped()
         code = test.prompt + text if test.prepend_prompt else text
         return run_python_test(code, test.python_test, test.timeout_s, limits)
     return CheckResult(True, "ok")
 
 
+def kind_of(test: BehaviourTest) -> str:
+    """``python`` for a test that runs the generated code, ``pattern`` for one that only
+    matches regular expressions: the report gives each kind its own pass rate."""
+    return "python" if test.python_test is not None else "pattern"
+
+
 def pass_rate(results: Sequence[CheckResult]) -> float | None:
-    """The fraction of ``results`` that passed; None (never NaN) when there are none."""
-    if not results:
+    """The fraction of the ``results`` that ran that passed (skipped ones count for nothing);
+    None (never NaN) when none ran."""
+    ran = [result for result in results if not result.skipped]
+    if not ran:
         return None
-    return sum(result.passed for result in results) / len(results)
+    return sum(result.passed for result in ran) / len(ran)

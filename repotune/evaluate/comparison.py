@@ -3,8 +3,10 @@
 Each model's ``report.json`` (:mod:`repotune.evaluate.report`) already compares it with its own
 base; this puts the models next to each other, so a user choosing between, say, tiny and
 StarCoder2-3B sees one table instead of building it by hand: a row per metric, a column per
-model holding the adapted value and its change from that model's base, the best adapted value
-in bold.
+model holding the adapted value, its change from that model's base with the change's 95% paired
+bootstrap interval and verdict (:mod:`repotune.evaluate.report`), and the sample size; the best
+adapted value in bold. A model whose test split is too small for verdicts is marked in its
+column header and named below the table.
 With one model configured the table has one column: the same file, so the workflow's outputs do
 not depend on how many models there are.
 """
@@ -23,7 +25,15 @@ import matplotlib.pyplot as plt
 
 from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
-from repotune.evaluate.report import METRICS, PNG_METADATA, format_value
+from repotune.evaluate.report import (
+    METRICS,
+    MIN_SAMPLE,
+    MISSING,
+    PNG_METADATA,
+    enough_test_commits,
+    format_delta,
+    format_value,
+)
 
 BASE_BAR, ADAPTED_BAR = ("base", "#9aa5b1"), ("adapted", "#2b6cb0")
 
@@ -52,10 +62,27 @@ def best_model(reports: Sequence[Mapping[str, Any]], name: str) -> str | None:
     values = [(model, value) for model, value in values if value is not None]
     if not values:
         return None
-    pick = max if METRICS[name][2] else min
+    pick = max if METRICS[name].higher_is_better else min
     best = pick(value for _, value in values)
     winners = [model for model, value in values if value == best]
     return winners[0] if len(winners) == 1 else None
+
+
+def _sample_facts(entry: Mapping[str, Any]) -> dict[str, Any]:
+    interval = entry.get("interval")
+    return {
+        "count": entry.get("count", 0),
+        "interval": None if interval is None else interval["delta"],
+        "n": None if interval is None else interval["n"],
+        "unit": entry.get("unit"),
+        "verdict": entry.get("verdict", MISSING),
+    }
+
+
+def too_small(report: Mapping[str, Any]) -> int | None:
+    """The test split's commit count when it is too small for verdicts, else None."""
+    commits = report.get("samples", {}).get("test_commits")
+    return commits if commits is not None and not enough_test_commits(commits) else None
 
 
 def matrix(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -67,13 +94,13 @@ def matrix(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "metric": name,
-                "higher_is_better": METRICS[name][2],
+                "higher_is_better": METRICS[name].higher_is_better,
                 "best": best_model(reports, name),
                 "models": {
                     report["model"]: {
                         key: _value(report, name, key) for key in ("base", "adapted", "delta")
                     }
-                    | {"count": report["metrics"].get(name, {}).get("count", 0)}
+                    | _sample_facts(report["metrics"].get(name, {}))
                     for report in reports
                 },
             }
@@ -81,17 +108,26 @@ def matrix(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _header(report: Mapping[str, Any]) -> str:
+    small = too_small(report)
+    mark = "" if small is None else f" (too few test commits: {small})"
+    return f"`{report['model']}`{mark}"
+
+
 def markdown(reports: Sequence[Mapping[str, Any]], plot: str) -> str:
-    """comparison.md: the matrix (adapted value, change from its base, sample size)."""
+    """comparison.md: the matrix (adapted value, change from its base with its 95% interval and
+    verdict, sample size) and which models' test splits are too small to tell."""
     models = [report["model"] for report in reports]
     lines = [
         "# Model comparison",
         "",
         f"{len(models)} model(s), each evaluated on the same held-out commits with and without "
-        "its adapter. Each cell: the adapted model's value, in brackets its change from the "
-        "model's own base, then the sample size; the best adapted value is in bold.",
+        "its adapter. Each cell: the adapted model's value; in brackets its change from the "
+        "model's own base, the change's 95% paired bootstrap interval and the verdict (better or "
+        "worse only when the interval excludes zero); then the sample size. The best adapted "
+        "value is in bold.",
         "",
-        "| metric | " + " | ".join(f"`{model}`" for model in models) + " |",
+        "| metric | " + " | ".join(_header(report) for report in reports) + " |",
         "|---|" + "---|" * len(models),
     ]
     for row in matrix(reports):
@@ -102,13 +138,23 @@ def markdown(reports: Sequence[Mapping[str, Any]], plot: str) -> str:
             value = format_value(name, cell["adapted"])
             if model == row["best"]:
                 value = f"**{value}**"
-            delta = cell["delta"]
-            change = "n/a" if delta is None else f"{'+' if delta >= 0 else '-'}"
-            if delta is not None:
-                change += format_value(name, abs(delta))
-            cells.append(f"{value} ({change}), n={cell['count']}")
+            entry = {"delta": cell["delta"]}
+            if cell["interval"] is not None:
+                entry["interval"] = {"delta": cell["interval"]}
+            change = format_delta(name, entry)
+            n = cell["count"] if cell["n"] is None else f"{cell['n']} {cell['unit'] or ''}".strip()
+            cells.append(f"{value} ({change}; {cell['verdict']}), n={n}")
         arrow = "↑" if row["higher_is_better"] else "↓"
-        lines.append(f"| {METRICS[name][1]} {arrow} | " + " | ".join(cells) + " |")
+        lines.append(f"| {METRICS[name].title} {arrow} | " + " | ".join(cells) + " |")
+    small = [(report["model"], too_small(report)) for report in reports]
+    small = [(model, commits) for model, commits in small if commits is not None]
+    if small:
+        lines += [""] + [
+            f"`{model}`: its test split has only {commits} commits, fewer than the {MIN_SAMPLE} "
+            "a verdict needs: too few to tell whether its adapter helps. Raise "
+            "`curate.split.test_size` or use a longer history."
+            for model, commits in small
+        ]
     lines += ["", f"![comparison]({plot})", ""]
     return "\n".join(lines)
 
@@ -144,8 +190,8 @@ def plot(reports: Sequence[Mapping[str, Any]], path: str | Path) -> None:
             )
         axes.set_xticks(list(positions), models, fontsize=8, rotation=20)
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"
-        axes.set_title(f"{METRICS[name][1]}\n({arrow})", fontsize=9)
-        bound = METRICS[name][4]
+        axes.set_title(f"{METRICS[name].title}\n({arrow})", fontsize=9)
+        bound = METRICS[name].bound
         if bound is not None:
             axes.set_ylim(0, bound * 1.15)
         axes.tick_params(labelsize=8)

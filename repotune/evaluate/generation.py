@@ -26,16 +26,15 @@ floating-point ties between two logits, which batching can tip; tests and
 """
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from repotune.errors import InputError
+from repotune.progress import Progress
 from repotune.shards.tokenizer import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -269,7 +268,7 @@ def generate(
     results: list[Generation | None] = [None] * len(prompts)
     device = _device(model)
     model.eval()
-    bar = tqdm(total=len(prompts), desc=desc, file=sys.stderr, mininterval=5, unit="prompt")
+    progress = Progress(log, desc, len(prompts), "prompts")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(settings.seed)
         for start in range(0, len(order), settings.batch_size):
@@ -304,6 +303,6 @@ def generate(
                     truncated=truncated[index],
                     finish=finish,
                 )
-            bar.update(len(batch))
-    bar.close()
+            progress.advance(len(batch), new_tokens=sum(len(n) for n in new))
+    progress.finish()
     return [result for result in results if result is not None]

@@ -6,8 +6,8 @@ wrote. Every metric here is a pure function of two strings, with no model, no do
 third-party dependency, so a score depends only on the texts and is the same on every machine.
 
 * ``bnorm_bleu``, 0 to 100: shared word n-grams (the commit-message literature's BLEU);
-* ``rouge_l``, 0 to 1: the longest run of words in the same order (LCS F1);
-* ``edit_similarity``, 0 to 1: few character edits (normalised Levenshtein);
+* ``rouge_l``, 0 to 1: the longest run of words in the same order (LCS F1, ``rouge-score``'s);
+* ``edit_similarity``, 0 to 1: few character insertions and deletions (``fuzz.ratio`` / 100);
 * ``exact_match``, 0 or 1: the same text up to trailing whitespace;
 * ``subject_exact_match``, 0 or 1: the same first line (a commit's subject).
 
@@ -30,10 +30,12 @@ _MAX_ORDER = 4
 # step of its bleu.py, whose punctuation rule also splits `_` out of words
 # ("snake_case" -> "snake", "_", "case").
 _BNORM_TOKEN = re.compile(r"[^\W_]+|_|[^\s\w]")
+# rouge-score's tokenizer: runs of lower-case ASCII letters and digits, everything else a gap.
+_ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
 
 
 def bnorm_tokens(text: str) -> list[str]:
-    """The tokens B-Norm BLEU and ROUGE-L compare: lower-cased words and punctuation.
+    """The tokens B-Norm BLEU compares: lower-cased words and punctuation.
 
     ``text.strip().lower()``, then each maximal run of letters and digits is a token and every
     other non-space character (punctuation, ``_``) is a token of its own:
@@ -54,11 +56,11 @@ def bnorm_bleu(hypothesis: str, reference: str) -> float:
     """Sentence-level B-Norm BLEU-4 of ``hypothesis`` against one ``reference``, 0 to 100.
 
     B-Norm is the BLEU variant Tao et al. (2021, "On the Evaluation of Commit Message
-    Generation Models: An Experimental Study", ICSE) found to agree best with human judgement
-    of commit messages: smoothed sentence BLEU on lower-cased text. This is the computation of
-    the ``bleu.py`` that CodeBERT (CodeXGLUE code-to-text) and CodeReviewer ship
-    (``splitPuncts(text.strip().lower())``, then ``bleu([reference], hypothesis)[0] * 100``),
-    checked token for token against that script during development. With both texts
+    Generation Models: An Experimental Study", ICSME 2021) found to agree best with human
+    judgement of commit messages: smoothed sentence BLEU on lower-cased text. This is the
+    computation of the ``bleu.py`` that CodeBERT (CodeXGLUE code-to-text) and CodeReviewer ship
+    (``splitPuncts(text.strip().lower())``, then ``bleu([reference], hypothesis)[0] * 100``);
+    tests/test_metrics.py holds golden values that script gives. With both texts
     tokenised by :func:`bnorm_tokens`, ``c`` hypothesis tokens and ``r`` reference tokens:
 
     * ``m_n`` = clipped n-gram matches: for each n-gram of the hypothesis,
@@ -116,76 +118,52 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     return len(b) - v.bit_count()
 
 
+def rouge_tokens(text: str) -> list[str]:
+    """The tokens ROUGE-L compares, as Google's ``rouge-score`` (``rouge_score/tokenize.py``,
+    default tokenizer, no stemming) makes them: ``text.lower()``, every character outside
+    ``[a-z0-9]`` becomes a space, split on spaces. Punctuation is dropped and so are non-ASCII
+    letters (``"Über"`` -> ``ber``), as in the published commit-message results, which use this
+    package or its tokenization.
+    """
+    return _ROUGE_TOKEN.findall(text.lower())
+
+
 def rouge_l(hypothesis: str, reference: str) -> float:
-    """ROUGE-L F1 of ``hypothesis`` against ``reference``, 0 to 1.
+    """ROUGE-L F1 of ``hypothesis`` against ``reference``, 0 to 1, as ``rouge-score`` computes
+    its ``rougeL`` ``fmeasure`` (``RougeScorer(["rougeL"]).score(reference, hypothesis)``).
 
-    Lin (2004, "ROUGE: A Package for Automatic Evaluation of Summaries"), section 3.1, on the
-    tokens of :func:`bnorm_tokens`: with ``L`` the LCS length, ``P = L / len(hyp)``,
-    ``R = L / len(ref)`` and ``F = (1 + beta^2) P R / (R + beta^2 P)``. We take ``beta = 1``
-    (F1, ``F = 2L / (len(hyp) + len(ref))``) as Google's ``rouge-score`` ``rougeL`` does, so
-    precision and recall weigh the same: a verbose generation is penalised as much as a terse
-    one. Unlike ``rouge-score`` we keep punctuation and non-ASCII words as tokens, the same
-    tokens BLEU sees. Two empty texts score 1 (identical), one empty text scores 0.
+    Lin (2004, "ROUGE: A Package for Automatic Evaluation of Summaries", ACL workshop), section
+    3.1, on :func:`rouge_tokens`: with ``L`` the length of the longest common subsequence,
+    ``P = L / len(hyp)``, ``R = L / len(ref)`` and ``F = 2 P R / (P + R)`` (``beta = 1``, as
+    ``rouge-score`` takes it, so a verbose generation is penalised as much as a terse one). As
+    in ``rouge-score``, a text without tokens scores 0, even against another one (two empty
+    texts included). Golden values against the package: tests/test_metrics.py.
     """
-    hyp, ref = bnorm_tokens(hypothesis), bnorm_tokens(reference)
-    if not hyp and not ref:
-        return 1.0
-    return 2 * lcs_length(hyp, ref) / (len(hyp) + len(ref))
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Character edit distance (insertions, deletions, substitutions each cost 1).
-
-    A common prefix and suffix are dropped first (they cost nothing); the rest uses Myers'
-    (1999) bit-vector algorithm in Hyyrö's (2001) formulation for global distance, one
-    big-integer step per character of the longer string. Two 5,000-character texts take
-    milliseconds where the two-row O(n*m) table takes seconds in Python.
-    """
-    start = 0
-    while start < len(a) and start < len(b) and a[start] == b[start]:
-        start += 1
-    end_a, end_b = len(a), len(b)
-    while end_a > start and end_b > start and a[end_a - 1] == b[end_b - 1]:
-        end_a -= 1
-        end_b -= 1
-    text, pattern = a[start:end_a], b[start:end_b]
-    if len(text) < len(pattern):
-        text, pattern = pattern, text
-    if not pattern:
-        return len(text)
-    peq = _peq(pattern)
-    mask = (1 << len(pattern)) - 1
-    top = 1 << (len(pattern) - 1)
-    plus_v, minus_v, score = mask, 0, len(pattern)
-    for symbol in text:
-        eq = peq.get(symbol, 0)
-        x_v = eq | minus_v
-        x_h = (((eq & plus_v) + plus_v) ^ plus_v) | eq
-        plus_h = minus_v | ~(x_h | plus_v)
-        minus_h = plus_v & x_h
-        if plus_h & top:
-            score += 1
-        elif minus_h & top:
-            score -= 1
-        plus_h = (plus_h << 1) | 1
-        minus_h <<= 1
-        plus_v = (minus_h | ~(x_v | plus_h)) & mask
-        minus_v = plus_h & x_v & mask
-    return score
+    hyp, ref = rouge_tokens(hypothesis), rouge_tokens(reference)
+    common = lcs_length(hyp, ref)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(hyp), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
 
 
 def edit_similarity(a: str, b: str) -> float:
-    """``1 - levenshtein(a, b) / max(len(a), len(b))`` on characters, 0 to 1; 1 for two ''.
+    """Character-level edit similarity, 0 to 1: ``1 - indel(a, b) / (len(a) + len(b))``, with
+    ``indel`` the fewest character insertions and deletions turning ``a`` into ``b``; equally
+    ``2 * LCS(a, b) / (len(a) + len(b))``. 1 for two empty texts.
 
-    The normalisation the repository-level completion papers (CrossCodeEval, RepoBench)
-    describe. Note their released scripts compute ``fuzzywuzzy.fuzz.ratio`` instead (an
-    insertion/deletion ratio ``1 - indel / (len(a) + len(b))``), which runs higher, so our
-    numbers compare with each other, not with their tables. Case and whitespace count.
+    This is the "Edit Sim" of the repository-level code completion results (CodeXGLUE line
+    completion, Lu et al. 2021; CrossCodeEval, Ding et al. 2023; RepoBench, Liu et al. 2023):
+    their evaluation scripts compute ``fuzz.ratio`` (fuzzywuzzy with python-Levenshtein, or
+    rapidfuzz), the normalised indel similarity, which is this times 100 (fuzzywuzzy also
+    rounds it to a whole percent; we do not). Golden values from rapidfuzz's ``fuzz.ratio``:
+    tests/test_metrics.py. Case and whitespace count. The LCS is the bit-parallel
+    :func:`lcs_length` over characters, so two 5,000-character texts take milliseconds.
     """
-    longest = max(len(a), len(b))
-    if longest == 0:
+    total = len(a) + len(b)
+    if total == 0:
         return 1.0
-    return 1.0 - levenshtein(a, b) / longest
+    return 2 * lcs_length(a, b) / total
 
 
 def _without_trailing_whitespace(text: str) -> str:
@@ -197,7 +175,10 @@ def exact_match(a: str, b: str) -> bool:
 
     Each line loses its trailing spaces and tabs, line endings (``\\n``, ``\\r\\n``) are
     unified and trailing blank lines dropped: editors and tokenizers differ there, a reader
-    does not. Case, indentation and leading blank lines count (they change code).
+    does not. Case, indentation and leading blank lines count (they change code). The code
+    completion papers' "EM" is the same idea with a looser equality (CodeXGLUE's line
+    completion compares ``pred.split() == gt.split()``, ignoring all whitespace); ours is
+    stricter for Python, where indentation is syntax, so it can only score lower than theirs.
     """
     return _without_trailing_whitespace(a) == _without_trailing_whitespace(b)
 
@@ -212,7 +193,8 @@ def subject_exact_match(generated_message: str, real_message: str) -> bool:
     """Whether the two messages have the same subject (:func:`subject_line`), case included.
 
     A generated body is often longer or shorter than the author's; the subject is the line
-    ``git log --oneline`` shows and the one reviewers read, so it is scored on its own.
+    ``git log --oneline`` shows and the one reviewers read, so it is scored on its own. This
+    is repotune's own measure, with no published counterpart to compare against.
     """
     return subject_line(generated_message) == subject_line(real_message)
 

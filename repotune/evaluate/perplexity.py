@@ -3,7 +3,7 @@
 The test shards hold the held-out commits rendered and packed like the training data. Each block
 goes through the model with its ``position_ids`` and no attention mask, so transformers builds
 the block-diagonal causal mask and packed documents do not see each other, as in training
-(:mod:`repotune.train.data`). The loss counts the same label tokens training does: real tokens
+(:mod:`repotune.shards.table`). The loss counts the same label tokens training does: real tokens
 only (positions below ``length``), never a document's first token nor a block's first token.
 
 With ``N`` label tokens and ``log p(t_i | t_<i)`` the model's natural-log probability of each:
@@ -12,7 +12,8 @@ With ``N`` label tokens and ``log p(t_i | t_<i)`` the model's natural-log probab
 * ``perplexity = exp(loss)``,
 * ``bits_per_token = loss / ln 2``.
 
-Sums are accumulated in float64, so the result does not depend on the batch size.
+Sums are accumulated in float64 (``math.fsum`` of per-block sums), so the result does not
+depend on the batch size.
 """
 
 import math
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from repotune.train.data import IGNORE, Blocks
+from repotune.shards.table import IGNORE, ShardBlocks
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,15 @@ def from_sums(nll_sum: float, tokens: int, blocks: int) -> Perplexity:
 
 
 @torch.no_grad()
-def block_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
-    """Summed next-token negative log-likelihood (nats) and label count of one batch of blocks.
+def block_nll(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[list[float], list[int]]:
+    """Per block of one batch: summed next-token negative log-likelihood (nats) and label count.
 
-    ``batch`` is :func:`repotune.train.data.collate`'s output. Logits are taken in float32
+    ``batch`` is :func:`repotune.shards.table.collate`'s output. Logits are taken in float32
     whatever the model's dtype; each row's cross entropy is computed on its own, so the float32
     copy of the logits is one block at a time (a 49k vocabulary at 4096 tokens is 800 MB).
+    Per block, not per batch: the evaluation's paired bootstrap resamples blocks.
     """
     device = next(model.parameters()).device
     output = model(
@@ -70,27 +74,41 @@ def block_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[f
         use_cache=False,
     )
     labels = batch["labels"][:, 1:].to(device)
-    total = 0.0
+    sums = []
     for row in range(labels.shape[0]):
         logits = output.logits[row, :-1].float()
-        total += float(
-            F.cross_entropy(logits, labels[row], ignore_index=IGNORE, reduction="sum").double()
+        sums.append(
+            float(
+                F.cross_entropy(logits, labels[row], ignore_index=IGNORE, reduction="sum").double()
+            )
         )
-    return total, int((labels != IGNORE).sum())
+    return sums, [int(count) for count in (labels != IGNORE).sum(dim=1).tolist()]
 
 
-def perplexity(
+@dataclass(frozen=True)
+class BlockScores:
+    """Each scored block's summed negative log-likelihood (nats) and label-token count."""
+
+    nll: list[float]
+    tokens: list[int]
+
+    def summary(self) -> Perplexity:
+        """Loss, perplexity and bits per token over all the blocks (sums in float64)."""
+        return from_sums(math.fsum(self.nll), sum(self.tokens), len(self.nll))
+
+
+def block_scores(
     model: torch.nn.Module,
-    blocks: Blocks,
+    blocks: ShardBlocks,
     batch_size: int = 4,
     max_blocks: int = 0,
     desc: str = "perplexity",
-) -> Perplexity:
-    """The model's loss, perplexity and bits per token on the first ``max_blocks`` blocks (0 =
-    all). The model is put in eval mode (no dropout)."""
+) -> BlockScores:
+    """Per-block sums of the first ``max_blocks`` blocks (0 = all), in eval mode (no dropout)."""
     count = len(blocks) if max_blocks <= 0 else min(len(blocks), max_blocks)
     model.eval()
-    nll, tokens = 0.0, 0
+    nll: list[float] = []
+    tokens: list[int] = []
     with tqdm(total=count, desc=desc, file=sys.stderr, mininterval=5, unit="block") as bar:
         for start in range(0, count, batch_size):
             indices = list(range(start, min(start + batch_size, count)))
@@ -98,4 +116,16 @@ def perplexity(
             nll += batch_nll
             tokens += batch_tokens
             bar.update(len(indices))
-    return from_sums(nll, tokens, count)
+    return BlockScores(nll, tokens)
+
+
+def perplexity(
+    model: torch.nn.Module,
+    blocks: ShardBlocks,
+    batch_size: int = 4,
+    max_blocks: int = 0,
+    desc: str = "perplexity",
+) -> Perplexity:
+    """The model's loss, perplexity and bits per token on the first ``max_blocks`` blocks (0 =
+    all). The model is put in eval mode (no dropout)."""
+    return block_scores(model, blocks, batch_size, max_blocks, desc).summary()

@@ -4,17 +4,28 @@ Everything here is a function of already computed numbers (no model), so the rep
 tested on hand-made inputs and rebuilt without rerunning a model.
 
 ``report.json`` (docs/data-contracts.md describes every key) holds ``metrics``: one entry per
-metric with ``base``, ``adapted``, ``delta`` (adapted - base), ``higher_is_better`` and
-``count`` (the sample it was measured on), so a reader, or :mod:`repotune.evaluate.comparison`, can
-say whether fine-tuning helped without knowing each metric.
+metric with ``base``, ``adapted``, ``delta`` (adapted - base), ``higher_is_better``, ``count``
+(the sample it was measured on), ``interval`` (95% paired bootstrap intervals of base, adapted
+and delta, :mod:`repotune.evaluate.significance`) and ``verdict``, so a reader, or
+:mod:`repotune.evaluate.comparison`, can say whether fine-tuning helped without knowing each
+metric.
+
+A verdict is ``better`` or ``worse`` only when the delta's interval excludes zero *as printed*
+(both bounds rounded to the metric's shown precision, and the rounded delta itself non-zero
+with the same sign): the report never prints ``0.00`` beside ``better``. Otherwise it is ``no
+clear difference``; ``too few to tell`` when fewer than ``MIN_SAMPLE`` items were resampled or
+the test split has fewer than ``MIN_SAMPLE`` commits (then the interval is printed but not
+believed); ``n/a`` when a value is missing. Perplexity and bits per token are one measurement
+(one is a function of the other): the headline counts them once.
 """
 
 import csv
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -22,21 +33,50 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from repotune.atomic import atomic_path, write_text
+from repotune.evaluate.sandbox import ENABLE_HINT
+from repotune.evaluate.significance import MIN_TEST_COMMITS, Paired
 from repotune.train.model_card import plain_value
 
 VARIANTS = ("base", "adapted")
-# name -> (task, title, higher is better, format, upper bound of its scale or None)
-METRICS: dict[str, tuple[str, str, bool, str, float | None]] = {
-    "perplexity": ("perplexity", "perplexity", False, "{:.2f}", None),
-    "bits_per_token": ("perplexity", "bits per token", False, "{:.3f}", None),
-    "commit_message.bnorm_bleu": ("commit_message", "message B-Norm BLEU", True, "{:.2f}", 100),
-    "commit_message.rouge_l": ("commit_message", "message ROUGE-L", True, "{:.3f}", 1),
-    "commit_message.edit_similarity": ("commit_message", "message edit sim.", True, "{:.3f}", 1),
-    "commit_message.subject_exact_match": ("commit_message", "subject exact", True, "{:.3f}", 1),
-    "code_change.exact_match": ("code_change", "code exact match", True, "{:.3f}", 1),
-    "code_change.edit_similarity": ("code_change", "code edit sim.", True, "{:.3f}", 1),
-    "behaviour.pass_rate": ("behaviour", "behaviour pass rate", True, "{:.3f}", 1),
+
+
+class Metric(NamedTuple):
+    """How the report shows one metric."""
+
+    task: str  # the evaluation task that measures it
+    title: str  # its name in tables and plot titles
+    higher_is_better: bool
+    fmt: str  # format of a value, e.g. "{:.3f}"
+    bound: float | None  # upper end of its scale (plots), or None when unbounded
+
+
+METRICS: dict[str, Metric] = {
+    "perplexity": Metric("perplexity", "perplexity", False, "{:.2f}", None),
+    "bits_per_token": Metric("perplexity", "bits per token", False, "{:.3f}", None),
+    "commit_message.bnorm_bleu": Metric(
+        "commit_message", "message B-Norm BLEU", True, "{:.2f}", 100
+    ),
+    "commit_message.rouge_l": Metric("commit_message", "message ROUGE-L", True, "{:.3f}", 1),
+    "commit_message.edit_similarity": Metric(
+        "commit_message", "message edit sim.", True, "{:.3f}", 1
+    ),
+    "commit_message.subject_exact_match": Metric(
+        "commit_message", "subject exact", True, "{:.3f}", 1
+    ),
+    "code_change.exact_match": Metric("code_change", "code exact match", True, "{:.3f}", 1),
+    "code_change.edit_similarity": Metric("code_change", "code edit sim.", True, "{:.3f}", 1),
+    "behaviour.pass_rate": Metric("behaviour", "behaviour pass rate", True, "{:.3f}", 1),
 }
+# Metrics that are a function of another one: one measurement, counted once in the headline.
+SAME_MEASUREMENT = {"bits_per_token": "perplexity"}
+# What a metric's interval resamples.
+UNITS = {"perplexity": "blocks", "commit_message": "prompts", "code_change": "prompts",
+         "behaviour": "tests"}  # fmt: skip
+# The fewest items a verdict is given on (the test split's commits, and each metric's sample).
+MIN_SAMPLE = MIN_TEST_COMMITS
+BETTER, WORSE, UNCLEAR, TOO_FEW, MISSING = (
+    "better", "worse", "no clear difference", "too few to tell", "n/a",
+)  # fmt: skip
 TRAINING_COLUMNS = (
     "steps", "epochs", "tokens", "final_train_loss", "final_val_loss", "tokens_per_s",
 )  # fmt: skip
@@ -45,34 +85,114 @@ PNG_METADATA = {"Software": None}
 
 
 def metric_entry(
-    name: str, base: float | None, adapted: float | None, count: int
+    name: str,
+    base: float | None,
+    adapted: float | None,
+    count: int,
+    interval: Paired | None = None,
+    enough_commits: bool = True,
 ) -> dict[str, Any]:
-    """One ``metrics`` entry: both values, their difference and what "better" means."""
-    task, _, higher, _, _ = METRICS[name]
+    """One ``metrics`` entry: both values, their difference, its interval and the verdict.
+
+    ``interval`` is the paired bootstrap of this metric (None: not measured, no verdict);
+    ``enough_commits`` is False when the test split is too small for any verdict on it.
+    """
+    metric = METRICS[name]
+    task = metric.task
     delta = None if base is None or adapted is None else adapted - base
-    return {
+    entry: dict[str, Any] = {
         "task": task,
         "base": base,
         "adapted": adapted,
         "delta": delta,
-        "higher_is_better": higher,
+        "higher_is_better": metric.higher_is_better,
         "count": count,
+        "unit": UNITS[task],
+        "interval": None if interval is None else interval.as_dict(),
     }
+    entry["verdict"] = verdict(name, entry, enough_commits)
+    return entry
 
 
-def improved(entry: Mapping[str, Any]) -> bool | None:
-    """Whether the adapter did better on this metric (None without a delta, False on a tie)."""
-    delta = entry["delta"]
-    if delta is None:
-        return None
-    return delta > 0 if entry["higher_is_better"] else delta < 0
+def _shown(name: str, value: float) -> float:
+    """``value`` rounded as the report prints it."""
+    return float(METRICS[name].fmt.format(value))
+
+
+def verdict(name: str, entry: Mapping[str, Any], enough_commits: bool = True) -> str:
+    """``better``/``worse`` when the delta's 95% interval excludes zero as printed, else ``no
+    clear difference``; ``too few to tell`` on a sample below ``MIN_SAMPLE``; ``n/a`` without
+    values (the module docstring says why the rounding takes part)."""
+    delta, interval = entry["delta"], entry.get("interval")
+    if delta is None or not math.isfinite(delta) or interval is None:
+        return MISSING
+    if not enough_commits or interval["n"] < MIN_SAMPLE:
+        return TOO_FEW
+    low, high = (_shown(name, bound) for bound in interval["delta"])
+    point = _shown(name, delta)
+    if low > 0 and point > 0:
+        up = True
+    elif high < 0 and point < 0:
+        up = False
+    else:
+        return UNCLEAR
+    return BETTER if up == entry["higher_is_better"] else WORSE
 
 
 def format_value(name: str, value: float | None) -> str:
     """A metric value as the report prints it ("n/a" when there is none)."""
     if value is None or not math.isfinite(value):
         return "n/a"
-    return METRICS[name][3].format(value)
+    return METRICS[name].fmt.format(value)
+
+
+def format_signed(name: str, value: float | None) -> str:
+    """A difference as printed: ``+0.25``, ``-1.50``, and ``0.00`` (no sign) when it rounds to
+    zero."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    shown = format_value(name, abs(value))
+    if float(shown) == 0:
+        return shown
+    return ("+" if value > 0 else "-") + shown
+
+
+def format_interval(name: str, entry: Mapping[str, Any]) -> str:
+    """The delta's 95% interval as printed, ``[+0.10, +0.40]``; '' when there is none."""
+    interval = entry.get("interval")
+    if interval is None or entry["delta"] is None:
+        return ""
+    low, high = interval["delta"]
+    return f"[{format_signed(name, low)}, {format_signed(name, high)}]"
+
+
+def format_delta(name: str, entry: Mapping[str, Any]) -> str:
+    """The delta with its 95% interval: ``+0.25 [+0.10, +0.40]``."""
+    return " ".join(
+        part for part in (format_signed(name, entry["delta"]), format_interval(name, entry)) if part
+    )
+
+
+def measurements(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each measurement's verdict, a metric that derives from another (bits per token from
+    perplexity) folded into it."""
+    return {
+        name: entry["verdict"]
+        for name, entry in metrics.items()
+        if name not in SAME_MEASUREMENT or SAME_MEASUREMENT[name] not in metrics
+    }
+
+
+def enough_test_commits(test_commits: int) -> bool:
+    """Whether the test split is large enough for verdicts (``MIN_SAMPLE`` commits)."""
+    return test_commits >= MIN_SAMPLE
+
+
+def describe_base(record: Mapping[str, Any]) -> str:
+    """The base as a reader needs to know it: built models are untrained."""
+    if record.get("source") == "built":
+        return "untrained (random initialisation)"
+    return f"`{record.get('id', record.get('name', 'unknown'))}` (pretrained)"
 
 
 def read_training_log(path: str | Path) -> list[dict[str, float | None]]:
@@ -111,8 +231,9 @@ def plot_loss_curves(rows: Sequence[Mapping[str, float | None]], path: str | Pat
 
 
 def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path, title: str) -> None:
-    """One small panel per metric, base and adapted side by side: the metrics' scales differ
-    (perplexity in the hundreds, rates in 0..1), so they do not share an axis."""
+    """One small panel per metric, base and adapted side by side with their 95% intervals as
+    whiskers and the verdict in the title: the metrics' scales differ (perplexity in the
+    hundreds, rates in 0..1), so they do not share an axis."""
     names = [name for name in METRICS if name in metrics]
     columns = 3
     rows = max(1, math.ceil(len(names) / columns))
@@ -132,9 +253,19 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path, tit
                 va="bottom",
                 fontsize=8,
             )
+        interval = entry.get("interval")
+        for bar, variant, value in zip(bars, VARIANTS, values, strict=True):
+            if interval is not None and value is not None:
+                low, high = interval[variant]
+                centre = bar.get_x() + bar.get_width() / 2
+                whisker = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+                axes.errorbar(centre, value, yerr=whisker, color="black", capsize=3, linewidth=1)
         arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
-        axes.set_title(f"{METRICS[name][1]}\n({arrow}, n={entry['count']})", fontsize=9)
-        bound = METRICS[name][4]
+        verdict_shown = entry.get("verdict", MISSING)
+        axes.set_title(
+            f"{METRICS[name].title}\n({arrow}, n={entry['count']}: {verdict_shown})", fontsize=9
+        )
+        bound = METRICS[name].bound
         if bound is not None:
             axes.set_ylim(0, bound * 1.15)
         else:
@@ -155,32 +286,54 @@ def _cell(text: str, limit: int = 400) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
 
 
-def _delta(name: str, entry: Mapping[str, Any]) -> str:
-    delta = entry["delta"]
-    if delta is None:
-        return "n/a"
-    sign = "+" if delta >= 0 else "-"
-    shown = format_value(name, abs(delta))
-    if float(shown) == 0:
-        return f"{shown} (same)"
-    verdict = " (better)" if improved(entry) else " (worse)"
-    return f"{sign}{shown}{verdict}"
-
-
 def _headline(report: Mapping[str, Any]) -> str:
+    """The answer in one paragraph: only verdicts, always with n."""
     metrics = report["metrics"]
+    commits = report["samples"]["test_commits"]
     parts = []
-    ppl = metrics.get("perplexity")
-    if ppl and ppl["delta"] is not None and ppl["base"]:
-        change = 100 * ppl["delta"] / ppl["base"]
-        base, adapted = (format_value("perplexity", ppl[key]) for key in VARIANTS)
+    if not enough_test_commits(commits):
         parts.append(
-            f"perplexity on the held-out commits goes from {base} to {adapted} ({change:+.1f}%)"
+            f"The held-out test split has only n={commits} commits, too few to tell whether "
+            f"the adapter helps (a verdict needs at least {MIN_SAMPLE}): the numbers below "
+            "carry no verdict. For more test commits, raise `curate.split.test_size` (a "
+            f"fraction of the history, or a count of at least {MIN_SAMPLE} commits) or run "
+            "on a longer history."
         )
-    measured = [entry for entry in metrics.values() if entry["delta"] is not None]
-    better = sum(improved(entry) is True for entry in measured)
-    parts.append(f"the adapter is better on {better} of {len(measured)} measured metrics")
-    return "With the adapter, " + "; ".join(parts) + "."
+    else:
+        parts.append(f"On n={commits} held-out test commits, with the adapter")
+        ppl = metrics.get("perplexity")
+        if ppl and ppl["delta"] is not None and ppl["base"]:
+            change = 100 * ppl["delta"] / ppl["base"]
+            base, adapted = (format_value("perplexity", ppl[key]) for key in VARIANTS)
+            interval = format_interval("perplexity", ppl)
+            parts[-1] += f" perplexity goes from {base} to {adapted} ({change:+.1f}%"
+            parts[-1] += f"; change {interval}): " if interval else "): "
+            parts[-1] += ppl["verdict"]
+        counts = Counter(measurements(metrics).values())
+        judged = counts[BETTER] + counts[WORSE] + counts[UNCLEAR]
+        parts[-1] += (
+            f"; of {judged} measurements it is better on {counts[BETTER]}, worse on "
+            f"{counts[WORSE]}, with no clear difference on {counts[UNCLEAR]}"
+        )
+        if counts[TOO_FEW]:
+            parts[-1] += f" ({counts[TOO_FEW]} more measured on too few items to tell)"
+        parts[-1] += (
+            " (paired bootstrap 95% intervals; perplexity and bits per token count as one)."
+        )
+    base = report.get("base")
+    if base and base.get("source") == "built":
+        parts.append(
+            "The base is untrained (random initialisation): this compares an untrained model "
+            "with a trained one, so a gain shows that training worked, not that fine-tuning "
+            "a pretrained model helps."
+        )
+    return " ".join(parts)
+
+
+def _base_line(report: Mapping[str, Any]) -> str:
+    base = report.get("base")
+    shown = describe_base(base) if base else f"`{report['base_model']}`"
+    return f"Base model {shown}"
 
 
 def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> str:
@@ -192,7 +345,7 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         "",
         _headline(report),
         "",
-        f"Base model `{report['base_model']}`, adapter `{report['adapter']}`, template "
+        f"{_base_line(report)}, adapter `{report['adapter']}`, template "
         f"`{report['template']}`, decoding "
         f"{'sampled' if report['generation']['do_sample'] else 'greedy'}. Held-out test split: "
         f"{samples['test_commits']} commits; evaluated on {samples['perplexity_blocks']} blocks "
@@ -200,14 +353,20 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         f"commit messages, {samples['code_changes']} code changes and "
         f"{samples['behaviour_tests']} behavioural tests.",
         "",
-        "| metric | base | adapted | delta | n |",
-        "|---|---|---|---|---|",
+        "Deltas are adapted - base with their 95% paired bootstrap interval (resampling the "
+        "same items for both models, seeded); a verdict says better or worse only when the "
+        f"interval, as printed, excludes zero, and needs at least {MIN_SAMPLE} test commits "
+        f"and {MIN_SAMPLE} items.",
+        "",
+        "| metric | base | adapted | delta [95% interval] | verdict | n |",
+        "|---|---|---|---|---|---|",
     ]
     for name, entry in report["metrics"].items():
         arrow = "↑" if entry["higher_is_better"] else "↓"
         lines.append(
-            f"| {METRICS[name][1]} {arrow} | {format_value(name, entry['base'])} | "
-            f"{format_value(name, entry['adapted'])} | {_delta(name, entry)} | {entry['count']} |"
+            f"| {METRICS[name].title} {arrow} | {format_value(name, entry['base'])} | "
+            f"{format_value(name, entry['adapted'])} | {format_delta(name, entry)} | "
+            f"{entry.get('verdict', MISSING)} | {_sample(entry)} |"
         )
     lines += [
         "",
@@ -222,23 +381,78 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         f"![loss curves]({loss_plot})",
         "",
     ]
-    lines += _behaviour_section(report["behaviour"])
+    lines += _finish_section(report["generation"].get("tasks", {}))
+    lines += _behaviour_section(report["behaviour"], report.get("behaviour_by_kind", {}))
     lines += _examples_section(report["examples"])
     return "\n".join(lines) + "\n"
 
 
-def _behaviour_section(results: Sequence[Mapping[str, Any]]) -> list[str]:
+def _sample(entry: Mapping[str, Any]) -> str:
+    interval = entry.get("interval")
+    if interval is None:
+        return str(entry["count"])
+    if entry.get("unit") == "blocks":
+        return f"{interval['n']} blocks ({entry['count']} tokens)"
+    return f"{interval['n']} {entry.get('unit', '')}".strip()
+
+
+def _finish_section(tasks: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """How each generation ended: by itself (end of text, a stop string) or at the limit.
+
+    The columns are the finish reasons the stage counted (all of
+    :data:`repotune.evaluate.generation.FINISH_REASONS`, zeros included)."""
+    reasons: list[str] = []
+    for facts in tasks.values():
+        for name in VARIANTS:
+            reasons += [reason for reason in facts[name]["finish"] if reason not in reasons]
+    lines = [
+        "## How generations ended",
+        "",
+        "A generation that hits the token limit (`length`) did not finish by itself: its text is "
+        "cut, not complete.",
+        "",
+        "| task | model | token limit | " + " | ".join(reasons) + " | hit the limit |",
+        "|---|---|---|" + "---|" * len(reasons) + "---|",
+    ]
+    for task, facts in tasks.items():
+        for name in VARIANTS:
+            finish = facts[name]["finish"]
+            total = sum(finish.values())
+            limit = finish.get("length", 0)
+            share = f"{limit} of {total}" if total else "n/a"
+            lines.append(
+                f"| {task} | {name} | {facts['max_new_tokens']} | "
+                + " | ".join(str(finish.get(reason, 0)) for reason in reasons)
+                + f" | {share} |"
+            )
+    return [*lines, ""]
+
+
+def _behaviour_section(
+    results: Sequence[Mapping[str, Any]], by_kind: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
     lines = ["## Behavioural tests", ""]
     if not results:
         return [*lines, "No behavioural tests were run.", ""]
+    if by_kind:
+        lines += ["| kind | tests | base pass rate | adapted pass rate |", "|---|---|---|---|"]
+        for kind, rates in by_kind.items():
+            shown = [format_value("behaviour.pass_rate", rates[name]) for name in VARIANTS]
+            lines.append(f"| {kind} | {rates['count']} | {shown[0]} | {shown[1]} |")
+        lines.append("")
     lines += ["| test | base | adapted |", "|---|---|---|"]
     for result in results:
-        cells = [
-            ("pass" if result[variant]["passed"] else "fail: " + _cell(result[variant]["reason"]))
-            for variant in VARIANTS
-        ]
+        cells = [_outcome(result[variant]) for variant in VARIANTS]
         lines.append(f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} |")
+    if any(result[variant].get("skipped") for result in results for variant in VARIANTS):
+        lines += ["", f"Python tests were skipped: code execution is not enabled ({ENABLE_HINT})."]
     return [*lines, ""]
+
+
+def _outcome(check: Mapping[str, Any]) -> str:
+    if check.get("skipped"):
+        return _cell(check["reason"])
+    return "pass" if check["passed"] else "fail: " + _cell(check["reason"])
 
 
 def _examples_section(examples: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -19,6 +19,7 @@ dtype and quantization. A run, in order:
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,27 +27,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from peft import PeftModel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from repotune.atomic import write_text
+from repotune.curate.redact import Redactor, RedactSettings
 from repotune.errors import InputError
 from repotune.evaluate import report
 from repotune.evaluate import tasks as eval_tasks
-from repotune.evaluate.behaviour import BehaviourTest, CheckResult, check, load_tests, pass_rate
+from repotune.evaluate.behaviour import (
+    BehaviourTest,
+    CheckResult,
+    check,
+    kind_of,
+    load_tests,
+    pass_rate,
+)
 from repotune.evaluate.generation import (
+    FINISH_REASONS,
     Generation,
     GenerationSettings,
     budgets,
     context_length,
     generate,
 )
-from repotune.evaluate.perplexity import Perplexity, perplexity
+from repotune.evaluate.metrics import mean
+from repotune.evaluate.perplexity import BlockScores, block_scores
+from repotune.evaluate.sandbox import chosen_isolation
+from repotune.evaluate.significance import paired_means, paired_ratio
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
-from repotune.modeling import SUMMARY_FILE, load_adapted
+from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
 from repotune.shards.render import Template, get_template
-from repotune.train.data import load_blocks
+from repotune.shards.table import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS
@@ -60,10 +74,12 @@ TRAINING_KEYS = (
 
 @dataclass(frozen=True)
 class EvaluateRequest:
-    """The stage's inputs and outputs (paths) and the ``evaluate:`` config section."""
+    """The stage's inputs and outputs (paths), the ``evaluate:`` config section and the
+    ``curate.redact`` section (generations are redacted like training data before written)."""
 
     model: str
     adapter_dir: str
+    base_dir: str
     tokenizer_dir: str
     test_shards: str
     shard_stats: str
@@ -75,6 +91,7 @@ class EvaluateRequest:
     loss_plot: str
     metrics_plot: str
     settings: Mapping[str, Any]
+    redact: Mapping[str, Any]
 
 
 @dataclass
@@ -140,17 +157,18 @@ def task_settings(settings: Mapping[str, Any]) -> dict[str, GenerationSettings]:
 def questions(request: EvaluateRequest, template: Template) -> Questions:
     """The sampled commit-message and code-change examples and the behavioural tests."""
     settings = request.settings
-    commits = eval_tasks.read_commits(request.test_commits)
-    seed = settings["seed"]
-    chosen = eval_tasks.sample(commits, settings["commit_messages"]["samples"], seed)
+    path, seed = request.test_commits, settings["seed"]
+    total = eval_tasks.count_commits(path)
+    drawn = eval_tasks.sample_indices(total, settings["commit_messages"]["samples"], seed)
+    chosen = eval_tasks.read_commits(path, drawn)
     tests = load_tests(request.behaviour_tests) if request.behaviour_tests else []
     return Questions(
         commit_messages=eval_tasks.commit_message_examples(chosen, template),
-        code_changes=eval_tasks.code_change_examples(
-            commits, template, seed, settings["code_changes"]["samples"]
+        code_changes=eval_tasks.sampled_code_changes(
+            path, template, seed, settings["code_changes"]["samples"]
         ),
         behaviour=tests,
-        test_commits=len(commits),
+        test_commits=total,
     )
 
 
@@ -198,12 +216,15 @@ def run_generation(
 
 
 def behaviour_results(
-    tests: Sequence[BehaviourTest], generations: Mapping[str, Mapping[str, list[Generation]]]
+    tests: Sequence[BehaviourTest],
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    allow_code_execution: bool = False,
 ) -> dict[str, list[CheckResult]]:
-    """Every behavioural test checked on each variant's generation (after all generation)."""
+    """Every behavioural test checked on each variant's generation (after all generation);
+    python tests run generated code only with ``allow_code_execution``, else are skipped."""
     return {
         name: [
-            check(test, generation.text)
+            check(test, generation.text, allow_code_execution=allow_code_execution)
             for test, generation in zip(tests, generations[name][BEHAVIOUR], strict=True)
         ]
         for name in VARIANTS
@@ -214,10 +235,11 @@ def task_scores(
     task: str,
     examples: Sequence[Example],
     generations: Mapping[str, Mapping[str, Sequence[Generation]]],
-) -> dict[str, dict[str, Any]]:
-    """Each variant's mean scores on one generated task (with the example count)."""
+) -> dict[str, dict[str, list[float]]]:
+    """Each variant's per-example scores on one generated task, metric by metric (the same
+    examples in the same order for both variants: the bootstrap pairs them)."""
     return {
-        name: eval_tasks.score(
+        name: eval_tasks.pair_scores(
             task,
             [
                 (eval_tasks.answer(task, generation.text), example.reference)
@@ -229,37 +251,80 @@ def task_scores(
 
 
 def metrics_table(
-    ppl: Mapping[str, Perplexity],
-    message: Mapping[str, Mapping[str, Any]],
-    code: Mapping[str, Mapping[str, Any]],
+    ppl: Mapping[str, BlockScores],
+    message: Mapping[str, Mapping[str, Sequence[float]]],
+    code: Mapping[str, Mapping[str, Sequence[float]]],
     checks: Mapping[str, Sequence[CheckResult]],
+    seed: int,
+    test_commits: int,
 ) -> dict[str, dict[str, Any]]:
-    """``report.json``'s ``metrics``: every metric, base and adapted, delta and sample size."""
+    """``report.json``'s ``metrics``: every metric, base and adapted, delta, sample size, 95%
+    paired bootstrap intervals (seeded with ``seed``) and verdict. Perplexity resamples blocks
+    token-weighted; generated tasks resample prompts; behaviour resamples tests. Verdicts on
+    the test split's metrics need ``test_commits`` to be large enough."""
+    enough = report.enough_test_commits(test_commits)
+    summary = {name: ppl[name].summary() for name in VARIANTS}
+    transforms = {"perplexity": np.exp, "bits_per_token": lambda loss: loss / math.log(2)}
     table = {
         name: report.metric_entry(
             name,
-            getattr(ppl["base"], name),
-            getattr(ppl["adapted"], name),
-            ppl["adapted"].tokens,
+            getattr(summary["base"], name),
+            getattr(summary["adapted"], name),
+            summary["adapted"].tokens,
+            paired_ratio(
+                ppl["base"].nll, ppl["adapted"].nll, ppl["adapted"].tokens, transform, seed
+            ),
+            enough,
         )
-        for name in ("perplexity", "bits_per_token")
+        for name, transform in transforms.items()
     }
     for prefix, scores in (("commit_message", message), ("code_change", code)):
-        for key in scores["base"]:
-            if key != "count":
-                table[f"{prefix}.{key}"] = report.metric_entry(
-                    f"{prefix}.{key}",
-                    scores["base"][key],
-                    scores["adapted"][key],
-                    scores["base"]["count"],
-                )
+        for key, base_values in scores["base"].items():
+            adapted_values = scores["adapted"][key]
+            table[f"{prefix}.{key}"] = report.metric_entry(
+                f"{prefix}.{key}",
+                mean(base_values),
+                mean(adapted_values),
+                len(base_values),
+                paired_means(base_values, adapted_values, seed),
+                enough,
+            )
+    both = [
+        index
+        for index, (base, adapted) in enumerate(zip(checks["base"], checks["adapted"], strict=True))
+        if ran(base) and ran(adapted)
+    ]
+    passed = {name: [float(checks[name][index].passed) for index in both] for name in VARIANTS}
     table["behaviour.pass_rate"] = report.metric_entry(
         "behaviour.pass_rate",
-        pass_rate(checks["base"]),
-        pass_rate(checks["adapted"]),
-        len(checks["base"]),
+        mean(passed["base"]),
+        mean(passed["adapted"]),
+        len(both),
+        paired_means(passed["base"], passed["adapted"], seed),
     )
     return table
+
+
+def ran(result: CheckResult) -> bool:
+    """Whether a check ran: the sandbox reports a python test it may not run (code execution
+    off) as ``skipped``, which is neither a pass nor a failure. The pass rate compares the two
+    variants on the tests that ran for both."""
+    return not getattr(result, "skipped", False)
+
+
+def behaviour_by_kind(
+    tests: Sequence[BehaviourTest], checks: Mapping[str, Sequence[CheckResult]]
+) -> dict[str, dict[str, Any]]:
+    """Pass rate per kind of test (:func:`repotune.evaluate.behaviour.kind_of`) and variant:
+    a pattern test and a test that runs code say different things."""
+    groups: dict[str, list[int]] = {}
+    for index, test in enumerate(tests):
+        groups.setdefault(kind_of(test), []).append(index)
+    return {
+        kind: {"count": len(indices)}
+        | {name: pass_rate([checks[name][i] for i in indices]) for name in VARIANTS}
+        for kind, indices in groups.items()
+    }
 
 
 def _generation_facts(
@@ -276,7 +341,8 @@ def _generation_facts(
             **{
                 name: {
                     "truncated_prompts": sum(g.truncated for g in generations[name][task]),
-                    "finish": dict(Counter(g.finish for g in generations[name][task])),
+                    "finish": dict.fromkeys(FINISH_REASONS, 0)
+                    | dict(Counter(g.finish for g in generations[name][task])),
                 }
                 for name in VARIANTS
             },
@@ -288,20 +354,27 @@ def _examples(
     asked: Questions,
     generations: Mapping[str, Mapping[str, list[Generation]]],
     count: int,
+    redactor: Redactor,
 ) -> list[dict[str, str]]:
     return [
         {
             "sha": example.sha,
             "reference": example.reference,
-            **{name: generations[name][COMMIT_MESSAGE][index].text for name in VARIANTS},
+            **{
+                name: redactor.redact(generations[name][COMMIT_MESSAGE][index].text)
+                for name in VARIANTS
+            },
         }
         for index, example in enumerate(asked.commit_messages[:count])
     ]
 
 
 def _generation_rows(
-    asked: Questions, generations: Mapping[str, Mapping[str, list[Generation]]]
+    asked: Questions,
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    redactor: Redactor,
 ) -> Iterator[dict[str, Any]]:
+    """generations.jsonl's rows, every generated text redacted."""
     for task, examples in (
         (COMMIT_MESSAGE, asked.commit_messages),
         (CODE_CHANGE, asked.code_changes),
@@ -310,14 +383,14 @@ def _generation_rows(
             row: dict[str, Any] = {"task": task, "sha": example.sha, "reference": example.reference}
             for name in VARIANTS:
                 generation = generations[name][task][index]
-                row[name] = generation.text
+                row[name] = redactor.redact(generation.text)
                 row[f"{name}_finish"] = generation.finish
             yield row
     for index, test in enumerate(asked.behaviour):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
         for name in VARIANTS:
             generation = generations[name][BEHAVIOUR][index]
-            row[name] = generation.text
+            row[name] = redactor.redact(generation.text)
             row[f"{name}_finish"] = generation.finish
         yield row
 
@@ -332,14 +405,51 @@ def training_facts(adapter_dir: str | Path) -> dict[str, Any]:
     return {key: summary.get(key) for key in TRAINING_KEYS} | {"base_model": summary["base_model"]}
 
 
+def base_facts(base_dir: str | Path) -> dict[str, Any]:
+    """What the base is (``base.json``: built from config, or a pretrained id), described."""
+    path = Path(base_dir) / BASE_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(str(path), f"cannot be read ({error})", "rerun the train rule") from None
+    facts = {key: record[key] for key in ("source", "name", "id") if key in record}
+    return facts | {"description": report.describe_base(record)}
+
+
+def behaviour_rows(
+    tests: Sequence[BehaviourTest], checks: Mapping[str, Sequence[CheckResult]], redactor: Redactor
+) -> list[dict[str, Any]]:
+    """report.json's ``behaviour``: each test's result per variant, reasons redacted (a
+    must_not_match reason quotes the generation)."""
+    return [
+        {
+            "name": test.name,
+            "kind": kind_of(test),
+            **{
+                name: {
+                    "passed": checks[name][index].passed,
+                    "reason": redactor.redact(checks[name][index].reason),
+                }
+                for name in VARIANTS
+            },
+        }
+        for index, test in enumerate(tests)
+    ]
+
+
 def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     """Run the stage; writes every output and returns the report (report.json's content)."""
     started = time.perf_counter()
     settings = request.settings
     torch.manual_seed(settings["seed"])
     training = training_facts(request.adapter_dir)
+    base = base_facts(request.base_dir)
+    redactor = Redactor(RedactSettings.from_config(dict(request.redact)))
     template = template_of(request.shard_stats)
     asked = questions(request, template)
+    allow_code = settings["behaviour"]["allow_code_execution"]
+    if allow_code and any(test.python_test for test in asked.behaviour):
+        chosen_isolation()  # refuses in one line, before any model loads, when nothing isolates
     blocks = load_blocks(request.test_shards)
     tokenizer = AutoTokenizer.from_pretrained(request.tokenizer_dir)
     device = pick_device(settings["device"])
@@ -350,67 +460,65 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         len(asked.code_changes), len(asked.behaviour),
     )  # fmt: skip
     section = settings["perplexity"]
-    ppl: dict[str, Perplexity] = {}
+    ppl: dict[str, BlockScores] = {}
     for name in VARIANTS:
         with variant(model, name):
-            ppl[name] = perplexity(
+            ppl[name] = block_scores(
                 model, blocks, section["batch_size"], section["max_blocks"], f"perplexity ({name})"
             )
-        log.info("perplexity (%s): %s", name, ppl[name].as_dict())
+        log.info("perplexity (%s): %s", name, ppl[name].summary().as_dict())
     decoding = task_settings(settings)
     generations, timing = run_generation(model, tokenizer, template, asked, decoding)
     context = context_length(model)
     del model
-    checks = behaviour_results(asked.behaviour, generations)
+    checks = behaviour_results(asked.behaviour, generations, allow_code)
     message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
     code = task_scores(CODE_CHANGE, asked.code_changes, generations)
     result = {
         "model": request.model,
         "base_model": training.pop("base_model"),
+        "base": base,
         "adapter": request.adapter_dir,
         "template": template.name,
         "device": device,
         "samples": {
             "test_commits": asked.test_commits,
-            "perplexity_blocks": ppl["adapted"].blocks,
-            "perplexity_tokens": ppl["adapted"].tokens,
+            "min_test_commits": report.MIN_SAMPLE,
+            "enough_test_commits": report.enough_test_commits(asked.test_commits),
+            "perplexity_blocks": len(ppl["adapted"].nll),
+            "perplexity_tokens": sum(ppl["adapted"].tokens),
             "commit_messages": len(asked.commit_messages),
             "code_changes": len(asked.code_changes),
             "behaviour_tests": len(asked.behaviour),
         },
-        "metrics": metrics_table(ppl, message, code, checks),
-        "perplexity": {name: ppl[name].as_dict() for name in VARIANTS},
-        "behaviour": [
-            {
-                "name": test.name,
-                **{name: vars(checks[name][index]) for name in VARIANTS},
-            }
-            for index, test in enumerate(asked.behaviour)
-        ],
+        "metrics": metrics_table(ppl, message, code, checks, settings["seed"], asked.test_commits),
+        "perplexity": {name: ppl[name].summary().as_dict() for name in VARIANTS},
+        "behaviour": behaviour_rows(asked.behaviour, checks, redactor),
+        "behaviour_by_kind": behaviour_by_kind(asked.behaviour, checks),
         "generation": {
             "do_sample": settings["generation"]["do_sample"],
             "context_length": context,
             "tasks": _generation_facts(generations, decoding, context),
             "timing": timing,
         },
-        "examples": _examples(asked, generations, settings["examples"]),
+        "examples": _examples(asked, generations, settings["examples"], redactor),
         "training": training,
         "settings": dict(settings),
     }
+    rows = list(_generation_rows(asked, generations, redactor))
+    result["redactions"] = {kind: n for kind, n in redactor.counts.items() if n}
     result["seconds"] = round(time.perf_counter() - started, 1)
-    write_outputs(request, result, asked, generations)
+    write_outputs(request, result, rows)
     return result
 
 
 def write_outputs(
-    request: EvaluateRequest,
-    result: Mapping[str, Any],
-    asked: Questions,
-    generations: Mapping[str, Mapping[str, list[Generation]]],
+    request: EvaluateRequest, result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """report.json, generations.jsonl, the two plots and report.md, each written atomically."""
+    """report.json, generations.jsonl (``rows``, redacted), the two plots and report.md, each
+    written atomically."""
     write_text(request.report_json, json.dumps(result, indent=2) + "\n")
-    lines = (json.dumps(row, ensure_ascii=False) for row in _generation_rows(asked, generations))
+    lines = (json.dumps(row, ensure_ascii=False) for row in rows)
     write_text(request.generations, "".join(f"{line}\n" for line in lines))
     log_path = Path(request.adapter_dir) / "training_log.csv"
     report.plot_loss_curves(report.read_training_log(log_path), request.loss_plot)

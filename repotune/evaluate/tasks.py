@@ -19,16 +19,17 @@ questions.
 
 import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repotune.errors import InputError
-from repotune.evaluate.metrics import corpus_summary
+from repotune.evaluate.metrics import corpus_summary, score_pair
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
@@ -43,6 +44,7 @@ CODE_CHANGE = "code_change"
 MESSAGE_METRICS = ("bnorm_bleu", "rouge_l", "edit_similarity", "subject_exact_match")
 CODE_METRICS = ("exact_match", "edit_similarity")
 COLUMNS = ("sha", "subject", "body", "files")
+BATCH_COMMITS = 512
 # A diff line that is not an added line ends the run the model was asked for.
 CODE_STOP = ("\n ", "\n-", "\n@@", "\ndiff --git", "\n\\")
 
@@ -57,23 +59,62 @@ class Example:
     reference: str
 
 
-def read_commits(path: str | Path) -> list[dict[str, Any]]:
-    """The test split's commits (the columns rendering needs), in file order."""
+def _open_commits(path: str | Path) -> pq.ParquetFile:
     try:
-        table = pq.read_table(path, columns=list(COLUMNS))
+        return pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as error:
         raise InputError(
             f"test commits '{path}'", f"cannot be read ({error})", "rerun the curate stage"
         ) from None
-    return table.to_pylist()
+
+
+def count_commits(path: str | Path) -> int:
+    """How many commits the test split holds (from the file's footer, nothing read)."""
+    return _open_commits(path).metadata.num_rows
+
+
+def iter_commits(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The test split's commits with their index, in file order, ``BATCH_COMMITS`` at a time.
+
+    Evaluation holds one batch, never the split: the test split of a large history is
+    hundreds of thousands of commits.
+    """
+    index = 0
+    for batch in _open_commits(path).iter_batches(BATCH_COMMITS, columns=list(COLUMNS)):
+        for row in batch.to_pylist():
+            yield index, row
+            index += 1
+
+
+def read_commits(path: str | Path, indices: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """The test split's commits at ``indices`` (all when None), in file order.
+
+    Read batch by batch; only the chosen rows become Python objects.
+    """
+    wanted = None if indices is None else np.unique(np.fromiter(indices, dtype=np.int64))
+    rows: list[dict[str, Any]] = []
+    start = 0
+    for batch in _open_commits(path).iter_batches(BATCH_COMMITS, columns=list(COLUMNS)):
+        if wanted is None:
+            rows.extend(batch.to_pylist())
+        else:
+            local = wanted[(wanted >= start) & (wanted < start + batch.num_rows)] - start
+            if len(local):
+                rows.extend(batch.take(pa.array(local)).to_pylist())
+        start += batch.num_rows
+    return rows
+
+
+def sample_indices(total: int, size: int, seed: int) -> list[int]:
+    """The positions :func:`sample` draws from ``total`` items: the same seeded draw."""
+    if size >= total:
+        return list(range(total))
+    return sorted(random.Random(seed).sample(range(total), size))
 
 
 def sample(items: Sequence[Any], size: int, seed: int) -> list[Any]:
     """``size`` items drawn without replacement (all when there are fewer), in input order."""
-    if size >= len(items):
-        return list(items)
-    chosen = sorted(random.Random(seed).sample(range(len(items)), size))
-    return [items[index] for index in chosen]
+    return [items[index] for index in sample_indices(len(items), size, seed)]
 
 
 def commit_message_examples(
@@ -144,6 +185,23 @@ def code_change_examples(
     return sample([example for example in examples if example is not None], size, seed)
 
 
+def sampled_code_changes(
+    path: str | Path, template: Template, seed: int, size: int
+) -> list[Example]:
+    """:func:`code_change_examples` of the whole test split, streamed in two passes.
+
+    Pass one keeps only the positions of the commits that add lines; pass two renders the
+    drawn ones again. The draw is the same as on the split held in memory.
+    """
+    eligible = [
+        index
+        for index, commit in iter_commits(path)
+        if code_change_example(commit, template, seed) is not None
+    ]
+    chosen = read_commits(path, sample(eligible, size, seed))
+    return [example for c in chosen if (example := code_change_example(c, template, seed))]
+
+
 def added_code(diff_text: str) -> str:
     """The leading run of ``+`` lines of ``diff_text``, without their ``+``, one per line.
 
@@ -163,7 +221,19 @@ def answer(task: str, generation: str) -> str:
     return added_code(generation) if task == CODE_CHANGE else generation
 
 
+def metrics_of(task: str) -> tuple[str, ...]:
+    """The metrics a task is scored with."""
+    return MESSAGE_METRICS if task == COMMIT_MESSAGE else CODE_METRICS
+
+
 def score(task: str, pairs: Sequence[tuple[str, str]]) -> dict[str, int | float | None]:
     """Mean metrics of ``(answer, reference)`` pairs of one task, with their count."""
-    metrics = MESSAGE_METRICS if task == COMMIT_MESSAGE else CODE_METRICS
-    return corpus_summary(pairs, metrics).as_dict()
+    return corpus_summary(pairs, metrics_of(task)).as_dict()
+
+
+def pair_scores(task: str, pairs: Sequence[tuple[str, str]]) -> dict[str, list[float]]:
+    """Each metric of one task, per ``(answer, reference)`` pair in order: what the paired
+    bootstrap resamples (their means are :func:`score`)."""
+    names = metrics_of(task)
+    scored = [score_pair(hypothesis, reference, names) for hypothesis, reference in pairs]
+    return {name: [scores[name] for scores in scored] for name in names}

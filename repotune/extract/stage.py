@@ -20,10 +20,12 @@ import os
 import shutil
 import subprocess
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import accumulate, islice
 from multiprocessing import get_context
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,15 @@ from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
 from repotune.extract import table as commit_table
 from repotune.extract.gitlog import FORMAT, Commit, email_sha256, iter_commits
-from repotune.extract.repository import is_ancestor, is_shallow, open_repository
+from repotune.extract.repository import (
+    count_merges,
+    git_output,
+    is_ancestor,
+    is_shallow,
+    open_repository,
+    shallow_warning,
+)
+from repotune.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +213,25 @@ def _extract_slice(job: tuple[str, list[str], ExtractSettings]) -> pa.RecordBatc
 def extract_batches(
     repo: str | Path, shas: Iterable[str], settings: ExtractSettings, workers: int
 ) -> Iterator[pa.RecordBatch]:
-    """Batches of ``row_group_commits`` commits, in history order, from ``workers`` processes."""
+    """Batches of ``row_group_commits`` commits, in history order, from ``workers`` processes.
+
+    At most ``2 * workers`` slices are in flight: ``Pool.imap`` would read every sha and queue
+    every slice up front, and hold finished batches the writer has not taken yet, so memory
+    would grow with the history.
+    """
     size = settings.row_group_commits
     jobs = ((str(repo), chunk, settings) for chunk in batched(shas, size))
     if workers <= 1:
         yield from map(_extract_slice, jobs)
         return
     with get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_extract_slice, jobs)
+        pending: deque[AsyncResult] = deque()
+        for job in jobs:
+            pending.append(pool.apply_async(_extract_slice, (job,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 def _cached_prefix(
@@ -257,6 +278,9 @@ def extract_to_parquet(
     """Extract the history reachable from ``head`` to ``output``; return the stats written."""
     started = time.perf_counter()
     open_repository(repo)
+    warning = shallow_warning(repo)
+    if warning:
+        log.warning("%s", warning)
     cache = Path(cache)
     workers = settings.workers or max(threads, 1)
     prefix = _cached_prefix(cache, repo, head, settings)
@@ -278,14 +302,12 @@ def extract_to_parquet(
                 previous = pq.ParquetFile(cache)
                 for index in range(previous.num_row_groups):
                     writer.write_table(previous.read_row_group(index).replace_schema_metadata())
+            progress = Progress(log, "extract", _count_commits(repo, head, settings) - len(prefix))
             for batch in extract_batches(repo, new, settings, workers):
                 writer.write_batch(batch)
                 _count(batch, counts)
-                log.info(
-                    "%d commits extracted, %.0f commits/s",
-                    counts["extracted"],
-                    counts["extracted"] / (time.perf_counter() - started),
-                )
+                progress.advance(batch.num_rows)
+            progress.finish()
         total = pq.ParquetFile(temporary).metadata.num_rows
     if total == 0:
         raise _no_commits_error(repo)
@@ -295,7 +317,7 @@ def extract_to_parquet(
         "commits": total,
         "commits_extracted": counts["extracted"],
         "incremental": bool(prefix),
-        "merges_skipped": 0 if settings.include_merges else _count_merges(repo, head),
+        "merges_skipped": 0 if settings.include_merges else count_merges(repo, head),
         "patch_bytes": counts["patch_bytes"],
         "patches_truncated": counts["truncated"],
         "wall_seconds": round(wall, 3),
@@ -316,8 +338,11 @@ def _count(batch: pa.RecordBatch, counts: dict[str, int]) -> None:
     counts["truncated"] += pc.sum(flags.cast(pa.int64())).as_py() or 0
 
 
-def _count_merges(repo: str | Path, head: str) -> int:
-    return int(open_repository(repo).git.rev_list("--count", "--merges", head))
+def _count_commits(repo: str | Path, head: str, settings: ExtractSettings) -> int:
+    """Commits to extract from ``head``: the total the progress estimate needs (one cheap
+    walk of the commit graph, no diffs)."""
+    merges = [] if settings.include_merges else ["--no-merges"]
+    return int(git_output(repo, "rev-list", "--count", *merges, head))
 
 
 def _no_commits_error(repo: str | Path) -> InputError:

@@ -95,7 +95,7 @@ def artifact_files(roots: Iterable[str | Path], base: Path) -> list[str]:
     """Every file under ``roots`` (files or directories), relative to ``base``, sorted.
 
     Hidden names are skipped: they are temporary siblings of an atomic write
-    (``.name.tmp-PID``) that an interrupted job left behind, never part of the result.
+    (``.name.tmp-<random>/``) that an interrupted job left behind, never part of the result.
     """
     found: set[str] = set()
     for root in roots:
@@ -286,12 +286,16 @@ def build_manifest(
     workflow_dir: str | Path,
     base: str | Path = ".",
     snakemake_version: str | None = None,
+    commit_stats: str | Path | None = None,
+    code: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Assemble the manifest of one model's run.
 
     ``roots`` are the artifact files and directories, relative to ``base`` (the run
-    directory); ``benchmarks`` maps stage name to its benchmark TSV. ``config`` should be the
-    resolved config (defaults filled), as the rule passes it.
+    directory); ``benchmarks`` maps stage name to its benchmark TSV; ``commit_stats`` is the
+    extract stage's stats file (its HEAD and commit count go under ``data``); ``code`` maps
+    stage name to the hash of the repotune code it ran (repotune.codehash). ``config``
+    should be the resolved config (defaults filled), as the rule passes it.
     """
     base = Path(base)
     summary = json.loads((base / training_summary).read_text(encoding="utf-8"))
@@ -301,8 +305,12 @@ def build_manifest(
         if report_path is not None and report_path.is_file()
         else None
     )
-    stats_path = base / "results" / "commits.stats.json"
-    extracted = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else {}
+    stats_path = base / commit_stats if commit_stats else None
+    extracted = (
+        json.loads(stats_path.read_text(encoding="utf-8"))
+        if stats_path is not None and stats_path.is_file()
+        else {}
+    )
     versions = package_versions()
     if snakemake_version and versions.get("snakemake") is None:
         versions["snakemake"] = snakemake_version
@@ -321,6 +329,7 @@ def build_manifest(
             "commits": extracted.get("commits"),
         },
         "config": config,
+        "code": code or {},
         "software": versions,
         "hardware": machine(),
         "training": model_facts(summary),

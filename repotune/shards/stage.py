@@ -7,10 +7,10 @@ documents into blocks (repotune.shards.packing), then write one ``datasets`` dir
 docs/data-contracts.md describes the outputs.
 """
 
+import hashlib
 import itertools
 import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from datasets import Dataset
-from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
 from repotune.atomic import atomic_path, write_text
+from repotune.curate.table import SPLITS
 from repotune.errors import InputError
 from repotune.models import ModelSpec
-from repotune.shards.packing import Blocks, pack, split_document
+from repotune.progress import PROGRESS, Progress, duration
+from repotune.shards.packing import split_document
 from repotune.shards.render import (
     TASKS,
     Template,
@@ -38,6 +39,8 @@ from repotune.shards.render import (
     render_pieces,
     task_for,
 )
+from repotune.shards.stream import DocumentBatch, StreamPacker
+from repotune.shards.table import rows_per_shard, shard_directory
 from repotune.shards.tokenizer import (
     TRAIN_BPE,
     TextEncoder,
@@ -47,58 +50,38 @@ from repotune.shards.tokenizer import (
     train_bpe,
 )
 
-SPLITS = ("train", "validation", "test")
 COLUMNS = ("sha", "subject", "body", "files", "recency_weight")
 log = logging.getLogger("repotune.tokenize")
 
-SHARD_SCHEMA = pa.schema(
-    [
-        pa.field("input_ids", pa.list_(pa.int32())),
-        pa.field("position_ids", pa.list_(pa.int32())),
-        pa.field("length", pa.int32()),
-        pa.field("weight", pa.float32()),
-        pa.field("shas", pa.list_(pa.string())),
-    ]
-)
+PROGRESS_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
 class TokenizeSettings:
-    """The ``tokenize:`` config section (config/schema.yaml documents each key)."""
+    """The ``tokenize:`` config section (config/schema.yaml documents and defaults each key)."""
 
-    seq_len: int = 1024
-    message_to_change: float = 0.5
-    seed: int = 0
-    shard_tokens: int = 4_194_304
-    batch_commits: int = 512
+    seq_len: int
+    message_to_change: float
+    seed: int
+    shard_tokens: int
+    batch_commits: int
+    bpe_sample_bytes: int
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "TokenizeSettings":
-        """Settings from a resolved config section (unknown keys are the schema's concern)."""
-        return cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
+        """Settings from a resolved config section (``resolve_config`` fills the defaults)."""
+        return cls(**section)
 
 
 @dataclass
-class SplitDocuments:
-    """One split encoded: its documents in commit order and what it took to make them.
+class EncodeCounts:
+    """What encoding a split took: commits, task directions and how long commits were split."""
 
-    Token ids are kept as int32 arrays (one per batch of commits, documents back to back),
-    not Python lists: a split of 10^8 tokens then takes 400 MB, not several GB.
-    """
-
-    token_batches: list[np.ndarray] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    document_commit: list[int] = field(default_factory=list)
-    shas: list[str] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
+    commits: int = 0
     tasks: Counter = field(default_factory=Counter)
     commits_split: int = 0
     line_splits: int = 0
     token_cuts: int = 0
-
-    def tokens(self) -> np.ndarray:
-        """All documents' ids back to back."""
-        return np.concatenate(self.token_batches) if self.token_batches else np.zeros(0, np.int32)
 
 
 def open_curated(path: str | Path) -> pq.ParquetFile:
@@ -143,13 +126,76 @@ def _rendered(rows: list[dict[str, Any]], template: Template, settings: Tokenize
     return tasks, pieces
 
 
-def rendered_texts(
-    path: str | Path, template: Template, settings: TokenizeSettings
+@dataclass
+class BpeSample:
+    """Which training commits the BPE was trained on (reported in stats.json)."""
+
+    budget_bytes: int
+    estimated_bytes: int = 0
+    rate: float = 1.0
+    commits: int = 0
+    bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"sampled": self.rate < 1.0 or self.bytes >= self.budget_bytes}
+
+
+def _estimated_bytes(parquet: pq.ParquetFile) -> int:
+    """About how many bytes the split renders to: patches, messages, ~100 bytes a file header."""
+    total = 0
+    columns = ["patch_bytes", "files_changed", "subject", "body"]
+    for batch in parquet.iter_batches(batch_size=65536, columns=columns):
+        for name, scale in (("patch_bytes", 1), ("files_changed", 100)):
+            total += scale * (pc.sum(batch.column(name)).as_py() or 0)
+        for name in ("subject", "body"):
+            total += pc.sum(pc.binary_length(batch.column(name))).as_py() or 0
+    return total
+
+
+def _in_sample(sha: str, rate: float, seed: int) -> bool:
+    """A seeded draw per sha (like task_for), so the sample does not depend on batching."""
+    digest = hashlib.sha256(f"bpe:{seed}:{sha}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def bpe_texts(
+    path: str | Path, template: Template, settings: TokenizeSettings, sample: BpeSample
 ) -> Iterator[str]:
-    """Every commit of a split rendered as its training text (tokenizer training reads this)."""
-    for rows in read_curated(path, settings.batch_commits):
-        _, pieces = _rendered(rows, template, settings)
-        yield from ("".join(p) for p in pieces)
+    """Rendered training commits for the BPE: all of them, or a seeded sample of about
+    ``settings.bpe_sample_bytes`` when the split is larger.
+
+    The BPE trainer keeps a count of every distinct pre-token it sees, which grows with the
+    text; a few tens of MB of commits already fix a 4k-50k vocabulary, so a bounded sample
+    keeps its memory and time flat. Each commit is kept with probability budget / estimated
+    size (a hash of seed and sha), and the stream stops once the budget is reached.
+    """
+    parquet = open_curated(path)
+    sample.estimated_bytes = _estimated_bytes(parquet)
+    if sample.estimated_bytes > sample.budget_bytes:
+        sample.rate = sample.budget_bytes / sample.estimated_bytes
+    progress = Progress(
+        log,
+        "tokenize: BPE training text",
+        min(sample.budget_bytes, sample.estimated_bytes),
+        "bytes",
+        PROGRESS_SECONDS,
+    )
+    for batch in parquet.iter_batches(batch_size=settings.batch_commits, columns=list(COLUMNS)):
+        if sample.rate < 1.0:
+            shas = batch.column("sha").to_pylist()
+            keep = [_in_sample(sha, sample.rate, settings.seed) for sha in shas]
+            batch = batch.filter(pa.array(keep))
+        _, pieces = _rendered(batch.to_pylist(), template, settings)
+        for text in ("".join(p) for p in pieces):
+            size = len(text.encode())
+            sample.commits += 1
+            sample.bytes += size
+            progress.advance(size)
+            yield text
+            if sample.bytes >= sample.budget_bytes:
+                progress.finish()
+                return
+    progress.finish()
 
 
 def _encoded_batches(
@@ -180,8 +226,10 @@ def encode_split(
     tokenizer: PreTrainedTokenizerBase,
     template: Template,
     settings: TokenizeSettings,
-) -> SplitDocuments:
-    """Render and encode a split: one document per commit, several for a long one.
+    counts: EncodeCounts,
+) -> Iterator[DocumentBatch]:
+    """Render and encode a split, a batch of commits at a time: one document per commit,
+    several for a long one. ``counts`` is updated as the batches go by.
 
     All pieces of a batch of commits go to the Rust tokenizer in one call (parallel across
     the pieces). Encoding pieces rather than whole texts gives the same ids for byte-level
@@ -190,89 +238,97 @@ def encode_split(
     """
     encode = TextEncoder(tokenizer, template.markers)
     max_tokens = settings.seq_len - 1
-    out = SplitDocuments()
     for rows, tasks, pieces, piece_batch in _encoded_batches(path, template, settings, encode):
         encoded = iter(piece_batch)
         documents: list[list[int]] = []
-        for row, task, commit_pieces in zip(rows, tasks, pieces, strict=True):
-            commit = len(out.shas)
-            out.shas.append(row["sha"])
-            out.weights.append(float(row["recency_weight"]))
-            out.tasks[task] += 1
+        document_commit: list[int] = []
+        first_commit = counts.commits
+        for task, commit_pieces in zip(tasks, pieces, strict=True):
+            commit = counts.commits
+            counts.commits += 1
+            counts.tasks[task] += 1
             piece_ids = [next(encoded) for _ in commit_pieces]
             if sum(map(len, piece_ids)) <= max_tokens:
                 documents.append([token for ids in piece_ids for token in ids])
-                out.document_commit.append(commit)
+                document_commit.append(commit)
                 continue
             split = split_document(commit_pieces, piece_ids, max_tokens, encode)
             documents.extend(split.documents)
-            out.document_commit.extend([commit] * len(split.documents))
-            out.commits_split += 1
-            out.line_splits += split.line_splits
-            out.token_cuts += split.token_cuts
+            document_commit.extend([commit] * len(split.documents))
+            counts.commits_split += 1
+            counts.line_splits += split.line_splits
+            counts.token_cuts += split.token_cuts
         lengths = [len(d) for d in documents]
-        out.lengths.extend(lengths)
         flat = itertools.chain.from_iterable(documents)
-        out.token_batches.append(np.fromiter(flat, dtype=np.int32, count=sum(lengths)))
-    return out
+        yield DocumentBatch(
+            tokens=np.fromiter(flat, dtype=np.int32, count=sum(lengths)),
+            lengths=np.asarray(lengths, dtype=np.int64),
+            commits=np.asarray(document_commit, dtype=np.int64),
+            shas=[row["sha"] for row in rows],
+            weights=[float(row["recency_weight"]) for row in rows],
+            first_commit=first_commit,
+        )
 
 
-def _list_array(values: np.ndarray, width: int) -> pa.Array:
-    offsets = pa.array(np.arange(values.shape[0] + 1, dtype=np.int32) * width)
-    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+def tokenize_split(
+    path: str | Path,
+    directory: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template,
+    settings: TokenizeSettings,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Encode, pack and write one split as a stream; return its stats.
 
-
-def shard_table(blocks: Blocks, split: SplitDocuments) -> pa.Table:
-    """The blocks as an Arrow table with the shard columns (docs/data-contracts.md)."""
-    seq_len = blocks.input_ids.shape[1]
-    commit_of = np.asarray(split.document_commit, dtype=np.int64)
-    first = commit_of[blocks.first_document] if len(blocks.length) else blocks.first_document
-    last = commit_of[blocks.last_document] if len(blocks.length) else blocks.last_document
-    weight_sums = np.concatenate([[0.0], np.cumsum(np.asarray(split.weights, dtype=np.float64))])
-    weights = (weight_sums[last + 1] - weight_sums[first]) / (last - first + 1)
-    counts = (last - first + 1).astype(np.int32)
-    sha_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    sha_index = np.concatenate(
-        [np.arange(a, b + 1) for a, b in zip(first, last, strict=True)] or [[]]
-    )
-    shas = pa.array(split.shas, type=pa.string()).take(pa.array(sha_index.astype(np.int64)))
-    return pa.Table.from_arrays(
-        [
-            _list_array(blocks.input_ids, seq_len),
-            _list_array(blocks.position_ids, seq_len),
-            pa.array(blocks.length, type=pa.int32()),
-            pa.array(weights.astype(np.float32), type=pa.float32()),
-            pa.ListArray.from_arrays(pa.array(sha_offsets), shas),
-        ],
-        schema=SHARD_SCHEMA,
-    )
-
-
-def num_shards(blocks: int, seq_len: int, shard_tokens: int) -> int:
-    """Shards for a split: about ``shard_tokens`` token slots each, at least one block each."""
-    return max(1, min(blocks, math.ceil(blocks * seq_len / shard_tokens)))
-
-
-def write_shards(table: pa.Table, directory: str | Path, shards: int) -> None:
-    """Save ``table`` with ``datasets.save_to_disk`` in ``shards`` Arrow files, atomically."""
-    with atomic_path(directory) as temporary:
-        Dataset(InMemoryTable(table)).save_to_disk(str(temporary), num_shards=shards)
+    Memory holds one batch of commits, the packer's carried-over block and at most one shard,
+    whatever the split's length.
+    """
+    counts = EncodeCounts()
+    packer = StreamPacker(settings.seq_len, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    rows = rows_per_shard(settings.seq_len, settings.shard_tokens)
+    with shard_directory(directory, rows) as writer:
+        for batch in encode_split(path, tokenizer, template, settings, counts):
+            writer.write(packer.add(batch))
+            progress.advance(len(batch.shas), tokens=int(batch.lengths.sum()))
+        writer.write(packer.finish())
+    return {
+        "commits": counts.commits,
+        **packer.stats(),
+        "commits_split": counts.commits_split,
+        "pieces_split_at_lines": counts.line_splits,
+        "lines_cut_at_tokens": counts.token_cuts,
+        "tasks": {task: counts.tasks[task] for task in TASKS},
+        "shards": writer.shards,
+    }
 
 
 def prepare_tokenizer(
-    spec: ModelSpec, train_path: str | Path, settings: TokenizeSettings
+    spec: ModelSpec,
+    train_path: str | Path,
+    settings: TokenizeSettings,
+    sample: BpeSample | None = None,
 ) -> tuple[PreTrainedTokenizerBase, Template]:
     """The model's tokenizer and the template its special tokens allow.
 
-    ``train-bpe`` trains on the rendered training split with the requested template's markers
-    as special tokens, so that template is always usable; a loaded tokenizer gets its native
+    ``train-bpe`` trains on the rendered training split (a bounded sample of it, see
+    :func:`bpe_texts`; ``sample`` records which) with the requested template's markers as
+    special tokens, so that template is always usable; a loaded tokenizer gets its native
     template only if it carries the markers (repotune.shards.render.choose_template).
     """
     if spec.tokenizer == TRAIN_BPE:
         template = get_template(spec.template)
         vocab_size = int(spec.settings.get("bpe_vocab_size", 4096))
-        texts = rendered_texts(train_path, template, settings)
+        sample = sample if sample is not None else BpeSample(settings.bpe_sample_bytes)
+        texts = bpe_texts(train_path, template, settings, sample)
+        started = time.perf_counter()
         tokenizer = train_bpe(texts, vocab_size, template.markers)
+        log.info(
+            "BPE of %d tokens trained in %s on %s",
+            vocab_size,
+            duration(time.perf_counter() - started),
+            sample.as_dict(),
+            extra={PROGRESS: True},
+        )
         return tokenizer, template
     tokenizer = load_tokenizer(spec.tokenizer)
     template = choose_template(spec.template, special_tokens(tokenizer))
@@ -284,23 +340,6 @@ def prepare_tokenizer(
             template.name,
         )
     return tokenizer, template
-
-
-def _split_stats(split: SplitDocuments, blocks: Blocks, shards: int) -> dict[str, Any]:
-    return {
-        "commits": len(split.shas),
-        "documents": len(split.lengths),
-        "tokens": blocks.tokens,
-        "blocks": len(blocks.length),
-        "token_slots": int(blocks.input_ids.size),
-        "packing_efficiency": round(blocks.efficiency, 6),
-        "commits_split": split.commits_split,
-        "pieces_split_at_lines": split.line_splits,
-        "lines_cut_at_tokens": split.token_cuts,
-        "documents_spanning_blocks": blocks.spanning,
-        "tasks": {task: split.tasks[task] for task in TASKS},
-        "shards": shards,
-    }
 
 
 def tokenize_stage(
@@ -316,18 +355,19 @@ def tokenize_stage(
     configure_parallelism(threads)
     started = time.perf_counter()
     check_curated(splits)
-    tokenizer, template = prepare_tokenizer(model, splits["train"], settings)
+    sample = BpeSample(settings.bpe_sample_bytes)
+    tokenizer, template = prepare_tokenizer(model, splits["train"], settings, sample)
     with atomic_path(tokenizer_dir) as temporary:
         tokenizer.save_pretrained(str(temporary))
     log.info("tokenizer %s (vocab %d), template %s", model.tokenizer, len(tokenizer), template.name)
     per_split: dict[str, Any] = {}
     for name in SPLITS:
-        split = encode_split(splits[name], tokenizer, template, settings)
-        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-        blocks = pack(split.tokens(), np.asarray(split.lengths), settings.seq_len, eos, pad)
-        shards = num_shards(len(blocks.length), settings.seq_len, settings.shard_tokens)
-        write_shards(shard_table(blocks, split), shard_dirs[name], shards)
-        per_split[name] = _split_stats(split, blocks, shards)
+        commits = open_curated(splits[name]).metadata.num_rows
+        progress = Progress(log, f"tokenize: {name}", commits, "commits", PROGRESS_SECONDS)
+        per_split[name] = tokenize_split(
+            splits[name], shard_dirs[name], tokenizer, template, settings, progress
+        )
+        progress.finish()
         log.info("%s: %s", name, per_split[name])
     wall = time.perf_counter() - started
     tokens = sum(s["tokens"] for s in per_split.values())
@@ -339,6 +379,7 @@ def tokenize_stage(
             "source": model.tokenizer,
             "path": str(tokenizer_dir),
             "trained": model.tokenizer == TRAIN_BPE,
+            "bpe_sample": sample.as_dict() if model.tokenizer == TRAIN_BPE else None,
             "vocab_size": len(tokenizer),
             "eos_token": tokenizer.eos_token,
             "eos_id": tokenizer.eos_token_id,

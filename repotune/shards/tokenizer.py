@@ -84,7 +84,7 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     except (OSError, ValueError) as error:
         raise InputError(
             f"tokenizer '{source}'",
-            f"cannot be loaded ({error})",
+            f"cannot be loaded ({_first_line(error)})",
             "give a Hugging Face model id or a directory written by save_pretrained",
         ) from None
     if not getattr(tokenizer, "is_fast", False):
@@ -144,3 +144,9 @@ class TextEncoder:
 
     def _encode_plain(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._plain.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of a library's message: the Hugging Face hub's run to many lines."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

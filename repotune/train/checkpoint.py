@@ -24,18 +24,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from repotune.atomic import atomic_path
+from repotune.config import bookkeeping_keys
 
-NOT_HASHED = frozenset(
-    {
-        "micro_batch_size",
-        "max_memory_gb",
-        "memory_safety_margin",
-        "num_gpus",
-        "logging_steps",
-        "checkpoint_interval",
-        "mem_mb",
-    }
-)
+# Settings that change speed or bookkeeping, not the weights: marked x-bookkeeping in
+# config/schema.yaml, which also keeps them out of the train rule's params.
+NOT_HASHED = bookkeeping_keys("train")
 
 
 def config_hash(settings: dict[str, Any], context: dict[str, Any]) -> str:

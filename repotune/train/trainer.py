@@ -54,8 +54,9 @@ from repotune.errors import InputError
 from repotune.hardware import Hardware, compute_dtype, detect, dtype_name
 from repotune.modeling import SUMMARY_FILE, base_source, load_model, model_shape, write_base
 from repotune.models import ModelSpec, resolve_model, train_overrides
+from repotune.shards.table import ShardBlocks, load_blocks
 from repotune.train import checkpoint, memory, schedule
-from repotune.train.data import BlockOrder, Blocks, load_blocks
+from repotune.train.data import BlockOrder
 from repotune.train.lora import (
     lora_config,
     resolve_targets,
@@ -109,8 +110,8 @@ class Run:
     rank: int
     world: int
     tokenizer: PreTrainedTokenizerBase
-    train: Blocks
-    validation: Blocks
+    train: ShardBlocks
+    validation: ShardBlocks
     order: BlockOrder
     epochs: int
     total_steps: int

@@ -17,10 +17,8 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from repotune.curate.table import DATASET
-from tests import curate_fixtures
-
-SPLITS = ("train", "validation", "test")
+from repotune.curate.table import DATASET, SPLITS
+from testdata import commits
 
 
 def file_change(
@@ -31,7 +29,7 @@ def file_change(
     is_binary: bool = False,
 ) -> dict[str, Any]:
     """One ``files`` entry, with git's similarity index on renames and copies."""
-    return curate_fixtures.change(
+    return commits.change(
         path,
         patch,
         change_type=change_type,
@@ -53,7 +51,7 @@ def commit_row(
     """A curated row with every column; ``sha`` may be any string (hashed to 40 hex digits)."""
     full_sha = sha if len(sha) == 40 else hashlib.sha1(sha.encode()).hexdigest()
     when = when or datetime(2024, 1, 1, tzinfo=UTC)
-    row = curate_fixtures.commit_row(full_sha, subject, files, body=body, author="Ada", when=when)
+    row = commits.commit_row(full_sha, subject, files, body=body, author="Ada", when=when)
     return {**row, "recency_weight": weight, "split": split}
 
 

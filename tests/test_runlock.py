@@ -1,0 +1,102 @@
+"""Runs guard each other: a second run in one directory stops in one line, a killed run leaves
+nothing to unlock, and the run that goes on produces results that verify."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from repotune.errors import InputError
+from repotune.runlock import hold_run_lock, release_run_lock
+from testdata.workflow import BIN, ROOT, data_repository, fast_config, snakemake, verify_command
+
+HOLD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from repotune.runlock import hold_run_lock
+hold_run_lock(sys.argv[2])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def holder(lock):
+    """A separate process holding ``lock`` (started, and holding, when this returns)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(ROOT), str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_second_holder_is_refused_in_one_line_naming_the_first(tmp_path):
+    lock = tmp_path / ".snakemake" / "repotune.lock"
+    first = holder(lock)
+    try:
+        with pytest.raises(InputError) as raised:
+            hold_run_lock(lock)
+        message = str(raised.value)
+        assert "\n" not in message
+        assert message.startswith(f"{tmp_path}: another repotune run is using this directory")
+        assert f"pid {first.pid} on " in message and "started 20" in message
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_a_killed_holder_leaves_nothing_to_unlock(tmp_path):
+    lock = tmp_path / ".snakemake" / "repotune.lock"
+    first = holder(lock)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert lock.exists()  # the file stays; the kernel released the lock with the process
+    try:
+        hold_run_lock(lock)
+        hold_run_lock(lock)  # again in the holder: nothing happens
+        assert f"pid {os.getpid()} on " in lock.read_text()
+    finally:
+        release_run_lock(lock)
+
+
+def start(workdir, config):
+    configfile = workdir / "test-config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    command = [
+        str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
+        "--directory", str(workdir), "--configfile", str(configfile), "--cores", "1",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_one_refuses_the_other_verifies(tmp_path):
+    repo = data_repository(tmp_path / "data")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    config = fast_config(repo)
+    runs = [start(workdir, config), start(workdir, config)]
+    outcomes = [(run.wait(timeout=1800), *run.communicate()) for run in runs]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes[0] == 0 and codes[1] != 0, [err[-2000:] for _, _, err in outcomes]
+    _, _, refused = next(outcome for outcome in outcomes if outcome[0] != 0)
+    errors = [line for line in refused.splitlines() if line.startswith("repotune error:")]
+    assert len(errors) == 1, refused[-3000:]
+    assert "another repotune run is using this directory (pid " in errors[0]
+    assert "Traceback" not in refused
+
+    manifest = workdir / "results" / "tiny" / "manifest.json"
+    check = subprocess.run(verify_command(manifest, workdir), cwd=ROOT, capture_output=True)
+    assert check.returncode == 0, check.stdout
+
+    # A dry run never takes the lock: planning beside a running workflow is fine.
+    lock = workdir / ".snakemake" / "repotune.lock"
+    other = holder(lock)
+    try:
+        dry = snakemake(workdir, "-n", config=config)
+        assert dry.returncode == 0, dry.stderr[-2000:]
+    finally:
+        other.kill()
+        other.wait()

@@ -1,0 +1,228 @@
+"""Code execution is opt-in, and each escape a security review found is contained.
+
+Every probe is first run without any sandbox, to show that it really does what the review
+found (so a probe that silently broke could not pass as "contained"), then under each way the
+sandbox can isolate a python_test: bubblewrap where it works, and the guard.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from repotune.errors import InputError
+from repotune.evaluate import sandbox
+from repotune.evaluate.behaviour import BehaviourTest, check, pass_rate
+from repotune.evaluate.report import markdown
+from repotune.evaluate.sandbox import CheckResult, SandboxLimits, run_python_test
+from tests.test_report import sample_report
+
+NO_BWRAP = "bubblewrap is not installed or cannot start here (make system-deps installs it)"
+ISOLATIONS = [
+    pytest.param(
+        SandboxLimits(isolation="bubblewrap"),
+        id="bubblewrap",
+        marks=pytest.mark.skipif(not sandbox.bubblewrap_available(), reason=NO_BWRAP),
+    ),
+    pytest.param(SandboxLimits(isolation="guard"), id="guard"),
+    pytest.param(SandboxLimits(isolation="guard", network_namespace=False), id="guard-no-netns"),
+]
+
+# _posixsubprocess.fork_exec raises no audit event; these are Python 3.11's arguments.
+FORK_EXEC = """
+import os, _posixsubprocess
+r, w = os.pipe()
+_posixsubprocess.fork_exec(
+    [b"/bin/sh", b"-c", COMMAND.encode()], [b"/bin/sh"], True, (w,), None, None,
+    -1, -1, -1, -1, -1, -1, r, w, False, SETSID, -1, None, None, None, -1, None, False,
+)
+"""
+
+
+def probe(source: str, **names: object) -> str:
+    """A probe's source with its constants (paths, commands) defined first."""
+    header = "".join(f"{name} = {value!r}\n" for name, value in names.items())
+    return header + textwrap.dedent(source)
+
+
+def run_unsandboxed(source: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The probe as plain Python: what it does when nothing contains it."""
+    return subprocess.run(
+        [sys.executable, "-I", "-c", source], cwd=cwd, capture_output=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture(autouse=True)
+def _python_311():
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("the fork_exec probe spells out Python 3.11's argument list")
+
+
+# --- opt-in ------------------------------------------------------------------------------
+
+
+def test_python_tests_are_skipped_unless_code_execution_is_enabled(tmp_path):
+    marker = tmp_path / "ran.txt"
+    test = BehaviourTest(
+        name="t", prompt="", python_test=f"open({str(marker)!r}, 'w')\n", must_match=(r"\w",)
+    )
+    result = check(test, "def f(): pass\n")
+    assert result == CheckResult(False, "skipped: code execution not enabled", skipped=True)
+    assert not marker.exists()
+    assert check(test, "").reason.startswith("must_match")  # regex checks still run first
+    # Skipped tests count neither as passes nor failures.
+    assert pass_rate([result, CheckResult(True, "ok")]) == 1.0
+    assert pass_rate([result]) is None
+
+
+def test_report_says_python_tests_were_skipped():
+    report = sample_report()
+    report["behaviour"] = [
+        {"name": "palindrome", "base": vars(sandbox.skipped()), "adapted": vars(sandbox.skipped())}
+    ]
+    text = markdown(report, "loss.png", "metrics.png")
+    assert "| palindrome | skipped: code execution not enabled |" in text
+    assert "allow_code_execution: true" in text
+
+
+def test_no_isolation_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(sandbox, "bubblewrap_available", lambda: False)
+    monkeypatch.setattr(sandbox, "guard_available", lambda: False)
+    with pytest.raises(InputError) as raised:
+        run_python_test("", "pass\n", 5.0)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("config evaluate.behaviour.allow_code_execution: ")
+    assert "apt-get install bubblewrap" in message
+
+
+def test_auto_prefers_bubblewrap_then_the_guard_and_root_gets_no_guard(monkeypatch):
+    monkeypatch.setattr(sandbox, "bubblewrap_available", lambda: True)
+    assert sandbox.chosen_isolation() == "bubblewrap"
+    monkeypatch.setattr(sandbox, "bubblewrap_available", lambda: False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert sandbox.chosen_isolation() == "guard"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(InputError, match="root"):
+        sandbox.chosen_isolation()
+
+
+# --- the review's probes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limits", ISOLATIONS)
+def test_fork_exec_cannot_run_a_shell_that_writes_outside(tmp_path, limits):
+    target = tmp_path / "outside" / "made-by-sh.txt"
+    target.parent.mkdir()
+    source = probe(FORK_EXEC + "import time; time.sleep(0.5)\n",
+                   COMMAND=f"touch {target}", SETSID=False)  # fmt: skip
+    assert run_unsandboxed(source, tmp_path).returncode == 0 and target.exists()
+    target.unlink()
+    result = run_python_test("", source, 10.0, limits)
+    time.sleep(0.5)
+    assert not result.passed and not target.exists()
+    assert result.reason == "python_test exited 1: PermissionError (import refused)"
+
+
+SETSID_CHILDREN = {
+    "fork_exec": FORK_EXEC,
+    "os.fork": """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            time.sleep(1)
+            open(TARGET, "w").close()
+            os._exit(0)
+        """,
+}
+
+
+@pytest.mark.parametrize("limits", ISOLATIONS)
+@pytest.mark.parametrize("how", sorted(SETSID_CHILDREN))
+def test_a_setsid_child_does_not_outlive_the_test(tmp_path, limits, how):
+    target = tmp_path / "late.txt"
+    source = probe(SETSID_CHILDREN[how], TARGET=str(target), SETSID=True,
+                   COMMAND=f"sleep 1; touch {target}")  # fmt: skip
+    assert run_unsandboxed(source, tmp_path).returncode == 0
+    time.sleep(2)
+    assert target.exists()  # the probe works: its child wrote after the parent had ended
+    target.unlink()
+    result = run_python_test("", source, 10.0, limits)
+    time.sleep(2)
+    assert not result.passed and not target.exists()
+    assert "PermissionError" in result.reason
+
+
+@pytest.mark.parametrize("limits", ISOLATIONS)
+def test_sqlite_cannot_create_a_file_outside(tmp_path, limits):
+    for database in (tmp_path / "out.db", f"file:{tmp_path / 'uri.db'}?mode=rwc"):
+        source = probe(
+            "import sqlite3\nsqlite3.connect(DATABASE, uri=True).execute('create table t(x)')\n",
+            DATABASE=str(database),
+        )
+        created = tmp_path / ("out.db" if database == tmp_path / "out.db" else "uri.db")
+        assert run_unsandboxed(source, tmp_path).returncode == 0 and created.exists()
+        created.unlink()
+        result = run_python_test("", source, 10.0, limits)
+        assert not result.passed and not created.exists()
+    # Inside its own directory SQLite works.
+    inside = probe("import sqlite3\nsqlite3.connect('mine.db').execute('create table t(x)')\n")
+    assert run_python_test("", inside, 10.0, limits) == CheckResult(True, "ok")
+
+
+@pytest.mark.parametrize("limits", ISOLATIONS)
+def test_a_token_in_the_home_neither_read_nor_reported(tmp_path, monkeypatch, limits):
+    home = tmp_path / "home"
+    token_file = home / ".cache" / "huggingface" / "token"
+    token_file.parent.mkdir(parents=True)
+    token = "hf_" + secrets.token_hex(17)  # generated here: never a real token
+    token_file.write_text(token)
+    monkeypatch.setenv("HOME", str(home))
+    leak = probe("raise SystemExit(open(TOKEN_FILE).read())\n", TOKEN_FILE=str(token_file))
+    assert token in run_unsandboxed(leak, tmp_path).stderr.decode()
+    result = run_python_test("", leak, 10.0, limits)
+    assert not result.passed and token not in result.reason
+    # Reading itself fails, not only the report of it.
+    read = probe("import sys\nsys.exit(0 if open(TOKEN_FILE).read() else 3)\n",
+                 TOKEN_FILE=str(token_file))  # fmt: skip
+    assert run_unsandboxed(read, tmp_path).returncode == 0
+    assert not run_python_test("", read, 10.0, limits).passed
+
+
+@pytest.mark.parametrize("limits", ISOLATIONS)
+def test_a_failure_reason_is_the_exception_type_only(limits):
+    token = "ghp_" + secrets.token_hex(18)
+    source = probe("raise ValueError(TOKEN)\n", TOKEN=token)
+    result = run_python_test("", source, 10.0, limits)
+    assert result == CheckResult(False, "python_test exited 1: ValueError")
+    printed = probe("print(TOKEN)\nraise SystemExit(2)\n", TOKEN=token)
+    assert run_python_test("", printed, 10.0, limits) == CheckResult(
+        False, "python_test exited 2: SystemExit"
+    )
+
+
+@pytest.mark.parametrize("limits", ISOLATIONS)
+def test_the_parents_environment_cannot_be_read(tmp_path, limits):
+    source = probe(
+        "import sys\ndata = open(f'/proc/{PARENT}/environ', 'rb').read()\n"
+        "sys.exit(0 if b'PATH=' in data else 3)\n",
+        PARENT=os.getpid(),
+    )
+    assert run_unsandboxed(source, tmp_path).returncode == 0
+    assert not run_python_test("", source, 10.0, limits).passed
+
+
+@pytest.mark.parametrize("limits", ISOLATIONS)
+def test_the_environment_is_cleared(monkeypatch, limits):
+    monkeypatch.setenv("REPOTUNE_SECRET", "s3cret")
+    expected = {"HOME", "LANG", "LC_ALL", "TMPDIR"}
+    if limits.isolation == "bubblewrap":
+        expected.add("PWD")  # bubblewrap sets it to the scratch directory after --chdir
+    source = probe("import os, sys\nsys.exit(0 if set(os.environ) == EXPECTED else 3)\n",
+                   EXPECTED=expected)  # fmt: skip
+    assert run_python_test("", source, 10.0, limits) == CheckResult(True, "ok")
