@@ -43,9 +43,12 @@ LLAMA_CPP ?= .llama-cpp
 test-export: setup $(LLAMA_CPP)/.installed
 	PYTHONPATH=$(LLAMA_CPP) $(BIN)/pytest tests/test_llama_cpp.py tests/test_gguf.py tests/test_export.py
 
+# Only the library is built (no llama.cpp tests, examples, tools, server or llava).
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	-DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF
 $(LLAMA_CPP)/.installed:
-	$(BIN)/python -m pip install --quiet --no-deps --target $(LLAMA_CPP) \
-		llama-cpp-python==0.3.36 diskcache==5.6.3
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-deps \
+		--target $(LLAMA_CPP) llama-cpp-python==0.3.36 diskcache==5.6.3
 	touch $@
 
 lint: setup

@@ -1,7 +1,7 @@
 """The `repotune` command on a finished run and fixture repositories, run as a user runs it."""
 
-import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -264,20 +264,46 @@ def test_help_has_an_example_for_each_subcommand(tmp_path):
 
 
 def test_console_script_is_installed_by_pip(tmp_path):
+    source = tmp_path / "source"  # pip builds in the source tree: a copy, not the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "repotune", source / "repotune", ignore=shutil.ignore_patterns("__pycache__")
+    )
     target = tmp_path / "site"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
-    script = target / "bin" / "repotune"
     result = subprocess.run(
-        [str(script), "--help"],
+        [str(target / "bin" / "repotune"), "--help"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(target)},
     )
     assert result.returncode == 0, result.stderr
     assert "usage: repotune" in result.stdout
-    assert json.loads(json.dumps(result.stdout))  # printable text
+
+
+def test_merges_and_squashes_keep_git_s_message(run, work):
+    repotune(*SLOW_HOOK, "--results", str(run.results), cwd=work.path)
+    work.git("commit", "-q", "-m", "Add m9")
+    work.git("checkout", "-q", "-b", "side", "HEAD~1")
+    work.write("pkg/side.py", "S = 1\n")
+    work.git("add", "-A")
+    work.git("commit", "-q", "-m", "Side work")
+    work.git("checkout", "-q", "-")
+    merge = subprocess.run(
+        ["git", "merge", "--no-ff", "--no-edit", "side"],
+        cwd=work.path, capture_output=True, text=True, env=commit_env(),
+    )  # fmt: skip
+    assert merge.returncode == 0, merge.stderr
+    assert last_message(work) == "Merge branch 'side'"
+    work.git("reset", "-q", "--hard", "HEAD~1")
+    work.git("merge", "-q", "--squash", "side")
+    squash = git_commit(work)
+    assert squash.returncode == 0, squash.stderr
+    assert last_message(work).startswith("Squashed commit of the following:")

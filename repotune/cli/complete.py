@@ -1,31 +1,33 @@
 """``repotune complete``: code completion at a place in a file, or for a prefix on stdin.
 
-A model with a native fill-in-the-middle format gets it: StarCoder and StarCoder2 tokenizers
-carry ``<fim_prefix>``, ``<fim_suffix>`` and ``<fim_middle>``, and the prompt is
-``<fim_prefix>PREFIX<fim_suffix>SUFFIX<fim_middle>`` (prefix-suffix-middle, their training
-order). Any other model continues the prefix as plain text. Either way the prompt keeps the
-end of the prefix (the code just before the cursor matters most) and, for FIM, the start of
-the suffix, within the training block length less the new tokens.
+A model whose tokenizer carries a fill-in-the-middle format's tokens (StarCoder's and
+StarCoder2's ``<fim_prefix>``/``<fim_suffix>``/``<fim_middle>``, or the plain
+``<|fim_prefix|>``... of a tokenizer trained with FIM documents) is asked as it was trained:
+:func:`repotune.shards.fim.fim_prompt` in prefix-suffix-middle order, the file's header
+(:func:`repotune.shards.fim.file_header`, its path) at the start of the prefix. Any other model
+continues the prefix as plain text. Over the budget (the training block less the new tokens),
+whole lines go: from the start of the prefix (the header stays; the code just before the cursor
+matters most) and from the end of the suffix, which keeps at most a quarter of the room.
 """
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repotune.cli.decode import Decoding, continuations
+from repotune.cli.diff import git_toplevel
 from repotune.cli.run import LoadedModel, find_run, load, results_dir
 from repotune.errors import InputError
+from repotune.shards.fim import FimFormat, choose_fim_format, file_header, fim_prompt
 
-FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
-FIM_STOPS = ("<|endoftext|>", "<file_sep>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>")
 DEFAULT_CURSOR = "<|cursor|>"
 HELP = "complete code at FILE:LINE, or the text on stdin (prefix[<|cursor|>suffix])"
 EXAMPLES = """examples:
   repotune complete src/app.py:42             # fill in at the start of line 42
-  printf 'def add(a, b):\\n' | repotune complete
+  printf 'def add(a, b):\\n' | repotune complete --path src/add.py
   cat snippet.py | repotune complete --cursor '@@'   # '@@' marks where to fill in
 """
 
@@ -44,15 +46,17 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cursor", default=DEFAULT_CURSOR, help="marks the cursor in text read from stdin"
     )
+    parser.add_argument("--path", help="the file's path for text on stdin (FIM models)")
     parser.set_defaults(handler=run)
 
 
 @dataclass(frozen=True)
 class Gap:
-    """The text before and after the cursor."""
+    """The text before and after the cursor, and the file's repository path when known."""
 
     prefix: str
     suffix: str
+    path: str | None = None
 
 
 def gap_at(location: str, repo: str) -> Gap:
@@ -69,40 +73,72 @@ def gap_at(location: str, repo: str) -> Gap:
             f"location '{location}'", f"is past the file's {len(lines)} lines", "give a line in it"
         )
     cut = int(line) - 1
-    return Gap("".join(lines[:cut]), "".join(lines[cut:]))
+    relative = path.resolve().relative_to(git_toplevel(path.parent)).as_posix()
+    return Gap("".join(lines[:cut]), "".join(lines[cut:]), relative)
 
 
-def gap_from_text(text: str, cursor: str) -> Gap:
+def gap_from_text(text: str, cursor: str, path: str | None) -> Gap:
     prefix, found, suffix = text.partition(cursor)
-    return Gap(prefix, suffix if found else "")
+    return Gap(prefix, suffix if found else "", path)
 
 
-def has_fim(tokenizer: Any) -> bool:
-    """Whether the tokenizer carries StarCoder's fill-in-the-middle tokens as special tokens."""
+def native_fim(template: str, tokenizer: Any) -> FimFormat | None:
+    """The FIM format the tokenizer carries the tokens of, or None (plain continuation)."""
     from repotune.shards.tokenizer import special_tokens
 
-    return set(FIM_TOKENS) <= special_tokens(tokenizer)
+    specials = special_tokens(tokenizer)
+    chosen = choose_fim_format(template, specials)
+    return chosen if set(chosen.markers) <= specials else None
+
+
+def _lines_within(
+    lines: list[str], budget: int, size: Callable[[str], int], from_end: bool
+) -> list[str]:
+    """The most whole lines, taken from the end (or the start), whose text has ``size`` <=
+    ``budget`` (binary search: size grows with the lines taken)."""
+    low, high = 0, len(lines)
+    while low < high:
+        middle = (low + high + 1) // 2
+        taken = lines[len(lines) - middle :] if from_end else lines[:middle]
+        if size("".join(taken)) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return lines[len(lines) - low :] if from_end else lines[:low]
 
 
 def prompt_for(
-    tokenizer: Any, markers: Sequence[str], gap: Gap, max_prompt: int
+    tokenizer: Any, template: str, markers: Sequence[str], gap: Gap, max_prompt: int
 ) -> tuple[list[int], tuple[str, ...]]:
-    """The prompt ids of ``gap`` within ``max_prompt`` tokens, and the stop strings.
-
-    FIM: the suffix keeps its beginning (at most a quarter of the room when both do not fit)
-    and the prefix its end. Plain: the prefix's last ``max_prompt`` tokens.
-    """
+    """The prompt ids of ``gap`` within ``max_prompt`` tokens, and the stop strings."""
     from repotune.shards.tokenizer import TextEncoder
 
-    if not has_fim(tokenizer):
-        return TextEncoder(tokenizer, markers)([gap.prefix])[0][-max_prompt:], tuple(markers)
-    prefix_ids, suffix_ids = TextEncoder(tokenizer, FIM_TOKENS)([gap.prefix, gap.suffix])
-    room = max_prompt - len(FIM_TOKENS)
-    if len(prefix_ids) + len(suffix_ids) > room:
-        suffix_ids = suffix_ids[: room // 4]
-        prefix_ids = prefix_ids[len(prefix_ids) - (room - len(suffix_ids)) :]
-    start, hole, middle = (tokenizer.convert_tokens_to_ids(token) for token in FIM_TOKENS)
-    return [start, *prefix_ids, hole, *suffix_ids, middle], (*FIM_STOPS, *markers)
+    fmt = native_fim(template, tokenizer)
+    if fmt is None:
+        encode = TextEncoder(tokenizer, markers)
+        size = lambda text: len(encode([text])[0])  # noqa: E731
+        prefix = _lines_within(gap.prefix.splitlines(keepends=True), max_prompt, size, True)
+        return encode(["".join(prefix)])[0], tuple(markers)
+    encode = TextEncoder(tokenizer, fmt.markers)
+    header = file_header(gap.path, fmt) if gap.path else ""
+
+    def ids(prefix: str, suffix: str) -> list[int]:
+        return encode([fim_prompt(header + prefix, suffix, fmt)])[0]
+
+    full = ids(gap.prefix, gap.suffix)
+    stops = (tokenizer.eos_token, *fmt.markers, *markers)
+    if len(full) <= max_prompt:
+        return full, stops
+    empty = len(ids("", ""))
+    size = lambda text: len(encode([text])[0])  # noqa: E731
+    suffix_lines = gap.suffix.splitlines(keepends=True)
+    suffix = "".join(_lines_within(suffix_lines, (max_prompt - empty) // 4, size, False))
+    budget = max_prompt - len(ids("", suffix))
+    prefix_lines = gap.prefix.splitlines(keepends=True)
+    prefix = "".join(_lines_within(prefix_lines, budget, size, True))
+    while len(ids(prefix, suffix)) > max_prompt and prefix:  # tokens merging across the cut
+        prefix = prefix.split("\n", 1)[1] if "\n" in prefix else ""
+    return ids(prefix, suffix), stops
 
 
 def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
@@ -111,7 +147,8 @@ def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
 
     wanted = GenerationSettings(max_new_tokens=max_new_tokens, max_prompt_tokens=loaded.seq_len - 1)
     max_prompt, max_new = budgets(wanted, context_length(loaded.model))
-    ids, stops = prompt_for(loaded.tokenizer, loaded.template.markers, gap, max_prompt)
+    template = loaded.template
+    ids, stops = prompt_for(loaded.tokenizer, template.name, template.markers, gap, max_prompt)
     decoding = Decoding(candidates=1, max_new_tokens=max_new)
     return continuations(loaded.model, loaded.tokenizer, ids, stops, decoding)[0]
 
@@ -122,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if args.location is not None:
         gap = gap_at(args.location, args.repo)
     else:
-        gap = gap_from_text(sys.stdin.read(), args.cursor)
+        gap = gap_from_text(sys.stdin.read(), args.cursor, args.path)
     if not gap.prefix and not gap.suffix:
         raise InputError("the code to complete", "is empty", "give FILE:LINE or text on stdin")
     finished = find_run(results_dir(args.results), args.model)

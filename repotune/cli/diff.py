@@ -10,6 +10,7 @@ commits. The curate stage's file filters then drop what curation dropped (lock f
 generated and vendored files), with the run's own settings.
 """
 
+import functools
 import os
 import re
 import subprocess
@@ -45,6 +46,14 @@ _EMPTY_HEADER = b"\x00\x00\x00\x00" + b"0 +0000\x00\x00" + b"0 +0000\x00\x00\x00
 _SECTION = re.compile(r"(?m)^diff --git ")
 
 
+@functools.cache
+def _schema_defaults() -> dict[str, Any]:
+    """The config's defaults (read and validated once: the hook has little time)."""
+    from repotune.config import resolve_config
+
+    return resolve_config({})
+
+
 def git_toplevel(repo: str | Path) -> Path:
     """The work tree's top directory; a one-line error when ``repo`` is not in a git work tree."""
     result = subprocess.run(
@@ -66,9 +75,7 @@ def staged_files(repo: str | Path) -> list[dict[str, Any]]:
     """The staged change's file records, parsed exactly as the extract stage parses a commit
     (the index git is committing: GIT_INDEX_FILE is honoured), each patch cut at the extract
     stage's default ``max_patch_bytes``."""
-    from repotune.config import resolve_config
-
-    max_patch_bytes = resolve_config({})["extract"]["max_patch_bytes"]
+    max_patch_bytes = _schema_defaults()["extract"]["max_patch_bytes"]
     git_toplevel(repo)
     result = subprocess.run(
         ["git", "-C", str(repo), *GIT_DIFF],
@@ -174,10 +181,9 @@ def filtered_files(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """``(kept files, dropped paths)`` under the run's curate file filters (the schema's
     defaults when the run has no curation.json)."""
-    from repotune.config import resolve_config
     from repotune.curate.filters import CommitFilter, FilterSettings
 
-    section = (curate_settings or resolve_config({})["curate"])["filters"]
+    section = (curate_settings or _schema_defaults()["curate"])["filters"]
     kept, _ = CommitFilter(FilterSettings.from_config(section)).split_files(files)
     kept_ids = {id(change) for change in kept}
     return kept, [change["path"] for change in files if id(change) not in kept_ids]

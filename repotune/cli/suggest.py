@@ -10,6 +10,7 @@ tokens, keeping the prompt's end).
 
 import argparse
 import sys
+from dataclasses import replace
 from typing import Any
 
 from repotune.cli.decode import Decoding, continuations
@@ -72,7 +73,7 @@ def suggestions(loaded: LoadedModel, commit: dict[str, Any], decoding: Decoding)
     max_prompt, max_new = budgets(wanted, context_length(loaded.model))
     encoder = TextEncoder(loaded.tokenizer, template.markers)
     ids = prompt_ids(commit, CHANGE_TO_MESSAGE, template, encoder, max_tokens=max_prompt)
-    bounded = Decoding(**{**decoding.__dict__, "max_new_tokens": max_new})
+    bounded = replace(decoding, max_new_tokens=max_new)
     texts = continuations(loaded.model, loaded.tokenizer, ids, template.markers, bounded)
     return [text.strip() for text in texts]
 
