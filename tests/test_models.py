@@ -3,7 +3,13 @@
 import pytest
 
 from repotune.errors import InputError
-from repotune.models import architecture, preset_names, resolve_model, train_overrides
+from repotune.models import (
+    architecture,
+    preset_names,
+    resolve_model,
+    train_overrides,
+    with_overrides,
+)
 
 
 def test_all_presets_resolve():
@@ -33,3 +39,22 @@ def test_unknown_preset_is_an_input_error():
         resolve_model({"preset": "no-such-model"})
     with pytest.raises(InputError, match="neither a preset"):
         resolve_model("no-such-model")
+
+
+def test_a_preset_sets_its_tokenize_defaults_and_a_config_value_wins():
+    from repotune.config import resolve_config
+    from repotune.shards.stage import TokenizeSettings
+
+    tiny, gpt2 = resolve_model("tiny"), resolve_model("gpt2")
+    default = resolve_config({})["tokenize"]
+    assert TokenizeSettings.for_model(default, tiny).seq_len == 256
+    assert TokenizeSettings.for_model(default, gpt2).seq_len == default["seq_len"] == 1024
+    chosen = resolve_config({"tokenize": {"seq_len": 512}})["tokenize"]
+    assert TokenizeSettings.for_model(chosen, tiny).seq_len == 512
+    entry = resolve_model({"preset": "tiny", "tokenize": {"seq_len": 128}})
+    assert TokenizeSettings.for_model(default, entry).seq_len == 128
+    assert with_overrides(tiny, "train", resolve_config({})["train"])["max_steps"] == 150
+    with pytest.raises(InputError, match="unknown keys seq_length"):
+        TokenizeSettings.for_model(
+            default, resolve_model({"preset": "tiny", "tokenize": {"seq_length": 64}})
+        )

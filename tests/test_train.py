@@ -32,7 +32,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> TrainInputs:
 def request(inputs: TrainInputs, out: Path, **settings: object) -> TrainRequest:
     config = resolve_config({"train": {"logging_steps": 2, "eval_interval": 0, **settings}})
     return TrainRequest(
-        model={**TINY, "train": {"learning_rate": 0.01}},
+        # The preset's CPU schedule (one epoch) would end the fixture's runs after a few steps.
+        model={**TINY, "train": {"learning_rate": 0.01, "max_epochs": 20}},
         shards_dir=str(inputs.shards),
         tokenizer_dir=str(inputs.tokenizer),
         adapter_dir=str(out / "adapter"),
@@ -78,17 +79,26 @@ def test_fp32_training_learns_and_reloads_with_same_logits(inputs, tmp_path):
     assert written["steps"] == summary["steps"] == 24
     assert written["resolved_targets"] == ["c_attn", "c_proj", "c_fc"]
     # LoRA on 2 GPT-2 blocks of width 64, r=16: c_attn 64->192, attn c_proj 64->64, c_fc 64->256,
-    # mlp c_proj 256->64, each r * (in + out).
-    assert written["trainable_params"] == 2 * 16 * (
-        (64 + 192) + (64 + 64) + (64 + 256) + (256 + 64)
+    # mlp c_proj 256->64, each r * (in + out); the random base's token embedding, LM head (300
+    # tokens each) and position embedding (64 positions) are trained in full.
+    assert (
+        written["trainable_params"]
+        == 2 * 16 * ((64 + 192) + (64 + 64) + (64 + 256) + (256 + 64)) + (300 + 300 + 64) * 64
     )
+    assert written["trained_in_full"] == ["transformer.wte", "transformer.wpe", "lm_head"]
+    assert written["base_training"].startswith("untrained (random initialisation)")
     assert (written["dtype"], written["quantization"]) == ("fp32", "none")
     assert "final validation loss" in (adapter / "README.md").read_text()
 
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
     reloaded = PeftModel.from_pretrained(base, str(adapter / "last")).eval()
+    untouched = AutoModelForCausalLM.from_pretrained(tmp_path / "base").eval()
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).logits, seen["logits"])
+        # The adapter switched off is the saved base: loading the trained embeddings did not
+        # overwrite the base's own (evaluation's "base" rows rest on this).
+        with reloaded.disable_adapter():
+            assert torch.equal(reloaded(input_ids=ids).logits, untouched(input_ids=ids).logits)
     assert json.loads((adapter / "adapter_config.json").read_text())[
         "base_model_name_or_path"
     ] == str(tmp_path / "base")

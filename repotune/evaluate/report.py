@@ -192,7 +192,8 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         "",
         _headline(report),
         "",
-        f"Base model `{report['base_model']}`, adapter `{report['adapter']}`, template "
+        f"Base model `{report['base_model']}` ({training.get('base_training') or 'pretrained'}), "
+        f"adapter `{report['adapter']}`, template "
         f"`{report['template']}`, decoding "
         f"{'sampled' if report['generation']['do_sample'] else 'greedy'}. Held-out test split: "
         f"{samples['test_commits']} commits; evaluated on {samples['perplexity_blocks']} blocks "

@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
-from repotune.models import ModelSpec
+from repotune.models import ModelSpec, with_overrides
 from repotune.shards.packing import Blocks, pack, split_document
 from repotune.shards.render import (
     TASKS,
@@ -76,6 +76,12 @@ class TokenizeSettings:
     def from_config(cls, section: Mapping[str, Any]) -> "TokenizeSettings":
         """Settings from a resolved config section (unknown keys are the schema's concern)."""
         return cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
+
+    @classmethod
+    def for_model(cls, section: Mapping[str, Any], spec: ModelSpec) -> "TokenizeSettings":
+        """Settings from the config section with the model entry's ``tokenize:`` keys over it
+        (the tiny CPU preset packs shorter blocks)."""
+        return cls.from_config(with_overrides(spec, "tokenize", dict(section)))
 
 
 @dataclass

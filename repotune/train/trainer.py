@@ -53,10 +53,11 @@ from repotune.atomic import atomic_path
 from repotune.errors import InputError
 from repotune.hardware import Hardware, compute_dtype, detect, dtype_name
 from repotune.modeling import SUMMARY_FILE, base_source, load_model, model_shape, write_base
-from repotune.models import ModelSpec, resolve_model, train_overrides
+from repotune.models import ModelSpec, resolve_model, with_overrides
 from repotune.train import checkpoint, memory, schedule
 from repotune.train.data import BlockOrder, Blocks, load_blocks
 from repotune.train.lora import (
+    embedding_modules,
     lora_config,
     resolve_targets,
     targets_are_conv1d,
@@ -65,6 +66,7 @@ from repotune.train.lora import (
 from repotune.train.model_card import model_card
 
 log = logging.getLogger(__name__)
+BUILT_BASE_NOTE = "untrained (random initialisation); embeddings trained with the adapter"
 LOG_FIELDS = (
     "step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "peak_memory_mb",
     "val_loss", "micro_batch", "accumulation",
@@ -123,15 +125,7 @@ class Run:
 
 def effective_settings(config_train: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
     """The config's train settings with the model entry's ``train:`` overrides applied."""
-    settings = {**config_train, **train_overrides(spec)}
-    unknown = sorted(set(settings) - set(config_train))
-    if unknown:
-        raise InputError(
-            f"model '{spec.name}' train settings",
-            f"unknown keys {', '.join(unknown)}",
-            "use keys of the config's train: section (config/schema.yaml)",
-        )
-    return settings
+    return with_overrides(spec, "train", config_train)
 
 
 def seed_everything(seed: int) -> None:
@@ -267,6 +261,7 @@ def _build_model(run: Run) -> torch.nn.Module:
     elif checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     targets = resolve_targets(model, settings["lora_targets"], run.spec.family)
+    trained_in_full = embedding_modules(model) if run.spec.base is None else []
     torch.manual_seed(settings["seed"])
     model = get_peft_model(
         model,
@@ -276,10 +271,12 @@ def _build_model(run: Run) -> torch.nn.Module:
             settings["lora_alpha"],
             settings["lora_dropout"],
             fan_in_fan_out=targets_are_conv1d(model, targets),
+            modules_to_save=trained_in_full or None,
         ),
     )
     run.facts.update(
         targets=targets,
+        trained_in_full=trained_in_full,
         trainable_params=trainable_parameters(model),
         gradient_checkpointing=checkpointing,
     )
@@ -620,7 +617,9 @@ def _write_outputs(run: Run, model: torch.nn.Module, progress: dict[str, Any]) -
         "adapter": "best" if progress["best_step"] is not None else "last",
         "tokens_per_s": round(progress["tokens"] / max(progress["seconds"], 1e-9), 1),
         "train_seconds": round(progress["seconds"], 1),
+        "base_training": BUILT_BASE_NOTE if run.spec.base is None else "pretrained",
         "resolved_targets": run.facts["targets"],
+        "trained_in_full": run.facts["trained_in_full"],
         "trainable_params": run.facts["trainable_params"],
         "dtype": dtype_name(run.dtype),
         "quantization": run.settings["quantization"],
