@@ -13,8 +13,16 @@ from transformers import AutoTokenizer
 from repotune.config import resolve_config
 from repotune.errors import InputError
 from repotune.models import resolve_model
+from repotune.shards.packing import pack
 from repotune.shards.render import get_template, render, task_for
-from repotune.shards.stage import SHARD_SCHEMA, SPLITS, TokenizeSettings, tokenize_stage
+from repotune.shards.stage import (
+    SHARD_SCHEMA,
+    SPLITS,
+    SplitDocuments,
+    TokenizeSettings,
+    shard_table,
+    tokenize_stage,
+)
 from repotune.shards.tokenizer import EOS
 from tests.tokenize_fixtures import (
     STARCODER2_SPECIAL,
@@ -136,7 +144,10 @@ def test_positions_restart_at_documents_and_weights_and_shas_follow_commits(stag
             expected = 0 if ids[i - 1] == tokenizer.eos_token_id else positions[i - 1] + 1
             assert positions[i] == expected
         weights = [rows[sha]["recency_weight"] for sha in row["shas"]]
-        assert row["weight"] == pytest.approx(np.mean(weights), rel=1e-6)
+        # A token-weighted mean of its commits' weights (test_block_weight_counts_tokens).
+        assert min(weights) - 1e-6 <= row["weight"] <= max(weights) + 1e-6
+        if len(set(weights)) == 1:
+            assert row["weight"] == pytest.approx(weights[0], rel=1e-6)
     shas = [sha for row in data for sha in row["shas"]]
     ordered = list(dict.fromkeys(shas))
     assert ordered == [sha for sha, row in rows.items() if row["split"] == "train"]
@@ -221,3 +232,16 @@ def test_an_empty_training_split_is_an_input_error(tmp_path) -> None:
     with pytest.raises(InputError, match="has no commits"):
         _run(tmp_path, synthetic_rows(5, split="test"), model, _settings())
     assert not (tmp_path / "out").exists()
+
+
+def test_block_weight_counts_tokens_not_commits() -> None:
+    # An old commit (weight 0.2) fills most of a block, a new one (weight 1.0) adds a few
+    # tokens: the block is mostly old. A plain mean over its two commits would say 0.6.
+    old, new = np.arange(1, 91, dtype=np.int32), np.arange(1, 6, dtype=np.int32)
+    blocks = pack(np.concatenate([old, new]), np.array([90, 5]), 128, eos_id=0, pad_id=0)
+    split = SplitDocuments(document_commit=[0, 1], shas=["a" * 40, "b" * 40], weights=[0.2, 1.0])
+    table = shard_table(blocks, split)
+    # 91 tokens (EOS included) of weight 0.2, 6 of weight 1.0.
+    expected = (91 * 0.2 + 6 * 1.0) / 97
+    assert table.column("weight").to_pylist() == pytest.approx([expected], rel=1e-6)
+    assert table.column("shas").to_pylist() == [["a" * 40, "b" * 40]]

@@ -228,14 +228,25 @@ def _list_array(values: np.ndarray, width: int) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
 
 
+def block_weights(slot_document: np.ndarray, document_weight: np.ndarray) -> np.ndarray:
+    """Each block's recency weight: the mean over its real tokens (EOS included) of their
+    commit's weight. A commit weighs in proportion to the tokens it puts in the block, so a
+    block of one old 1,000-token commit and the first ten tokens of a new one stays old."""
+    real = slot_document >= 0
+    rows = np.nonzero(real)[0]
+    count = len(slot_document)
+    sums = np.bincount(rows, weights=document_weight[slot_document[real]], minlength=count)
+    tokens = np.bincount(rows, minlength=count)
+    return sums / np.maximum(tokens, 1)
+
+
 def shard_table(blocks: Blocks, split: SplitDocuments) -> pa.Table:
     """The blocks as an Arrow table with the shard columns (docs/data-contracts.md)."""
     seq_len = blocks.input_ids.shape[1]
     commit_of = np.asarray(split.document_commit, dtype=np.int64)
     first = commit_of[blocks.first_document] if len(blocks.length) else blocks.first_document
     last = commit_of[blocks.last_document] if len(blocks.length) else blocks.last_document
-    weight_sums = np.concatenate([[0.0], np.cumsum(np.asarray(split.weights, dtype=np.float64))])
-    weights = (weight_sums[last + 1] - weight_sums[first]) / (last - first + 1)
+    weights = block_weights(blocks.slot_document, np.asarray(split.weights)[commit_of])
     counts = (last - first + 1).astype(np.int32)
     sha_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     sha_index = np.concatenate(
