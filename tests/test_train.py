@@ -2,7 +2,10 @@
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -136,6 +139,61 @@ def test_interrupted_run_resumes_to_the_same_adapter(inputs, tmp_path):
             assert torch.equal(expected[key], got[key]), key
     assert [row["step"] for row in log_rows(parts / "adapter")] == [
         row["step"] for row in log_rows(whole / "adapter")
+    ]
+
+
+# Trains in a child process that SIGKILLs itself before the forward pass of step ``argv[2]``:
+# a hard kill at a known point after a checkpoint, a validation and log rows exist.
+KILLED_AT = """
+import json, os, signal, sys
+from repotune.train.trainer import Hooks, TrainRequest, train
+
+def die(step, micro):
+    if step == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train(TrainRequest(**json.loads(open(sys.argv[1]).read())), Hooks(before_micro_batch=die))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_a_rerun_equals_an_uninterrupted_run(inputs, tmp_path):
+    settings = {
+        "max_steps": 9, "checkpoint_interval": 3, "eval_interval": 4, "lora_dropout": 0.1,
+    }  # fmt: skip
+    whole = tmp_path / "whole"
+    train(request(inputs, whole, **settings))
+    parts = tmp_path / "parts"
+    killed = request(inputs, parts, **settings)
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps(killed.__dict__), encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_AT, str(request_file), "5"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, check=False,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    state = parts / "train_state"
+    # Killed in step 6: the checkpoint of step 3 exists, and so do the step-4 validation's
+    # best adapter and log rows past the checkpoint, which the rerun must not trust.
+    assert json.loads((state / "checkpoint/state.json").read_text())["step"] == 3
+    assert (state / "best").is_dir() and not (parts / "adapter").exists()
+    assert [row["step"] for row in log_rows(state)] == ["2", "4"]
+    train(request(inputs, parts, **settings))
+    for name in ("adapter_model.safetensors", "last/adapter_model.safetensors"):
+        expected, got = load_file(whole / "adapter" / name), load_file(parts / "adapter" / name)
+        assert expected.keys() == got.keys()
+        for key in expected:
+            assert torch.equal(expected[key], got[key]), key
+    assert log_rows(parts / "adapter") == [
+        {
+            **row,
+            "tokens_per_s": got_row["tokens_per_s"],
+            "peak_memory_mb": got_row["peak_memory_mb"],
+        }
+        for row, got_row in zip(
+            log_rows(whole / "adapter"), log_rows(parts / "adapter"), strict=True
+        )
     ]
 
 

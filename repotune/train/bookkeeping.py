@@ -33,11 +33,9 @@ def _due(step: int, interval: int) -> bool:
     return interval > 0 and step % interval == 0
 
 
-def after_step(
-    run: Run, session: Session, progress: Progress, window: Window, grad_norm: float
-) -> Window:
-    """Validate, keep the best adapter, log and checkpoint as due; return the log window to
-    sum into next (a fresh one after a log row)."""
+def after_step(run: Run, session: Session, progress: Progress, grad_norm: float) -> None:
+    """Validate, keep the best adapter, log (opening a fresh log window) and checkpoint as
+    due."""
     done = progress.step == run.total_steps
     settings = run.settings
     val_loss = None
@@ -45,12 +43,11 @@ def after_step(
         val_loss = validate(run, session.model, session.plan.micro_batch)
         keep_best(run, session.model, progress, val_loss)
     if done or progress.step % settings.logging_steps == 0 or val_loss is not None:
-        progress.seconds += window.seconds
-        log_row(run, session, progress, window, grad_norm, val_loss)
-        window = Window()
+        progress.seconds += progress.window.seconds
+        log_row(run, session, progress, grad_norm, val_loss)
+        progress.window = Window()
     if done or _due(progress.step, settings.checkpoint_interval):
         save_checkpoint(run, session, progress)
-    return window
 
 
 @torch.no_grad()
@@ -85,13 +82,13 @@ def log_row(
     run: Run,
     session: Session,
     progress: Progress,
-    window: Window,
     grad_norm: float,
     val_loss: float | None,
 ) -> None:
     """One ``training_log.csv`` row (rank 0 only)."""
     if run.rank != 0:
         return
+    window = progress.window
     training_log.append(
         run.state_dir,
         {

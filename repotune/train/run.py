@@ -1,7 +1,7 @@
 """What a training run holds, as values: the request, what is fixed for the run, the batch plan,
 the progress a checkpoint saves, and the objects of one attempt (rebuilt after an OOM)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,17 +78,6 @@ class BatchPlan:
 
 
 @dataclass
-class Progress:
-    """Where training stands; saved in each checkpoint's ``state.json``."""
-
-    step: int = 0
-    tokens: int = 0
-    best_val_loss: float | None = None
-    best_step: int | None = None
-    seconds: float = 0.0
-
-
-@dataclass
 class Window:
     """Running sums between two log rows; ``seconds`` counts training time only (no eval)."""
 
@@ -96,6 +85,25 @@ class Window:
     tokens: int = 0
     steps: int = 0
     seconds: float = 0.0
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in each checkpoint's ``state.json``, the open log window
+    included, so a resumed run logs the same rows as an uninterrupted one."""
+
+    step: int = 0
+    tokens: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    seconds: float = 0.0
+    window: Window = field(default_factory=Window)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Progress":
+        """The progress a checkpoint's ``state.json`` recorded."""
+        kept = {item.name: state[item.name] for item in fields(cls) if item.name != "window"}
+        return cls(**kept, window=Window(**state["window"]))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ from repotune.train.run import (
     Run,
     Session,
     TrainRequest,
-    Window,
 )
 from repotune.train.settings import TrainSettings
 
@@ -191,7 +190,7 @@ def _start_session(run: Run, forced: tuple[int, int] | None) -> tuple[Session, P
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(saved["rng"])
-        progress = Progress(**{item.name: saved["state"][item.name] for item in fields(Progress)})
+        progress = Progress.from_state(saved["state"])
         resumed = (saved["state"]["micro_batch"], saved["state"]["accumulation"])
         log.info("resuming from the checkpoint at step %d", progress.step)
     plan = _plan_batch(run, adapted, forced, resumed)
@@ -353,7 +352,7 @@ def _train_loop(run: Run, session: Session, progress: Progress, hooks: Hooks) ->
         total=run.total_steps, initial=progress.step, file=sys.stderr, desc="train",
         mininterval=10, disable=run.rank != 0,
     )  # fmt: skip
-    window, steps_here = Window(), 0
+    steps_here = 0
     with bar:
         while progress.step < run.total_steps:
             started = time.perf_counter()
@@ -367,12 +366,13 @@ def _train_loop(run: Run, session: Session, progress: Progress, hooks: Hooks) ->
             progress.step += 1
             progress.tokens += tokens
             steps_here += 1
+            window = progress.window
             window.loss += loss
             window.tokens += tokens
             window.steps += 1
             window.seconds += time.perf_counter() - started
             bar.update(1)
-            window = after_step(run, session, progress, window, float(grad_norm))
+            after_step(run, session, progress, float(grad_norm))
             stop = hooks.stop_after_steps
             if stop is not None and steps_here >= stop and progress.step < run.total_steps:
                 save_checkpoint(run, session, progress)
