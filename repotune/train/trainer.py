@@ -101,7 +101,8 @@ def train(request: TrainRequest, hooks: Hooks | None = None) -> dict[str, Any] |
         except torch.OutOfMemoryError as error:
             if session is None:
                 raise
-            forced = _back_off(run, session.plan, error)
+            plan, session = session.plan, None  # let the failed attempt's tensors go
+            forced = _back_off(run, plan, error)
             backoffs += 1
             continue
         if run.rank != 0:
