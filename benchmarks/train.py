@@ -90,6 +90,7 @@ def ours(work: Path, steps: int, docs: int, seq_len: int) -> dict[str, float]:
         "lora": summary["settings"]["lora_r"],
         "alpha": summary["settings"]["lora_alpha"],
         "targets": summary["resolved_targets"],
+        "trained_in_full": summary["trained_in_full"],
     }
 
 
@@ -117,6 +118,8 @@ def baseline(work: Path, steps: int, docs: int, seq_len: int, lora: dict) -> dic
         lora["alpha"],
         0.0,
         targets_are_conv1d(model, lora["targets"]),
+        # The random base's embeddings and LM head, trained in full by repotune too.
+        modules_to_save=lora["trained_in_full"] or None,
     )
     model = get_peft_model(model, config)
     timer = StepTimer()

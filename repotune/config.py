@@ -155,10 +155,11 @@ def _without_defaults(schema: Any) -> Any:
 @functools.cache
 def model_entry_schema() -> dict[str, Any]:
     """The schema of a ``models:`` mapping or preset file: ``$defs/model_entry`` with its
-    ``train:`` checked against the train section (without defaults: an entry's ``train:``
-    holds only the keys it overrides)."""
+    ``tokenize:`` and ``train:`` checked against those sections (without defaults: an entry's
+    mapping holds only the keys it overrides)."""
     schema = deepcopy(_schema()["$defs"]["model_entry"])
-    schema["properties"]["train"] = _without_defaults(_schema()["properties"]["train"])
+    for section in ("tokenize", "train"):
+        schema["properties"][section] = _without_defaults(_schema()["properties"][section])
     return schema
 
 

@@ -4,7 +4,11 @@ Two kinds of base:
 
 * **built** (``base: null``, the offline ``tiny`` preset): a GPT-2-shaped model made from the
   preset's ``architecture`` with the vocabulary of our own tokenizer and the shards' context
-  length, initialised from the seed. Its config and weights are saved to
+  length, initialised from the seed and never pretrained. LoRA alone cannot teach a random
+  base which tokens exist, so training makes its embeddings and LM head trainable next to the
+  adapter (:func:`repotune.train.lora.embedding_modules`); the two are kept untied, because a
+  tied pair does not reload correctly through peft's ``modules_to_save``. Its config and
+  weights are saved to
   ``results/{model}/base/`` so evaluation loads exactly the model the adapter was trained on
   (rebuilding from the seed would tie evaluation to this code's initialisation order).
 * **pretrained** (a hub id or local path): ``results/{model}/base/base.json`` records the id
@@ -66,7 +70,12 @@ def write_base(
 def build_model(
     arch: dict[str, Any], vocab_size: int, seq_len: int, special: dict[str, int]
 ) -> GPT2LMHeadModel:
-    """A randomly initialised GPT-2 with ``arch``'s sizes, our vocabulary and context length."""
+    """A randomly initialised GPT-2 with ``arch``'s sizes, our vocabulary and context length.
+
+    Input and output embeddings are separate matrices (``tie_word_embeddings=False``): both are
+    trained with the adapter and saved in it, and peft 0.21 reloads an adapter that saved a
+    tied embedding by overwriting the base's own copy (the adapter-off model then no longer
+    equals the base)."""
     config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=int(arch.get("n_positions", seq_len)),
@@ -76,6 +85,7 @@ def build_model(
         bos_token_id=special.get("bos_token_id", special["eos_token_id"]),
         eos_token_id=special["eos_token_id"],
         pad_token_id=special.get("pad_token_id"),
+        tie_word_embeddings=False,
     )
     return GPT2LMHeadModel(config)
 

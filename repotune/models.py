@@ -12,13 +12,15 @@ from typing import Any
 
 import yaml
 
-from repotune.config import check_model_entry
+from repotune.config import check_model_entry, load_schema
 from repotune.errors import InputError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "config" / "models"
 TEMPLATES = ("plain", "starcoder", "starcoder2")
 # A model's name is the {model} wildcard and a folder under results/: no "/" or spaces.
 MODEL_NAME = r"[A-Za-z0-9._-]+"
+# Config sections a model entry may override with a mapping of the same name.
+STAGE_SECTIONS = ("tokenize", "train")
 
 
 @dataclass(frozen=True)
@@ -91,19 +93,57 @@ def load_preset(name: str) -> dict[str, Any]:
     return check_model_entry(preset or {}, f"model preset '{name}' (config/models/{name}.yaml)")
 
 
-def train_overrides(spec: ModelSpec) -> dict[str, Any]:
-    """The ``train:`` keys a model entry sets over the config's ``train:`` section.
+def stage_overrides(spec: ModelSpec, section: str) -> dict[str, Any]:
+    """The keys a model entry sets over the config's ``section`` (``tokenize`` or ``train``).
 
-    A preset knows what its model needs (StarCoder2-3B only fits a 6 GB GPU in 4-bit), so its
-    ``train:`` mapping wins over the shared defaults; the config can still override a preset by
-    giving a mapping entry with ``preset:`` and its own ``train:``.
+    A preset knows what its model needs (StarCoder2-3B only fits a 6 GB GPU in 4-bit, the tiny
+    CPU model trains on short blocks), so its ``tokenize:`` and ``train:`` mappings replace the
+    schema's defaults for that model (:func:`with_overrides`); a mapping entry with ``preset:``
+    and its own mappings changes a preset's values.
     """
-    overrides = spec.settings.get("train") or {}
+    overrides = spec.settings.get(section) or {}
     if not isinstance(overrides, dict):
         raise InputError(
-            f"config 'models' entry '{spec.name}'", "'train' is not a mapping", "give key: value"
+            f"config 'models' entry '{spec.name}'",
+            f"'{section}' is not a mapping",
+            "give key: value",
         )
     return dict(overrides)
+
+
+def train_overrides(spec: ModelSpec) -> dict[str, Any]:
+    """The ``train:`` keys a model entry sets over the config's ``train:`` section."""
+    return stage_overrides(spec, "train")
+
+
+def with_overrides(spec: ModelSpec, section: str, config_section: dict[str, Any]) -> dict[str, Any]:
+    """The settings ``section`` (``tokenize`` or ``train``) has for this model.
+
+    The model entry's value replaces the schema's default; a value the config sets to anything
+    other than the default wins, for every model (``--config tokenize='{seq_len: 512}'`` means
+    512 for the tiny preset too). A key the section does not have is an :class:`InputError`:
+    a typo would otherwise be ignored.
+    """
+    overrides = stage_overrides(spec, section)
+    unknown = sorted(set(overrides) - set(config_section))
+    if unknown:
+        raise InputError(
+            f"model '{spec.name}' {section} settings",
+            f"unknown keys {', '.join(unknown)}",
+            f"use keys of the config's {section}: section (config/schema.yaml)",
+        )
+    defaults = section_defaults(section)
+    settings = dict(config_section)
+    for key, value in overrides.items():
+        if key not in defaults or config_section[key] == defaults[key]:
+            settings[key] = value
+    return settings
+
+
+def section_defaults(section: str) -> dict[str, Any]:
+    """The schema's default of every key of a config section."""
+    properties = load_schema()["properties"][section]["properties"]
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
 
 
 def architecture(spec: ModelSpec) -> dict[str, Any]:
@@ -150,7 +190,8 @@ def resolve_model(entry: str | dict[str, Any]) -> ModelSpec:
         if "preset" in entry:
             preset = load_preset(entry["preset"])
             merged = {**preset, **entry}
-            merged["train"] = {**(preset.get("train") or {}), **(entry.get("train") or {})}
+            for section in STAGE_SECTIONS:
+                merged[section] = {**(preset.get(section) or {}), **(entry.get(section) or {})}
         merged.pop("preset", None)
         return _from_mapping(merged)
     if entry in preset_names():

@@ -10,6 +10,7 @@ from repotune.logs import run_logged
 from repotune.models import ModelSpec
 from repotune.shards.stage import TokenizeSettings, tokenize_stage
 
+model = ModelSpec(**snakemake.params.model)
 run_logged(
     snakemake.log[0],
     lambda: tokenize_stage(
@@ -17,8 +18,8 @@ run_logged(
         tokenizer_dir=snakemake.output.tokenizer,
         shard_dirs={split: snakemake.output[split] for split in SPLITS},
         stats_path=snakemake.output.stats,
-        settings=TokenizeSettings.from_config(snakemake.params.settings),
-        model=ModelSpec(**snakemake.params.model),
+        settings=TokenizeSettings.for_model(snakemake.params.settings, model),
+        model=model,
         threads=snakemake.threads,
     ),
 )

@@ -4,7 +4,13 @@ import pytest
 
 from repotune import models
 from repotune.errors import InputError
-from repotune.models import architecture, preset_names, resolve_model, train_overrides
+from repotune.models import (
+    architecture,
+    preset_names,
+    resolve_model,
+    train_overrides,
+    with_overrides,
+)
 
 
 def test_all_presets_resolve():
@@ -61,3 +67,22 @@ def test_preset_file_with_an_unknown_key_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "PRESET_DIR", tmp_path)
     with pytest.raises(InputError, match=r"config/models/mine.yaml.*'templat' was unexpected"):
         resolve_model("mine")
+
+
+def test_a_preset_sets_its_tokenize_defaults_and_a_config_value_wins():
+    from repotune.config import resolve_config
+    from repotune.shards.stage import TokenizeSettings
+
+    tiny, gpt2 = resolve_model("tiny"), resolve_model("gpt2")
+    default = resolve_config({})["tokenize"]
+    assert TokenizeSettings.for_model(default, tiny).seq_len == 256
+    assert TokenizeSettings.for_model(default, gpt2).seq_len == default["seq_len"] == 1024
+    chosen = resolve_config({"tokenize": {"seq_len": 512}})["tokenize"]
+    assert TokenizeSettings.for_model(chosen, tiny).seq_len == 512
+    entry = resolve_model({"preset": "tiny", "tokenize": {"seq_len": 128}})
+    assert TokenizeSettings.for_model(default, entry).seq_len == 128
+    assert with_overrides(tiny, "train", resolve_config({})["train"])["max_steps"] == 150
+    with pytest.raises(InputError, match="'seq_length' was unexpected"):
+        TokenizeSettings.for_model(
+            default, resolve_model({"preset": "tiny", "tokenize": {"seq_length": 64}})
+        )

@@ -2,7 +2,11 @@
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +33,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> TrainInputs:
 def request(inputs: TrainInputs, out: Path, **settings: object) -> TrainRequest:
     config = resolve_config({"train": {"logging_steps": 2, "eval_interval": 0, **settings}})
     return TrainRequest(
-        model={**TINY, "train": {"learning_rate": 0.01}},
+        # The preset's CPU schedule (one epoch) would end the fixture's runs after a few steps.
+        model={**TINY, "train": {"learning_rate": 0.01, "max_epochs": 20}},
         shards_dir=str(inputs.shards),
         tokenizer_dir=str(inputs.tokenizer),
         adapter_dir=str(out / "adapter"),
@@ -75,17 +80,26 @@ def test_fp32_training_learns_and_reloads_with_same_logits(inputs, tmp_path):
     assert written["steps"] == summary["steps"] == 24
     assert written["resolved_targets"] == ["c_attn", "c_proj", "c_fc"]
     # LoRA on 2 GPT-2 blocks of width 64, r=16: c_attn 64->192, attn c_proj 64->64, c_fc 64->256,
-    # mlp c_proj 256->64, each r * (in + out).
-    assert written["trainable_params"] == 2 * 16 * (
-        (64 + 192) + (64 + 64) + (64 + 256) + (256 + 64)
+    # mlp c_proj 256->64, each r * (in + out); the random base's token embedding, LM head (300
+    # tokens each) and position embedding (64 positions) are trained in full.
+    assert (
+        written["trainable_params"]
+        == 2 * 16 * ((64 + 192) + (64 + 64) + (64 + 256) + (256 + 64)) + (300 + 300 + 64) * 64
     )
+    assert written["trained_in_full"] == ["transformer.wte", "transformer.wpe", "lm_head"]
+    assert written["base_training"].startswith("untrained (random initialisation)")
     assert (written["dtype"], written["quantization"]) == ("fp32", "none")
     assert "final validation loss" in (adapter / "README.md").read_text()
 
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
     reloaded = PeftModel.from_pretrained(base, str(adapter / "last")).eval()
+    untouched = AutoModelForCausalLM.from_pretrained(tmp_path / "base").eval()
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).logits, seen["logits"])
+        # The adapter switched off is the saved base: loading the trained embeddings did not
+        # overwrite the base's own (evaluation's "base" rows rest on this).
+        with reloaded.disable_adapter():
+            assert torch.equal(reloaded(input_ids=ids).logits, untouched(input_ids=ids).logits)
     assert json.loads((adapter / "adapter_config.json").read_text())[
         "base_model_name_or_path"
     ] == str(tmp_path / "base")
@@ -123,6 +137,61 @@ def test_interrupted_run_resumes_to_the_same_adapter(inputs, tmp_path):
             assert torch.equal(expected[key], got[key]), key
     assert [row["step"] for row in log_rows(parts / "adapter")] == [
         row["step"] for row in log_rows(whole / "adapter")
+    ]
+
+
+# Trains in a child process that SIGKILLs itself before the forward pass of step ``argv[2]``:
+# a hard kill at a known point after a checkpoint, a validation and log rows exist.
+KILLED_AT = """
+import json, os, signal, sys
+from repotune.train.trainer import Hooks, TrainRequest, train
+
+def die(step, micro):
+    if step == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train(TrainRequest(**json.loads(open(sys.argv[1]).read())), Hooks(before_micro_batch=die))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_a_rerun_equals_an_uninterrupted_run(inputs, tmp_path):
+    settings = {
+        "max_steps": 9, "checkpoint_interval": 3, "eval_interval": 4, "lora_dropout": 0.1,
+    }  # fmt: skip
+    whole = tmp_path / "whole"
+    train(request(inputs, whole, **settings))
+    parts = tmp_path / "parts"
+    killed = request(inputs, parts, **settings)
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps(killed.__dict__), encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_AT, str(request_file), "5"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, check=False,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    state = parts / "train_state"
+    # Killed in step 6: the checkpoint of step 3 exists, and so do the step-4 validation's
+    # best adapter and log rows past the checkpoint, which the rerun must not trust.
+    assert json.loads((state / "checkpoint/state.json").read_text())["step"] == 3
+    assert (state / "best").is_dir() and not (parts / "adapter").exists()
+    assert [row["step"] for row in log_rows(state)] == ["2", "4"]
+    train(request(inputs, parts, **settings))
+    for name in ("adapter_model.safetensors", "last/adapter_model.safetensors"):
+        expected, got = load_file(whole / "adapter" / name), load_file(parts / "adapter" / name)
+        assert expected.keys() == got.keys()
+        for key in expected:
+            assert torch.equal(expected[key], got[key]), key
+    assert log_rows(parts / "adapter") == [
+        {
+            **row,
+            "tokens_per_s": got_row["tokens_per_s"],
+            "peak_memory_mb": got_row["peak_memory_mb"],
+        }
+        for row, got_row in zip(
+            log_rows(whole / "adapter"), log_rows(parts / "adapter"), strict=True
+        )
     ]
 
 

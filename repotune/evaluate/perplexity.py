@@ -1,10 +1,11 @@
 """Perplexity and bits per token on packed blocks, computed exactly as training counts its loss.
 
 The test shards hold the held-out commits rendered and packed like the training data. Each block
-goes through the model with its ``position_ids`` and no attention mask, so transformers builds
-the block-diagonal causal mask and packed documents do not see each other, as in training
-(:mod:`repotune.shards.table`). The loss counts the same label tokens training does: real tokens
-only (positions below ``length``), never a document's first token nor a block's first token.
+goes through the same forward pass as in training (:func:`repotune.packed.packed_logits`: its
+``position_ids``, no attention mask, no cache), so transformers builds the block-diagonal
+causal mask and packed documents do not see each other. The loss counts the same label tokens
+training does: real tokens only (positions below ``length``), never a document's first token
+nor a block's first token.
 
 With ``N`` label tokens and ``log p(t_i | t_<i)`` the model's natural-log probability of each:
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from repotune.packed import packed_logits
 from repotune.shards.table import IGNORE, ShardBlocks
 
 
@@ -68,15 +70,11 @@ def block_nll(
     Per block, not per batch: the evaluation's paired bootstrap resamples blocks.
     """
     device = next(model.parameters()).device
-    output = model(
-        input_ids=batch["input_ids"].to(device),
-        position_ids=batch["position_ids"].to(device),
-        use_cache=False,
-    )
+    all_logits = packed_logits(model, batch, device)
     labels = batch["labels"][:, 1:].to(device)
     sums = []
     for row in range(labels.shape[0]):
-        logits = output.logits[row, :-1].float()
+        logits = all_logits[row, :-1].float()
         sums.append(
             float(
                 F.cross_entropy(logits, labels[row], ignore_index=IGNORE, reduction="sum").double()

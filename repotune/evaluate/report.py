@@ -331,8 +331,12 @@ def _headline(report: Mapping[str, Any]) -> str:
 
 
 def _base_line(report: Mapping[str, Any]) -> str:
+    """What the base is; for a built base, training's note says which of it was trained too."""
     base = report.get("base")
     shown = describe_base(base) if base else f"`{report['base_model']}`"
+    note = report["training"].get("base_training")
+    if note and base and base.get("source") == "built":
+        shown = note
     return f"Base model {shown}"
 
 

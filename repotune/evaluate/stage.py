@@ -69,7 +69,7 @@ BEHAVIOUR = "behaviour"
 TRAINING_KEYS = (
     "steps", "epochs", "tokens", "train_tokens", "final_train_loss", "final_val_loss",
     "best_val_loss", "best_step", "adapter", "tokens_per_s", "train_seconds", "trainable_params",
-    "quantization", "dtype",
+    "quantization", "dtype", "base_training",
 )  # fmt: skip
 
 

@@ -82,7 +82,9 @@ class Blocks:
     """Packed blocks of one split; row ``b`` of each array is block ``b``.
 
     ``first_document``/``last_document`` are the indices of the first and last document with
-    tokens in the block; ``spanning`` counts documents that run over a block boundary.
+    tokens in the block; ``slot_document`` (blocks x seq_len) the document of every token slot,
+    -1 for padding (recency weights are averaged over it, token by token); ``spanning`` counts
+    documents that run over a block boundary.
     """
 
     input_ids: np.ndarray
@@ -90,6 +92,7 @@ class Blocks:
     length: np.ndarray
     first_document: np.ndarray
     last_document: np.ndarray
+    slot_document: np.ndarray
     tokens: int
     spanning: int
 
@@ -124,12 +127,15 @@ def pack(tokens: np.ndarray, lengths: np.ndarray, seq_len: int, eos_id: int, pad
     block_starts = np.arange(n_blocks, dtype=np.int64) * seq_len
     block_ends = np.minimum(block_starts + seq_len, total)
     last_tokens = starts + with_eos - 1
+    slot_document = np.full(slots, -1, dtype=np.int32)
+    slot_document[:total] = document_of_token
     return Blocks(
         input_ids=stream.reshape(n_blocks, seq_len),
         position_ids=(index - segment_start).astype(np.int32).reshape(n_blocks, seq_len),
         length=(block_ends - block_starts).astype(np.int32),
         first_document=document_of_token[block_starts],
         last_document=document_of_token[block_ends - 1],
+        slot_document=slot_document.reshape(n_blocks, seq_len),
         tokens=total,
         spanning=int(np.count_nonzero(starts // seq_len != last_tokens // seq_len)),
     )

@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from repotune.atomic import atomic_path, write_text
 from repotune.curate.table import SPLITS
 from repotune.errors import InputError
-from repotune.models import ModelSpec
+from repotune.models import ModelSpec, with_overrides
 from repotune.progress import PROGRESS, Progress, duration
 from repotune.shards.packing import split_document
 from repotune.shards.render import (
@@ -71,6 +71,12 @@ class TokenizeSettings:
     def from_config(cls, section: Mapping[str, Any]) -> "TokenizeSettings":
         """Settings from a resolved config section (``resolve_config`` fills the defaults)."""
         return cls(**section)
+
+    @classmethod
+    def for_model(cls, section: Mapping[str, Any], spec: ModelSpec) -> "TokenizeSettings":
+        """Settings from the config section with the model entry's ``tokenize:`` keys over it
+        (the tiny CPU preset packs shorter blocks)."""
+        return cls.from_config(with_overrides(spec, "tokenize", dict(section)))
 
 
 @dataclass

@@ -2,9 +2,12 @@
 :func:`repotune.shards.table.load_blocks`).
 
 Data order is a pure function of (seed, epoch): training step ``k`` always sees the same
-blocks, which is what makes a resumed run equal to an uninterrupted one. With the curriculum
-on, blocks are drawn with replacement in proportion to their recency ``weight``; with every
-weight equal, each epoch is a permutation.
+blocks, which is what makes a resumed run equal to an uninterrupted one. An epoch is always
+``len(blocks)`` blocks. With every weight equal (or the curriculum off) it is a permutation.
+With the curriculum on, block ``i`` appears ``floor`` or ``ceil`` of ``len(blocks) * w_i /
+sum(w)`` times (systematic sampling), in shuffled order: newer blocks are seen more often, an
+old block less often or, when its share is under one draw, in some epochs only. Independent
+draws with replacement would instead leave ~40% of the blocks out of each epoch by chance.
 """
 
 import numpy as np
@@ -29,12 +32,20 @@ class BlockOrder:
         """The block indices of one epoch."""
         if epoch not in self._epochs:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.size, generator=generator)
             if self.weighted:
-                order = torch.multinomial(self.weights, self.size, True, generator=generator)
-            else:
-                order = torch.randperm(self.size, generator=generator)
+                order = self._systematic(generator)[order]
             self._epochs = {epoch: order.tolist()}
         return self._epochs[epoch]
+
+    def _systematic(self, generator: torch.Generator) -> torch.Tensor:
+        """``size`` block indices, block ``i`` repeated floor or ceil of its expected count:
+        one random offset, then evenly spaced points on the cumulative weights."""
+        cumulative = torch.cumsum(self.weights / self.weights.sum(), 0) * self.size
+        offset = torch.rand(1, generator=generator, dtype=torch.float64)
+        points = offset + torch.arange(self.size, dtype=torch.float64)
+        picks = torch.searchsorted(cumulative, points, right=True)
+        return picks.clamp(max=self.size - 1)
 
     def step(self, step: int, effective_batch: int) -> list[int]:
         """The blocks of training step ``step``."""

@@ -79,18 +79,42 @@ def _output_layer_names(model: torch.nn.Module) -> set[str]:
     return {name for name, module in model.named_modules() if head is not None and module is head}
 
 
+def embedding_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the token embedding, the LM head and any learned position embedding.
+
+    A base built from config is random: LoRA's low-rank updates of its projections cannot give
+    tokens meanings or the output layer a vocabulary, so these layers are trained in full next
+    to the adapter (peft ``modules_to_save``) and saved with it.
+    """
+    tokens, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is not None and head.weight is tokens.weight:
+        raise InputError(
+            "the built base", "ties its input and output embeddings", "build it untied"
+        )
+    wanted = [tokens, head, *(m for name, m in model.named_modules() if name.endswith(".wpe"))]
+    return [name for name, module in model.named_modules() if any(module is w for w in wanted)]
+
+
 def lora_config(
-    targets: list[str], r: int, alpha: int, dropout: float, fan_in_fan_out: bool = False
+    targets: list[str],
+    r: int,
+    alpha: int,
+    dropout: float,
+    fan_in_fan_out: bool = False,
+    modules_to_save: list[str] | None = None,
 ) -> LoraConfig:
     """The peft config for a causal LM with the resolved ``targets``.
 
-    ``fan_in_fan_out`` is True for GPT-2's ``Conv1D`` layers, which store weights transposed.
+    ``fan_in_fan_out`` is True for GPT-2's ``Conv1D`` layers, which store weights transposed;
+    ``modules_to_save`` are trained in full and saved in the adapter
+    (:func:`embedding_modules`).
     """
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=targets,
+        modules_to_save=modules_to_save,
         fan_in_fan_out=fan_in_fan_out,
         bias="none",
         task_type="CAUSAL_LM",

@@ -50,7 +50,9 @@ This directory holds the adapter with the lowest validation loss (`{summary["ada
 | quantization | {summary["quantization"]} |
 | compute dtype | {summary["dtype"]} |
 | micro-batch x accumulation x processes | {batching} |
+| base | {summary["base_training"]} |
 | LoRA targets | {", ".join(summary["resolved_targets"])} |
+| trained in full | {", ".join(summary["trained_in_full"]) or "none"} |
 | trainable parameters | {summary["trainable_params"]} |
 
 ## Results
