@@ -103,8 +103,8 @@ def expected_gguf_tensors(model: torch.nn.Module) -> dict[str, np.ndarray]:
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, config.n_layer)
     expected = {}
     for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight":
-            continue  # tied to the token embedding
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # the token embedding serves as the output layer too
         array = (tensor.T if name.endswith(TRANSPOSED) else tensor).numpy()
         expected[names.get_name(name, try_suffixes=(".weight", ".bias"))] = array
     return expected

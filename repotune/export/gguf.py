@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from repotune.errors import InputError
+from repotune.export.merged import ADAPTER_WEIGHTS, PEFT_PREFIX, is_lora_tensor
 from repotune.shards.tokenizer import special_tokens
 
 FILE_TYPES = {"f16": gguf.LlamaFileType.MOSTLY_F16, "f32": gguf.LlamaFileType.ALL_F32}
@@ -238,22 +239,17 @@ def _block_count(config: dict[str, Any]) -> int:
 
 
 def lora_pairs(adapter_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Base weight name -> (lora_A, lora_B) of a peft adapter."""
-    tensors = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    """Base weight name -> (lora_A, lora_B) of a peft adapter. Layers trained in full
+    (``modules_to_save``) are not pairs: :func:`repotune.export.merged.lora_base` puts them
+    into the base GGUF the LoRA applies to."""
+    tensors = load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS))
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
-        for part in ("lora_A", "lora_B"):
-            marker = f".{part}.weight"
-            if key.endswith(marker):
-                base = key.removesuffix(marker).removeprefix("base_model.model.") + ".weight"
-                pairs.setdefault(base, {})[part] = tensor
-                break
-        else:
-            raise InputError(
-                f"adapter tensor '{key}'",
-                "is not a LoRA A/B matrix",
-                "GGUF LoRA export supports plain LoRA adapters (no modules_to_save, no DoRA)",
-            )
+        if not is_lora_tensor(key):
+            continue
+        part = "lora_A" if ".lora_A." in key else "lora_B"
+        base = key.removesuffix(f".{part}.weight").removeprefix(PEFT_PREFIX) + ".weight"
+        pairs.setdefault(base, {})[part] = tensor
     return {base: (pair["lora_A"], pair["lora_B"]) for base, pair in sorted(pairs.items())}
 
 

@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from repotune.errors import InputError
 from repotune.hardware import DTYPES
 from repotune.modeling import SUMMARY_FILE, load_model
 
@@ -36,6 +38,46 @@ def base_model(adapter_dir: str | Path, dtype: torch.dtype | None = None) -> Pre
         device=torch.device("cpu"),
         trust_remote_code=summary["settings"]["trust_remote_code"],
     )
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+
+def is_lora_tensor(key: str) -> bool:
+    """Whether an adapter tensor is a LoRA A/B matrix (else a layer trained in full)."""
+    return ".lora_A." in key or ".lora_B." in key
+
+
+def trained_in_full(adapter_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The layers training updated in full beside the LoRA pairs (peft ``modules_to_save``: the
+    embeddings and LM head of a base built from config), by their name in the base model."""
+    tensors = load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS))
+    return {
+        key.removeprefix(PEFT_PREFIX): tensor
+        for key, tensor in tensors.items()
+        if not is_lora_tensor(key)
+    }
+
+
+def lora_base(adapter_dir: str | Path, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """The base a GGUF LoRA of this adapter applies to: the adapter's base with the layers
+    training updated in full put in, so that it plus the LoRA pairs is exactly the merged model
+    (a LoRA file can only hold low-rank pairs; for a plain LoRA adapter this is the base)."""
+    base = base_model(adapter_dir, dtype)
+    full = trained_in_full(adapter_dir)
+    state = base.state_dict()
+    unknown = sorted(set(full) - set(state))
+    if unknown:
+        raise InputError(
+            f"adapter '{adapter_dir}'",
+            f"holds layers its base does not have ({', '.join(unknown)})",
+            "export the merged model (export.merged) instead of a GGUF LoRA",
+        )
+    base.load_state_dict(
+        {key: tensor.to(state[key].dtype) for key, tensor in full.items()}, strict=False
+    )
+    return base
 
 
 def merge(adapter_dir: str | Path, dtype: torch.dtype | None = None) -> PreTrainedModel:

@@ -101,7 +101,7 @@ def export(request: ExportRequest) -> dict[str, Any]:
                         f"gguf/{name}-base-{dtype}.gguf",
                         f"gguf/{name}-lora.gguf",
                     )
-                    base = merged.base_model(request.adapter_dir)
+                    base = merged.lora_base(request.adapter_dir)
                     gguf.write_model(base, tokenizer, temporary / base_file, f"{name}-base", dtype)
                     gguf.write_lora(
                         request.adapter_dir, base.config.to_dict(), temporary / lora_file, name
