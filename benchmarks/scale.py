@@ -20,6 +20,7 @@ figures.
 """
 
 import argparse
+import calendar
 import json
 import os
 import shutil
@@ -215,8 +216,7 @@ def main() -> None:
     deadline = None
     if args.stop_at:
         hour, minute = map(int, args.stop_at.split(":"))
-        now = time.gmtime()
-        deadline = time.time() + ((hour - now.tm_hour) * 60 + minute - now.tm_min) * 60
+        deadline = calendar.timegm((*time.gmtime()[:3], hour, minute, 0))
     results: dict[str, dict[str, dict]] = {}
     if args.results and args.results.exists():
         results = json.loads(args.results.read_text())
