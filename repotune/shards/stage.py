@@ -93,7 +93,7 @@ class EncodeCounts:
 def open_curated(path: str | Path) -> pq.ParquetFile:
     """A curated split, checked for the columns this stage reads."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering grows with the file
     except (OSError, pa.ArrowException) as error:
         raise InputError(
             f"curated split '{path}'", f"cannot be read ({error})", "rerun the curate stage"
