@@ -1,10 +1,15 @@
 """The tokenize stage: curated Parquet splits -> tokenizer + packed Arrow shards + stats.json.
 
 Steps, each in its own module: render each commit as text (repotune.shards.render), get a tokenizer
-(repotune.shards.tokenizer: a Hugging Face one, or a byte-level BPE trained on the rendered training
-split), encode in batches on the Rust side, split commits longer than a block and pack the
-documents into blocks (repotune.shards.packing), then write one ``datasets`` directory per split.
-docs/data-contracts.md describes the outputs.
+(repotune.shards.tokenizer: a Hugging Face one, or a byte-level BPE trained on a bounded sample of
+the rendered training split), encode in batches on the Rust side, split commits longer than a
+block and pack the documents into blocks (repotune.shards.packing, streamed by
+repotune.shards.stream), then write one ``datasets`` directory per split
+(repotune.shards.writer). docs/data-contracts.md describes the outputs.
+
+Every split flows through as a stream (read a batch -> encode -> pack -> write full shards), so
+memory holds one batch, one carried-over block and one shard, whatever the history's length,
+and the outputs are the same bytes for any ``batch_commits``.
 """
 
 import hashlib
@@ -93,7 +98,7 @@ class EncodeCounts:
 def open_curated(path: str | Path) -> pq.ParquetFile:
     """A curated split, checked for the columns this stage reads."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering grows with the file
     except (OSError, pa.ArrowException) as error:
         raise InputError(
             f"curated split '{path}'", f"cannot be read ({error})", "rerun the curate stage"
