@@ -71,11 +71,14 @@ def test_batched_equals_one_at_a_time_and_transformers_generate(model, tokenizer
     batched = generate(model, tokenizer, PROMPTS, settings(batch_size=4))
     single = generate(model, tokenizer, PROMPTS, settings(batch_size=1))
     assert batched == single
-    assert [g.finish for g in batched] == ["length"] * len(PROMPTS)
-    assert all(g.new_tokens == 12 for g in batched)
+    assert any(g.finish == "length" and g.new_tokens == 12 for g in batched)
     for prompt, generation in zip(PROMPTS, batched, strict=True):
-        expected = tokenizer.decode(reference_generate(model, tokenizer, prompt, 12))
-        assert generation.text == expected
+        # transformers stops at EOS too: the random model may end a prompt early.
+        reference = reference_generate(model, tokenizer, prompt, 12)
+        ended = reference[-1] == tokenizer.eos_token_id
+        assert generation.finish == ("eos" if ended else "length")
+        assert generation.new_tokens == len(reference)
+        assert generation.text == tokenizer.decode(reference[:-1] if ended else reference)
         assert generation.prompt_tokens == len(tokenizer(prompt)["input_ids"])
     # Results come back in the caller's order, whatever the length sorting did.
     reordered = generate(model, tokenizer, PROMPTS[::-1], settings(batch_size=3))
