@@ -46,6 +46,7 @@ from repotune.evaluate.perplexity import Perplexity, perplexity
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import SUMMARY_FILE, load_adapted
 from repotune.shards.render import Template, get_template
+from repotune.shards.tokenizer import TextEncoder
 from repotune.train.data import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
@@ -137,17 +138,20 @@ def task_settings(settings: Mapping[str, Any]) -> dict[str, GenerationSettings]:
     }
 
 
-def questions(request: EvaluateRequest, template: Template) -> Questions:
+def questions(
+    request: EvaluateRequest, template: Template, tokenizer: PreTrainedTokenizerBase
+) -> Questions:
     """The sampled commit-message and code-change examples and the behavioural tests."""
     settings = request.settings
+    encoder = TextEncoder(tokenizer, template.markers)
     commits = eval_tasks.read_commits(request.test_commits)
     seed = settings["seed"]
     chosen = eval_tasks.sample(commits, settings["commit_messages"]["samples"], seed)
     tests = load_tests(request.behaviour_tests) if request.behaviour_tests else []
     return Questions(
-        commit_messages=eval_tasks.commit_message_examples(chosen, template),
+        commit_messages=eval_tasks.commit_message_examples(chosen, template, encoder),
         code_changes=eval_tasks.code_change_examples(
-            commits, template, seed, settings["code_changes"]["samples"]
+            commits, template, seed, settings["code_changes"]["samples"], encoder
         ),
         behaviour=tests,
         test_commits=len(commits),
@@ -163,9 +167,9 @@ def run_generation(
 ) -> tuple[dict[str, dict[str, list[Generation]]], dict[str, dict[str, float]]]:
     """Generations by variant and task, and each variant's generation time and token count."""
     prompts = {
-        COMMIT_MESSAGE: ([e.prompt for e in asked.commit_messages], template.markers, None),
+        COMMIT_MESSAGE: ([e.prompt_ids for e in asked.commit_messages], template.markers, None),
         CODE_CHANGE: (
-            [e.prompt for e in asked.code_changes],
+            [e.prompt_ids for e in asked.code_changes],
             (*template.markers, *CODE_STOP),
             None,
         ),
@@ -339,9 +343,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     torch.manual_seed(settings["seed"])
     training = training_facts(request.adapter_dir)
     template = template_of(request.shard_stats)
-    asked = questions(request, template)
-    blocks = load_blocks(request.test_shards)
     tokenizer = AutoTokenizer.from_pretrained(request.tokenizer_dir)
+    asked = questions(request, template, tokenizer)
+    blocks = load_blocks(request.test_shards)
     device = pick_device(settings["device"])
     model = load_adapted(request.adapter_dir, device=device)
     log.info(

@@ -1,23 +1,29 @@
-"""Packing: token documents -> blocks of exactly ``seq_len`` tokens, no padding but the last.
+"""Packing: token documents -> blocks of exactly ``seq_len`` tokens, documents never cut.
 
 Training on one commit per padded row wastes most of every row on padding (commits vary
-from ten tokens to thousands). Instead the documents are concatenated, each followed by EOS,
-and the stream is cut into blocks of ``seq_len``. Only the last block of a split may end in
-padding; packing efficiency (real tokens / token slots) is then above 99% for any split with
-more than a hundred blocks.
+from ten tokens to thousands). Instead several documents share a block. A commit longer than
+a block is first split into several documents (:func:`split_document`); only the last
+document of a commit is followed by EOS, so the model learns to stop where a commit ends and
+nowhere else. The documents are then packed whole into blocks by best-fit decreasing
+(:func:`pack`): the longest document first, each into the open block with the least room left
+that still holds it. No document straddles a block, so every document is seen with all of its
+own context; padding fills the end of a block that no remaining document fits, and on a real
+history (thousands of documents, most much shorter than a block) packing efficiency (real
+tokens / token slots) stays above 99%.
 
-``position_ids`` restart at 0 at each document start and at each block start, so a trainer
-can keep documents from attending to each other (attention segments are the runs of
-increasing positions; Hugging Face models read them from ``position_ids``). A document that
-runs over a block's end continues at position 0 in the next block, cut at a token boundary.
+``position_ids`` restart at 0 at each document start, so a trainer can keep documents from
+attending to each other (attention segments are the runs of increasing positions; Hugging
+Face models read them from ``position_ids``).
 
-A commit longer than a block is first split into several documents
-(:func:`split_document`) at the boundaries of its rendered pieces (file header with first
-hunk, further hunks, message), so no document is longer than a block; a piece that alone is
-too long is split at line boundaries, and a single line that is still too long is cut between
-tokens as a last resort.
+How a long commit is split: at the boundaries of its rendered pieces (the prompt, a file
+header with its first hunk, a further hunk, the message); a piece that alone is too long is
+split at line boundaries, and a single line that is still too long is cut between tokens as
+a last resort. Every document after a commit's first starts with a *context*: the task header
+and the header of the file it continues (repotune.shards.prompt builds both), so a
+continuation reads as a question the model can answer on its own.
 """
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +31,23 @@ import numpy as np
 
 Encode = Callable[[list[str]], list[list[int]]]
 """Batch encode: texts -> token ids, no special tokens added."""
+
+FILL = 32
+"""A long commit's document with at least 1/FILL of its room left is filled with the first
+lines of the next piece rather than closed: documents of a long commit then fill their blocks
+and packing stays above 99% efficient, at the price of a cut inside a hunk."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """The ids a continuation document repeats before a piece of a long commit.
+
+    ``at_start`` when the document starts at the piece's beginning, ``inside`` when it starts
+    within the piece (the piece was split at lines). Either may be empty.
+    """
+
+    at_start: Sequence[int]
+    inside: Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -36,43 +59,75 @@ class Split:
     token_cuts: int
 
 
-def _atoms(
-    pieces: Sequence[str], piece_ids: Sequence[list[int]], max_tokens: int, encode: Encode
-) -> tuple[list[list[int]], int, int]:
-    """Token ids of units no longer than ``max_tokens``: pieces, else lines, else token cuts."""
-    atoms: list[list[int]] = []
-    line_splits = token_cuts = 0
-    for piece, ids in zip(pieces, piece_ids, strict=True):
-        if len(ids) <= max_tokens:
-            atoms.append(ids)
-            continue
-        line_splits += 1
-        for line_ids in encode(piece.splitlines(keepends=True)):
-            if len(line_ids) > max_tokens:
-                token_cuts += 1
-            atoms.extend(line_ids[i : i + max_tokens] for i in range(0, len(line_ids), max_tokens))
-    return atoms, line_splits, token_cuts
-
-
 def split_document(
-    pieces: Sequence[str], piece_ids: Sequence[list[int]], max_tokens: int, encode: Encode
+    pieces: Sequence[str],
+    piece_ids: Sequence[list[int]],
+    contexts: Sequence[Context],
+    max_tokens: int,
+    encode: Encode,
 ) -> Split:
-    """Split a rendering (its pieces, see repotune.render) into documents of <= max_tokens.
+    """Split a rendering (its pieces, see repotune.shards.render) into documents of <= max_tokens.
 
-    ``piece_ids`` are the pieces encoded one by one; ``encode`` is used again only for a piece
-    that alone is too long. Consecutive pieces are grouped greedily, so each document starts
-    at a piece boundary and there are as few documents as the pieces allow. The documents'
-    ids decode to exactly the concatenated pieces.
+    ``piece_ids`` are the pieces encoded one by one; ``contexts`` say what a document starting
+    at or in each piece repeats first (each at most half of ``max_tokens``); ``encode`` is
+    used again only for a piece too long for a document. Consecutive pieces are grouped
+    greedily, so each document starts at a piece boundary when it can; a piece too long for
+    any document is split at lines, its first lines filling the current document. The first
+    document is a prefix of the rendering; a later one, its context removed, continues where
+    the previous one stopped, so the documents without their contexts decode to exactly the
+    rendering.
     """
-    atoms, line_splits, token_cuts = _atoms(pieces, piece_ids, max_tokens, encode)
     documents: list[list[int]] = []
     current: list[int] = []
-    for ids in atoms:
-        if current and len(current) + len(ids) > max_tokens:
+    fresh = True  # ``current`` holds nothing of the commit yet, at most a context
+    line_splits = token_cuts = 0
+    previous_at = -1  # where the previous piece starts in ``current`` when it is whole there
+    base = 0  # the length of the context ``current`` starts with
+
+    def start(context: Sequence[int]) -> None:
+        nonlocal current, fresh, base
+        if not fresh:
             documents.append(current)
-            current = []
-        current.extend(ids)
-    if current:
+            current, fresh, base = list(context), True, len(context)
+
+    last = len(pieces) - 1
+    for index, (piece, ids, context) in enumerate(zip(pieces, piece_ids, contexts, strict=True)):
+        fits_alone = len(context.at_start) + len(ids) <= max_tokens
+        room = max_tokens - len(current)
+        if len(ids) > room and fits_alone and (index == last or room < max_tokens // FILL):
+            before = contexts[index - 1].at_start if index else ()
+            if (
+                index == last
+                and previous_at > base
+                and len(before) + len(current) - previous_at + len(ids) <= max_tokens
+            ):
+                # The last piece (the message of change_to_message) does not go alone: the
+                # piece before it moves along, so the target keeps some of what it answers.
+                moved = current[previous_at:]
+                del current[previous_at:]
+                start(before)
+                current.extend(moved)
+                fresh = False
+            else:
+                start(context.at_start)  # the piece fits a new document: start one
+        if len(current) + len(ids) <= max_tokens:
+            previous_at = len(current)
+            current.extend(ids)
+            fresh = False
+            continue
+        previous_at = -1
+        line_splits += 1
+        room = max_tokens - len(context.inside)
+        for line_ids in encode(piece.splitlines(keepends=True)):
+            if len(line_ids) > room:
+                token_cuts += 1
+            for i in range(0, len(line_ids), room):
+                chunk = line_ids[i : i + room]
+                if len(current) + len(chunk) > max_tokens:
+                    start(context.inside)
+                current.extend(chunk)
+                fresh = False
+    if not fresh:
         documents.append(current)
     return Split(documents, line_splits, token_cuts)
 
@@ -81,17 +136,15 @@ def split_document(
 class Blocks:
     """Packed blocks of one split; row ``b`` of each array is block ``b``.
 
-    ``first_document``/``last_document`` are the indices of the first and last document with
-    tokens in the block; ``spanning`` counts documents that run over a block boundary.
+    ``length`` is the number of real tokens at the start of each block (padding follows);
+    ``document_block`` is the block that holds each document.
     """
 
     input_ids: np.ndarray
     position_ids: np.ndarray
     length: np.ndarray
-    first_document: np.ndarray
-    last_document: np.ndarray
+    document_block: np.ndarray
     tokens: int
-    spanning: int
 
     @property
     def efficiency(self) -> float:
@@ -100,36 +153,82 @@ class Blocks:
         return self.tokens / slots if slots else 1.0
 
 
-def pack(tokens: np.ndarray, lengths: np.ndarray, seq_len: int, eos_id: int, pad_id: int) -> Blocks:
-    """Pack documents, each followed by EOS, into blocks of ``seq_len`` tokens.
+def best_fit(sizes: np.ndarray, capacity: int) -> np.ndarray:
+    """The bin of each item, by best-fit decreasing; bins numbered by their first item.
 
-    ``tokens`` holds the documents' ids back to back (no EOS), ``lengths`` their lengths.
-    Positions count from 0 within each document and restart at a block start. Padding (only
-    in the last block, from ``length`` on) holds ``pad_id`` with positions 0, 1, ... of its own.
+    The longest item first, each into the open bin with the least room left that still holds
+    it, else a new bin. Deterministic: ties go to the earlier item and the earlier bin.
+    """
+    order = np.argsort(-sizes, kind="stable")
+    bins = np.empty(len(sizes), dtype=np.int64)
+    room: list[tuple[int, int]] = []  # (room left, bin), sorted; full bins are dropped
+    opened = 0
+    for item in order.tolist():
+        size = int(sizes[item])
+        at = bisect.bisect_left(room, (size, -1))
+        if at == len(room):
+            chosen, left = opened, capacity - size
+            opened += 1
+        else:
+            left_before, chosen = room.pop(at)
+            left = left_before - size
+        bins[item] = chosen
+        if left > 0:
+            bisect.insort(room, (left, chosen))
+    # Renumber bins in the order of their first (lowest-index) item: blocks follow the split.
+    first_item = np.full(opened, len(sizes), dtype=np.int64)
+    np.minimum.at(first_item, bins, np.arange(len(sizes)))
+    rank = np.empty(opened, dtype=np.int64)
+    rank[np.argsort(first_item, kind="stable")] = np.arange(opened)
+    return rank[bins]
+
+
+def pack(
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    ends: np.ndarray,
+    seq_len: int,
+    eos_id: int,
+    pad_id: int,
+) -> Blocks:
+    """Pack whole documents into blocks of ``seq_len`` tokens, EOS after a commit's last one.
+
+    ``tokens`` holds the documents' ids back to back (no EOS), ``lengths`` their lengths and
+    ``ends`` whether each is the last document of its commit (then EOS follows it). A block
+    holds its documents in their input order. Positions count from 0 within each document.
+    Padding (from ``length`` on) holds ``pad_id`` with positions 0, 1, ... of its own.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    n_documents = len(lengths)
-    ends = np.cumsum(lengths)
-    with_eos = lengths + 1
-    total = int(with_eos.sum())
-    n_blocks = -(-total // seq_len)
+    ends = np.asarray(ends, dtype=bool)
+    sizes = lengths + ends
+    if len(sizes) and int(sizes.max()) > seq_len:
+        raise ValueError(f"a document of {int(sizes.max())} tokens does not fit {seq_len}")
+    total = int(sizes.sum())
+    stream = np.insert(np.asarray(tokens, dtype=np.int32), np.cumsum(lengths)[ends], eos_id)
+    block = best_fit(sizes, seq_len) if len(sizes) else np.zeros(0, np.int64)
+    n_blocks = int(block.max()) + 1 if len(block) else 0
+    order = np.lexsort((np.arange(len(sizes)), block))
+    in_block = np.zeros(len(sizes), dtype=np.int64)
+    ordered_sizes = sizes[order]
+    ordered_block = block[order]
+    before = np.cumsum(ordered_sizes) - ordered_sizes
+    block_first = np.searchsorted(ordered_block, np.arange(n_blocks))
+    in_block[order] = before - before[block_first][ordered_block]
+    source_start = np.cumsum(sizes) - sizes
+    destination_start = block * seq_len + in_block
+    within = np.arange(total, dtype=np.int64) - np.repeat(source_start, sizes)
+    destination = np.repeat(destination_start, sizes) + within
+    length = np.bincount(block, weights=sizes, minlength=n_blocks).astype(np.int64)
     slots = n_blocks * seq_len
-    stream = np.full(slots, pad_id, dtype=np.int32)
-    stream[:total] = np.insert(np.asarray(tokens, dtype=np.int32), ends, eos_id)
-    starts = ends - lengths + np.arange(n_documents)
+    input_ids = np.full(slots, pad_id, dtype=np.int32)
+    input_ids[destination] = stream
     index = np.arange(slots, dtype=np.int64)
-    segment_start = np.concatenate([np.repeat(starts, with_eos), np.full(slots - total, total)])
-    segment_start = np.maximum(segment_start, index - index % seq_len)
-    document_of_token = np.repeat(np.arange(n_documents), with_eos)
-    block_starts = np.arange(n_blocks, dtype=np.int64) * seq_len
-    block_ends = np.minimum(block_starts + seq_len, total)
-    last_tokens = starts + with_eos - 1
+    positions = index % seq_len - np.repeat(length, seq_len)
+    positions[destination] = within
     return Blocks(
-        input_ids=stream.reshape(n_blocks, seq_len),
-        position_ids=(index - segment_start).astype(np.int32).reshape(n_blocks, seq_len),
-        length=(block_ends - block_starts).astype(np.int32),
-        first_document=document_of_token[block_starts],
-        last_document=document_of_token[block_ends - 1],
+        input_ids=input_ids.reshape(n_blocks, seq_len),
+        position_ids=positions.astype(np.int32).reshape(n_blocks, seq_len),
+        length=length.astype(np.int32),
+        document_block=block,
         tokens=total,
-        spanning=int(np.count_nonzero(starts // seq_len != last_tokens // seq_len)),
     )

@@ -30,13 +30,16 @@ from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
 from repotune.models import ModelSpec
 from repotune.shards.packing import Blocks, pack, split_document
+from repotune.shards.prompt import context_texts, contexts
 from repotune.shards.render import (
     TASKS,
+    Piece,
     Template,
     choose_template,
     get_template,
-    render_pieces,
+    render_parts,
     task_for,
+    task_header,
 )
 from repotune.shards.tokenizer import (
     TRAIN_BPE,
@@ -89,6 +92,7 @@ class SplitDocuments:
     token_batches: list[np.ndarray] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     document_commit: list[int] = field(default_factory=list)
+    ends: list[bool] = field(default_factory=list)
     shas: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     tasks: Counter = field(default_factory=Counter)
@@ -139,8 +143,8 @@ def read_curated(path: str | Path, batch_commits: int) -> Iterator[list[dict[str
 
 def _rendered(rows: list[dict[str, Any]], template: Template, settings: TokenizeSettings):
     tasks = [task_for(row["sha"], settings.message_to_change, settings.seed) for row in rows]
-    pieces = [render_pieces(row, task, template) for row, task in zip(rows, tasks, strict=True)]
-    return tasks, pieces
+    parts = [render_parts(row, task, template) for row, task in zip(rows, tasks, strict=True)]
+    return tasks, parts
 
 
 def rendered_texts(
@@ -148,8 +152,8 @@ def rendered_texts(
 ) -> Iterator[str]:
     """Every commit of a split rendered as its training text (tokenizer training reads this)."""
     for rows in read_curated(path, settings.batch_commits):
-        _, pieces = _rendered(rows, template, settings)
-        yield from ("".join(p) for p in pieces)
+        _, parts = _rendered(rows, template, settings)
+        yield from ("".join(p.text for p in commit) for commit in parts)
 
 
 def _encoded_batches(
@@ -157,7 +161,7 @@ def _encoded_batches(
     template: Template,
     settings: TokenizeSettings,
     encode: Callable[[list[str]], list[list[int]]],
-) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[str]], list[list[int]]]]:
+) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[Piece]], list[list[int]]]]:
     """Rendered batches with the ids of their pieces, in file order.
 
     The Rust encoder releases the GIL, so one batch is encoded on a worker thread while the
@@ -167,7 +171,7 @@ def _encoded_batches(
         pending = None
         for rows in read_curated(path, settings.batch_commits):
             tasks, pieces = _rendered(rows, template, settings)
-            job = encoder.submit(encode, [piece for commit in pieces for piece in commit])
+            job = encoder.submit(encode, [piece.text for commit in pieces for piece in commit])
             if pending is not None:
                 yield *pending[:3], pending[3].result()
             pending = (rows, tasks, pieces, job)
@@ -184,29 +188,44 @@ def encode_split(
     """Render and encode a split: one document per commit, several for a long one.
 
     All pieces of a batch of commits go to the Rust tokenizer in one call (parallel across
-    the pieces). Encoding pieces rather than whole texts gives the same ids for byte-level
-    BPEs, since every piece starts a line with a non-space character, and makes splitting a
-    long commit free: its documents are groups of already encoded pieces.
+    the pieces). A commit's ids are its pieces' ids back to back, the same ids the prompt of
+    that commit gets at evaluation (repotune.shards.prompt), and splitting a long commit is
+    cheap: its documents are groups of already encoded pieces, each continuation behind the
+    context ids of its task and file (one more encode call per batch for all of them).
+    Only a commit's last document is marked to end in EOS (``ends``).
     """
     encode = TextEncoder(tokenizer, template.markers)
     max_tokens = settings.seq_len - 1
     out = SplitDocuments()
-    for rows, tasks, pieces, piece_batch in _encoded_batches(path, template, settings, encode):
+    for rows, tasks, parts, piece_batch in _encoded_batches(path, template, settings, encode):
         encoded = iter(piece_batch)
+        piece_ids = [[next(encoded) for _ in commit] for commit in parts]
+        long = [i for i, ids in enumerate(piece_ids) if sum(map(len, ids)) > max_tokens]
+        texts = [context_texts(parts[i], task_header(rows[i], tasks[i], template)) for i in long]
+        context_ids = iter(encode([text for commit in texts for text in commit]))
+        split_at = {i: [next(context_ids) for _ in t] for i, t in zip(long, texts, strict=True)}
         documents: list[list[int]] = []
-        for row, task, commit_pieces in zip(rows, tasks, pieces, strict=True):
+        for index, (row, task) in enumerate(zip(rows, tasks, strict=True)):
             commit = len(out.shas)
             out.shas.append(row["sha"])
             out.weights.append(float(row["recency_weight"]))
             out.tasks[task] += 1
-            piece_ids = [next(encoded) for _ in commit_pieces]
-            if sum(map(len, piece_ids)) <= max_tokens:
-                documents.append([token for ids in piece_ids for token in ids])
+            if index not in split_at:
+                documents.append([token for ids in piece_ids[index] for token in ids])
                 out.document_commit.append(commit)
+                out.ends.append(True)
                 continue
-            split = split_document(commit_pieces, piece_ids, max_tokens, encode)
+            commit_parts = parts[index]
+            split = split_document(
+                [part.text for part in commit_parts],
+                piece_ids[index],
+                contexts(commit_parts, split_at[index], max_tokens),
+                max_tokens,
+                encode,
+            )
             documents.extend(split.documents)
             out.document_commit.extend([commit] * len(split.documents))
+            out.ends.extend([False] * (len(split.documents) - 1) + [True])
             out.commits_split += 1
             out.line_splits += split.line_splits
             out.token_cuts += split.token_cuts
@@ -223,19 +242,26 @@ def _list_array(values: np.ndarray, width: int) -> pa.Array:
 
 
 def shard_table(blocks: Blocks, split: SplitDocuments) -> pa.Table:
-    """The blocks as an Arrow table with the shard columns (docs/data-contracts.md)."""
+    """The blocks as an Arrow table with the shard columns (docs/data-contracts.md).
+
+    A block's ``shas`` are the commits with a document in it, in split order; its ``weight``
+    is the mean recency weight of those commits.
+    """
     seq_len = blocks.input_ids.shape[1]
     commit_of = np.asarray(split.document_commit, dtype=np.int64)
-    first = commit_of[blocks.first_document] if len(blocks.length) else blocks.first_document
-    last = commit_of[blocks.last_document] if len(blocks.length) else blocks.last_document
-    weight_sums = np.concatenate([[0.0], np.cumsum(np.asarray(split.weights, dtype=np.float64))])
-    weights = (weight_sums[last + 1] - weight_sums[first]) / (last - first + 1)
-    counts = (last - first + 1).astype(np.int32)
-    sha_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    sha_index = np.concatenate(
-        [np.arange(a, b + 1) for a, b in zip(first, last, strict=True)] or [[]]
+    order = np.lexsort((np.arange(len(commit_of)), blocks.document_block))
+    block, commit = blocks.document_block[order], commit_of[order]
+    new = np.ones(len(order), dtype=bool)  # a commit's documents in one block count once
+    new[1:] = (block[1:] != block[:-1]) | (commit[1:] != commit[:-1])
+    block, commit = block[new], commit[new]
+    n_blocks = len(blocks.length)
+    counts = np.bincount(block, minlength=n_blocks)
+    recency = np.asarray(split.weights, dtype=np.float64)
+    weights = np.bincount(block, weights=recency[commit], minlength=n_blocks) / np.maximum(
+        counts, 1
     )
-    shas = pa.array(split.shas, type=pa.string()).take(pa.array(sha_index.astype(np.int64)))
+    sha_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    shas = pa.array(split.shas, type=pa.string()).take(pa.array(commit))
     return pa.Table.from_arrays(
         [
             _list_array(blocks.input_ids, seq_len),
@@ -297,7 +323,6 @@ def _split_stats(split: SplitDocuments, blocks: Blocks, shards: int) -> dict[str
         "commits_split": split.commits_split,
         "pieces_split_at_lines": split.line_splits,
         "lines_cut_at_tokens": split.token_cuts,
-        "documents_spanning_blocks": blocks.spanning,
         "tasks": {task: split.tasks[task] for task in TASKS},
         "shards": shards,
     }
@@ -324,7 +349,10 @@ def tokenize_stage(
     for name in SPLITS:
         split = encode_split(splits[name], tokenizer, template, settings)
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-        blocks = pack(split.tokens(), np.asarray(split.lengths), settings.seq_len, eos, pad)
+        blocks = pack(
+            split.tokens(), np.asarray(split.lengths), np.asarray(split.ends, dtype=bool),
+            settings.seq_len, eos, pad,
+        )  # fmt: skip
         shards = num_shards(len(blocks.length), settings.seq_len, settings.shard_tokens)
         write_shards(shard_table(blocks, split), shard_dirs[name], shards)
         per_split[name] = _split_stats(split, blocks, shards)
