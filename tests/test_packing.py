@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from repotune.shards.packing import pack, split_document
+from repotune.shards.packing import Bins, FixedBudget, GapBudget, best_fit, pack, split_document
 from repotune.shards.prompt import context_texts, contexts
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
@@ -76,6 +76,43 @@ def test_a_document_that_would_straddle_a_block_starts_a_new_one() -> None:
         _pack([np.full(12, 7, dtype=np.int32)], 11)
 
 
+def test_long_commits_fill_the_room_whole_commits_leave(encoder) -> None:
+    """Whole commits go in by best fit; long ones are split into what room is left."""
+    rows = synthetic_rows(120, seed=3)
+    seq_len = 512
+    texts = [render_pieces(row, MESSAGE_TO_CHANGE, PLAIN) for row in rows]
+    ids = [encoder(pieces) for pieces in texts]
+    whole = [i for i, p in enumerate(ids) if sum(map(len, p)) < seq_len]
+    long = [i for i, p in enumerate(ids) if sum(map(len, p)) >= seq_len]
+    assert whole and long
+    bins = Bins(seq_len)
+    whole_sizes = np.array([sum(map(len, ids[i])) + 1 for i in whole])
+    whole_blocks = best_fit(whole_sizes, bins).tolist()
+    used = np.bincount(whole_blocks, weights=whole_sizes)
+    budget = GapBudget(bins, minimum=16, max_tokens=seq_len - 1)
+    documents, blocks, ends = [], [], []
+    for i in long:
+        parts = render_parts(rows[i], MESSAGE_TO_CHANGE, PLAIN)
+        found = contexts(
+            parts, encoder(context_texts(parts, task_header(rows[i], MESSAGE_TO_CHANGE, PLAIN)))
+        )
+        split = split_document(texts[i], ids[i], found, budget, encoder)
+        blocks += budget.settle(split.documents)
+        documents += split.documents
+        ends += [False] * (len(split.documents) - 1) + [True]
+    sizes = np.array([len(d) for d in documents]) + np.array(ends)
+    filled = np.bincount(blocks, weights=sizes, minlength=len(used))
+    assert (filled[: len(used)] > 0).any()  # some long documents went into earlier blocks
+    total = np.zeros(len(filled))
+    total[: len(used)] += used
+    total += filled
+    assert total.max() <= seq_len
+    # The room best fit left in the whole commits' blocks is filled by the long ones.
+    assert used.sum() / (len(used) * seq_len) < 0.9
+    # (each is left with less room than a few diff lines take).
+    assert (seq_len - total[: len(used)]).max() < 32
+
+
 def test_no_documents_give_no_blocks() -> None:
     blocks = pack(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, bool), 16, EOS, PAD)
     assert blocks.input_ids.shape == (0, 16) and blocks.tokens == 0 and blocks.efficiency == 1.0
@@ -93,8 +130,8 @@ def _split(encoder: TextEncoder, row, max_tokens: int, task: str = MESSAGE_TO_CH
     parts = render_parts(row, task, PLAIN)
     pieces = [part.text for part in parts]
     context_ids = encoder(context_texts(parts, task_header(row, task, PLAIN)))
-    found = contexts(parts, context_ids, max_tokens)
-    split = split_document(pieces, encoder(pieces), found, max_tokens, encoder)
+    found = contexts(parts, context_ids)
+    split = split_document(pieces, encoder(pieces), found, FixedBudget(max_tokens), encoder)
     return split, [encoder.decode(ids) for ids in split.documents]
 
 
@@ -135,7 +172,7 @@ def test_long_commit_continuations_repeat_the_task_and_file_headers(encoder) -> 
     limit = max(max(lengths) + 60, sum(lengths) // 4)
     split, texts = _split(encoder, row, max_tokens=limit)
     assert len(split.documents) >= 3
-    assert split.line_splits == split.token_cuts == 0
+    assert split.token_cuts == 0
     assert all(len(ids) <= limit for ids in split.documents)
     assert texts[0].startswith("<|message|>")
     joined, repeated = _rejoin(row, texts)

@@ -25,14 +25,15 @@ continuation reads as a question the model can answer on its own.
 
 import bisect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 Encode = Callable[[list[str]], list[list[int]]]
 """Batch encode: texts -> token ids, no special tokens added."""
 
-FILL = 32
+FILL = 64
 """A long commit's document with at least 1/FILL of its room left is filled with the first
 lines of the next piece rather than closed: documents of a long commit then fill their blocks
 and packing stays above 99% efficient, at the price of a cut inside a hunk."""
@@ -40,14 +41,49 @@ and packing stays above 99% efficient, at the price of a cut inside a hunk."""
 
 @dataclass(frozen=True)
 class Context:
-    """The ids a continuation document repeats before a piece of a long commit.
+    """What a continuation document of a long commit repeats before a piece.
 
     ``at_start`` when the document starts at the piece's beginning, ``inside`` when it starts
-    within the piece (the piece was split at lines). Either may be empty.
+    within the piece (the piece was split at lines). Each is a tuple of options, longest
+    first, the last one the task header alone: a document uses the first that takes at most
+    half of it (none when none does).
     """
 
-    at_start: Sequence[int]
-    inside: Sequence[int]
+    at_start: tuple[Sequence[int], ...]
+    inside: tuple[Sequence[int], ...]
+
+
+def fit(options: Sequence[Sequence[int]], limit: int) -> Sequence[int]:
+    """The first option no longer than half of ``limit`` (empty when none is)."""
+    return next((ids for ids in options if 2 * len(ids) <= limit), ())
+
+
+class Budget(Protocol):
+    """Where a long commit's next document goes: how many tokens it may hold.
+
+    ``need`` is the least limit worth a document (twice the shortest context, plus one).
+    """
+
+    def peek(self, need: int) -> int:
+        """The limit the next document would get."""
+        ...
+
+    def take(self, need: int) -> int:
+        """Start the next document; its limit."""
+        ...
+
+
+@dataclass
+class FixedBudget:
+    """Every document may hold ``max_tokens``."""
+
+    max_tokens: int
+
+    def peek(self, need: int) -> int:
+        return self.max_tokens
+
+    def take(self, need: int) -> int:
+        return self.max_tokens
 
 
 @dataclass(frozen=True)
@@ -63,19 +99,19 @@ def split_document(
     pieces: Sequence[str],
     piece_ids: Sequence[list[int]],
     contexts: Sequence[Context],
-    max_tokens: int,
+    budget: Budget,
     encode: Encode,
 ) -> Split:
-    """Split a rendering (its pieces, see repotune.shards.render) into documents of <= max_tokens.
+    """Split a rendering (its pieces, see repotune.shards.render) into documents.
 
     ``piece_ids`` are the pieces encoded one by one; ``contexts`` say what a document starting
-    at or in each piece repeats first (each at most half of ``max_tokens``); ``encode`` is
-    used again only for a piece too long for a document. Consecutive pieces are grouped
-    greedily, so each document starts at a piece boundary when it can; a piece too long for
-    any document is split at lines, its first lines filling the current document. The first
-    document is a prefix of the rendering; a later one, its context removed, continues where
-    the previous one stopped, so the documents without their contexts decode to exactly the
-    rendering.
+    at or in each piece repeats first; ``budget`` gives each document its limit when it starts
+    (the room of a block it will fill, see :class:`GapBudget`); ``encode`` is used again only
+    for a piece split at lines. Consecutive pieces are grouped greedily: a document closes at a
+    piece boundary when less than 1/``FILL`` of it is left, else the next piece's first lines
+    fill it; a line too long for any document is cut between tokens. The first document is a
+    prefix of the rendering; a later one, its context removed, continues where the previous
+    one stopped, so the documents without their contexts decode to exactly the rendering.
     """
     documents: list[list[int]] = []
     current: list[int] = []
@@ -83,53 +119,148 @@ def split_document(
     line_splits = token_cuts = 0
     previous_at = -1  # where the previous piece starts in ``current`` when it is whole there
     base = 0  # the length of the context ``current`` starts with
+    need = 2 * len(contexts[0].at_start[-1]) + 1 if contexts and contexts[0].at_start else 1
+    limit = budget.take(need)
 
-    def start(context: Sequence[int]) -> None:
-        nonlocal current, fresh, base
+    def start(options: Sequence[Sequence[int]], want: int = need) -> None:
+        nonlocal current, fresh, base, limit
         if not fresh:
             documents.append(current)
+            limit = budget.take(want)
+            context = fit(options, limit)
             current, fresh, base = list(context), True, len(context)
 
     last = len(pieces) - 1
     for index, (piece, ids, context) in enumerate(zip(pieces, piece_ids, contexts, strict=True)):
-        fits_alone = len(context.at_start) + len(ids) <= max_tokens
-        room = max_tokens - len(current)
-        if len(ids) > room and fits_alone and (index == last or room < max_tokens // FILL):
-            before = contexts[index - 1].at_start if index else ()
-            if (
-                index == last
-                and previous_at > base
-                and len(before) + len(current) - previous_at + len(ids) <= max_tokens
-            ):
-                # The last piece (the message of change_to_message) does not go alone: the
-                # piece before it moves along, so the target keeps some of what it answers.
-                moved = current[previous_at:]
-                del current[previous_at:]
-                start(before)
-                current.extend(moved)
-                fresh = False
-            else:
-                start(context.at_start)  # the piece fits a new document: start one
-        if len(current) + len(ids) <= max_tokens:
+        room = limit - len(current)
+        if len(ids) > room and not fresh:
+            # The last piece (the message of change_to_message) is kept whole: its document
+            # goes where it fits, and the piece before it moves along when it can, so the
+            # target keeps some of what it answers.
+            moved = len(current) - previous_at if index == last and previous_at > base else 0
+            want = need + moved + len(ids) if index == last else need
+            following = budget.peek(want)
+            fits_alone = len(fit(context.at_start, following)) + len(ids) <= following
+            if fits_alone and (index == last or room < limit // FILL):
+                before = contexts[index - 1].at_start if index else ()
+                if moved and len(fit(before, following)) + moved + len(ids) <= following:
+                    carried = current[previous_at:]
+                    del current[previous_at:]
+                    start(before, want)
+                    current.extend(carried)
+                    fresh = False
+                else:
+                    start(context.at_start, want)  # the piece fits a new document
+        if len(current) + len(ids) <= limit:
             previous_at = len(current)
             current.extend(ids)
             fresh = False
             continue
         previous_at = -1
         line_splits += 1
-        room = max_tokens - len(context.inside)
+        placed = False  # some of the piece is in a document: a new one starts inside it
         for line_ids in encode(piece.splitlines(keepends=True)):
-            if len(line_ids) > room:
-                token_cuts += 1
-            for i in range(0, len(line_ids), room):
-                chunk = line_ids[i : i + room]
-                if len(current) + len(chunk) > max_tokens:
-                    start(context.inside)
-                current.extend(chunk)
-                fresh = False
+            rest, cut = line_ids, False
+            while rest:
+                space = limit - len(current)
+                if len(rest) <= space:
+                    current.extend(rest)
+                    fresh = False
+                    break
+                if fresh:  # not even a new document holds the line: cut it between tokens
+                    cut = True
+                    current.extend(rest[:space])
+                    rest = rest[space:]
+                    fresh = False
+                else:
+                    start(context.inside if placed else context.at_start)
+                placed = True
+            placed = True
+            token_cuts += cut
     if not fresh:
         documents.append(current)
     return Split(documents, line_splits, token_cuts)
+
+
+class Bins:
+    """Blocks being filled, by the room they have left, for best fit.
+
+    Blocks are numbered in the order they are opened; a full block leaves the index.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.opened = 0
+        self._room: list[tuple[int, int]] = []  # (room left, block), sorted
+
+    def place(self, size: int) -> int:
+        """Put ``size`` tokens in the block with the least room that holds them (or a new one)."""
+        at = bisect.bisect_left(self._room, (size, -1))
+        if at == len(self._room):
+            block, room = self.open(), self.capacity
+        else:
+            room, block = self._room.pop(at)
+        self.release(block, room - size)
+        return block
+
+    def open(self) -> int:
+        """A new, empty block (not in the index until :meth:`release`)."""
+        self.opened += 1
+        return self.opened - 1
+
+    def largest(self) -> int:
+        """The most room any open block has (0 when none has any)."""
+        return self._room[-1][0] if self._room else 0
+
+    def take_largest(self) -> tuple[int, int]:
+        """Remove the block with the most room from the index: ``(block, room)``."""
+        room, block = self._room.pop()
+        return block, room
+
+    def release(self, block: int, room: int) -> None:
+        """Put ``block`` back in the index with ``room`` tokens left."""
+        if room > 0:
+            bisect.insort(self._room, (room, block))
+
+
+@dataclass
+class GapBudget:
+    """Each document of a long commit fills the roomiest open block, if it has enough room.
+
+    A block with room for ``minimum`` tokens, and for what the document needs, takes the next
+    document (its room less one token for a possible EOS); otherwise the document opens a new
+    block of ``max_tokens``.
+    ``taken`` records ``(block, room)`` for each document started, in order.
+    """
+
+    bins: Bins
+    minimum: int
+    max_tokens: int
+    taken: list[tuple[int, int]] = field(default_factory=list)
+
+    def _fits(self, need: int) -> bool:
+        return self.bins.largest() - 1 >= max(self.minimum, need)
+
+    def peek(self, need: int) -> int:
+        return self.bins.largest() - 1 if self._fits(need) else self.max_tokens
+
+    def take(self, need: int) -> int:
+        if self._fits(need):
+            block, room = self.bins.take_largest()
+        else:
+            block, room = self.bins.open(), self.bins.capacity
+        self.taken.append((block, room))
+        return min(room - 1, self.max_tokens)
+
+    def settle(self, documents: Sequence[Sequence[int]]) -> list[int]:
+        """Return each document's block and give back the room the documents left."""
+        blocks = []
+        for number, (document, (block, room)) in enumerate(zip(documents, self.taken, strict=True)):
+            size = len(document) + (number == len(documents) - 1)  # EOS after the last
+            self.bins.release(block, room - size)
+            blocks.append(block)
+        self.taken.clear()
+        return blocks
 
 
 @dataclass(frozen=True)
@@ -153,34 +284,17 @@ class Blocks:
         return self.tokens / slots if slots else 1.0
 
 
-def best_fit(sizes: np.ndarray, capacity: int) -> np.ndarray:
-    """The bin of each item, by best-fit decreasing; bins numbered by their first item.
+def best_fit(sizes: np.ndarray, bins: Bins) -> np.ndarray:
+    """The block of each item, by best-fit decreasing into ``bins``.
 
-    The longest item first, each into the open bin with the least room left that still holds
-    it, else a new bin. Deterministic: ties go to the earlier item and the earlier bin.
+    The longest item first, each into the open block with the least room left that still
+    holds it, else a new block. Deterministic: ties go to the earlier item and block.
     """
-    order = np.argsort(-sizes, kind="stable")
-    bins = np.empty(len(sizes), dtype=np.int64)
-    room: list[tuple[int, int]] = []  # (room left, bin), sorted; full bins are dropped
-    opened = 0
+    order = np.argsort(-np.asarray(sizes), kind="stable")
+    blocks = np.empty(len(sizes), dtype=np.int64)
     for item in order.tolist():
-        size = int(sizes[item])
-        at = bisect.bisect_left(room, (size, -1))
-        if at == len(room):
-            chosen, left = opened, capacity - size
-            opened += 1
-        else:
-            left_before, chosen = room.pop(at)
-            left = left_before - size
-        bins[item] = chosen
-        if left > 0:
-            bisect.insort(room, (left, chosen))
-    # Renumber bins in the order of their first (lowest-index) item: blocks follow the split.
-    first_item = np.full(opened, len(sizes), dtype=np.int64)
-    np.minimum.at(first_item, bins, np.arange(len(sizes)))
-    rank = np.empty(opened, dtype=np.int64)
-    rank[np.argsort(first_item, kind="stable")] = np.arange(opened)
-    return rank[bins]
+        blocks[item] = bins.place(int(sizes[item]))
+    return blocks
 
 
 def pack(
@@ -191,11 +305,31 @@ def pack(
     eos_id: int,
     pad_id: int,
 ) -> Blocks:
-    """Pack whole documents into blocks of ``seq_len`` tokens, EOS after a commit's last one.
+    """Pack whole documents into blocks of ``seq_len`` tokens by best-fit decreasing.
 
     ``tokens`` holds the documents' ids back to back (no EOS), ``lengths`` their lengths and
-    ``ends`` whether each is the last document of its commit (then EOS follows it). A block
-    holds its documents in their input order. Positions count from 0 within each document.
+    ``ends`` whether each is the last document of its commit (then EOS follows it).
+    """
+    sizes = np.asarray(lengths, dtype=np.int64) + np.asarray(ends, dtype=bool)
+    block = best_fit(sizes, Bins(seq_len))
+    return layout(tokens, lengths, ends, block, seq_len, eos_id, pad_id)
+
+
+def layout(
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    ends: np.ndarray,
+    block: np.ndarray,
+    seq_len: int,
+    eos_id: int,
+    pad_id: int,
+    order: np.ndarray | None = None,
+) -> Blocks:
+    """Lay documents out in the blocks they were given, EOS after a commit's last one.
+
+    ``block`` is each document's block. Blocks are renumbered in the order of their first
+    document and a block holds its documents in order, by ``order`` (each document's commit,
+    say; by default its index) then index. Positions count from 0 within each document.
     Padding (from ``length`` on) holds ``pad_id`` with positions 0, 1, ... of its own.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -203,17 +337,27 @@ def pack(
     sizes = lengths + ends
     if len(sizes) and int(sizes.max()) > seq_len:
         raise ValueError(f"a document of {int(sizes.max())} tokens does not fit {seq_len}")
+    index = np.arange(len(sizes), dtype=np.int64)
+    key = index if order is None else np.asarray(order, dtype=np.int64)
+    block = np.asarray(block, dtype=np.int64)
+    used = np.unique(block)
+    first = np.full(len(used), np.iinfo(np.int64).max)
+    np.minimum.at(first, np.searchsorted(used, block), key)
+    rank = np.empty(len(used), dtype=np.int64)
+    rank[np.lexsort((used, first))] = np.arange(len(used))
+    block = rank[np.searchsorted(used, block)]
+    n_blocks = len(used)
     total = int(sizes.sum())
+    if int(np.bincount(block, weights=sizes, minlength=n_blocks).max(initial=0)) > seq_len:
+        raise ValueError(f"documents given one block hold more than {seq_len} tokens")
     stream = np.insert(np.asarray(tokens, dtype=np.int32), np.cumsum(lengths)[ends], eos_id)
-    block = best_fit(sizes, seq_len) if len(sizes) else np.zeros(0, np.int64)
-    n_blocks = int(block.max()) + 1 if len(block) else 0
-    order = np.lexsort((np.arange(len(sizes)), block))
+    ordered = np.lexsort((index, key, block))
     in_block = np.zeros(len(sizes), dtype=np.int64)
-    ordered_sizes = sizes[order]
-    ordered_block = block[order]
+    ordered_sizes = sizes[ordered]
+    ordered_block = block[ordered]
     before = np.cumsum(ordered_sizes) - ordered_sizes
     block_first = np.searchsorted(ordered_block, np.arange(n_blocks))
-    in_block[order] = before - before[block_first][ordered_block]
+    in_block[ordered] = before - before[block_first][ordered_block]
     source_start = np.cumsum(sizes) - sizes
     destination_start = block * seq_len + in_block
     within = np.arange(total, dtype=np.int64) - np.repeat(source_start, sizes)
@@ -222,8 +366,8 @@ def pack(
     slots = n_blocks * seq_len
     input_ids = np.full(slots, pad_id, dtype=np.int32)
     input_ids[destination] = stream
-    index = np.arange(slots, dtype=np.int64)
-    positions = index % seq_len - np.repeat(length, seq_len)
+    slot = np.arange(slots, dtype=np.int64)
+    positions = slot % seq_len - np.repeat(length, seq_len)
     positions[destination] = within
     return Blocks(
         input_ids=input_ids.reshape(n_blocks, seq_len),

@@ -13,13 +13,14 @@ each document after the first starts with a context: the task header
 (repotune.shards.render.task_header) and the header of the file it continues (its
 ``diff --git`` line and the mode/rename/``---``/``+++`` lines). A context never takes more
 than half a document: when the whole file header does not fit, only its first line is kept,
-and when even that does not fit, none. A prompt longer than its budget is cut the same way,
-so it reads like a training continuation rather than text that starts mid-line.
+then only the task header; a document too short for even that (tiny blocks) has none. A
+prompt longer than its budget is cut the same way, so it reads like a training continuation
+rather than text that starts mid-line.
 """
 
 from collections.abc import Mapping, Sequence
 
-from repotune.shards.packing import Context
+from repotune.shards.packing import Context, fit
 from repotune.shards.render import Commit, Piece, Template, render_parts, render_prompt, task_header
 from repotune.shards.tokenizer import TextEncoder
 
@@ -38,28 +39,25 @@ def context_texts(parts: Sequence[Piece], header: str) -> list[str]:
     return texts
 
 
-def contexts(
-    parts: Sequence[Piece], context_ids: Sequence[list[int]], max_tokens: int
-) -> list[Context]:
-    """Each piece's :class:`Context`, from the ids of :func:`context_texts` (same order)."""
+def contexts(parts: Sequence[Piece], context_ids: Sequence[list[int]]) -> list[Context]:
+    """Each piece's :class:`Context`, from the ids of :func:`context_texts` (same order).
+
+    Options, longest first: the task header with the whole file header, with only the file
+    header's first line, alone (a document takes the first that fits half of it).
+    """
     header, file_ids = context_ids[0], iter(context_ids[1:])
     files: Mapping[str, tuple[list[int], list[int]]] = {
         name: (next(file_ids), next(file_ids))
         for name in dict.fromkeys(p.file_header for p in parts if p.file_header)
     }
-    limit = max_tokens // 2
-
-    def fitting(*options: list[int]) -> list[int]:
-        return next((ids for ids in options if len(ids) <= limit), [])
-
-    task = fitting(header)
+    task = (header,)
     out = []
     for part in parts:
         if not part.file_header:
             out.append(Context(task, task))
             continue
         first, rest = files[part.file_header]
-        inside = fitting(header + first + rest, header + first, first)
+        inside = (header + first + rest, header + first, header)
         out.append(Context(task if part.opens_file else inside, inside))
     return out
 
@@ -127,10 +125,11 @@ def prompt_ids(
     if max_tokens is None or len(ids) <= max_tokens:
         return ids
     last = len(starts) - 1
-    context = contexts(parts, encoded[len(texts) :], max_tokens)
+    context = contexts(parts, encoded[len(texts) :])
     for index in range(1, last + 1):
         tail = ids[starts[index] :]
-        if len(context[index].at_start) + len(tail) <= max_tokens:
-            return [*context[index].at_start, *tail]
-    inside = list(context[last].inside)
+        at_start = fit(context[index].at_start, max_tokens)
+        if len(at_start) + len(tail) <= max_tokens:
+            return [*at_start, *tail]
+    inside = list(fit(context[last].inside, max_tokens))
     return inside + ids[len(ids) - max(max_tokens - len(inside), 0) :]

