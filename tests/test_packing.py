@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from repotune.shards.packing import Bins, FixedBudget, GapBudget, best_fit, pack, split_document
-from repotune.shards.prompt import context_texts, contexts
+from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
@@ -19,6 +19,7 @@ from repotune.shards.tokenizer import TextEncoder, train_bpe
 from tests.tokenize_fixtures import commit_row, file_change, synthetic_rows
 
 EOS, PAD = 0, 1
+VOCAB = 600
 
 
 def _documents(seed: int, count: int, longest: int) -> list[np.ndarray]:
@@ -90,13 +91,14 @@ def test_long_commits_fill_the_room_whole_commits_leave(encoder) -> None:
     whole_blocks = best_fit(whole_sizes, bins).tolist()
     used = np.bincount(whole_blocks, weights=whole_sizes)
     budget = GapBudget(bins, minimum=16, max_tokens=seq_len - 1)
+    ends_line = line_ends(encoder, VOCAB)
     documents, blocks, ends = [], [], []
     for i in long:
         parts = render_parts(rows[i], MESSAGE_TO_CHANGE, PLAIN)
         found = contexts(
             parts, encoder(context_texts(parts, task_header(rows[i], MESSAGE_TO_CHANGE, PLAIN)))
         )
-        split = split_document(texts[i], ids[i], found, budget, encoder)
+        split = split_document(ids[i], found, budget, ends_line)
         blocks += budget.settle(split.documents)
         documents += split.documents
         ends += [False] * (len(split.documents) - 1) + [True]
@@ -122,7 +124,7 @@ def test_no_documents_give_no_blocks() -> None:
 def encoder() -> TextEncoder:
     rows = synthetic_rows(60, seed=9)
     texts = [render(row, MESSAGE_TO_CHANGE, PLAIN) for row in rows]
-    return TextEncoder(train_bpe(texts, vocab_size=600, markers=PLAIN.markers), PLAIN.markers)
+    return TextEncoder(train_bpe(texts, vocab_size=VOCAB, markers=PLAIN.markers), PLAIN.markers)
 
 
 def _split(encoder: TextEncoder, row, max_tokens: int, task: str = MESSAGE_TO_CHANGE):
@@ -131,7 +133,8 @@ def _split(encoder: TextEncoder, row, max_tokens: int, task: str = MESSAGE_TO_CH
     pieces = [part.text for part in parts]
     context_ids = encoder(context_texts(parts, task_header(row, task, PLAIN)))
     found = contexts(parts, context_ids)
-    split = split_document(pieces, encoder(pieces), found, FixedBudget(max_tokens), encoder)
+    ends = line_ends(encoder, VOCAB)
+    split = split_document(encoder(pieces), found, FixedBudget(max_tokens), ends)
     return split, [encoder.decode(ids) for ids in split.documents]
 
 

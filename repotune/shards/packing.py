@@ -1,42 +1,43 @@
 """Packing: token documents -> blocks of exactly ``seq_len`` tokens, documents never cut.
 
 Training on one commit per padded row wastes most of every row on padding (commits vary
-from ten tokens to thousands). Instead several documents share a block. A commit longer than
-a block is first split into several documents (:func:`split_document`); only the last
-document of a commit is followed by EOS, so the model learns to stop where a commit ends and
-nowhere else. The documents are then packed whole into blocks by best-fit decreasing
-(:func:`pack`): the longest document first, each into the open block with the least room left
-that still holds it. No document straddles a block, so every document is seen with all of its
-own context; padding fills the end of a block that no remaining document fits, and on a real
-history (thousands of documents, most much shorter than a block) packing efficiency (real
-tokens / token slots) stays above 99%.
+from ten tokens to thousands). Instead several documents share a block, and no document
+straddles a block, so every document is seen with all of its own context:
+
+* a commit that fits a block is one document followed by EOS; these are packed first, by
+  best-fit decreasing (:func:`best_fit`): the longest first, each into the open block with
+  the least room left that still holds it;
+* a longer commit is split into several documents (:func:`split_document`), and only its
+  last document is followed by EOS, so the model learns to stop where a commit ends and
+  nowhere else. Each document fills the roomiest block left (:class:`GapBudget`), so the
+  long commits fill the room best fit leaves; on a real history packing efficiency (real
+  tokens / token slots) stays above 99%.
+
+How a long commit is split: at the boundaries of its rendered pieces (the prompt, a file
+header with its first hunk, a further hunk, the message), or after a line of the next piece to
+fill a document's room; a line too long for a document is cut between tokens. The cuts fall
+between the commit's own ids (:func:`split_lines`), so a commit's documents, contexts removed,
+are exactly its ids. Every document after a commit's first starts with a *context*: the task
+header and the header of the file it continues (repotune.shards.prompt builds both), so a
+continuation reads as a question the model can answer on its own.
 
 ``position_ids`` restart at 0 at each document start, so a trainer can keep documents from
 attending to each other (attention segments are the runs of increasing positions; Hugging
 Face models read them from ``position_ids``).
-
-How a long commit is split: at the boundaries of its rendered pieces (the prompt, a file
-header with its first hunk, a further hunk, the message); a piece that alone is too long is
-split at line boundaries, and a single line that is still too long is cut between tokens as
-a last resort. Every document after a commit's first starts with a *context*: the task header
-and the header of the file it continues (repotune.shards.prompt builds both), so a
-continuation reads as a question the model can answer on its own.
 """
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-Encode = Callable[[list[str]], list[list[int]]]
-"""Batch encode: texts -> token ids, no special tokens added."""
-
 FILL = 64
 """A long commit's document with at least 1/FILL of its room left is filled with the first
 lines of the next piece rather than closed: documents of a long commit then fill their blocks
-and packing stays above 99% efficient, at the price of a cut inside a hunk."""
+and packing stays above 99% efficient, at the price of a cut inside a hunk (the continuation
+repeats the file's header)."""
 
 
 @dataclass(frozen=True)
@@ -95,23 +96,36 @@ class Split:
     token_cuts: int
 
 
+def split_lines(ids: Sequence[int], line_ends: np.ndarray) -> list[Sequence[int]]:
+    """A piece's ids in runs that each end after a token ending in a newline.
+
+    ``line_ends[id]`` says the token's text ends in a newline. The runs are the piece's own
+    ids, so a split between them keeps the commit's ids unchanged. A byte-level BPE joins a
+    newline with the next line's indentation, so a run can hold several lines; lines that
+    start with ``+``, ``-`` or ``@@`` always start a run.
+    """
+    array = np.asarray(ids, dtype=np.int64)
+    cuts = (np.flatnonzero(line_ends[array[:-1]]) + 1).tolist() if len(array) > 1 else []
+    bounds = zip([0, *cuts], [*cuts, len(array)], strict=True)
+    return [ids[a:z] for a, z in bounds]
+
+
 def split_document(
-    pieces: Sequence[str],
     piece_ids: Sequence[list[int]],
     contexts: Sequence[Context],
     budget: Budget,
-    encode: Encode,
+    line_ends: np.ndarray,
 ) -> Split:
-    """Split a rendering (its pieces, see repotune.shards.render) into documents.
+    """Split a rendering, given as its pieces' ids (see repotune.shards.render), into documents.
 
     ``piece_ids`` are the pieces encoded one by one; ``contexts`` say what a document starting
     at or in each piece repeats first; ``budget`` gives each document its limit when it starts
-    (the room of a block it will fill, see :class:`GapBudget`); ``encode`` is used again only
-    for a piece split at lines. Consecutive pieces are grouped greedily: a document closes at a
-    piece boundary when less than 1/``FILL`` of it is left, else the next piece's first lines
-    fill it; a line too long for any document is cut between tokens. The first document is a
-    prefix of the rendering; a later one, its context removed, continues where the previous
-    one stopped, so the documents without their contexts decode to exactly the rendering.
+    (the room of a block it will fill, see :class:`GapBudget`); ``line_ends`` marks the tokens
+    that end a line (:func:`split_lines`). Consecutive pieces are grouped greedily: a document
+    closes at a piece boundary when less than 1/``FILL`` of it is left, else the next piece's
+    first lines fill it; a line too long for any document is cut between tokens. The first
+    document is a prefix of the commit's ids; a later one, its context removed, continues where
+    the previous one stopped, so the documents without their contexts are the commit's ids.
     """
     documents: list[list[int]] = []
     current: list[int] = []
@@ -130,8 +144,8 @@ def split_document(
             context = fit(options, limit)
             current, fresh, base = list(context), True, len(context)
 
-    last = len(pieces) - 1
-    for index, (piece, ids, context) in enumerate(zip(pieces, piece_ids, contexts, strict=True)):
+    last = len(piece_ids) - 1
+    for index, (ids, context) in enumerate(zip(piece_ids, contexts, strict=True)):
         room = limit - len(current)
         if len(ids) > room and not fresh:
             # The last piece (the message of change_to_message) is kept whole: its document
@@ -159,7 +173,7 @@ def split_document(
         previous_at = -1
         line_splits += 1
         placed = False  # some of the piece is in a document: a new one starts inside it
-        for line_ids in encode(piece.splitlines(keepends=True)):
+        for line_ids in split_lines(ids, line_ends):
             rest, cut = line_ids, False
             while rest:
                 space = limit - len(current)

@@ -20,9 +20,16 @@ rather than text that starts mid-line.
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from repotune.shards.packing import Context, fit
 from repotune.shards.render import Commit, Piece, Template, render_parts, render_prompt, task_header
 from repotune.shards.tokenizer import TextEncoder
+
+
+def line_ends(encoder: TextEncoder, vocab_size: int) -> np.ndarray:
+    """For each token id, whether its text ends in a newline (where a long commit may be cut)."""
+    return np.array([encoder.decode([i]).endswith("\n") for i in range(vocab_size)], dtype=bool)
 
 
 def context_texts(parts: Sequence[Piece], header: str) -> list[str]:

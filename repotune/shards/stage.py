@@ -38,7 +38,7 @@ from repotune.shards.packing import (
     layout,
     split_document,
 )
-from repotune.shards.prompt import context_texts, contexts
+from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
     TASKS,
     Piece,
@@ -94,7 +94,6 @@ class LongCommit:
     """A commit longer than a block, encoded, waiting to be split where blocks have room."""
 
     commit: int
-    texts: list[str]
     piece_ids: list[list[int]]
     contexts: list[Context]
 
@@ -238,12 +237,7 @@ def encode_split(
             if index in split_at:
                 commit_parts = parts[index]
                 out.long.append(
-                    LongCommit(
-                        commit,
-                        [part.text for part in commit_parts],
-                        piece_ids[index],
-                        contexts(commit_parts, split_at[index]),
-                    )
+                    LongCommit(commit, piece_ids[index], contexts(commit_parts, split_at[index]))
                 )
                 continue
             documents.append([token for ids in piece_ids[index] for token in ids])
@@ -253,14 +247,13 @@ def encode_split(
     return out
 
 
-def place_documents(
-    split: SplitDocuments, seq_len: int, encode: Callable[[list[str]], list[list[int]]]
-) -> np.ndarray:
+def place_documents(split: SplitDocuments, seq_len: int, ends_line: np.ndarray) -> np.ndarray:
     """The block of every document, after splitting the long commits into ``split``.
 
     Whole commits are placed first, by best-fit decreasing; then each long commit is split
     into documents that fill the roomiest blocks (those with at least 1/8 of a block left),
-    opening new blocks only when no block has that much room. A commit that fits a block is
+    opening new blocks only when no block has that much room (``ends_line``: the tokens a
+    commit may be cut after, repotune.shards.prompt.line_ends). A commit that fits a block is
     never cut, and the long commits fill what best-fit leaves: packing efficiency stays above
     99% on a real history.
     """
@@ -269,7 +262,7 @@ def place_documents(
     blocks = [best_fit(sizes, bins)]
     budget = GapBudget(bins, minimum=max(seq_len // 32, 4), max_tokens=seq_len - 1)
     for commit in split.long:
-        cut = split_document(commit.texts, commit.piece_ids, commit.contexts, budget, encode)
+        cut = split_document(commit.piece_ids, commit.contexts, budget, ends_line)
         blocks.append(np.asarray(budget.settle(cut.documents), dtype=np.int64))
         split.document_commit.extend([commit.commit] * len(cut.documents))
         split.ends.extend([False] * (len(cut.documents) - 1) + [True])
@@ -391,11 +384,11 @@ def tokenize_stage(
         tokenizer.save_pretrained(str(temporary))
     log.info("tokenizer %s (vocab %d), template %s", model.tokenizer, len(tokenizer), template.name)
     per_split: dict[str, Any] = {}
+    ends_line = line_ends(TextEncoder(tokenizer, template.markers), len(tokenizer))
     for name in SPLITS:
         split = encode_split(splits[name], tokenizer, template, settings)
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-        encode = TextEncoder(tokenizer, template.markers)
-        block = place_documents(split, settings.seq_len, encode)
+        block = place_documents(split, settings.seq_len, ends_line)
         blocks = layout(
             split.tokens(), np.asarray(split.lengths), np.asarray(split.ends, dtype=bool),
             block, settings.seq_len, eos, pad, order=np.asarray(split.document_commit),
