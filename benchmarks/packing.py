@@ -36,6 +36,7 @@ from repotune.curate.stage import CurateSettings, curate  # noqa: E402
 from repotune.extract.stage import ExtractSettings, extract_to_parquet  # noqa: E402
 from repotune.models import resolve_model  # noqa: E402
 from repotune.shards.packing import layout  # noqa: E402
+from repotune.shards.prompt import line_ends  # noqa: E402
 from repotune.shards.stage import (  # noqa: E402
     TokenizeSettings,
     encode_split,
@@ -100,8 +101,8 @@ def main() -> None:
             lambda: encode_split(outputs["train"], tokenizer, template, tokenize)
         )
     commits = len(split.shas)
-    encode = TextEncoder(tokenizer, template.markers)
-    block, place_seconds = _timed(lambda: place_documents(split, args.seq_len, encode))
+    ends_line = line_ends(TextEncoder(tokenizer, template.markers), len(tokenizer))
+    block, place_seconds = _timed(lambda: place_documents(split, args.seq_len, ends_line))
     lengths = np.asarray(split.lengths, dtype=np.int64)
     ends = np.asarray(split.ends, dtype=bool)
     print(
