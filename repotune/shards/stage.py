@@ -110,7 +110,7 @@ class SplitDocuments:
     lengths: list[int] = field(default_factory=list)
     document_commit: list[int] = field(default_factory=list)
     ends: list[bool] = field(default_factory=list)
-    long: list["LongCommit"] = field(default_factory=list)
+    long: list[LongCommit] = field(default_factory=list)
     shas: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     tasks: Counter = field(default_factory=Counter)
@@ -251,7 +251,7 @@ def place_documents(split: SplitDocuments, seq_len: int, ends_line: np.ndarray) 
     """The block of every document, after splitting the long commits into ``split``.
 
     Whole commits are placed first, by best-fit decreasing; then each long commit is split
-    into documents that fill the roomiest blocks (those with at least 1/8 of a block left),
+    into documents that fill the roomiest blocks (those with at least 1/32 of a block left),
     opening new blocks only when no block has that much room (``ends_line``: the tokens a
     commit may be cut after, repotune.shards.prompt.line_ends). A commit that fits a block is
     never cut, and the long commits fill what best-fit leaves: packing efficiency stays above
