@@ -2,7 +2,8 @@
 
 Training renders whole commits; evaluation renders the same commits as a prompt with the
 target left out. Both go through :func:`render_prompt` and :func:`render_target`, so the model
-is asked exactly the question it was trained on.
+is asked exactly the question it was trained on; the token ids of both come from the same
+pieces (:func:`render_parts`, repotune.shards.prompt), never from encoding a prompt alone.
 
 A commit is rendered in one of two task directions:
 
