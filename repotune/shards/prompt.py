@@ -108,13 +108,15 @@ def prompt_ids(
     a longer prompt keeps its end behind a continuation context (see the module docstring),
     at a piece boundary when one fits, else cut between tokens.
 
-    Without a budget the ids are a prefix of the commit's training ids when ``end`` is at a
-    line start before a non-space character, which every evaluation prompt is.
+    Without a budget the ids are a prefix of the commit's training ids (for a commit longer
+    than a block: of its documents joined without their contexts) when ``end`` is at a line
+    start before a non-space character, which every evaluation prompt is.
     """
     parts = render_parts(commit, task, template)
     texts = [part.text for part in parts]
     end = len(render_prompt(commit, task, template)) if end is None else end
-    extra = context_texts(parts, task_header(commit, task, template)) if max_tokens else []
+    header = task_header(commit, task, template)
+    extra = context_texts(parts, header) if max_tokens is not None else []
     encoded = encoder(texts + extra)
     ids: list[int] = []
     starts: list[int] = []
