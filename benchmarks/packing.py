@@ -1,19 +1,20 @@
-"""Benchmark of packing on a real-sized history: whole documents (ours) vs a cut stream.
+"""Benchmark of packing on a real-sized history: windowed whole documents (ours) vs a cut stream.
 
 A synthetic git history (benchmarks/synthetic_repo.py, 50,000 commits by default) goes
 through the real extract and curate stages; its training split is rendered and encoded as
 the tokenize stage does (repotune.shards.stage.encode_split, with the tiny preset's trained
-BPE) and packed into blocks of ``seq_len`` two ways:
+BPE) and packed into blocks of ``seq_len`` three ways:
 
-(a) the baseline, the layout before issue 15: every document followed by EOS, the stream cut
-    into blocks wherever a block ends (documents straddle blocks; efficiency is the ceiling);
-(b) ours (repotune.shards.stage.place_documents + packing.layout): EOS only after a commit's
-    last document, whole commits packed by best-fit decreasing, long commits split into the
-    room left (each continuation behind its task and file header), no document cut.
+(a) the baseline, the layout before issue 15: every commit followed by EOS, the stream cut
+    into blocks wherever a block ends (commits straddle blocks; efficiency is the ceiling);
+(b) ours, as the stage packs (repotune.shards.stream.StreamPacker): windows of
+    WINDOW_COMMITS commits, each packed on its own: EOS only after a commit's last document,
+    whole commits by best-fit decreasing, long commits split into the room left (each
+    continuation behind its task and file header), no document cut;
+(c) the same packing over the whole split as one window (what (b) gives up for flat memory).
 
-The baseline packs the same documents as ours (continuation contexts included). It prints
-both packing efficiencies (goal for ours: >= 99% on the training split), how many documents
-the baseline cuts, the EOS tokens each puts inside a commit, and the time of each.
+It prints the packing efficiencies (goal for ours: >= 99% on the training split), the blocks
+of each, and the time of each.
 
     .venv/bin/python -m benchmarks.packing                       # 50,000 commits, seq_len 1024
     .venv/bin/python -m benchmarks.packing --commits 10000 --seq-len 512
@@ -35,14 +36,14 @@ from repotune.config import resolve_config  # noqa: E402
 from repotune.curate.stage import CurateSettings, curate  # noqa: E402
 from repotune.extract.stage import ExtractSettings, extract_to_parquet  # noqa: E402
 from repotune.models import resolve_model  # noqa: E402
-from repotune.shards.packing import layout  # noqa: E402
 from repotune.shards.prompt import line_ends  # noqa: E402
 from repotune.shards.stage import (  # noqa: E402
+    EncodeCounts,
     TokenizeSettings,
     encode_split,
-    place_documents,
     prepare_tokenizer,
 )
+from repotune.shards.stream import WINDOW_COMMITS, StreamPacker  # noqa: E402
 from repotune.shards.tokenizer import TextEncoder, configure_parallelism  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def _timed(job):
 
 
 def stream_packing(lengths: np.ndarray, seq_len: int) -> tuple[float, int, int]:
-    """The baseline: efficiency, documents cut by a block end, blocks (EOS after each)."""
+    """The baseline: efficiency, commits cut by a block end, blocks (EOS after each)."""
     with_eos = lengths + 1
     ends = np.cumsum(with_eos)
     starts = ends - with_eos
@@ -61,6 +62,15 @@ def stream_packing(lengths: np.ndarray, seq_len: int) -> tuple[float, int, int]:
     blocks = -(-total // seq_len)
     cut = int(np.count_nonzero(starts // seq_len != (ends - 1) // seq_len))
     return total / (blocks * seq_len), cut, blocks
+
+
+def packed(batches, seq_len: int, ends_line: np.ndarray, window: int) -> dict:
+    """Pack the batches as the stage does, ``window`` commits at a time; the packer's stats."""
+    packer = StreamPacker(seq_len, 0, 1, ends_line, window_commits=window)
+    for batch in batches:
+        packer.add(batch)
+    packer.finish()
+    return packer.stats()
 
 
 def main() -> None:
@@ -92,47 +102,57 @@ def main() -> None:
         _, curate_seconds = _timed(
             lambda: curate(work / "commits.parquet", outputs, work / "curation.json", settings)
         )
-        tokenize = TokenizeSettings(seq_len=args.seq_len)
+        section = {"seq_len": args.seq_len}
+        tokenize = TokenizeSettings.from_config(resolve_config({"tokenize": section})["tokenize"])
         spec = resolve_model("tiny")
         (tokenizer, template), bpe_seconds = _timed(
             lambda: prepare_tokenizer(spec, outputs["train"], tokenize)
         )
-        split, encode_seconds = _timed(
-            lambda: encode_split(outputs["train"], tokenizer, template, tokenize)
+        batches, encode_seconds = _timed(
+            lambda: list(
+                encode_split(outputs["train"], tokenizer, template, tokenize, EncodeCounts())
+            )
         )
-    commits = len(split.shas)
+    commits = sum(len(batch.shas) for batch in batches)
+    long = [commit for batch in batches for commit in batch.long]
+    lengths = np.concatenate(
+        [batch.lengths for batch in batches] + [np.array([c.tokens for c in long], np.int64)]
+    )
     ends_line = line_ends(TextEncoder(tokenizer, template.markers), len(tokenizer))
-    block, place_seconds = _timed(lambda: place_documents(split, args.seq_len, ends_line))
-    lengths = np.asarray(split.lengths, dtype=np.int64)
-    ends = np.asarray(split.ends, dtype=bool)
     print(
         f"history: {args.commits} commits built in {build_seconds:.1f} s, extracted in "
         f"{extract_seconds:.1f} s, curated in {curate_seconds:.1f} s; BPE trained in "
         f"{bpe_seconds:.1f} s; training split encoded in {encode_seconds:.1f} s"
     )
     print(
-        f"training split: {commits} commits, {len(lengths)} documents "
-        f"({split.commits_split} commits longer than a block), {int(lengths.sum())} tokens, "
-        f"seq_len {args.seq_len}"
+        f"training split: {commits} commits ({len(long)} longer than a block), "
+        f"{int(lengths.sum())} tokens, seq_len {args.seq_len}"
     )
     (efficiency, cut, blocks), stream_seconds = _timed(
         lambda: stream_packing(lengths, args.seq_len)
     )
     print(
         f"(a) baseline, cut stream: efficiency {efficiency:.4%}, {blocks} blocks, "
-        f"{cut} documents cut by a block end, {len(lengths) - commits} EOS inside commits, "
-        f"{stream_seconds:.2f} s"
+        f"{cut} commits cut by a block end, {stream_seconds:.2f} s"
     )
-    order = np.asarray(split.document_commit)
-    ours, layout_seconds = _timed(
-        lambda: layout(split.tokens(), lengths, ends, block, args.seq_len, 0, 1, order)
+    windowed, windowed_seconds = _timed(
+        lambda: packed(batches, args.seq_len, ends_line, WINDOW_COMMITS)
     )
     print(
-        f"(b) ours, whole documents: efficiency {ours.efficiency:.4%} (goal >= 99%), "
-        f"{len(ours.length)} blocks, 0 documents cut, 0 EOS inside commits, "
-        f"{place_seconds + layout_seconds:.2f} s (splitting long commits included)"
+        f"(b) ours, windows of {WINDOW_COMMITS} commits: efficiency "
+        f"{windowed['packing_efficiency']:.4%} (goal >= 99%), {windowed['blocks']} blocks, "
+        f"{windowed['packing_windows']} windows, 0 documents cut, 0 EOS inside commits, "
+        f"{windowed_seconds:.2f} s (splitting long commits included)"
     )
-    print(f"blocks ours / baseline: {len(ours.length) / blocks:.4f}x")
+    whole, whole_seconds = _timed(lambda: packed(batches, args.seq_len, ends_line, commits))
+    print(
+        f"(c) ours, the whole split as one window: efficiency "
+        f"{whole['packing_efficiency']:.4%}, {whole['blocks']} blocks, {whole_seconds:.2f} s"
+    )
+    print(
+        f"blocks ours / baseline: {windowed['blocks'] / blocks:.4f}x; "
+        f"windows / one window: {windowed['blocks'] / whole['blocks']:.4f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -250,8 +250,8 @@ def test_generations_and_failure_reasons_are_redacted():
     rows = behaviour_rows(tests, checks, redactor)
     assert rows[0]["kind"] == "pattern" and not rows[0]["adapted"]["passed"]
     assert "Xk9#mQ2" not in str(rows) and "<PASSWORD>" in rows[0]["base"]["reason"]
-    asked = Questions(commit_messages=commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN)), code_changes=[],
-                      behaviour=tests, test_commits=1)  # fmt: skip
+    examples = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
+    asked = Questions(commit_messages=examples, code_changes=[], behaviour=tests, test_commits=1)
     written = str(list(_generation_rows(asked, redacted(generations, redactor))))
     assert "Xk9#mQ2" not in written and "ada@example.org" not in written
     assert "<PASSWORD>" in written and "<EMAIL>" in written
