@@ -20,6 +20,7 @@ figures.
 """
 
 import argparse
+import calendar
 import json
 import os
 import shutil
@@ -78,17 +79,47 @@ print(json.dumps({"self_mb": own, "child_mb": child, **facts[stage](result)}))
 STAGES = ("extract", "curate", "tokenize")
 
 
-def run_stage(stage: str, repo: Path, head: str, out: Path, code: Path = ROOT) -> dict:
-    """Run one stage of the repotune in ``code`` in a fresh process; wall time, peak memory."""
+def _peak_so_far(pid: int) -> int:
+    """VmHWM (MB) of a running process: its peak RSS up to now."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(status.split("VmHWM:")[1].split()[0]) // 1024
+
+
+def run_stage(
+    stage: str, repo: Path, head: str, out: Path, code: Path = ROOT, deadline: float | None = None
+) -> dict:
+    """Run one stage of the repotune in ``code`` in a fresh process; wall time, peak memory.
+
+    Past ``deadline`` (a ``time.time()``) the stage is stopped and reported as partial: its
+    peak RSS so far and its last progress line (how far it got, at what rate).
+    """
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-c", STAGE_PROBE, str(code), stage, str(repo), head, str(out)],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
+    command = [sys.executable, "-c", STAGE_PROBE, str(code), stage, str(repo), head, str(out)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _peak_so_far(process.pid))
+            if deadline is not None and time.time() > deadline:
+                process.kill()
+                process.wait()
+                log = (out / f"{stage}.log").read_text(encoding="utf-8").splitlines()
+                last = [line for line in log if "/s" in line]
+                return {
+                    "wall_s": round(time.perf_counter() - started, 1),
+                    "self_mb": peak,
+                    "child_mb": 0,
+                    "partial": True,
+                    "last_progress": last[-1] if last else None,
+                }
+            time.sleep(1)
+        output = process.stdout.read() if process.stdout else ""
+    if process.returncode:
+        raise SystemExit(f"stage {stage} failed with status {process.returncode}")
     wall = time.perf_counter() - started
-    return {"wall_s": round(wall, 1), **json.loads(result.stdout.splitlines()[-1])}
+    return {"wall_s": round(wall, 1), **json.loads(output.splitlines()[-1])}
 
 
 def baseline_code(ref: str, into: Path) -> Path:
@@ -141,6 +172,13 @@ def table(results: dict[str, dict[str, dict]]) -> str:
         if stage not in results[small] or stage not in results[large]:
             continue
         a, b = results[small][stage], results[large][stage]
+        if b.get("partial"):
+            lines.append(
+                f"| {stage} | {a['wall_s']} | {a['self_mb']} ({a['child_mb']}) "
+                f"| stopped after {b['wall_s']} s | {b['self_mb']} so far | - "
+                f"| {b['self_mb'] / a['self_mb']:.2f}x so far |"
+            )
+            continue
         child = f"{b['child_mb'] / a['child_mb']:.2f}x" if a["child_mb"] else "-"
         lines.append(
             f"| {stage} | {a['wall_s']} | {a['self_mb']} ({a['child_mb']}) | {b['wall_s']} "
@@ -169,7 +207,16 @@ def main() -> None:
         default=None,
         help="git ref whose tokenize runs on the smallest size's curated data too (e.g. main)",
     )
+    parser.add_argument(
+        "--stop-at",
+        default=None,
+        help="HH:MM (UTC): stop the running stage then and record it as partial",
+    )
     args = parser.parse_args()
+    deadline = None
+    if args.stop_at:
+        hour, minute = map(int, args.stop_at.split(":"))
+        deadline = calendar.timegm((*time.gmtime()[:3], hour, minute, 0))
     results: dict[str, dict[str, dict]] = {}
     if args.results and args.results.exists():
         results = json.loads(args.results.read_text())
@@ -177,6 +224,8 @@ def main() -> None:
         work = Path(scratch)
         repo = history(args.repo or work / "repo", args.sizes, args.max_lines)
         for size in sorted(args.sizes):
+            if deadline is not None and time.time() > deadline:
+                break
             head = subprocess.run(
                 ["git", "-C", str(repo), "rev-parse", f"at-{size}"],
                 capture_output=True,
@@ -192,13 +241,15 @@ def main() -> None:
                 stages.append((f"tokenize@{args.baseline}", code))
             for stage, code in stages:
                 before = load()
-                measured = run_stage(stage.split("@")[0], repo, head, out, code)
+                measured = run_stage(stage.split("@")[0], repo, head, out, code, deadline)
                 measured["load"] = f"{before} -> {load()}"
                 measured["finished"] = time.strftime("%H:%M:%S UTC", time.gmtime())
                 results[str(size)][stage] = measured
                 print(f"{size:,} commits, {stage}: {measured}", flush=True)
                 if args.results:
                     args.results.write_text(json.dumps(results, indent=2) + "\n")
+                if measured.get("partial"):
+                    break
             shutil.rmtree(out)
     print()
     print(table(results))

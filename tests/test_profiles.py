@@ -29,7 +29,7 @@ def dry_run_resources(*args: str) -> tuple[str, dict[str, str]]:
 def test_default_profile_is_picked_up_and_survives_kills():
     output, resources = dry_run_resources()
     assert "Using workflow specific profile profiles/default" in output
-    assert "mem_mb=4000" in resources["tokenize"]
+    assert "mem_mb=2000" in resources["tokenize"]
     profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
     assert profile["rerun-incomplete"] is True and profile["nolock"] is True
 

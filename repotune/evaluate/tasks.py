@@ -69,7 +69,7 @@ class Example:
 
 def _open_commits(path: str | Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, pre_buffer=False)  # pre-buffering grows with the file
     except (OSError, pa.ArrowException) as error:
         raise InputError(
             f"test commits '{path}'", f"cannot be read ({error})", "rerun the curate stage"

@@ -16,6 +16,7 @@ bits between runs; the manifest records which case applies under ``reproducibili
 import csv
 import hashlib
 import json
+import logging
 import os
 import platform
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from repotune.atomic import write_text
+from repotune.progress import Progress
 
 MANIFEST_VERSION = 1
 
@@ -120,6 +122,18 @@ def describe_artifact(relative: str, base: Path) -> dict[str, Any]:
     if reason is not None:
         entry["volatile"] = reason
     return entry
+
+
+def describe_artifacts(files: list[str], base: Path) -> list[dict[str, Any]]:
+    """Every artifact described; hashing reports progress by bytes (shards run to GBs)."""
+    total = sum((base / relative).stat().st_size for relative in files)
+    progress = Progress(logging.getLogger(__name__), "manifest: sha256", total, "bytes")
+    described = []
+    for relative in files:
+        described.append(describe_artifact(relative, base))
+        progress.advance(described[-1]["bytes"])
+    progress.finish()
+    return described
 
 
 def package_versions() -> dict[str, str | None]:
@@ -342,7 +356,7 @@ def build_manifest(
         "stages": {stage: read_benchmark(base / path) for stage, path in benchmarks.items()},
         "metrics": headline_metrics(report) if report is not None else {},
         "artifact_roots": sorted(roots),
-        "artifacts": [describe_artifact(relative, base) for relative in files],
+        "artifacts": describe_artifacts(files, base),
     }
 
 

@@ -1,12 +1,15 @@
 """The tokenize stage: curated Parquet splits -> tokenizer + packed Arrow shards + stats.json.
 
 Steps, each in its own module: render each commit as text (repotune.shards.render), get a tokenizer
-(repotune.shards.tokenizer: a Hugging Face one, or a byte-level BPE trained on the rendered training
-split), encode in batches on the Rust side, pack a window of commits at a time into blocks,
-splitting commits longer than a block into the room left (repotune.shards.stream,
-repotune.shards.packing), and write each shard of a split as soon as it fills
-(repotune.shards.table).
-docs/data-contracts.md describes the outputs.
+(repotune.shards.tokenizer: a Hugging Face one, or a byte-level BPE trained on a bounded sample of
+the rendered training split), encode in batches on the Rust side, pack a window of commits at a
+time into blocks, splitting commits longer than a block into the room left
+(repotune.shards.stream, repotune.shards.packing), and write each shard of a split as soon as
+it fills (repotune.shards.table). docs/data-contracts.md describes the outputs.
+
+Every split flows through as a stream (read a batch -> encode -> pack a window -> write full
+shards), so memory holds one batch, one window of commits and one shard, whatever the
+history's length, and the outputs are the same bytes for any ``batch_commits``.
 """
 
 import hashlib
@@ -94,7 +97,7 @@ class EncodeCounts:
 def open_curated(path: str | Path) -> pq.ParquetFile:
     """A curated split, checked for the columns this stage reads."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering grows with the file
     except (OSError, pa.ArrowException) as error:
         raise InputError(
             f"curated split '{path}'", f"cannot be read ({error})", "rerun the curate stage"
