@@ -67,6 +67,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.extract
 	$(BIN)/python -m benchmarks.curate
 	$(BIN)/python -m benchmarks.tokenize
+	$(BIN)/python -m benchmarks.packing
 	$(BIN)/python -m benchmarks.train
 	$(BIN)/python -m benchmarks.generate
 	$(BIN)/python -m benchmarks.suggest

@@ -1,6 +1,7 @@
 """Evaluation plumbing: questions from commits, answers read from generations, scores into the
 report's metric table (the metric functions themselves are tested in test_metrics.py)."""
 
+import functools
 import random
 
 import pytest
@@ -48,6 +49,7 @@ from repotune.shards.render import (
     render,
     render_prompt,
 )
+from repotune.shards.tokenizer import TextEncoder, train_bpe
 from testdata.curated import commit_row, file_change, write_split
 
 PATCH = (
@@ -70,12 +72,23 @@ COMMIT = commit_row(
 )
 
 
+@functools.cache
+def _tokenizer(template):
+    """A byte-level BPE trained on the fixture commit, with the template's markers."""
+    texts = [render(COMMIT, task, template) for task in (MESSAGE_TO_CHANGE, CHANGE_TO_MESSAGE)]
+    return train_bpe(texts * 4, vocab_size=300, markers=template.markers)
+
+
+def _encoder(template) -> TextEncoder:
+    return TextEncoder(_tokenizer(template), template.markers)
+
+
 def generated(text: str, finish: str = "stop") -> Generation:
     return Generation(text=text, new_tokens=1, prompt_tokens=1, truncated=False, finish=finish)
 
 
 def test_commit_message_question_is_the_training_rendering_split_at_the_marker():
-    [example] = commit_message_examples([COMMIT], PLAIN)
+    [example] = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
     assert example.task == COMMIT_MESSAGE and example.sha == COMMIT["sha"]
     assert example.prompt == render_prompt(COMMIT, CHANGE_TO_MESSAGE, PLAIN)
     assert example.prompt + example.reference == render(COMMIT, CHANGE_TO_MESSAGE, PLAIN)
@@ -88,7 +101,7 @@ def test_code_change_question_is_a_prefix_of_the_training_rendering(template):
     runs = {"import sys\nimport json", "NEW = 2", "    stop()"}
     asked = set()
     for seed in range(40):
-        example = code_change_example(COMMIT, template, seed)
+        example = code_change_example(COMMIT, template, seed, _encoder(template))
         assert example.task == CODE_CHANGE
         assert full.startswith(example.prompt)
         assert example.prompt.startswith(render_prompt(COMMIT, MESSAGE_TO_CHANGE, template))
@@ -99,15 +112,19 @@ def test_code_change_question_is_a_prefix_of_the_training_rendering(template):
         asked.add(example.reference)
     # Each run of added lines can be asked (never the "+++ b/..." header line).
     assert asked == runs
-    assert code_change_example(COMMIT, template, 3) == code_change_example(COMMIT, template, 3)
+    encoder = _encoder(template)
+    first = code_change_example(COMMIT, template, 3, encoder)
+    assert first == code_change_example(COMMIT, template, 3, encoder)
 
 
 def test_commits_that_add_nothing_are_not_asked_for_code():
     deletion = commit_row("del", "Drop old code", [file_change("a.py", "@@ -1,2 +1 @@\n x\n-y\n")])
     binary = commit_row("bin", "Add logo", [file_change("logo.png", None, is_binary=True)])
-    assert code_change_example(deletion, PLAIN, 0) is None
-    assert code_change_example(binary, PLAIN, 0) is None
-    examples = code_change_examples([deletion, COMMIT, binary], PLAIN, seed=0, size=5)
+    assert code_change_example(deletion, PLAIN, 0, _encoder(PLAIN)) is None
+    assert code_change_example(binary, PLAIN, 0, _encoder(PLAIN)) is None
+    examples = code_change_examples(
+        [deletion, COMMIT, binary], PLAIN, seed=0, size=5, encoder=_encoder(PLAIN)
+    )
     assert [example.sha for example in examples] == [COMMIT["sha"]]
 
 
@@ -146,8 +163,8 @@ def test_scores_of_perfect_and_empty_answers():
 
 
 def test_metric_table_has_every_metric_with_deltas_and_counts():
-    examples = commit_message_examples([COMMIT], PLAIN)
-    code_examples = code_change_examples([COMMIT], PLAIN, 0, 1)
+    examples = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
+    code_examples = code_change_examples([COMMIT], PLAIN, 0, 1, _encoder(PLAIN))
     generations = {
         "base": {
             COMMIT_MESSAGE: [generated("Something else")],
@@ -233,8 +250,8 @@ def test_generations_and_failure_reasons_are_redacted():
     rows = behaviour_rows(tests, checks, redactor)
     assert rows[0]["kind"] == "pattern" and not rows[0]["adapted"]["passed"]
     assert "Xk9#mQ2" not in str(rows) and "<PASSWORD>" in rows[0]["base"]["reason"]
-    asked = Questions(commit_messages=commit_message_examples([COMMIT], PLAIN), code_changes=[],
-                      behaviour=tests, test_commits=1)  # fmt: skip
+    examples = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
+    asked = Questions(commit_messages=examples, code_changes=[], behaviour=tests, test_commits=1)
     written = str(list(_generation_rows(asked, redacted(generations, redactor))))
     assert "Xk9#mQ2" not in written and "ada@example.org" not in written
     assert "<PASSWORD>" in written and "<EMAIL>" in written
@@ -309,9 +326,9 @@ def test_questions_follow_the_sample_sizes_and_skip_a_null_test_file(tmp_path):
     request = EvaluateRequest(
         **{**fields, "test_commits": str(path), "behaviour_tests": None, "settings": settings}
     )
-    asked = questions(request, PLAIN)
+    asked = questions(request, PLAIN, _tokenizer(PLAIN))
     assert asked.test_commits == 6 and asked.behaviour == [] and asked.code_changes == []
     assert len(asked.commit_messages) == 4
     assert [e.sha for e in asked.commit_messages] == [
-        e.sha for e in questions(request, PLAIN).commit_messages
+        e.sha for e in questions(request, PLAIN, _tokenizer(PLAIN)).commit_messages
     ]

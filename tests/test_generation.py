@@ -169,3 +169,13 @@ def test_empty_prompt_list_and_mismatched_stops(model, tokenizer):
     assert generate(model, tokenizer, [], settings()) == []
     with pytest.raises(ValueError, match="one list per prompt"):
         generate(model, tokenizer, PROMPTS[:2], settings(), per_prompt_stop=[[]])
+
+
+def test_prompts_given_as_token_ids_are_used_as_given(model, tokenizer):
+    """Evaluation passes the training shards' ids (repotune.shards.prompt), not text."""
+    ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in PROMPTS[:3]]
+    as_text = generate(model, tokenizer, PROMPTS[:3], settings())
+    mixed = generate(model, tokenizer, [ids[0], PROMPTS[1], ids[2]], settings())
+    assert mixed == as_text
+    other = [*ids[0][:-1], (ids[0][-1] + 1) % len(tokenizer)]
+    assert generate(model, tokenizer, [other], settings())[0].prompt_tokens == len(other)

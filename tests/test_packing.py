@@ -3,12 +3,23 @@
 import numpy as np
 import pytest
 
-from repotune.shards.packing import pack, split_document
-from repotune.shards.render import MESSAGE_TO_CHANGE, PLAIN, render_pieces
-from repotune.shards.tokenizer import train_bpe
+from repotune.shards.packing import Bins, FixedBudget, GapBudget, best_fit, pack, split_document
+from repotune.shards.prompt import context_texts, contexts, line_ends
+from repotune.shards.render import (
+    CHANGE_TO_MESSAGE,
+    MESSAGE_TO_CHANGE,
+    PLAIN,
+    message_text,
+    render,
+    render_parts,
+    render_pieces,
+    task_header,
+)
+from repotune.shards.tokenizer import TextEncoder, train_bpe
 from testdata.curated import commit_row, file_change, synthetic_rows
 
 EOS, PAD = 0, 1
+VOCAB = 600
 
 
 def _documents(seed: int, count: int, longest: int) -> list[np.ndarray]:
@@ -18,105 +29,179 @@ def _documents(seed: int, count: int, longest: int) -> list[np.ndarray]:
     ]
 
 
-def _pack(documents: list[np.ndarray], seq_len: int):
+def _pack(documents: list[np.ndarray], seq_len: int, ends: list[bool] | None = None):
     lengths = np.array([len(d) for d in documents])
-    return pack(np.concatenate(documents), lengths, seq_len, EOS, PAD)
+    ends = np.ones(len(documents), bool) if ends is None else np.asarray(ends)
+    return pack(np.concatenate(documents), lengths, ends, seq_len, EOS, PAD)
 
 
-def test_blocks_are_full_except_the_last_and_hold_the_stream() -> None:
-    documents = _documents(0, 300, 200)
-    blocks = _pack(documents, 64)
-    stream = np.concatenate([np.append(d, EOS) for d in documents])
-    assert blocks.input_ids.shape == (-(-len(stream) // 64), 64)
-    assert (blocks.length[:-1] == 64).all() and 0 < blocks.length[-1] <= 64
-    assert blocks.tokens == len(stream) == blocks.length.sum()
-    real = blocks.input_ids.reshape(-1)[: blocks.tokens]
-    assert np.array_equal(real, stream)
-    assert (blocks.input_ids[-1, blocks.length[-1] :] == PAD).all()
-    assert blocks.efficiency == len(stream) / blocks.input_ids.size > 0.99
+def _segments(blocks, b: int) -> list[list[int]]:
+    """The real tokens of block ``b`` cut where positions restart: its documents."""
+    ids = blocks.input_ids[b, : blocks.length[b]].tolist()
+    starts = np.flatnonzero(blocks.position_ids[b, : blocks.length[b]] == 0).tolist()
+    positions = blocks.position_ids[b, : blocks.length[b]]
+    bounds = list(zip(starts, [*starts[1:], len(ids)], strict=True))
+    assert all(np.array_equal(positions[a:z], np.arange(z - a)) for a, z in bounds)
+    return [ids[a:z] for a, z in bounds]
 
 
-def test_positions_restart_at_each_document_and_block_start() -> None:
-    documents = _documents(1, 80, 90)
-    blocks = _pack(documents, 50)
+def test_documents_are_packed_whole_with_eos_only_at_a_commits_end() -> None:
+    documents = _documents(0, 600, 64)  # most documents much shorter than a block
+    ends = [bool(i % 3) for i in range(len(documents))]  # every third continues a commit
+    blocks = _pack(documents, 128, ends)
+    pairs = zip(documents, ends, strict=True)
+    expected = [[*d.tolist(), *([EOS] if end else [])] for d, end in pairs]
+    found = [seg for b in range(len(blocks.length)) for seg in _segments(blocks, b)]
+    # Every document is one segment of one block, EOS only after a commit's last document.
+    assert sorted(map(tuple, found)) == sorted(map(tuple, expected))
+    for index, block in enumerate(blocks.document_block):
+        assert expected[index] in _segments(blocks, block)
+    assert blocks.tokens == sum(map(len, expected)) == blocks.length.sum()
+    ids = blocks.input_ids
+    assert int(np.count_nonzero(ids == EOS)) == sum(ends)
     for b in range(len(blocks.length)):
-        ids, positions = blocks.input_ids[b], blocks.position_ids[b]
-        assert positions[0] == 0
-        for i in range(1, blocks.length[b]):
-            after_eos = ids[i - 1] == EOS
-            assert positions[i] == (0 if after_eos else positions[i - 1] + 1)
-    last = len(blocks.length) - 1
-    padding = blocks.position_ids[last, blocks.length[last] :]
-    assert np.array_equal(padding, np.arange(len(padding)))
+        assert (ids[b, blocks.length[b] :] == PAD).all()
+        padding = blocks.position_ids[b, blocks.length[b] :]
+        assert np.array_equal(padding, np.arange(len(padding)))
+    assert blocks.efficiency == blocks.tokens / ids.size > 0.99
 
 
-def test_block_document_ranges_and_spanning_count() -> None:
+def test_a_document_that_would_straddle_a_block_starts_a_new_one() -> None:
     documents = [np.full(n, 7, dtype=np.int32) for n in (3, 3, 10, 1)]
-    blocks = _pack(documents, 8)  # stream lengths 4, 4, 11, 2 = 21 tokens -> 3 blocks
-    assert blocks.length.tolist() == [8, 8, 5]
-    assert blocks.first_document.tolist() == [0, 2, 2]
-    assert blocks.last_document.tolist() == [1, 2, 3]
-    assert blocks.spanning == 1
+    blocks = _pack(documents, 11)  # with EOS: 4, 4, 11, 2 -> {11}, {4, 4, 2}
+    assert sorted(blocks.length.tolist()) == [10, 11]
+    assert blocks.document_block[0] == blocks.document_block[1] == blocks.document_block[3]
+    assert blocks.document_block[2] != blocks.document_block[0]
+    assert blocks.document_block[0] == 0  # blocks follow the documents' order
+    with pytest.raises(ValueError, match="does not fit"):
+        _pack([np.full(12, 7, dtype=np.int32)], 11)
+
+
+def test_long_commits_fill_the_room_whole_commits_leave(encoder) -> None:
+    """Whole commits go in by best fit; long ones are split into what room is left."""
+    rows = synthetic_rows(120, seed=3)
+    seq_len = 512
+    texts = [render_pieces(row, MESSAGE_TO_CHANGE, PLAIN) for row in rows]
+    ids = [encoder(pieces) for pieces in texts]
+    whole = [i for i, p in enumerate(ids) if sum(map(len, p)) < seq_len]
+    long = [i for i, p in enumerate(ids) if sum(map(len, p)) >= seq_len]
+    assert whole and long
+    bins = Bins(seq_len)
+    whole_sizes = np.array([sum(map(len, ids[i])) + 1 for i in whole])
+    whole_blocks = best_fit(whole_sizes, bins).tolist()
+    used = np.bincount(whole_blocks, weights=whole_sizes)
+    budget = GapBudget(bins, minimum=16, max_tokens=seq_len - 1)
+    ends_line = line_ends(encoder, VOCAB)
+    documents, blocks, ends = [], [], []
+    for i in long:
+        parts = render_parts(rows[i], MESSAGE_TO_CHANGE, PLAIN)
+        found = contexts(
+            parts, encoder(context_texts(parts, task_header(rows[i], MESSAGE_TO_CHANGE, PLAIN)))
+        )
+        split = split_document(ids[i], found, budget, ends_line)
+        blocks += budget.settle(split.documents)
+        documents += split.documents
+        ends += [False] * (len(split.documents) - 1) + [True]
+    sizes = np.array([len(d) for d in documents]) + np.array(ends)
+    filled = np.bincount(blocks, weights=sizes, minlength=len(used))
+    assert (filled[: len(used)] > 0).any()  # some long documents went into earlier blocks
+    total = np.zeros(len(filled))
+    total[: len(used)] += used
+    total += filled
+    assert total.max() <= seq_len
+    # The room best fit left in the whole commits' blocks is filled by the long ones.
+    assert used.sum() / (len(used) * seq_len) < 0.9
+    # (each is left with less room than a few diff lines take).
+    assert (seq_len - total[: len(used)]).max() < 32
 
 
 def test_no_documents_give_no_blocks() -> None:
-    blocks = pack(np.zeros(0, np.int32), np.zeros(0, np.int64), 16, EOS, PAD)
+    blocks = pack(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, bool), 16, EOS, PAD)
     assert blocks.input_ids.shape == (0, 16) and blocks.tokens == 0 and blocks.efficiency == 1.0
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def encoder() -> TextEncoder:
     rows = synthetic_rows(60, seed=9)
-    texts = ["".join(render_pieces(row, MESSAGE_TO_CHANGE, PLAIN)) for row in rows]
-    return train_bpe(texts, vocab_size=600, markers=PLAIN.markers).backend_tokenizer
+    texts = [render(row, MESSAGE_TO_CHANGE, PLAIN) for row in rows]
+    return TextEncoder(train_bpe(texts, vocab_size=VOCAB, markers=PLAIN.markers), PLAIN.markers)
 
 
-def _encode(tokenizer):
-    def encode(texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
-
-    return encode
-
-
-def _split(tokenizer, pieces: list[str], max_tokens: int):
-    encode = _encode(tokenizer)
-    split = split_document(pieces, encode(pieces), max_tokens, encode)
-    texts = [tokenizer.decode(ids, skip_special_tokens=False) for ids in split.documents]
-    return split, texts
+def _split(encoder: TextEncoder, row, max_tokens: int, task: str = MESSAGE_TO_CHANGE):
+    """The row split as the tokenize stage splits it, and its documents' texts."""
+    parts = render_parts(row, task, PLAIN)
+    pieces = [part.text for part in parts]
+    context_ids = encoder(context_texts(parts, task_header(row, task, PLAIN)))
+    found = contexts(parts, context_ids)
+    ends = line_ends(encoder, VOCAB)
+    split = split_document(encoder(pieces), found, FixedBudget(max_tokens), ends)
+    return split, [encoder.decode(ids) for ids in split.documents]
 
 
-def test_long_commit_splits_at_file_and_hunk_boundaries(tokenizer) -> None:
+def _rejoin(row, texts: list[str], task: str = MESSAGE_TO_CHANGE) -> tuple[str, int]:
+    """The documents without their contexts, joined, and how many repeat a file header.
+
+    A continuation starts with the task header, then the header of the file it continues
+    (unless it starts that file), then the text that follows the previous document.
+    """
+    full, header = render(row, task, PLAIN), task_header(row, task, PLAIN)
+    file_headers = [PLAIN.file_header(change) for change in row["files"]]
+    joined, repeated = texts[0], 0
+    assert full.startswith(joined)
+    for text in texts[1:]:
+        assert text.startswith(header)
+        body = text[len(header) :]
+        assert body.startswith("diff --git ")
+        if not full.startswith(joined + body):
+            # The whole file header, or its first line when the whole one is too long.
+            [file] = [
+                h
+                for header in file_headers
+                for h in (header, header[: header.index("\n") + 1])
+                if body.startswith(h) and full.startswith(joined + body[len(h) :])
+            ]
+            # The repeated header is the one of the file being continued.
+            assert full[: len(joined)].rindex("diff --git ") == full.index(file)
+            body = body[len(file) :]
+            repeated += 1
+        joined += body
+    return joined, repeated
+
+
+def test_long_commit_continuations_repeat_the_task_and_file_headers(encoder) -> None:
     row = next(r for r in synthetic_rows(200, seed=4) if len(r["files"]) >= 3)
     pieces = render_pieces(row, MESSAGE_TO_CHANGE, PLAIN)
-    lengths = [len(ids) for ids in _encode(tokenizer)(pieces)]
-    limit = max(max(lengths), sum(lengths) // 4)
-    split, texts = _split(tokenizer, pieces, max_tokens=limit)
+    lengths = [len(ids) for ids in encoder(pieces)]
+    limit = max(max(lengths) + 60, sum(lengths) // 4)
+    split, texts = _split(encoder, row, max_tokens=limit)
     assert len(split.documents) >= 3
-    assert split.line_splits == split.token_cuts == 0
+    assert split.token_cuts == 0
     assert all(len(ids) <= limit for ids in split.documents)
-    assert "".join(texts) == "".join(pieces)
     assert texts[0].startswith("<|message|>")
-    assert all(text.startswith(("diff --git ", "@@ ")) for text in texts[1:])
-    starts = {sum(len(p) for p in pieces[:i]) for i in range(len(pieces))}
-    offsets = np.cumsum([0] + [len(t) for t in texts[:-1]])
-    assert set(offsets.tolist()) <= starts
+    joined, repeated = _rejoin(row, texts)
+    assert joined == "".join(pieces)
+    assert repeated, "some document should continue a file at a hunk"
 
 
-def test_a_hunk_too_long_alone_is_split_at_lines_then_tokens(tokenizer) -> None:
+def test_a_hunk_too_long_alone_is_split_at_lines_then_tokens(encoder) -> None:
     long_line = "+" + "x = compute(value, index) + " * 40 + "1\n"
     hunk = "@@ -1,3 +1,40 @@\n" + "".join(f"+line_{i} = {i}\n" for i in range(60)) + long_line
     row = commit_row("long", "Grow", [file_change("a.py", hunk)])
     pieces = render_pieces(row, MESSAGE_TO_CHANGE, PLAIN)
-    split, texts = _split(tokenizer, pieces, max_tokens=48)
+    split, texts = _split(encoder, row, max_tokens=64)
     assert split.line_splits == 1 and split.token_cuts == 1
-    assert all(len(ids) <= 48 for ids in split.documents)
-    assert "".join(texts) == "".join(pieces)
-    full = "".join(pieces)
-    line_starts = {0} | {i + 1 for i, char in enumerate(full) if char == "\n"}
-    offsets = np.cumsum([0] + [len(t) for t in texts[:-1]]).tolist()
-    inside_a_line = [o for o in offsets if o not in line_starts]
-    start = full.index(long_line)
-    assert inside_a_line and all(start < o < start + len(long_line) for o in inside_a_line)
-    line_ids = _encode(tokenizer)([long_line])[0]
-    flat = [token for ids in split.documents for token in ids]
-    assert any(flat[i : i + len(line_ids)] == line_ids for i in range(len(flat)))
+    assert all(len(ids) <= 64 for ids in split.documents)
+    assert _rejoin(row, texts) == ("".join(pieces), len(texts) - 1)
+    # The line too long for a document is spread over several, cut between tokens.
+    assert not any(long_line in text for text in texts)
+
+
+def test_change_to_message_continuations_end_with_the_message(encoder) -> None:
+    row = next(r for r in synthetic_rows(200, seed=5) if len(r["files"]) >= 3)
+    task = CHANGE_TO_MESSAGE
+    lengths = [len(ids) for ids in encoder(render_pieces(row, task, PLAIN))]
+    _, texts = _split(encoder, row, max(max(lengths) + 60, sum(lengths) // 3), task)
+    assert len(texts) >= 2
+    assert all(text.startswith("<|diff|>\n") for text in texts)
+    assert texts[-1].endswith("<|message|>\n" + message_text(row))
+    assert _rejoin(row, texts, task)[0] == render(row, task, PLAIN)

@@ -88,63 +88,74 @@ def test_stats_match_the_shards(stage) -> None:
         assert figures["token_slots"] == len(data) * SEQ_LEN
         if len(data):
             assert figures["packing_efficiency"] == round(lengths.sum() / (len(data) * SEQ_LEN), 6)
-            assert (lengths[:-1] == SEQ_LEN).all()
+            assert (lengths <= SEQ_LEN).all()
     train = stats["splits"]["train"]
     assert train["commits"] == 150 and train["commits_split"] > 0
     assert train["documents"] > train["commits"]
     assert sum(train["tasks"].values()) == 150
-    assert train["packing_efficiency"] > 0.99
+    # Documents are packed whole, and these synthetic commits are all longer than a
+    # 256-token block; benchmarks/packing.py measures >= 99% on a real-sized history.
+    assert train["packing_efficiency"] > 0.9
     assert stats["template"]["name"] == "plain" and stats["template"]["description"]
     assert stats["tokenizer"]["vocab_size"] == 600 and stats["tokens_per_second"] > 0
     assert stats["tokens"] == sum(s["tokens"] for s in stats["splits"].values())
 
 
-def test_blocks_decode_back_to_the_rendered_commits(stage) -> None:
+def _documents(tokenizer, row) -> list[str]:
+    """A block's documents (its real tokens cut where positions restart), decoded."""
+    ids, positions = row["input_ids"][: row["length"]], row["position_ids"][: row["length"]]
+    starts = [i for i, position in enumerate(positions) if position == 0]
+    bounds = list(zip(starts, [*starts[1:], len(ids)], strict=True))
+    for a, z in bounds:
+        assert positions[a:z] == list(range(z - a))
+    return [_decode(tokenizer, ids[a:z]) for a, z in bounds]
+
+
+def test_blocks_hold_whole_documents_with_eos_only_at_a_commits_end(stage) -> None:
     root, stats = stage
     tokenizer = AutoTokenizer.from_pretrained(str(root / "out" / "tokenizer"))
     assert tokenizer.eos_token == EOS and tokenizer.eos_token_id == stats["tokenizer"]["eos_id"]
     template = get_template(stats["template"]["name"])
-    rows = [row for row in _rows() if row["split"] == "validation"]
-    rendered = [render(row, task_for(row["sha"], 0.5, 0), template) for row in rows]
-    data = load_from_disk(str(root / "out" / "shards" / "validation"))
-    ids = [token for row in data for token in row["input_ids"][: row["length"]]]
-    decoded = _decode(tokenizer, ids)
-    assert decoded.endswith(EOS)
-    documents = decoded.split(EOS)[:-1]
-    remaining = iter(documents)
-    for text in rendered:  # each commit is one document, or several that join up to it
-        joined = next(remaining)
-        while joined != text:
-            assert text.startswith(joined)
-            joined += next(remaining)
-    assert next(remaining, None) is None
-    inner = [
-        segment
-        for row in data
-        for segment in _decode(tokenizer, row["input_ids"][: row["length"]]).split(EOS)[1:-1]
-    ]
-    assert inner and set(inner) <= set(documents)
+    for split in ("train", "validation"):
+        rows = [row for row in _rows() if row["split"] == split]
+        data = load_from_disk(str(root / "out" / "shards" / split))
+        documents = [text for block in data for text in _documents(tokenizer, block)]
+        assert len(documents) == stats["splits"][split]["documents"] > len(rows)
+        # One EOS per commit, at the end of its last document; never inside a commit.
+        assert sum(text.count(EOS) for text in documents) == len(rows)
+        assert all(EOS not in text[: -len(EOS)] for text in documents)
+        # Every document, continuations included, starts with its task's header.
+        assert all(text.startswith(("<|message|>\n", "<|diff|>\n")) for text in documents)
+        whole = set(documents)
+        for row in rows:
+            task = task_for(row["sha"], 0.5, 0)
+            text = render(row, task, template)
+            if text + EOS in whole:
+                continue  # a commit that fits a block is one document
+            # A long commit: its first document is the start of its rendering, and one
+            # document ends with the rendering's end and EOS.
+            assert any(text.startswith(doc) for doc in documents if not doc.endswith(EOS))
+            assert any(doc.endswith(text[-10:] + EOS) for doc in documents)
 
 
 def test_positions_restart_at_documents_and_weights_and_shas_follow_commits(stage) -> None:
     root, _ = stage
     tokenizer = AutoTokenizer.from_pretrained(str(root / "out" / "tokenizer"))
     rows = {row["sha"]: row for row in _rows()}
+    order = list(rows)
     data = load_from_disk(str(root / "out" / "shards" / "train"))
     for row in data:
-        ids, positions = row["input_ids"], row["position_ids"]
-        assert positions[0] == 0
-        for i in range(1, row["length"]):
-            expected = 0 if ids[i - 1] == tokenizer.eos_token_id else positions[i - 1] + 1
-            assert positions[i] == expected
+        assert row["position_ids"][0] == 0
+        _documents(tokenizer, row)  # positions count up within each document
         weights = [rows[sha]["recency_weight"] for sha in row["shas"]]
-        # A token-weighted mean of its commits' weights (test_block_weight_counts_tokens).
+        # A token-weighted mean of its commits' weights (test_block_weight_counts_tokens...).
         assert min(weights) - 1e-6 <= row["weight"] <= max(weights) + 1e-6
         if len(set(weights)) == 1:
             assert row["weight"] == pytest.approx(weights[0], rel=1e-6)
-    shas = [sha for row in data for sha in row["shas"]]
-    ordered = list(dict.fromkeys(shas))
-    assert ordered == [sha for sha, row in rows.items() if row["split"] == "train"]
+        positions = [order.index(sha) for sha in row["shas"]]
+        assert positions == sorted(set(positions))
+    shas = {sha for row in data for sha in row["shas"]}
+    assert shas == {sha for sha, row in rows.items() if row["split"] == "train"}
 
 
 def test_stage_is_deterministic(stage, tmp_path) -> None:
@@ -196,8 +207,8 @@ def test_special_token_strings_in_commits_stay_text(tmp_path) -> None:
             for row, length in zip(train["input_ids"], train["length"], strict=True)
         ]
     )
-    documents = stats["splits"]["train"]["documents"]
-    assert int(np.count_nonzero(ids == tokenizer.eos_token_id)) == documents
+    commits = stats["splits"]["train"]["commits"]
+    assert int(np.count_nonzero(ids == tokenizer.eos_token_id)) == commits
     text = _decode(tokenizer, ids)
     template = get_template(stats["template"]["name"])
     marker = template.markers[0]

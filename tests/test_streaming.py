@@ -8,7 +8,6 @@ and compare with one batch holding the whole split: every output file byte for b
 
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -24,11 +23,19 @@ from repotune.evaluate import tasks
 from repotune.logs import run_logged
 from repotune.models import resolve_model
 from repotune.progress import Progress
-from repotune.shards.packing import pack
-from repotune.shards.render import PLAIN
+from repotune.shards.packing import Context
+from repotune.shards.render import MESSAGE_TO_CHANGE, PLAIN, render
 from repotune.shards.stage import SPLITS, TokenizeSettings, tokenize_stage
-from repotune.shards.stream import DocumentBatch, StreamPacker
+from repotune.shards.stream import (
+    DocumentBatch,
+    LongCommit,
+    SplitCounts,
+    StreamPacker,
+    block_rows,
+    pack_window,
+)
 from repotune.shards.table import SHARD_SCHEMA, shard_directory
+from repotune.shards.tokenizer import TextEncoder, train_bpe
 from testdata.curated import synthetic_rows, write_curated, write_split
 
 SEQ_LEN = 64
@@ -123,71 +130,122 @@ def _largest_commit_bytes(path: Path) -> int:
     return patches + 200 * max(table.column("files_changed").to_pylist()) + 2000
 
 
-def _one_batch(documents: list[np.ndarray], commits: list[int], shas: list[str], weights):
-    lengths = np.array([len(d) for d in documents], dtype=np.int64)
+def _batch(commits: list, start: int, stop: int, shas: list[str], weights) -> DocumentBatch:
+    """Commits ``start``..``stop`` as the encoder hands them over (``commits``: ids per short
+    commit, a LongCommit per long one)."""
+    short = [
+        (c, ids) for c, ids in enumerate(commits[start:stop], start) if isinstance(ids, np.ndarray)
+    ]
     return DocumentBatch(
-        tokens=np.concatenate(documents) if documents else np.zeros(0, np.int32),
-        lengths=lengths,
-        commits=np.asarray(commits, dtype=np.int64),
-        shas=shas,
-        weights=weights,
-        first_commit=0,
+        tokens=np.concatenate([ids for _, ids in short]) if short else np.zeros(0, np.int32),
+        lengths=np.array([len(ids) for _, ids in short], dtype=np.int64),
+        commits=np.array([c for c, _ in short], dtype=np.int64),
+        long=[c for c in commits[start:stop] if isinstance(c, LongCommit)],
+        shas=shas[start:stop],
+        weights=weights[start:stop],
+        first_commit=start,
     )
 
 
-def test_stream_packer_cuts_the_same_blocks_as_packing_all_at_once() -> None:
-    rng = np.random.default_rng(3)
-    commits = 200
-    documents, document_commit = [], []
-    for commit in range(commits):
-        for _ in range(rng.integers(1, 4)):
-            # lengths 63 and 64 end a document (with its EOS) exactly at or one past a block end
-            length = int(rng.choice([1, 5, 30, SEQ_LEN - 1, SEQ_LEN, 150]))
-            documents.append(rng.integers(2, 500, size=length, dtype=np.int32))
-            document_commit.append(commit)
-    shas = [f"{commit:040x}" for commit in range(commits)]
-    weights = [float(w) for w in rng.random(commits)]
-    whole = pack(
-        np.concatenate(documents),
-        np.array([len(d) for d in documents]),
-        SEQ_LEN,
-        EOS,
-        PAD,
-    )
-    packer = StreamPacker(SEQ_LEN, EOS, PAD)
+def _history(rng, count: int) -> list:
+    """Short commits of random lengths (63 and 64 fill a block with EOS, or not) and long ones
+    of several pieces with a one-token context."""
+    commits: list = []
+    for commit in range(count):
+        if rng.random() < 0.15:
+            pieces = [
+                rng.integers(2, 500, size=int(rng.integers(5, 70))).tolist() for _ in range(3)
+            ]
+            context = Context(at_start=([1],), inside=([1],))
+            commits.append(LongCommit(commit, pieces, [context] * 3))
+        else:
+            length = int(rng.choice([1, 5, 30, SEQ_LEN - 2, SEQ_LEN - 1]))
+            commits.append(rng.integers(2, 500, size=length, dtype=np.int32))
+    return commits
+
+
+def _rows(packer: StreamPacker, commits: list, shas, weights, sizes) -> pa.Table:
     tables, start = [], 0
-    by_commit = np.array(document_commit)
-    while start < commits:
-        stop = min(commits, start + int(rng.integers(1, 9)))
-        chosen = np.flatnonzero((by_commit >= start) & (by_commit < stop))
-        batch = _one_batch(
-            [documents[i] for i in chosen],
-            by_commit[chosen].tolist(),
-            shas[start:stop],
-            weights[start:stop],
-        )
-        batch.first_commit = start
-        tables.append(packer.add(batch))
+    for size in sizes:
+        stop = min(len(commits), start + size)
+        tables.append(packer.add(_batch(commits, start, stop, shas, weights)))
+        held = sum(len(batch.shas) for batch in packer._pending)
+        assert held < packer.window_commits, "the packer holds at most one window"
         start = stop
+        if start == len(commits):
+            break
     tables.append(packer.finish())
-    rows = pa.concat_tables(tables)
-    assert rows.num_rows == len(whole.length) == packer.blocks
-    ids = np.array(rows.column("input_ids").to_pylist(), dtype=np.int32)
-    positions = np.array(rows.column("position_ids").to_pylist(), dtype=np.int32)
-    assert np.array_equal(ids, whole.input_ids)
-    assert np.array_equal(positions, whole.position_ids)
-    assert np.array_equal(rows.column("length").to_numpy(), whole.length)
-    assert packer.stats()["documents_spanning_blocks"] == whole.spanning
-    assert packer.stats()["tokens"] == whole.tokens
-    first = by_commit[whole.first_document]
-    last = by_commit[whole.last_document]
-    assert rows.column("shas").to_pylist() == [
-        shas[a : b + 1] for a, b in zip(first, last, strict=True)
-    ]
-    expected = [
-        math.fsum(weights[a : b + 1]) / (b - a + 1) for a, b in zip(first, last, strict=True)
-    ]
-    assert np.allclose(rows.column("weight").to_numpy(), expected)
+    return pa.concat_tables(tables)
+
+
+LINE_ENDS = np.zeros(500, dtype=bool)
+LINE_ENDS[2::7] = True
+
+
+def test_stream_packer_packs_fixed_windows_of_commits_whatever_the_batches() -> None:
+    rng = np.random.default_rng(3)
+    count, window = 200, 32
+    commits = _history(rng, count)
+    shas = [f"{commit:040x}" for commit in range(count)]
+    weights = [float(w) for w in rng.random(count)]
+    expected = []
+    for start in range(0, count, window):
+        part = _batch(commits, start, min(count, start + window), shas, weights)
+        packed = pack_window(part, SEQ_LEN, EOS, PAD, LINE_ENDS, SplitCounts())
+        expected.append(block_rows(packed, part.shas, part.weights, start))
+        for sha_list in expected[-1].column("shas").to_pylist():
+            assert all(start <= int(sha, 16) < start + window for sha in sha_list)
+    expected_rows = pa.concat_tables(expected)
+    one_go = StreamPacker(SEQ_LEN, EOS, PAD, LINE_ENDS, window_commits=window)
+    assert _rows(one_go, commits, shas, weights, [count]).equals(expected_rows)
+    for sizes in ([1] * count, rng.integers(1, 9, size=count).tolist(), [31, 33, 64, 72]):
+        packer = StreamPacker(SEQ_LEN, EOS, PAD, LINE_ENDS, window_commits=window)
+        assert _rows(packer, commits, shas, weights, sizes).equals(expected_rows), sizes
+        assert packer.stats() == one_go.stats()
+    stats = one_go.stats()
+    assert stats["packing_windows"] == -(-count // window)
+    assert stats["commits_split"] == sum(isinstance(c, LongCommit) for c in commits)
+    assert stats["blocks"] == expected_rows.num_rows
+    assert stats["tokens"] == int(pa.compute.sum(expected_rows.column("length")).as_py())
+
+
+def test_block_weight_counts_tokens_not_commits() -> None:
+    # An old commit (weight 0.2) fills most of a block, a new one (weight 1.0) adds a few
+    # tokens: the block is mostly old. A plain mean over its two commits would say 0.6.
+    old, new = np.arange(2, 92, dtype=np.int32), np.arange(2, 7, dtype=np.int32)
+    packer = StreamPacker(128, EOS, PAD, LINE_ENDS)
+    table = pa.concat_tables(
+        [packer.add(_batch([old, new], 0, 2, ["a" * 40, "b" * 40], [0.2, 1.0])), packer.finish()]
+    )
+    # 91 tokens (EOS included) of weight 0.2, 6 of weight 1.0.
+    expected = (91 * 0.2 + 6 * 1.0) / 97
+    assert table.column("weight").to_pylist() == pytest.approx([expected], rel=1e-6)
+    assert table.column("shas").to_pylist() == [["a" * 40, "b" * 40]]
+    assert table.column("length").to_pylist() == [97]
+
+
+def test_a_long_commits_documents_weigh_by_their_tokens_contexts_included() -> None:
+    # A long commit (weight 0.5) split over blocks shares one of them with a short commit
+    # (weight 1.0); every block's weight is the token-weighted mean of what it holds.
+    pieces = [list(range(2, 52)), list(range(2, 52)), list(range(2, 52))]
+    context = Context(at_start=([1, 1],), inside=([1, 1],))
+    commits = [LongCommit(0, pieces, [context] * 3), np.arange(2, 12, dtype=np.int32)]
+    packer = StreamPacker(SEQ_LEN, EOS, PAD, LINE_ENDS)
+    table = pa.concat_tables(
+        [packer.add(_batch(commits, 0, 2, ["a" * 40, "b" * 40], [0.5, 1.0])), packer.finish()]
+    )
+    for length, shas, weight in zip(
+        table.column("length").to_pylist(),
+        table.column("shas").to_pylist(),
+        table.column("weight").to_pylist(),
+        strict=True,
+    ):
+        if shas == ["a" * 40]:
+            assert weight == pytest.approx(0.5)
+        else:
+            assert shas == ["a" * 40, "b" * 40]
+            assert weight == pytest.approx(((length - 11) * 0.5 + 11 * 1.0) / length, rel=1e-6)
+    assert any(len(shas) == 2 for shas in table.column("shas").to_pylist())
 
 
 def test_shard_writer_layout_loads_and_ignores_how_rows_arrive(tmp_path) -> None:
@@ -267,11 +325,13 @@ def test_evaluation_questions_streamed_equal_the_split_held_in_memory(
     monkeypatch.setattr(tasks, "BATCH_COMMITS", 4)
     everything = tasks.read_commits(path)
     assert len(everything) == tasks.count_commits(path) == 45
+    texts = [render(row, MESSAGE_TO_CHANGE, PLAIN) for row in everything]
+    encoder = TextEncoder(train_bpe(texts, vocab_size=300, markers=PLAIN.markers), PLAIN.markers)
     for seed, size in ((0, 7), (3, 20), (1, 100)):
         drawn = tasks.read_commits(path, tasks.sample_indices(45, size, seed))
         assert drawn == tasks.sample(everything, size, seed)
-        streamed = tasks.sampled_code_changes(path, PLAIN, seed, size)
-        assert streamed == tasks.code_change_examples(everything, PLAIN, seed, size)
+        streamed = tasks.sampled_code_changes(path, PLAIN, seed, size, encoder)
+        assert streamed == tasks.code_change_examples(everything, PLAIN, seed, size, encoder)
         assert len(streamed) == min(size, 44)
 
 

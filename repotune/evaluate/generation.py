@@ -6,8 +6,10 @@ same prompt truncation, for the base model and for the adapted one alike.
 
 How a batch is generated:
 
-* prompts are tokenized as training tokenized documents (no special tokens added), and a
-  prompt longer than its budget keeps its **last** tokens: the end of a prompt (the marker
+* a prompt is given as token ids (evaluation's commit questions: the ids the training shards
+  hold, from repotune.shards.prompt.prompt_ids) or as text, tokenized as training tokenized
+  documents (no special tokens added, only the template's markers special); a prompt longer
+  than its budget keeps its **last** tokens: the end of a prompt (the marker
   that asks for the target, the code just before the gap) matters most;
 * prompts are sorted by length and cut into batches of ``batch_size``, so a batch holds
   prompts of similar length and little padding; results come back in the caller's order;
@@ -170,11 +172,25 @@ class _StopStrings(StoppingCriteria):
 
 
 def _encode(
-    encode: TextEncoder, prompts: Sequence[str], max_prompt_tokens: int
+    encode: TextEncoder, prompts: Sequence[str | Sequence[int]], max_prompt_tokens: int
 ) -> tuple[list[list[int]], list[bool]]:
-    """Token ids of each prompt, its beginning dropped beyond the budget; which were cut."""
-    ids = encode(prompts)
+    """Token ids of each prompt (text is encoded, ids are kept), its beginning dropped beyond
+    the budget; which were cut."""
+    texts = iter(encode([p for p in prompts if isinstance(p, str)]))
+    ids = [next(texts) if isinstance(p, str) else list(p) for p in prompts]
     return [row[-max_prompt_tokens:] for row in ids], [len(row) > max_prompt_tokens for row in ids]
+
+
+def _text_end(
+    tokenizer: PreTrainedTokenizerBase, prompt: str | Sequence[int], ids: list[int], chars: int
+) -> str:
+    """The last ``chars`` characters of a prompt (a stop string may begin there)."""
+    if not chars:
+        return ""
+    if isinstance(prompt, str):
+        return prompt[-chars:]
+    tail = tokenizer.decode(ids[-chars:], skip_special_tokens=False)
+    return tail[-chars:]
 
 
 def _pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,13 +246,13 @@ def _finish(
 def generate(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Sequence[int]],
     settings: GenerationSettings,
     stop: Sequence[str] = (),
     per_prompt_stop: Sequence[Sequence[str]] | None = None,
     desc: str = "generate",
 ) -> list[Generation]:
-    """Continue every prompt; the i-th result belongs to the i-th prompt.
+    """Continue every prompt (text or token ids); the i-th result belongs to the i-th prompt.
 
     ``stop`` applies to every prompt (the template's markers, which are also the only special
     tokens recognised in a prompt, as in the training shards), ``per_prompt_stop`` adds a list
@@ -263,7 +279,10 @@ def generate(
         for index in range(len(prompts))
     ]
     longest_stop = max((len(s) for row in row_stops for s in row), default=0)
-    prefixes = [prompt[-longest_stop:] if longest_stop else "" for prompt in prompts]
+    prefixes = [
+        _text_end(tokenizer, prompt, ids, longest_stop)
+        for prompt, ids in zip(prompts, encoded, strict=True)
+    ]
     order = sorted(range(len(prompts)), key=lambda index: (-len(encoded[index]), index))
     results: list[Generation | None] = [None] * len(prompts)
     device = _device(model)

@@ -62,6 +62,7 @@ from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Exam
 from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
 from repotune.shards.render import Template, get_template
 from repotune.shards.table import load_blocks
+from repotune.shards.tokenizer import TextEncoder
 
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS
@@ -155,18 +156,21 @@ def task_settings(settings: Mapping[str, Any]) -> dict[str, GenerationSettings]:
     }
 
 
-def questions(request: EvaluateRequest, template: Template) -> Questions:
+def questions(
+    request: EvaluateRequest, template: Template, tokenizer: PreTrainedTokenizerBase
+) -> Questions:
     """The sampled commit-message and code-change examples and the behavioural tests."""
     settings = request.settings
+    encoder = TextEncoder(tokenizer, template.markers)
     path, seed = request.test_commits, settings["seed"]
     total = eval_tasks.count_commits(path)
     drawn = eval_tasks.sample_indices(total, settings["commit_messages"]["samples"], seed)
     chosen = eval_tasks.read_commits(path, drawn)
     tests = load_tests(request.behaviour_tests) if request.behaviour_tests else []
     return Questions(
-        commit_messages=eval_tasks.commit_message_examples(chosen, template),
+        commit_messages=eval_tasks.commit_message_examples(chosen, template, encoder),
         code_changes=eval_tasks.sampled_code_changes(
-            path, template, seed, settings["code_changes"]["samples"]
+            path, template, seed, settings["code_changes"]["samples"], encoder
         ),
         behaviour=tests,
         test_commits=total,
@@ -182,9 +186,9 @@ def run_generation(
 ) -> tuple[dict[str, dict[str, list[Generation]]], dict[str, dict[str, float]]]:
     """Generations by variant and task, and each variant's generation time and token count."""
     prompts = {
-        COMMIT_MESSAGE: ([e.prompt for e in asked.commit_messages], template.markers, None),
+        COMMIT_MESSAGE: ([e.prompt_ids for e in asked.commit_messages], template.markers, None),
         CODE_CHANGE: (
-            [e.prompt for e in asked.code_changes],
+            [e.prompt_ids for e in asked.code_changes],
             (*template.markers, *CODE_STOP),
             None,
         ),
@@ -453,12 +457,12 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     base = base_facts(request.base_dir)
     redactor = Redactor(RedactSettings.from_config(dict(request.redact)))
     template = template_of(request.shard_stats)
-    asked = questions(request, template)
+    tokenizer = AutoTokenizer.from_pretrained(request.tokenizer_dir)
+    asked = questions(request, template, tokenizer)
     allow_code = settings["behaviour"]["allow_code_execution"]
     if allow_code and any(test.python_test for test in asked.behaviour):
         chosen_isolation()  # refuses in one line, before any model loads, when nothing isolates
     blocks = load_blocks(request.test_shards)
-    tokenizer = AutoTokenizer.from_pretrained(request.tokenizer_dir)
     device = pick_device(settings["device"])
     model = load_adapted(request.adapter_dir, device=device)
     log.info(

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from repotune.errors import InputError
 from repotune.evaluate.metrics import corpus_summary, score_pair
+from repotune.shards.prompt import prompt_ids
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
@@ -38,6 +39,7 @@ from repotune.shards.render import (
     message_text,
     render_prompt,
 )
+from repotune.shards.tokenizer import TextEncoder
 
 COMMIT_MESSAGE = "commit_message"
 CODE_CHANGE = "code_change"
@@ -51,12 +53,18 @@ CODE_STOP = ("\n ", "\n-", "\n@@", "\ndiff --git", "\n\\")
 
 @dataclass(frozen=True)
 class Example:
-    """One question: ``prompt`` for the model, ``reference`` to score its answer against."""
+    """One question: ``prompt`` for the model, ``reference`` to score its answer against.
+
+    ``prompt_ids`` are the prompt's token ids as the training shards hold them
+    (repotune.shards.prompt.prompt_ids); the model is given these, not a fresh encoding of
+    ``prompt``, which can differ where the prompt ends in whitespace.
+    """
 
     task: str
     sha: str
     prompt: str
     reference: str
+    prompt_ids: tuple[int, ...]
 
 
 def _open_commits(path: str | Path) -> pq.ParquetFile:
@@ -118,15 +126,17 @@ def sample(items: Sequence[Any], size: int, seed: int) -> list[Any]:
 
 
 def commit_message_examples(
-    commits: Sequence[Mapping[str, Any]], template: Template
+    commits: Sequence[Mapping[str, Any]], template: Template, encoder: TextEncoder
 ) -> list[Example]:
-    """A commit-message question per commit."""
+    """A commit-message question per commit (``encoder``: the tokenizer's, with the
+    template's markers)."""
     return [
         Example(
             task=COMMIT_MESSAGE,
             sha=commit["sha"],
             prompt=render_prompt(commit, CHANGE_TO_MESSAGE, template),
             reference=message_text(commit),
+            prompt_ids=tuple(prompt_ids(commit, CHANGE_TO_MESSAGE, template, encoder)),
         )
         for commit in commits
     ]
@@ -151,7 +161,9 @@ def _added_runs(piece: str, hunk_start: int) -> list[tuple[int, int]]:
     return runs
 
 
-def code_change_example(commit: Mapping[str, Any], template: Template, seed: int) -> Example | None:
+def code_change_example(
+    commit: Mapping[str, Any], template: Template, seed: int, encoder: TextEncoder
+) -> Example | None:
     """The code-change question of ``commit``, or None when it adds no line."""
     head = render_prompt(commit, MESSAGE_TO_CHANGE, template)
     pieces: list[str] = []
@@ -169,24 +181,30 @@ def code_change_example(commit: Mapping[str, Any], template: Template, seed: int
         return None
     digest = hashlib.sha256(f"{seed}:{commit['sha']}".encode()).digest()
     index, start, end = candidates[int.from_bytes(digest[:8], "big") % len(candidates)]
+    prompt = head + "".join(pieces[:index]) + pieces[index][:start]
     return Example(
         task=CODE_CHANGE,
         sha=commit["sha"],
-        prompt=head + "".join(pieces[:index]) + pieces[index][:start],
+        prompt=prompt,
         reference=added_code(pieces[index][start:end]),
+        prompt_ids=tuple(prompt_ids(commit, MESSAGE_TO_CHANGE, template, encoder, len(prompt))),
     )
 
 
 def code_change_examples(
-    commits: Sequence[Mapping[str, Any]], template: Template, seed: int, size: int
+    commits: Sequence[Mapping[str, Any]],
+    template: Template,
+    seed: int,
+    size: int,
+    encoder: TextEncoder,
 ) -> list[Example]:
     """Up to ``size`` code-change questions from the commits that add lines (a seeded draw)."""
-    examples = [code_change_example(commit, template, seed) for commit in commits]
+    examples = [code_change_example(commit, template, seed, encoder) for commit in commits]
     return sample([example for example in examples if example is not None], size, seed)
 
 
 def sampled_code_changes(
-    path: str | Path, template: Template, seed: int, size: int
+    path: str | Path, template: Template, seed: int, size: int, encoder: TextEncoder
 ) -> list[Example]:
     """:func:`code_change_examples` of the whole test split, streamed in two passes.
 
@@ -196,10 +214,10 @@ def sampled_code_changes(
     eligible = [
         index
         for index, commit in iter_commits(path)
-        if code_change_example(commit, template, seed) is not None
+        if code_change_example(commit, template, seed, encoder) is not None
     ]
     chosen = read_commits(path, sample(eligible, size, seed))
-    return [example for c in chosen if (example := code_change_example(c, template, seed))]
+    return [e for c in chosen if (e := code_change_example(c, template, seed, encoder))]
 
 
 def added_code(diff_text: str) -> str:

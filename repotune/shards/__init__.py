@@ -7,7 +7,9 @@ Writes: ``results/{model}/tokenizer/``, ``results/{model}/shards/{split}/`` (Arr
 exactly ``seq_len`` tokens) and ``results/{model}/shards/stats.json``.
 
 Modules: ``stage`` (what ``scripts/tokenize.py`` calls), ``render`` (commit -> text, shared
-with evaluation), ``tokenizer`` (load or train a tokenizer; encode text), ``packing``
-(documents -> blocks), ``table`` (the shard schema, its writer, and the reader training and
+with evaluation), ``tokenizer`` (load or train a tokenizer; encode text), ``prompt`` (a
+commit's token ids: continuation contexts, and ``prompt_ids`` for evaluation and inference),
+``packing`` (long commits -> documents, documents -> blocks), ``stream`` (windowed packing of
+the encoded stream), ``table`` (the shard schema, its writer, and the reader training and
 evaluation load blocks with).
 """

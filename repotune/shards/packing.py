@@ -1,30 +1,90 @@
-"""Packing: token documents -> blocks of exactly ``seq_len`` tokens, no padding but the last.
+"""Packing: token documents -> blocks of exactly ``seq_len`` tokens, documents never cut.
 
 Training on one commit per padded row wastes most of every row on padding (commits vary
-from ten tokens to thousands). Instead the documents are concatenated, each followed by EOS,
-and the stream is cut into blocks of ``seq_len``. Only the last block of a split may end in
-padding; packing efficiency (real tokens / token slots) is then above 99% for any split with
-more than a hundred blocks.
+from ten tokens to thousands). Instead several documents share a block, and no document
+straddles a block, so every document is seen with all of its own context:
 
-``position_ids`` restart at 0 at each document start and at each block start, so a trainer
-can keep documents from attending to each other (attention segments are the runs of
-increasing positions; Hugging Face models read them from ``position_ids``). A document that
-runs over a block's end continues at position 0 in the next block, cut at a token boundary.
+* a commit that fits a block is one document followed by EOS; these are packed first, by
+  best-fit decreasing (:func:`best_fit`): the longest first, each into the open block with
+  the least room left that still holds it;
+* a longer commit is split into several documents (:func:`split_document`), and only its
+  last document is followed by EOS, so the model learns to stop where a commit ends and
+  nowhere else. Each document fills the roomiest block left (:class:`GapBudget`), so the
+  long commits fill the room best fit leaves; on a real history packing efficiency (real
+  tokens / token slots) stays above 99%.
 
-A commit longer than a block is first split into several documents
-(:func:`split_document`) at the boundaries of its rendered pieces (file header with first
-hunk, further hunks, message), so no document is longer than a block; a piece that alone is
-too long is split at line boundaries, and a single line that is still too long is cut between
-tokens as a last resort.
+How a long commit is split: at the boundaries of its rendered pieces (the prompt, a file
+header with its first hunk, a further hunk, the message), or after a line of the next piece to
+fill a document's room; a line too long for a document is cut between tokens. The cuts fall
+between the commit's own ids (:func:`split_lines`), so a commit's documents, contexts removed,
+are exactly its ids. Every document after a commit's first starts with a *context*: the task
+header and the header of the file it continues (repotune.shards.prompt builds both), so a
+continuation reads as a question the model can answer on its own.
+
+``position_ids`` restart at 0 at each document start, so a trainer can keep documents from
+attending to each other (attention segments are the runs of increasing positions; Hugging
+Face models read them from ``position_ids``).
 """
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-Encode = Callable[[list[str]], list[list[int]]]
-"""Batch encode: texts -> token ids, no special tokens added."""
+FILL = 64
+"""A long commit's document with at least 1/FILL of its room left is filled with the first
+lines of the next piece rather than closed: documents of a long commit then fill their blocks
+and packing stays above 99% efficient, at the price of a cut inside a hunk (the continuation
+repeats the file's header)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a continuation document of a long commit repeats before a piece.
+
+    ``at_start`` when the document starts at the piece's beginning, ``inside`` when it starts
+    within the piece (the piece was split at lines). Each is a tuple of options, longest
+    first, the last one the task header alone: a document uses the first that takes at most
+    half of it (none when none does).
+    """
+
+    at_start: tuple[Sequence[int], ...]
+    inside: tuple[Sequence[int], ...]
+
+
+def fit(options: Sequence[Sequence[int]], limit: int) -> Sequence[int]:
+    """The first option no longer than half of ``limit`` (empty when none is)."""
+    return next((ids for ids in options if 2 * len(ids) <= limit), ())
+
+
+class Budget(Protocol):
+    """Where a long commit's next document goes: how many tokens it may hold.
+
+    ``need`` is the least limit worth a document (twice the shortest context, plus one).
+    """
+
+    def peek(self, need: int) -> int:
+        """The limit the next document would get."""
+        ...
+
+    def take(self, need: int) -> int:
+        """Start the next document; its limit."""
+        ...
+
+
+@dataclass
+class FixedBudget:
+    """Every document may hold ``max_tokens``."""
+
+    max_tokens: int
+
+    def peek(self, need: int) -> int:
+        return self.max_tokens
+
+    def take(self, need: int) -> int:
+        return self.max_tokens
 
 
 @dataclass(frozen=True)
@@ -36,65 +96,200 @@ class Split:
     token_cuts: int
 
 
-def _atoms(
-    pieces: Sequence[str], piece_ids: Sequence[list[int]], max_tokens: int, encode: Encode
-) -> tuple[list[list[int]], int, int]:
-    """Token ids of units no longer than ``max_tokens``: pieces, else lines, else token cuts."""
-    atoms: list[list[int]] = []
-    line_splits = token_cuts = 0
-    for piece, ids in zip(pieces, piece_ids, strict=True):
-        if len(ids) <= max_tokens:
-            atoms.append(ids)
-            continue
-        line_splits += 1
-        for line_ids in encode(piece.splitlines(keepends=True)):
-            if len(line_ids) > max_tokens:
-                token_cuts += 1
-            atoms.extend(line_ids[i : i + max_tokens] for i in range(0, len(line_ids), max_tokens))
-    return atoms, line_splits, token_cuts
+def split_lines(ids: Sequence[int], line_ends: np.ndarray) -> list[Sequence[int]]:
+    """A piece's ids in runs that each end after a token ending in a newline.
+
+    ``line_ends[id]`` says the token's text ends in a newline. The runs are the piece's own
+    ids, so a split between them keeps the commit's ids unchanged. A byte-level BPE joins a
+    newline with the next line's indentation, so a run can hold several lines; lines that
+    start with ``+``, ``-`` or ``@@`` always start a run.
+    """
+    array = np.asarray(ids, dtype=np.int64)
+    cuts = (np.flatnonzero(line_ends[array[:-1]]) + 1).tolist() if len(array) > 1 else []
+    bounds = zip([0, *cuts], [*cuts, len(array)], strict=True)
+    return [ids[a:z] for a, z in bounds]
 
 
 def split_document(
-    pieces: Sequence[str], piece_ids: Sequence[list[int]], max_tokens: int, encode: Encode
+    piece_ids: Sequence[list[int]],
+    contexts: Sequence[Context],
+    budget: Budget,
+    line_ends: np.ndarray,
 ) -> Split:
-    """Split a rendering (its pieces, see repotune.render) into documents of <= max_tokens.
+    """Split a rendering, given as its pieces' ids (see repotune.shards.render), into documents.
 
-    ``piece_ids`` are the pieces encoded one by one; ``encode`` is used again only for a piece
-    that alone is too long. Consecutive pieces are grouped greedily, so each document starts
-    at a piece boundary and there are as few documents as the pieces allow. The documents'
-    ids decode to exactly the concatenated pieces.
+    ``piece_ids`` are the pieces encoded one by one; ``contexts`` say what a document starting
+    at or in each piece repeats first; ``budget`` gives each document its limit when it starts
+    (the room of a block it will fill, see :class:`GapBudget`); ``line_ends`` marks the tokens
+    that end a line (:func:`split_lines`). Consecutive pieces are grouped greedily: a document
+    closes at a piece boundary when less than 1/``FILL`` of it is left, else the next piece's
+    first lines fill it; a line too long for any document is cut between tokens. The first
+    document is a prefix of the commit's ids; a later one, its context removed, continues where
+    the previous one stopped, so the documents without their contexts are the commit's ids.
     """
-    atoms, line_splits, token_cuts = _atoms(pieces, piece_ids, max_tokens, encode)
     documents: list[list[int]] = []
     current: list[int] = []
-    for ids in atoms:
-        if current and len(current) + len(ids) > max_tokens:
+    fresh = True  # ``current`` holds nothing of the commit yet, at most a context
+    line_splits = token_cuts = 0
+    previous_at = -1  # where the previous piece starts in ``current`` when it is whole there
+    base = 0  # the length of the context ``current`` starts with
+    need = 2 * len(contexts[0].at_start[-1]) + 1 if contexts and contexts[0].at_start else 1
+    limit = budget.take(need)
+
+    def start(options: Sequence[Sequence[int]], want: int = need) -> None:
+        nonlocal current, fresh, base, limit
+        if not fresh:
             documents.append(current)
-            current = []
-        current.extend(ids)
-    if current:
+            limit = budget.take(want)
+            context = fit(options, limit)
+            current, fresh, base = list(context), True, len(context)
+
+    last = len(piece_ids) - 1
+    for index, (ids, context) in enumerate(zip(piece_ids, contexts, strict=True)):
+        room = limit - len(current)
+        if len(ids) > room and not fresh:
+            # The last piece (the message of change_to_message) is kept whole: its document
+            # goes where it fits, and the piece before it moves along when it can, so the
+            # target keeps some of what it answers.
+            moved = len(current) - previous_at if index == last and previous_at > base else 0
+            want = need + moved + len(ids) if index == last else need
+            following = budget.peek(want)
+            fits_alone = len(fit(context.at_start, following)) + len(ids) <= following
+            if fits_alone and (index == last or room < limit // FILL):
+                before = contexts[index - 1].at_start if index else ()
+                if moved and len(fit(before, following)) + moved + len(ids) <= following:
+                    carried = current[previous_at:]
+                    del current[previous_at:]
+                    start(before, want)
+                    current.extend(carried)
+                    fresh = False
+                else:
+                    start(context.at_start, want)  # the piece fits a new document
+        if len(current) + len(ids) <= limit:
+            previous_at = len(current)
+            current.extend(ids)
+            fresh = False
+            continue
+        previous_at = -1
+        line_splits += 1
+        placed = False  # some of the piece is in a document: a new one starts inside it
+        for line_ids in split_lines(ids, line_ends):
+            rest, cut = line_ids, False
+            while rest:
+                space = limit - len(current)
+                if len(rest) <= space:
+                    current.extend(rest)
+                    fresh = False
+                    break
+                if fresh:  # not even a new document holds the line: cut it between tokens
+                    cut = True
+                    current.extend(rest[:space])
+                    rest = rest[space:]
+                    fresh = False
+                else:
+                    start(context.inside if placed else context.at_start)
+                placed = True
+            placed = True
+            token_cuts += cut
+    if not fresh:
         documents.append(current)
     return Split(documents, line_splits, token_cuts)
+
+
+class Bins:
+    """Blocks being filled, by the room they have left, for best fit.
+
+    Blocks are numbered in the order they are opened; a full block leaves the index.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.opened = 0
+        self._room: list[tuple[int, int]] = []  # (room left, block), sorted
+
+    def place(self, size: int) -> int:
+        """Put ``size`` tokens in the block with the least room that holds them (or a new one)."""
+        at = bisect.bisect_left(self._room, (size, -1))
+        if at == len(self._room):
+            block, room = self.open(), self.capacity
+        else:
+            room, block = self._room.pop(at)
+        self.release(block, room - size)
+        return block
+
+    def open(self) -> int:
+        """A new, empty block (not in the index until :meth:`release`)."""
+        self.opened += 1
+        return self.opened - 1
+
+    def largest(self) -> int:
+        """The most room any open block has (0 when none has any)."""
+        return self._room[-1][0] if self._room else 0
+
+    def take_largest(self) -> tuple[int, int]:
+        """Remove the block with the most room from the index: ``(block, room)``."""
+        room, block = self._room.pop()
+        return block, room
+
+    def release(self, block: int, room: int) -> None:
+        """Put ``block`` back in the index with ``room`` tokens left."""
+        if room > 0:
+            bisect.insort(self._room, (room, block))
+
+
+@dataclass
+class GapBudget:
+    """Each document of a long commit fills the roomiest open block, if it has enough room.
+
+    A block with room for ``minimum`` tokens, and for what the document needs, takes the next
+    document (its room less one token for a possible EOS); otherwise the document opens a new
+    block of ``max_tokens``.
+    ``taken`` records ``(block, room)`` for each document started, in order.
+    """
+
+    bins: Bins
+    minimum: int
+    max_tokens: int
+    taken: list[tuple[int, int]] = field(default_factory=list)
+
+    def _fits(self, need: int) -> bool:
+        return self.bins.largest() - 1 >= max(self.minimum, need)
+
+    def peek(self, need: int) -> int:
+        return self.bins.largest() - 1 if self._fits(need) else self.max_tokens
+
+    def take(self, need: int) -> int:
+        if self._fits(need):
+            block, room = self.bins.take_largest()
+        else:
+            block, room = self.bins.open(), self.bins.capacity
+        self.taken.append((block, room))
+        return min(room - 1, self.max_tokens)
+
+    def settle(self, documents: Sequence[Sequence[int]]) -> list[int]:
+        """Return each document's block and give back the room the documents left."""
+        blocks = []
+        for number, (document, (block, room)) in enumerate(zip(documents, self.taken, strict=True)):
+            size = len(document) + (number == len(documents) - 1)  # EOS after the last
+            self.bins.release(block, room - size)
+            blocks.append(block)
+        self.taken.clear()
+        return blocks
 
 
 @dataclass(frozen=True)
 class Blocks:
     """Packed blocks of one split; row ``b`` of each array is block ``b``.
 
-    ``first_document``/``last_document`` are the indices of the first and last document with
-    tokens in the block; ``slot_document`` (blocks x seq_len) the document of every token slot,
-    -1 for padding (recency weights are averaged over it, token by token); ``spanning`` counts
-    documents that run over a block boundary.
+    ``length`` is the number of real tokens at the start of each block (padding follows);
+    ``document_block`` is the block that holds each document.
     """
 
     input_ids: np.ndarray
     position_ids: np.ndarray
     length: np.ndarray
-    first_document: np.ndarray
-    last_document: np.ndarray
-    slot_document: np.ndarray
+    document_block: np.ndarray
     tokens: int
-    spanning: int
 
     @property
     def efficiency(self) -> float:
@@ -103,39 +298,95 @@ class Blocks:
         return self.tokens / slots if slots else 1.0
 
 
-def pack(tokens: np.ndarray, lengths: np.ndarray, seq_len: int, eos_id: int, pad_id: int) -> Blocks:
-    """Pack documents, each followed by EOS, into blocks of ``seq_len`` tokens.
+def best_fit(sizes: np.ndarray, bins: Bins) -> np.ndarray:
+    """The block of each item, by best-fit decreasing into ``bins``.
 
-    ``tokens`` holds the documents' ids back to back (no EOS), ``lengths`` their lengths.
-    Positions count from 0 within each document and restart at a block start. Padding (only
-    in the last block, from ``length`` on) holds ``pad_id`` with positions 0, 1, ... of its own.
+    The longest item first, each into the open block with the least room left that still
+    holds it, else a new block. Deterministic: ties go to the earlier item and block.
+    """
+    order = np.argsort(-np.asarray(sizes), kind="stable")
+    blocks = np.empty(len(sizes), dtype=np.int64)
+    for item in order.tolist():
+        blocks[item] = bins.place(int(sizes[item]))
+    return blocks
+
+
+def pack(
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    ends: np.ndarray,
+    seq_len: int,
+    eos_id: int,
+    pad_id: int,
+) -> Blocks:
+    """Pack whole documents into blocks of ``seq_len`` tokens by best-fit decreasing.
+
+    ``tokens`` holds the documents' ids back to back (no EOS), ``lengths`` their lengths and
+    ``ends`` whether each is the last document of its commit (then EOS follows it).
+    """
+    sizes = np.asarray(lengths, dtype=np.int64) + np.asarray(ends, dtype=bool)
+    block = best_fit(sizes, Bins(seq_len))
+    return layout(tokens, lengths, ends, block, seq_len, eos_id, pad_id)
+
+
+def layout(
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    ends: np.ndarray,
+    block: np.ndarray,
+    seq_len: int,
+    eos_id: int,
+    pad_id: int,
+    order: np.ndarray | None = None,
+) -> Blocks:
+    """Lay documents out in the blocks they were given, EOS after a commit's last one.
+
+    ``block`` is each document's block. Blocks are renumbered in the order of their first
+    document and a block holds its documents in order, by ``order`` (each document's commit,
+    say; by default its index) then index. Positions count from 0 within each document.
+    Padding (from ``length`` on) holds ``pad_id`` with positions 0, 1, ... of its own.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    n_documents = len(lengths)
-    ends = np.cumsum(lengths)
-    with_eos = lengths + 1
-    total = int(with_eos.sum())
-    n_blocks = -(-total // seq_len)
+    ends = np.asarray(ends, dtype=bool)
+    sizes = lengths + ends
+    if len(sizes) and int(sizes.max()) > seq_len:
+        raise ValueError(f"a document of {int(sizes.max())} tokens does not fit {seq_len}")
+    index = np.arange(len(sizes), dtype=np.int64)
+    key = index if order is None else np.asarray(order, dtype=np.int64)
+    block = np.asarray(block, dtype=np.int64)
+    used = np.unique(block)
+    first = np.full(len(used), np.iinfo(np.int64).max)
+    np.minimum.at(first, np.searchsorted(used, block), key)
+    rank = np.empty(len(used), dtype=np.int64)
+    rank[np.lexsort((used, first))] = np.arange(len(used))
+    block = rank[np.searchsorted(used, block)]
+    n_blocks = len(used)
+    total = int(sizes.sum())
+    if int(np.bincount(block, weights=sizes, minlength=n_blocks).max(initial=0)) > seq_len:
+        raise ValueError(f"documents given one block hold more than {seq_len} tokens")
+    stream = np.insert(np.asarray(tokens, dtype=np.int32), np.cumsum(lengths)[ends], eos_id)
+    ordered = np.lexsort((index, key, block))
+    in_block = np.zeros(len(sizes), dtype=np.int64)
+    ordered_sizes = sizes[ordered]
+    ordered_block = block[ordered]
+    before = np.cumsum(ordered_sizes) - ordered_sizes
+    block_first = np.searchsorted(ordered_block, np.arange(n_blocks))
+    in_block[ordered] = before - before[block_first][ordered_block]
+    source_start = np.cumsum(sizes) - sizes
+    destination_start = block * seq_len + in_block
+    within = np.arange(total, dtype=np.int64) - np.repeat(source_start, sizes)
+    destination = np.repeat(destination_start, sizes) + within
+    length = np.bincount(block, weights=sizes, minlength=n_blocks).astype(np.int64)
     slots = n_blocks * seq_len
-    stream = np.full(slots, pad_id, dtype=np.int32)
-    stream[:total] = np.insert(np.asarray(tokens, dtype=np.int32), ends, eos_id)
-    starts = ends - lengths + np.arange(n_documents)
-    index = np.arange(slots, dtype=np.int64)
-    segment_start = np.concatenate([np.repeat(starts, with_eos), np.full(slots - total, total)])
-    segment_start = np.maximum(segment_start, index - index % seq_len)
-    document_of_token = np.repeat(np.arange(n_documents), with_eos)
-    block_starts = np.arange(n_blocks, dtype=np.int64) * seq_len
-    block_ends = np.minimum(block_starts + seq_len, total)
-    last_tokens = starts + with_eos - 1
-    slot_document = np.full(slots, -1, dtype=np.int32)
-    slot_document[:total] = document_of_token
+    input_ids = np.full(slots, pad_id, dtype=np.int32)
+    input_ids[destination] = stream
+    slot = np.arange(slots, dtype=np.int64)
+    positions = slot % seq_len - np.repeat(length, seq_len)
+    positions[destination] = within
     return Blocks(
-        input_ids=stream.reshape(n_blocks, seq_len),
-        position_ids=(index - segment_start).astype(np.int32).reshape(n_blocks, seq_len),
-        length=(block_ends - block_starts).astype(np.int32),
-        first_document=document_of_token[block_starts],
-        last_document=document_of_token[block_ends - 1],
-        slot_document=slot_document.reshape(n_blocks, seq_len),
+        input_ids=input_ids.reshape(n_blocks, seq_len),
+        position_ids=positions.astype(np.int32).reshape(n_blocks, seq_len),
+        length=length.astype(np.int32),
+        document_block=block,
         tokens=total,
-        spanning=int(np.count_nonzero(starts // seq_len != last_tokens // seq_len)),
     )

@@ -2,7 +2,8 @@
 
 Training renders whole commits; evaluation renders the same commits as a prompt with the
 target left out. Both go through :func:`render_prompt` and :func:`render_target`, so the model
-is asked exactly the question it was trained on.
+is asked exactly the question it was trained on; the token ids of both come from the same
+pieces (:func:`render_parts`, repotune.shards.prompt), never from encoding a prompt alone.
 
 A commit is rendered in one of two task directions:
 
@@ -215,12 +216,51 @@ def render_pieces(commit: Commit, task: str, template: Template) -> list[str]:
     markers); the last piece of a ``change_to_message`` rendering is the message after its
     marker. Every other piece is a file header with its first hunk, or a further hunk.
     """
-    files = [piece for change in commit["files"] for piece in file_pieces(change, template)]
+    return [piece.text for piece in render_parts(commit, task, template)]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece of a rendering (see :func:`render_pieces`) and the file it belongs to.
+
+    ``file_header`` is the header of that file (empty for the message and marker pieces);
+    ``opens_file`` says the piece begins with it (a file's first piece). A document that
+    continues a long commit from this piece repeats what it needs: see
+    repotune.shards.prompt.
+    """
+
+    text: str
+    file_header: str = ""
+    opens_file: bool = False
+
+
+def render_parts(commit: Commit, task: str, template: Template) -> list[Piece]:
+    """:func:`render_pieces` with the file each piece belongs to."""
+    files = [
+        Piece(text, header, number == 0)
+        for change in commit["files"]
+        for header in (template.file_header(change),)
+        for number, text in enumerate(file_pieces(change, template))
+    ]
     message = message_text(commit)
     if task == MESSAGE_TO_CHANGE:
-        return [template.m2c_open + message + template.m2c_sep, *files]
+        return [Piece(template.m2c_open + message + template.m2c_sep), *files]
     if task == CHANGE_TO_MESSAGE:
-        return [template.c2m_open, *files, template.c2m_sep + message]
+        return [Piece(template.c2m_open), *files, Piece(template.c2m_sep + message)]
+    raise ValueError(f"task '{task}' is not one of {TASKS}")
+
+
+def task_header(commit: Commit, task: str, template: Template) -> str:
+    """What every continuation document of a long commit starts with: the task's opening.
+
+    ``message_to_change``: the opening marker, the subject line and the diff marker (the
+    body is left out: it may be long, and the first document has it); ``change_to_message``:
+    the opening marker.
+    """
+    if task == MESSAGE_TO_CHANGE:
+        return template.m2c_open + commit["subject"] + "\n" + template.m2c_sep
+    if task == CHANGE_TO_MESSAGE:
+        return template.c2m_open
     raise ValueError(f"task '{task}' is not one of {TASKS}")
 
 

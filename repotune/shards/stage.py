@@ -2,14 +2,14 @@
 
 Steps, each in its own module: render each commit as text (repotune.shards.render), get a tokenizer
 (repotune.shards.tokenizer: a Hugging Face one, or a byte-level BPE trained on a bounded sample of
-the rendered training split), encode in batches on the Rust side, split commits longer than a
-block and pack the documents into blocks (repotune.shards.packing, streamed by
-repotune.shards.stream), then write one ``datasets`` directory per split
-(repotune.shards.writer). docs/data-contracts.md describes the outputs.
+the rendered training split), encode in batches on the Rust side, pack a window of commits at a
+time into blocks, splitting commits longer than a block into the room left
+(repotune.shards.stream, repotune.shards.packing), and write each shard of a split as soon as
+it fills (repotune.shards.table). docs/data-contracts.md describes the outputs.
 
-Every split flows through as a stream (read a batch -> encode -> pack -> write full shards), so
-memory holds one batch, one carried-over block and one shard, whatever the history's length,
-and the outputs are the same bytes for any ``batch_commits``.
+Every split flows through as a stream (read a batch -> encode -> pack a window -> write full
+shards), so memory holds one batch, one window of commits and one shard, whatever the
+history's length, and the outputs are the same bytes for any ``batch_commits``.
 """
 
 import hashlib
@@ -35,16 +35,18 @@ from repotune.curate.table import SPLITS
 from repotune.errors import InputError
 from repotune.models import ModelSpec, with_overrides
 from repotune.progress import PROGRESS, Progress, duration
-from repotune.shards.packing import split_document
+from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
     TASKS,
+    Piece,
     Template,
     choose_template,
     get_template,
-    render_pieces,
+    render_parts,
     task_for,
+    task_header,
 )
-from repotune.shards.stream import DocumentBatch, StreamPacker
+from repotune.shards.stream import DocumentBatch, LongCommit, StreamPacker
 from repotune.shards.table import rows_per_shard, shard_directory
 from repotune.shards.tokenizer import (
     TRAIN_BPE,
@@ -86,13 +88,10 @@ class TokenizeSettings:
 
 @dataclass
 class EncodeCounts:
-    """What encoding a split took: commits, task directions and how long commits were split."""
+    """What encoding a split took: commits and task directions (the packer counts splits)."""
 
     commits: int = 0
     tasks: Counter = field(default_factory=Counter)
-    commits_split: int = 0
-    line_splits: int = 0
-    token_cuts: int = 0
 
 
 def open_curated(path: str | Path) -> pq.ParquetFile:
@@ -133,8 +132,8 @@ def read_curated(path: str | Path, batch_commits: int) -> Iterator[list[dict[str
 
 def _rendered(rows: list[dict[str, Any]], template: Template, settings: TokenizeSettings):
     tasks = [task_for(row["sha"], settings.message_to_change, settings.seed) for row in rows]
-    pieces = [render_pieces(row, task, template) for row, task in zip(rows, tasks, strict=True)]
-    return tasks, pieces
+    parts = [render_parts(row, task, template) for row, task in zip(rows, tasks, strict=True)]
+    return tasks, parts
 
 
 @dataclass
@@ -197,7 +196,7 @@ def bpe_texts(
             keep = [_in_sample(sha, sample.rate, settings.seed) for sha in shas]
             batch = batch.filter(pa.array(keep))
         _, pieces = _rendered(batch.to_pylist(), template, settings)
-        for text in ("".join(p) for p in pieces):
+        for text in ("".join(p.text for p in commit) for commit in pieces):
             size = len(text.encode())
             sample.commits += 1
             sample.bytes += size
@@ -214,7 +213,7 @@ def _encoded_batches(
     template: Template,
     settings: TokenizeSettings,
     encode: Callable[[list[str]], list[list[int]]],
-) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[str]], list[list[int]]]]:
+) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[Piece]], list[list[int]]]]:
     """Rendered batches with the ids of their pieces, in file order.
 
     The Rust encoder releases the GIL, so one batch is encoded on a worker thread while the
@@ -224,7 +223,7 @@ def _encoded_batches(
         pending = None
         for rows in read_curated(path, settings.batch_commits):
             tasks, pieces = _rendered(rows, template, settings)
-            job = encoder.submit(encode, [piece for commit in pieces for piece in commit])
+            job = encoder.submit(encode, [piece.text for commit in pieces for piece in commit])
             if pending is not None:
                 yield *pending[:3], pending[3].result()
             pending = (rows, tasks, pieces, job)
@@ -239,42 +238,45 @@ def encode_split(
     settings: TokenizeSettings,
     counts: EncodeCounts,
 ) -> Iterator[DocumentBatch]:
-    """Render and encode a split, a batch of commits at a time: one document per commit,
-    several for a long one. ``counts`` is updated as the batches go by.
+    """Render and encode a split, a batch of commits at a time: one document per commit that
+    fits a block; a longer commit is kept as its encoded pieces and contexts, for the packer
+    to split where blocks have room. ``counts`` is updated as the batches go by.
 
     All pieces of a batch of commits go to the Rust tokenizer in one call (parallel across
-    the pieces). Encoding pieces rather than whole texts gives the same ids for byte-level
-    BPEs, since every piece starts a line with a non-space character, and makes splitting a
-    long commit free: its documents are groups of already encoded pieces.
+    the pieces). A commit's ids are its pieces' ids back to back, the same ids the prompt of
+    that commit gets at evaluation (repotune.shards.prompt). The continuation contexts of a
+    batch's long commits take one more encode call.
     """
     encode = TextEncoder(tokenizer, template.markers)
     max_tokens = settings.seq_len - 1
-    for rows, tasks, pieces, piece_batch in _encoded_batches(path, template, settings, encode):
+    for rows, tasks, parts, piece_batch in _encoded_batches(path, template, settings, encode):
         encoded = iter(piece_batch)
+        piece_ids = [[next(encoded) for _ in commit] for commit in parts]
+        long = [i for i, ids in enumerate(piece_ids) if sum(map(len, ids)) > max_tokens]
+        texts = [context_texts(parts[i], task_header(rows[i], tasks[i], template)) for i in long]
+        context_ids = iter(encode([text for commit in texts for text in commit]))
+        split_at = {i: [next(context_ids) for _ in t] for i, t in zip(long, texts, strict=True)}
         documents: list[list[int]] = []
         document_commit: list[int] = []
+        long_commits: list[LongCommit] = []
         first_commit = counts.commits
-        for task, commit_pieces in zip(tasks, pieces, strict=True):
+        for index, task in enumerate(tasks):
             commit = counts.commits
             counts.commits += 1
             counts.tasks[task] += 1
-            piece_ids = [next(encoded) for _ in commit_pieces]
-            if sum(map(len, piece_ids)) <= max_tokens:
-                documents.append([token for ids in piece_ids for token in ids])
-                document_commit.append(commit)
+            if index in split_at:
+                context = contexts(parts[index], split_at[index])
+                long_commits.append(LongCommit(commit, piece_ids[index], context))
                 continue
-            split = split_document(commit_pieces, piece_ids, max_tokens, encode)
-            documents.extend(split.documents)
-            document_commit.extend([commit] * len(split.documents))
-            counts.commits_split += 1
-            counts.line_splits += split.line_splits
-            counts.token_cuts += split.token_cuts
+            documents.append([token for ids in piece_ids[index] for token in ids])
+            document_commit.append(commit)
         lengths = [len(d) for d in documents]
         flat = itertools.chain.from_iterable(documents)
         yield DocumentBatch(
             tokens=np.fromiter(flat, dtype=np.int32, count=sum(lengths)),
             lengths=np.asarray(lengths, dtype=np.int64),
             commits=np.asarray(document_commit, dtype=np.int64),
+            long=long_commits,
             shas=[row["sha"] for row in rows],
             weights=[float(row["recency_weight"]) for row in rows],
             first_commit=first_commit,
@@ -288,26 +290,26 @@ def tokenize_split(
     template: Template,
     settings: TokenizeSettings,
     progress: Progress,
+    ends_line: np.ndarray,
 ) -> dict[str, Any]:
     """Encode, pack and write one split as a stream; return its stats.
 
-    Memory holds one batch of commits, the packer's carried-over block and at most one shard,
-    whatever the split's length.
+    Memory holds one batch of commits, the packer's window of commits
+    (repotune.shards.stream.WINDOW_COMMITS) and at most one shard, whatever the split's length.
+    ``ends_line``: the tokens a long commit may be cut after (repotune.shards.prompt.line_ends).
     """
     counts = EncodeCounts()
-    packer = StreamPacker(settings.seq_len, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    packer = StreamPacker(settings.seq_len, eos, pad, ends_line)
     rows = rows_per_shard(settings.seq_len, settings.shard_tokens)
     with shard_directory(directory, rows) as writer:
         for batch in encode_split(path, tokenizer, template, settings, counts):
             writer.write(packer.add(batch))
-            progress.advance(len(batch.shas), tokens=int(batch.lengths.sum()))
+            progress.advance(len(batch.shas), tokens=batch.tokens_in())
         writer.write(packer.finish())
     return {
         "commits": counts.commits,
         **packer.stats(),
-        "commits_split": counts.commits_split,
-        "pieces_split_at_lines": counts.line_splits,
-        "lines_cut_at_tokens": counts.token_cuts,
         "tasks": {task: counts.tasks[task] for task in TASKS},
         "shards": writer.shards,
     }
@@ -372,11 +374,12 @@ def tokenize_stage(
         tokenizer.save_pretrained(str(temporary))
     log.info("tokenizer %s (vocab %d), template %s", model.tokenizer, len(tokenizer), template.name)
     per_split: dict[str, Any] = {}
+    ends_line = line_ends(TextEncoder(tokenizer, template.markers), len(tokenizer))
     for name in SPLITS:
         commits = open_curated(splits[name]).metadata.num_rows
         progress = Progress(log, f"tokenize: {name}", commits, "commits", PROGRESS_SECONDS)
         per_split[name] = tokenize_split(
-            splits[name], shard_dirs[name], tokenizer, template, settings, progress
+            splits[name], shard_dirs[name], tokenizer, template, settings, progress, ends_line
         )
         progress.finish()
         log.info("%s: %s", name, per_split[name])

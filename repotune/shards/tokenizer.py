@@ -145,6 +145,10 @@ class TextEncoder:
     def _encode_plain(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._plain.encode_batch_fast(texts, add_special_tokens=False)]
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids``, markers and other special tokens included."""
+        return self._plain.decode(list(ids), skip_special_tokens=False)
+
 
 def _first_line(error: Exception) -> str:
     """The first line of a library's message: the Hugging Face hub's run to many lines."""
