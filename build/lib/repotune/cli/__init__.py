@@ -1,1 +1,0 @@
-"""The ``repotune`` command: suggest commit messages, install the commit hook, complete code."""
