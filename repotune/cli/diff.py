@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from repotune.errors import InputError
-from repotune.extract.gitlog import parse_commit
+from repotune.extract.gitlog import DIFF_FORMAT, parse_commit
 
 # What the extract stage asks git for (repotune.extract.stage.git_log_command), for the index.
 GIT_DIFF = (
@@ -28,15 +28,7 @@ GIT_DIFF = (
     "diff.noprefix=false",
     "diff",
     "--cached",
-    "-z",
-    "--raw",
-    "--patch",
-    "--no-abbrev",
-    "--no-color",
-    "--no-ext-diff",
-    "--no-textconv",
-    "--src-prefix=a/",
-    "--dst-prefix=b/",
+    *DIFF_FORMAT,
     "-M",
     "-C",
 )

@@ -16,6 +16,21 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import IO, NamedTuple
 
+# The diff format the parser reads, shared by extraction (git log) and `repotune suggest`
+# (git diff --cached): NUL-separated raw records, then full-sha patches with a/ b/ prefixes and
+# nothing a user's config or a diff driver could change.
+DIFF_FORMAT = (
+    "-z",
+    "--raw",
+    "--patch",
+    "--no-abbrev",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+)
+
 MARKER = b"\x00\x00repotune-commit\x00"
 FORMAT = "%x00%x00repotune-commit%x00%H%x00%P%x00%an%x00%ae%x00%ad%x00%cn%x00%cd%x00%e%x00%B%x00"
 HEADER_FIELDS = 9

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
 from repotune.extract import table as commit_table
-from repotune.extract.gitlog import FORMAT, Commit, email_sha256, iter_commits
+from repotune.extract.gitlog import DIFF_FORMAT, FORMAT, Commit, email_sha256, iter_commits
 from repotune.extract.repository import (
     count_merges,
     git_output,
@@ -98,15 +98,7 @@ def git_log_command(repo: str | Path, settings: ExtractSettings) -> list[str]:
         "log",
         "--no-walk=unsorted",
         "--stdin",
-        "-z",
-        "--raw",
-        "--patch",
-        "--no-abbrev",
-        "--no-color",
-        "--no-ext-diff",
-        "--no-textconv",
-        "--src-prefix=a/",
-        "--dst-prefix=b/",
+        *DIFF_FORMAT,
         "--diff-merges=first-parent",
         "--date=raw",
         "--encoding=UTF-8",
