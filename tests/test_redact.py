@@ -302,7 +302,9 @@ def test_generations_written_by_evaluate_are_redacted() -> None:
     from repotune.evaluate.tasks import Example
 
     token = "ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
-    example = Example(task=COMMIT_MESSAGE, sha="a" * 40, prompt="p", reference="Fix the parser")
+    example = Example(
+        task=COMMIT_MESSAGE, sha="a" * 40, prompt="p", reference="Fix the parser", prompt_ids=(1,)
+    )
     asked = Questions(commit_messages=[example], code_changes=[], behaviour=[], test_commits=1)
 
     def generated(text: str) -> Generation:
