@@ -24,7 +24,7 @@ MODEL = FAST["models"][0]
 # An absolute path, so the copied workflow below reads the very same behavioural-test file
 # (the default is resolved inside the workflow directory, which the copy moves).
 BEHAVIOUR = {"behaviour": {"tests": str(ROOT / "config" / "behaviour_tests.yaml")}}
-TRAIN_ON = {"all": 1, "train": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
+TRAIN_ON = {"all": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1}
 
 
 def config_of(repo, evaluate=None, **overrides):
@@ -114,7 +114,7 @@ def test_new_commit_reruns_everything_and_extracts_only_it(finished):
     ("module", "expected"),
     [
         ("repotune/extract/gitlog.py", all_jobs()),
-        ("repotune/curate/filters.py", model_jobs(curate=1)),
+        ("repotune/curate/filters.py", model_jobs(curate=1, snapshot=1)),  # snapshot filters too
         ("repotune/shards/packing.py", model_jobs()),
         ("repotune/train/schedule.py", TRAIN_ON),
         (
@@ -142,7 +142,10 @@ def test_manifest_records_each_stages_code_hash(finished):
     _, workdir = finished
     manifest = json.loads((workdir / "results" / "tiny" / "manifest.json").read_text())
     hasher = CodeHasher(ROOT)
-    stages = ("extract_commits", "curate", "tokenize", "train", "evaluate", "manifest")
+    stages = (
+        "extract_commits", "curate", "snapshot", "tokenize",
+        "train", "evaluate", "export", "manifest",
+    )  # fmt: skip
     assert manifest["code"] == {stage: hasher.hash(f"scripts/{stage}.py") for stage in stages}
 
 
