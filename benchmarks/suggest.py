@@ -41,7 +41,9 @@ from repotune.cli.run import find_run, load  # noqa: E402
 from repotune.cli.suggest import change_commit, suggestions  # noqa: E402
 from repotune.evaluate.generation import GenerationSettings, generate  # noqa: E402
 from repotune.modeling import load_adapted  # noqa: E402, F401  (imported here: load times loading)
-from repotune.shards.render import CHANGE_TO_MESSAGE, render_prompt  # noqa: E402
+from repotune.shards.prompt import prompt_ids  # noqa: E402
+from repotune.shards.render import CHANGE_TO_MESSAGE  # noqa: E402
+from repotune.shards.tokenizer import TextEncoder  # noqa: E402
 from testdata.gitrepo import GitRepo  # noqa: E402
 from testdata.workflow import FAST, snakemake  # noqa: E402
 
@@ -102,12 +104,13 @@ def main() -> None:
             max_new_tokens=NEW_TOKENS, max_prompt_tokens=loaded.seq_len - 1
         )
         project, baseline = [], []
+        encoder = TextEncoder(loaded.tokenizer, loaded.template.markers)
         for _ in range(args.rounds):
             started = time.perf_counter()
             commit = change_commit(staged_files(repo.path), finished, "staged")
             ours = suggestions(loaded, commit, decoding)
             project.append(time.perf_counter() - started)
-            prompt = render_prompt(commit, CHANGE_TO_MESSAGE, loaded.template)
+            prompt = prompt_ids(commit, CHANGE_TO_MESSAGE, loaded.template, encoder)
             started = time.perf_counter()
             (theirs,) = generate(
                 loaded.model, loaded.tokenizer, [prompt], settings, stop=loaded.template.markers

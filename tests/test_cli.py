@@ -101,6 +101,8 @@ def test_suggest_gives_the_greedy_message_evaluation_would(run, work):
     from repotune.cli.run import find_run, load
     from repotune.cli.suggest import change_commit, suggestions
     from repotune.evaluate.generation import GenerationSettings, generate
+    from repotune.shards.prompt import prompt_ids
+    from repotune.shards.tokenizer import TextEncoder
 
     result = repotune("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
     assert result.returncode == 0, result.stderr
@@ -112,10 +114,12 @@ def test_suggest_gives_the_greedy_message_evaluation_would(run, work):
     loaded = load(finished, "cpu")
     commit = change_commit(staged_files(work.path), finished, "staged")
     ours = suggestions(loaded, commit, Decoding(max_new_tokens=16))
-    prompt = render_prompt(commit, CHANGE_TO_MESSAGE, loaded.template)
+    # Evaluation gives the model the prompt's training ids (repotune.shards.prompt).
+    encoder = TextEncoder(loaded.tokenizer, loaded.template.markers)
+    ids = prompt_ids(commit, CHANGE_TO_MESSAGE, loaded.template, encoder)
     settings = GenerationSettings(max_new_tokens=16, max_prompt_tokens=loaded.seq_len - 1)
     (theirs,) = generate(
-        loaded.model, loaded.tokenizer, [prompt], settings, stop=loaded.template.markers
+        loaded.model, loaded.tokenizer, [ids], settings, stop=loaded.template.markers
     )
     assert ours == [theirs.text.strip()]
 
