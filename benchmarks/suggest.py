@@ -39,7 +39,12 @@ from repotune.cli.decode import Decoding  # noqa: E402
 from repotune.cli.diff import staged_files  # noqa: E402
 from repotune.cli.run import find_run, load  # noqa: E402
 from repotune.cli.suggest import change_commit, suggestions  # noqa: E402
-from repotune.evaluate.generation import GenerationSettings, generate  # noqa: E402
+from repotune.evaluate.generation import (  # noqa: E402
+    GenerationSettings,
+    budgets,
+    context_length,
+    generate,
+)
 from repotune.modeling import load_adapted  # noqa: E402, F401  (imported here: load times loading)
 from repotune.shards.prompt import prompt_ids  # noqa: E402
 from repotune.shards.render import CHANGE_TO_MESSAGE  # noqa: E402
@@ -105,12 +110,15 @@ def main() -> None:
         )
         project, baseline = [], []
         encoder = TextEncoder(loaded.tokenizer, loaded.template.markers)
+        max_prompt, _ = budgets(settings, context_length(loaded.model))
         for _ in range(args.rounds):
             started = time.perf_counter()
             commit = change_commit(staged_files(repo.path), finished, "staged")
             ours = suggestions(loaded, commit, decoding)
             project.append(time.perf_counter() - started)
-            prompt = prompt_ids(commit, CHANGE_TO_MESSAGE, loaded.template, encoder)
+            prompt = prompt_ids(
+                commit, CHANGE_TO_MESSAGE, loaded.template, encoder, max_tokens=max_prompt
+            )
             started = time.perf_counter()
             (theirs,) = generate(
                 loaded.model, loaded.tokenizer, [prompt], settings, stop=loaded.template.markers

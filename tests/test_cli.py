@@ -96,11 +96,18 @@ def test_curate_filters_drop_lock_files_from_the_diff(tmp_path):
     assert [c["path"] for c in kept] == ["app.py"] and dropped == ["package-lock.json"]
 
 
-def test_suggest_gives_the_greedy_message_evaluation_would(run, work):
+def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run, work):
+    """The same prompt ids, built as training built them and cut to the prompt budget the way
+    a training continuation is cut, give evaluation's greedy generation."""
     from repotune.cli.decode import Decoding
     from repotune.cli.run import find_run, load
     from repotune.cli.suggest import change_commit, suggestions
-    from repotune.evaluate.generation import GenerationSettings, generate
+    from repotune.evaluate.generation import (
+        GenerationSettings,
+        budgets,
+        context_length,
+        generate,
+    )
     from repotune.shards.prompt import prompt_ids
     from repotune.shards.tokenizer import TextEncoder
 
@@ -114,10 +121,10 @@ def test_suggest_gives_the_greedy_message_evaluation_would(run, work):
     loaded = load(finished, "cpu")
     commit = change_commit(staged_files(work.path), finished, "staged")
     ours = suggestions(loaded, commit, Decoding(max_new_tokens=16))
-    # Evaluation gives the model the prompt's training ids (repotune.shards.prompt).
     encoder = TextEncoder(loaded.tokenizer, loaded.template.markers)
-    ids = prompt_ids(commit, CHANGE_TO_MESSAGE, loaded.template, encoder)
     settings = GenerationSettings(max_new_tokens=16, max_prompt_tokens=loaded.seq_len - 1)
+    max_prompt, _ = budgets(settings, context_length(loaded.model))
+    ids = prompt_ids(commit, CHANGE_TO_MESSAGE, loaded.template, encoder, max_tokens=max_prompt)
     (theirs,) = generate(
         loaded.model, loaded.tokenizer, [ids], settings, stop=loaded.template.markers
     )
