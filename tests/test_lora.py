@@ -1,16 +1,7 @@
 """LoRA target resolution against real (tiny) GPT-2, StarCoder2 and Phi-2 models."""
 
 import pytest
-import torch
 from peft import get_peft_model
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    PhiConfig,
-    PhiForCausalLM,
-    Starcoder2Config,
-    Starcoder2ForCausalLM,
-)
 
 from repotune.errors import InputError
 from repotune.train.lora import (
@@ -19,23 +10,7 @@ from repotune.train.lora import (
     targets_are_conv1d,
     trainable_parameters,
 )
-
-SMALL = {"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}
-
-
-def gpt2() -> torch.nn.Module:
-    return GPT2LMHeadModel(
-        GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-    )
-
-
-def starcoder2() -> torch.nn.Module:
-    config = Starcoder2Config(**SMALL, intermediate_size=64, num_key_value_heads=2)
-    return Starcoder2ForCausalLM(config)
-
-
-def phi() -> torch.nn.Module:
-    return PhiForCausalLM(PhiConfig(**SMALL, intermediate_size=64))
+from testdata.models import gpt2, phi, starcoder2
 
 
 @pytest.mark.parametrize(

@@ -4,38 +4,15 @@ document B packed after document A gets the logits and loss it gets alone."""
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    PhiConfig,
-    PhiForCausalLM,
-    Starcoder2Config,
-    Starcoder2ForCausalLM,
-)
 
 from repotune.packed import packed_logits
 from repotune.shards.table import collate
 from repotune.train.bookkeeping import loss_sum
 from repotune.train.lora import FAMILY_TARGETS
+from testdata.models import gpt2, phi, starcoder2
 
-SMALL = {"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}
 SEQ_LEN = 24
 CPU = torch.device("cpu")
-
-
-def gpt2() -> torch.nn.Module:
-    return GPT2LMHeadModel(
-        GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-    )
-
-
-def starcoder2() -> torch.nn.Module:
-    config = Starcoder2Config(**SMALL, intermediate_size=64, num_key_value_heads=2)
-    return Starcoder2ForCausalLM(config)
-
-
-def phi() -> torch.nn.Module:
-    return PhiForCausalLM(PhiConfig(**SMALL, intermediate_size=64))
 
 
 def adapted(build, family: str) -> torch.nn.Module:
