@@ -37,7 +37,7 @@ from testdata.curated import (
     synthetic_rows,
     write_curated,
 )
-from testdata.workflow import FAST, snakemake
+from testdata.workflow import FAST, planned_jobs, snakemake
 
 SEQ_LEN = 128
 MARKER_IDS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file|>")
@@ -276,20 +276,31 @@ def _history(root: Path):
     return repo
 
 
-@pytest.mark.slow
-def test_no_file_content_from_after_the_cutoff_reaches_training(tmp_path):
-    repo = _history(tmp_path)
-    workdir = tmp_path / "work"
+CUTOFF_CONFIG = {
+    **FAST,
+    "curate": {"split": {"test_size": 1, "validation_size": 1}},
+    "snapshot": {"near_duplicates": False},
+}
+SHARD_STATS = "results/tiny/shards/stats.json"
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    """The workflow run up to tokenize (no training) on :func:`_history`."""
+    root = tmp_path_factory.mktemp("cutoff")
+    repo = _history(root)
+    workdir = root / "work"
     workdir.mkdir()
-    config = {
-        "repo": str(repo.path),
-        **FAST,
-        "curate": {"split": {"test_size": 1, "validation_size": 1}},
-        "snapshot": {"near_duplicates": False},
-    }
-    run = snakemake(workdir, "results/tiny/shards/stats.json", config=config)
+    config = {"repo": str(repo.path), **CUTOFF_CONFIG}
+    run = snakemake(workdir, SHARD_STATS, config=config)
     assert run.returncode == 0, run.stderr[-3000:]
-    stats = json.loads((workdir / "results/tiny/shards/stats.json").read_text())
+    return workdir, config
+
+
+@pytest.mark.slow
+def test_no_file_content_from_after_the_cutoff_reaches_training(tokenized):
+    workdir, _ = tokenized
+    stats = json.loads((workdir / SHARD_STATS).read_text())
     assert stats["splits"]["train"]["files"]["files"] >= 9
     tokenizer = load_tokenizer(str(workdir / "results/tiny/tokenizer"))
     shards = load_from_disk(str(workdir / "results/tiny/shards/train"))
@@ -299,3 +310,22 @@ def test_no_file_content_from_after_the_cutoff_reaches_training(tmp_path):
     )
     assert "<|file|>pkg/core.py\n" in text and "TRAIN_TIME_CORE" in text
     assert "AFTER_CUTOFF" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({}, {}),
+        ({"tokenize": {**FAST["tokenize"], "fim_rate": 0.9}}, {"tokenize": 1}),
+        ({"tokenize": {**FAST["tokenize"], "files": False}}, {"tokenize": 1}),
+        ({"snapshot": {"enabled": False}}, {"tokenize": 1}),
+    ],
+    ids=["nothing", "fim_rate", "files-off", "snapshot-off"],
+)
+def test_file_settings_rerun_tokenize_only(tokenized, change, expected):
+    """A dry run after the run above plans exactly tokenize when a file setting changes;
+    with file documents off, tokenize no longer waits for the snapshot."""
+    workdir, config = tokenized
+    jobs = planned_jobs(snakemake(workdir, "-n", SHARD_STATS, config=config | change))
+    assert jobs == expected
