@@ -15,6 +15,7 @@ from datasets import load_from_disk
 from repotune.cli.complete import Gap, native_fim, prompt_for
 from repotune.config import resolve_config
 from repotune.curate.table import SPLITS
+from repotune.errors import InputError
 from repotune.models import resolve_model
 from repotune.shards.files import FIM_MARKERS, file_documents
 from repotune.shards.fim import (
@@ -329,3 +330,20 @@ def test_file_settings_rerun_tokenize_only(tokenized, change, expected):
     workdir, config = tokenized
     jobs = planned_jobs(snakemake(workdir, "-n", SHARD_STATS, config=config | change))
     assert jobs == expected
+
+
+def test_a_snapshot_without_content_is_a_one_line_error(tmp_path):
+    rows = synthetic_rows(5, seed=1, split="train")
+    broken = tmp_path / "files.parquet"
+    pq.write_table(pa.table({"path": ["a.py"], "blob_sha": ["0" * 40]}), broken)
+    with pytest.raises(InputError, match=r"snapshot '.*files.parquet': lacks column\(s\) content"):
+        tokenize_stage(
+            splits=write_curated(tmp_path / "dataset", rows),
+            tokenizer_dir=tmp_path / "tokenizer",
+            shard_dirs={split: tmp_path / split for split in SPLITS},
+            stats_path=tmp_path / "stats.json",
+            settings=_settings(),
+            model=resolve_model(TINY),
+            files=broken,
+        )
+    assert not (tmp_path / "tokenizer").exists()

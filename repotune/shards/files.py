@@ -19,16 +19,12 @@ number, its ``sha`` the blob id), so they are packed with the commits by the sam
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from repotune.errors import InputError
 from repotune.shards.fim import SPM, FimFormat, fim_example, is_fim, whole_file
 from repotune.shards.stream import DocumentBatch
 
@@ -60,24 +56,6 @@ class FileCounts:
     def as_dict(self) -> dict[str, Any]:
         counts = {k: v for k, v in vars(self).items() if k != "tokens"}
         return counts | {"tokens": {kind: self.tokens[kind] for kind in KINDS[1:]}}
-
-
-def open_snapshot(path: str | Path) -> pq.ParquetFile:
-    """The snapshot's files table, checked for the columns this stage reads."""
-    try:
-        parquet = pq.ParquetFile(path, pre_buffer=False)
-    except (OSError, pa.ArrowException) as error:
-        raise InputError(
-            f"snapshot '{path}'", f"cannot be read ({error})", "rerun the snapshot stage"
-        ) from None
-    missing = [name for name in FILE_COLUMNS if name not in parquet.schema_arrow.names]
-    if missing:
-        raise InputError(
-            f"snapshot '{path}'",
-            f"lacks column(s) {', '.join(missing)}",
-            "rerun the snapshot stage (docs/data-contracts.md lists the columns)",
-        )
-    return parquet
 
 
 def _cut(lines: list[str], sizes: list[int], room: int) -> list[str]:
@@ -159,15 +137,8 @@ def file_documents(
         room = max(1, room // 2)
 
 
-def read_files(path: str | Path, batch_files: int) -> Iterator[list[dict[str, Any]]]:
-    """The snapshot's files, in table order (by path), ``batch_files`` at a time."""
-    parquet = open_snapshot(path)
-    for batch in parquet.iter_batches(batch_size=batch_files, columns=list(FILE_COLUMNS)):
-        yield batch.to_pylist()
-
-
 def encode_files(
-    path: str | Path,
+    rows_batches: Iterable[list[dict[str, Any]]],
     fmt: FimFormat,
     encode: Encode,
     settings: Any,
@@ -175,10 +146,11 @@ def encode_files(
     weight: float,
     counts: FileCounts,
 ) -> Iterator[DocumentBatch]:
-    """The snapshot's file documents as batches for the packer, files numbered from
-    ``first`` on (after the split's commits), each with recency weight ``weight``."""
+    """The file documents of the snapshot's rows (``FILE_COLUMNS``, a batch at a time) as
+    batches for the packer, files numbered from ``first`` on (after the split's commits),
+    each with recency weight ``weight``."""
     number = first
-    for rows in read_files(path, settings.batch_commits):
+    for rows in rows_batches:
         documents: list[list[int]] = []
         owners: list[int] = []
         shas: list[str] = []

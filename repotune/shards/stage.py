@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from repotune.curate.table import SPLITS
 from repotune.errors import InputError
 from repotune.models import ModelSpec, with_overrides
 from repotune.progress import PROGRESS, Progress, duration
-from repotune.shards.files import FileCounts, encode_files, open_snapshot
+from repotune.shards.files import FILE_COLUMNS, FileCounts, encode_files
 from repotune.shards.fim import FIM_FORMATS, PLAIN_FIM, FimFormat, choose_fim_format
 from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
@@ -99,22 +99,33 @@ class EncodeCounts:
     tasks: Counter = field(default_factory=Counter)
 
 
-def open_curated(path: str | Path) -> pq.ParquetFile:
-    """A curated split, checked for the columns this stage reads."""
+def open_parquet(path: str | Path, what: str, columns: Sequence[str], stage: str) -> pq.ParquetFile:
+    """The Parquet input ``what`` of this stage, checked for the ``columns`` it reads (a
+    one-line error naming the ``stage`` to rerun otherwise)."""
     try:
         parquet = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering grows with the file
     except (OSError, pa.ArrowException) as error:
         raise InputError(
-            f"curated split '{path}'", f"cannot be read ({error})", "rerun the curate stage"
+            f"{what} '{path}'", f"cannot be read ({error})", f"rerun the {stage} stage"
         ) from None
-    missing = [name for name in COLUMNS if name not in parquet.schema_arrow.names]
+    missing = [name for name in columns if name not in parquet.schema_arrow.names]
     if missing:
         raise InputError(
-            f"curated split '{path}'",
+            f"{what} '{path}'",
             f"lacks column(s) {', '.join(missing)}",
-            "rerun the curate stage (docs/data-contracts.md lists the columns)",
+            f"rerun the {stage} stage (docs/data-contracts.md lists the columns)",
         )
     return parquet
+
+
+def open_curated(path: str | Path) -> pq.ParquetFile:
+    """A curated split, checked for the columns this stage reads."""
+    return open_parquet(path, "curated split", COLUMNS, "curate")
+
+
+def open_snapshot(path: str | Path) -> pq.ParquetFile:
+    """The snapshot's files table, checked for the columns file documents read."""
+    return open_parquet(path, "snapshot", FILE_COLUMNS, "snapshot")
 
 
 def check_curated(splits: Mapping[str, str | Path]) -> None:
@@ -320,9 +331,13 @@ def tokenize_split(
         if files is not None:
             snapshot, fmt = files
             encode = TextEncoder(tokenizer, fmt.markers)
-            batches = encode_files(
-                snapshot, fmt, encode, settings, counts.commits, newest, file_counts
+            rows = open_snapshot(snapshot).iter_batches(
+                batch_size=settings.batch_commits, columns=list(FILE_COLUMNS)
             )
+            batches = encode_files(
+                (batch.to_pylist() for batch in rows),
+                fmt, encode, settings, counts.commits, newest, file_counts,
+            )  # fmt: skip
             for batch in batches:
                 writer.write(packer.add(batch))
         writer.write(packer.finish())
