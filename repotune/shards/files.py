@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +37,15 @@ MIN_ROOM = 8
 skipped (a path nearly as long as a block)."""
 
 Encode = Callable[[Sequence[str]], list[list[int]]]
+
+
+class FileSettings(Protocol):
+    """The ``tokenize:`` keys file documents read (repotune.shards.stage.TokenizeSettings)."""
+
+    seq_len: int
+    seed: int
+    fim_rate: float
+    fim_spm_rate: float
 
 
 @dataclass
@@ -100,7 +109,9 @@ class FileDocument:
     mode: str | None = None
 
 
-def render_piece(path: str, piece: str, key: str, fmt: FimFormat, settings: Any) -> FileDocument:
+def render_piece(
+    path: str, piece: str, key: str, fmt: FimFormat, settings: FileSettings
+) -> FileDocument:
     """A piece of a file as a FIM document (probability ``settings.fim_rate``, drawn from
     the seed and ``key``) or a whole-file one; both start with the file's header."""
     if is_fim(settings.seed, key, settings.fim_rate):
@@ -110,7 +121,7 @@ def render_piece(path: str, piece: str, key: str, fmt: FimFormat, settings: Any)
 
 
 def file_documents(
-    path: str, content: str, fmt: FimFormat, encode: Encode, settings: Any
+    path: str, content: str, fmt: FimFormat, encode: Encode, settings: FileSettings
 ) -> list[tuple[FileDocument, list[int]]] | None:
     """The documents of one file with their ids, each at most ``seq_len - 1`` tokens (EOS
     follows); None when its header leaves a block no room.
@@ -141,7 +152,7 @@ def encode_files(
     rows_batches: Iterable[list[dict[str, Any]]],
     fmt: FimFormat,
     encode: Encode,
-    settings: Any,
+    settings: FileSettings,
     first: int,
     weight: float,
     counts: FileCounts,
