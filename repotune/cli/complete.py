@@ -108,12 +108,22 @@ def _lines_within(
 
 
 def prompt_for(
-    tokenizer: Any, template: str, markers: Sequence[str], gap: Gap, max_prompt: int
+    tokenizer: Any,
+    template: str,
+    markers: Sequence[str],
+    gap: Gap,
+    max_prompt: int,
+    trained: FimFormat | None = None,
 ) -> tuple[list[int], tuple[str, ...]]:
-    """The prompt ids of ``gap`` within ``max_prompt`` tokens, and the stop strings."""
+    """The prompt ids of ``gap`` within ``max_prompt`` tokens, and the stop strings.
+
+    ``trained``: the FIM format the run's file documents used (its stats.json), which wins
+    over the tokenizer's native one: a hub tokenizer without FIM tokens learnt the plain
+    markers as text, and is asked with them as text.
+    """
     from repotune.shards.tokenizer import TextEncoder
 
-    fmt = native_fim(template, tokenizer)
+    fmt = trained or native_fim(template, tokenizer)
     if fmt is None:
         encode = TextEncoder(tokenizer, markers)
         size = lambda text: len(encode([text])[0])  # noqa: E731
@@ -148,7 +158,9 @@ def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
     wanted = GenerationSettings(max_new_tokens=max_new_tokens, max_prompt_tokens=loaded.seq_len - 1)
     max_prompt, max_new = budgets(wanted, context_length(loaded.model))
     template = loaded.template
-    ids, stops = prompt_for(loaded.tokenizer, template.name, template.markers, gap, max_prompt)
+    ids, stops = prompt_for(
+        loaded.tokenizer, template.name, template.markers, gap, max_prompt, loaded.fim
+    )
     decoding = Decoding(candidates=1, max_new_tokens=max_new)
     return continuations(loaded.model, loaded.tokenizer, ids, stops, decoding)[0]
 
