@@ -5,6 +5,7 @@ machine that builds the envs, deep inside a job."""
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,3 +77,13 @@ def test_the_rule_env_holds_every_import_its_script_reaches(rule: str) -> None:
                 needed.setdefault(normalise(distribution), str(path.relative_to(ROOT)))
     missing = {name: where for name, where in needed.items() if name not in env_packages(env)}
     assert not missing, f"{env.relative_to(ROOT)} lacks (package: importing file) {missing}"
+
+
+def test_the_tokenize_stage_does_not_import_torch() -> None:
+    """envs/data.yaml has no pytorch: the tokenize stage (and the shard writer it uses) must
+    reach torch through no import, or the job fails on a machine that builds the envs."""
+    code = "import sys, repotune.shards.stage; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
