@@ -14,6 +14,7 @@ from repotune.curate.redact import (
     PROVIDER_RULES,
     Redactor,
     RedactSettings,
+    random_entropy,
     shannon_entropy,
 )
 from testdata.commits import History, all_rows, change, run_curate
@@ -144,6 +145,13 @@ def test_shannon_entropy_by_hand() -> None:
     assert shannon_entropy("abcd") == 2.0
     # "aab": p = 2/3, 1/3.
     assert math.isclose(shannon_entropy("aab"), -(2 / 3) * math.log2(2 / 3) - math.log2(1 / 3) / 3)
+
+
+def test_random_entropy_by_hand() -> None:
+    # Two characters from {a, b}: aa and bb score 0, ab and ba score 1.
+    assert random_entropy(2, 2) == 0.5
+    # Three from {a, b}: aaa, bbb score 0; the other six score H(1/3, 2/3).
+    assert math.isclose(random_entropy(3, 2), 6 / 8 * shannon_entropy("aab"))
 
 
 @pytest.mark.parametrize(("kind", "secret", "placeholder"), SECRETS)
