@@ -19,8 +19,9 @@ def packed_logits(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Logits of a batch of packed blocks (:func:`repotune.shards.table.collate`'s output), each
-    document seeing only itself; under autocast to ``dtype`` unless it is float32."""
+    """Logits of a batch of packed blocks (:func:`repotune.shards.torch_blocks.collate`'s
+    output), each document seeing only itself; under autocast to ``dtype`` unless it is
+    float32."""
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         output = model(
             input_ids=batch["input_ids"].to(device),

@@ -5,6 +5,7 @@ machine that builds the envs, deep inside a job."""
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,3 +77,12 @@ def test_the_rule_env_holds_every_import_its_script_reaches(rule: str) -> None:
                 needed.setdefault(normalise(distribution), str(path.relative_to(ROOT)))
     missing = {name: where for name, where in needed.items() if name not in env_packages(env)}
     assert not missing, f"{env.relative_to(ROOT)} lacks (package: importing file) {missing}"
+
+
+def test_the_tokenize_stage_imports_without_torch() -> None:
+    """envs/data.yaml has no pytorch: the tokenize stage (and the shard writer it uses) must
+    import in a Python where torch cannot be imported, as in that env. (transformers imports
+    torch by itself when it is installed, so "torch not in sys.modules" would test the venv.)"""
+    code = "import sys; sys.modules['torch'] = None; import repotune.shards.stage"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1]

@@ -29,8 +29,9 @@ from repotune.shards.fim import (
     whole_file,
 )
 from repotune.shards.stage import TokenizeSettings, tokenize_stage
-from repotune.shards.table import IGNORE, load_blocks
+from repotune.shards.table import IGNORE
 from repotune.shards.tokenizer import TextEncoder, load_tokenizer
+from repotune.shards.torch_blocks import load_blocks
 from repotune.snapshot.table import SNAPSHOT
 from testdata.curated import (
     STARCODER2_SPECIAL,
@@ -191,9 +192,9 @@ def test_each_file_document_is_its_fim_or_whole_file_text_then_eos(stage):
 
 
 def test_labels_start_each_fim_document_afresh(stage):
-    """The training batches (repotune.shards.table.collate) mask the label of a FIM document's
-    first token, so it is never predicted from the document before it; the rest of the
-    document, its EOS included, is learnt."""
+    """The training batches (repotune.shards.torch_blocks.collate) mask the label of a FIM
+    document's first token, so it is never predicted from the document before it; the rest of
+    the document, its EOS included, is learnt."""
     root, _ = stage
     tokenizer = _tokenizer(root)
     prefix_id = tokenizer.convert_tokens_to_ids("<|fim_prefix|>")

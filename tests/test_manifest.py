@@ -4,9 +4,12 @@ import hashlib
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
 from repotune.config import resolve_config
+from repotune.evaluate.report import metric_entry
+from repotune.evaluate.significance import paired_means
 from repotune.manifest.stage import (
     artifact_files,
     describe_artifact,
@@ -44,11 +47,56 @@ def test_headline_metrics_are_found_anywhere_and_filtered_by_headline():
         },
         "samples": [{"base": "x"}],
     }
+    unmeasured = {"n": None, "delta_interval": None, "verdict": None}
     assert headline_metrics(report) == {
-        "metrics.perplexity": {"base": 40.0, "adapted": 12.0, "delta": -28.0},
-        "metrics.message.bleu": {"base": 0.1, "adapted": 0.3, "delta": 0.2},
+        "metrics.perplexity": {"base": 40.0, "adapted": 12.0, "delta": -28.0, **unmeasured},
+        "metrics.message.bleu": {"base": 0.1, "adapted": 0.3, "delta": 0.2, **unmeasured},
     }
     assert list(headline_metrics({**report, "headline": ["bleu"]})) == ["metrics.message.bleu"]
+
+
+def test_headline_metrics_carry_n_the_delta_interval_and_the_verdict(tmp_path):
+    """A report.json written the way evaluate writes it (report.metric_entry with a paired
+    bootstrap): each manifest metric keeps the items resampled, the delta's 95% interval and
+    the verdict, so a reader of the manifest sees whether the change is real."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.4, 40)
+    better = metric_entry(
+        "commit_message.rouge_l",
+        float(base.mean()),
+        float(base.mean() + 0.2),
+        40,
+        paired_means(base, base + 0.2, seed=1),
+    )
+    unclear = metric_entry(
+        "code_change.edit_similarity", 0.5, 0.5, 40, paired_means(base, base[::-1], seed=1)
+    )
+    unmeasured = metric_entry("behaviour.pass_rate", None, None, 0, None)
+    metrics = {
+        "commit_message.rouge_l": better,
+        "code_change.edit_similarity": unclear,
+        "behaviour.pass_rate": unmeasured,
+    }
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"model": "tiny", "metrics": metrics}))
+    found = headline_metrics(json.loads(path.read_text()))
+    rouge = found["metrics.commit_message.rouge_l"]
+    assert rouge["n"] == 40
+    assert rouge["delta_interval"] == better["interval"]["delta"]
+    low, high = rouge["delta_interval"]
+    assert 0 < low <= rouge["delta"] <= high
+    assert rouge["verdict"] == "better"
+    similarity = found["metrics.code_change.edit_similarity"]
+    assert similarity["delta_interval"][0] < 0 < similarity["delta_interval"][1]
+    assert similarity["verdict"] == "no clear difference"
+    assert found["metrics.behaviour.pass_rate"] == {
+        "base": None,
+        "adapted": None,
+        "delta": None,
+        "n": 0,
+        "delta_interval": None,
+        "verdict": unmeasured["verdict"],
+    }
 
 
 @pytest.mark.parametrize(

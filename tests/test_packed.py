@@ -6,7 +6,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from repotune.packed import packed_logits
-from repotune.shards.table import collate
+from repotune.shards.torch_blocks import collate
 from repotune.train.bookkeeping import loss_sum
 from repotune.train.lora import FAMILY_TARGETS
 from testdata.models import gpt2, phi, starcoder2

@@ -11,7 +11,7 @@ from peft import LoraConfig, get_peft_model
 from repotune.evaluate.perplexity import from_sums, perplexity
 from repotune.evaluate.stage import variant
 from repotune.modeling import build_model
-from repotune.shards.table import load_blocks
+from repotune.shards.torch_blocks import load_blocks
 from testdata.training import FEATURES, documents, pack, train_tokenizer
 
 # Long enough for several fixture documents (15-35 tokens each) to share a block.

@@ -2,7 +2,9 @@
 
 import json
 import math
+import random
 import re
+import string
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,14 @@ from repotune.curate.redact import (
     PROVIDER_RULES,
     Redactor,
     RedactSettings,
+    random_entropy,
     shannon_entropy,
 )
 from testdata.commits import History, all_rows, change, run_curate
 from testdata.secret_corpus import Sample, corpus, formats
 
+ALNUM = string.ascii_letters + string.digits
+HEX = "0123456789abcdef"
 DEFAULTS = RedactSettings(emails=True, entropy_threshold=3.0, min_secret_length=8)
 
 PRIVATE_KEY = (
@@ -109,6 +114,27 @@ LOOK_ALIKES = [
     "postgres://user:${DB_PASSWORD}@db.example.com/app",
     "Set the password to something only you know.",
     "def connect(include_password: Optional[bool] = None) -> None:",
+    # Named, but identifiers, templates and placeholders: no secret however short.
+    "token = get_user_name",
+    "password = self.password_field",
+    'token = os.environ["TOKEN"]',
+    "password = None",
+    'password: "********"',
+    'token: "<your-token>"',
+    "deploy --token <your-token>",
+    'secret = "xxxxxxxx"',
+    'DB_PASSWORD="changeme"',
+]
+# Short values that a secret word or flag names, each with Shannon entropy in [2.6, 3.0): under
+# the fixed 3.0 bits/char, yet each is a uniformly random draw (but the first, from a bug
+# report). (kind, line, value).
+SHORT_SECRETS = [
+    ("secret", "deploy --token Z8gebG1glQ1Ggg", "Z8gebG1glQ1Ggg"),
+    ("password", "mysql -u app --password=oOOL8dKLzd db", "oOOL8dKLzd"),
+    ("secret", "export API_TOKEN=29be2u66mr26", "29be2u66mr26"),
+    ("secret", "  token: d7dnGb5G25T5T", "d7dnGb5G25T5T"),
+    ("password", 'DB_PASSWORD="826ZWOf0WOO"', "826ZWOf0WOO"),
+    ("secret", "auth_token = '74bf20f876ffc474'", "74bf20f876ffc474"),
 ]
 
 
@@ -119,6 +145,13 @@ def test_shannon_entropy_by_hand() -> None:
     assert shannon_entropy("abcd") == 2.0
     # "aab": p = 2/3, 1/3.
     assert math.isclose(shannon_entropy("aab"), -(2 / 3) * math.log2(2 / 3) - math.log2(1 / 3) / 3)
+
+
+def test_random_entropy_by_hand() -> None:
+    # Two characters from {a, b}: aa and bb score 0, ab and ba score 1.
+    assert random_entropy(2, 2) == 0.5
+    # Three from {a, b}: aaa, bbb score 0; the other six score H(1/3, 2/3).
+    assert math.isclose(random_entropy(3, 2), 6 / 8 * shannon_entropy("aab"))
 
 
 @pytest.mark.parametrize(("kind", "secret", "placeholder"), SECRETS)
@@ -227,9 +260,33 @@ def test_entropy_at_exactly_the_threshold_is_a_secret() -> None:
     value = "Ab3$Xy9!"  # eight different characters: exactly log2(8) = 3.0 bits each
     assert shannon_entropy(value) == DEFAULTS.entropy_threshold
     assert Redactor(DEFAULTS).redact(f'password = "{value}"') == 'password = "<PASSWORD>"'
-    below = "Ab3$Xy9!!"  # one repeat: under 3 bits, and long enough
+    # One repeat: under 3 bits, long enough, and letters only, so no short-token allowance.
+    below = "Abcxyzqrr"
     assert shannon_entropy(below) < 3.0
     assert Redactor(DEFAULTS).redact(f'password = "{below}"') == f'password = "{below}"'
+
+
+@pytest.mark.parametrize(("kind", "line", "value"), SHORT_SECRETS)
+def test_short_named_tokens_under_the_fixed_threshold_are_redacted(
+    kind: str, line: str, value: str
+) -> None:
+    assert 2.6 <= shannon_entropy(value) < DEFAULTS.entropy_threshold
+    redactor = Redactor(DEFAULTS)
+    assert redactor.redact(line) == line.replace(value, f"<{kind.upper()}>")
+    assert redactor.counts[kind] == 1
+
+
+@pytest.mark.parametrize(("length", "alphabet"), [(8, ALNUM), (10, ALNUM), (16, HEX)])
+def test_random_short_tokens_are_nearly_all_redacted(length: int, alphabet: str) -> None:
+    """Of 2,000 uniformly random tokens after ``--token``, a fixed 3.0 bits/char lets 38% of
+    the 8-character, 13% of the 10-character alphanumeric and 15% of 16-digit hex ones through;
+    the length-aware threshold under 1%."""
+    rng = random.Random(length)
+    tokens = ["".join(rng.choice(alphabet) for _ in range(length)) for _ in range(2000)]
+    tokens = [t for t in tokens if re.search("[0-9]", t) and re.search("[a-zA-Z]", t)]
+    redactor = Redactor(DEFAULTS)
+    leaked = [t for t in tokens if t in redactor.redact(f"deploy --token {t}")]
+    assert len(leaked) < 0.01 * len(tokens), leaked[:5]
 
 
 def test_letters_only_values_count_in_env_files_only() -> None:

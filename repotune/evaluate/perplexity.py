@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from repotune.packed import packed_logits
-from repotune.shards.table import IGNORE, ShardBlocks
+from repotune.shards.table import IGNORE
+from repotune.shards.torch_blocks import ShardBlocks
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def block_nll(
 ) -> tuple[list[float], list[int]]:
     """Per block of one batch: summed next-token negative log-likelihood (nats) and label count.
 
-    ``batch`` is :func:`repotune.shards.table.collate`'s output. Logits are taken in float32
+    ``batch`` is :func:`repotune.shards.torch_blocks.collate`'s output. Logits are taken in float32
     whatever the model's dtype; each row's cross entropy is computed on its own, so the float32
     copy of the logits is one block at a time (a 49k vocabulary at 4096 tokens is 800 MB).
     Per block, not per batch: the evaluation's paired bootstrap resamples blocks.

@@ -61,8 +61,8 @@ from repotune.evaluate.significance import paired_means, paired_ratio
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
 from repotune.shards.render import Template, get_template
-from repotune.shards.table import load_blocks
 from repotune.shards.tokenizer import TextEncoder
+from repotune.shards.torch_blocks import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS

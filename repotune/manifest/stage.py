@@ -241,7 +241,8 @@ def read_benchmark(path: str | Path) -> dict[str, Any] | None:
 
 
 def headline_metrics(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The base/adapted/delta triples of an evaluation report, keyed by dotted path.
+    """The metrics of an evaluation report, keyed by dotted path: ``base``, ``adapted``,
+    ``delta``, and what says whether the delta is real (:func:`metric_summary`).
 
     Every mapping in the report that holds ``base``, ``adapted`` and ``delta`` is a metric. If
     the report names its headline metrics (a ``headline`` list of keys), only those are kept.
@@ -251,7 +252,7 @@ def headline_metrics(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     def walk(node: Any, path: tuple[str, ...]) -> None:
         if isinstance(node, dict):
             if {"base", "adapted", "delta"} <= node.keys():
-                found[".".join(path)] = {key: node[key] for key in ("base", "adapted", "delta")}
+                found[".".join(path)] = metric_summary(node)
                 return
             for key, value in node.items():
                 if key != "headline":
@@ -267,6 +268,22 @@ def headline_metrics(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if key in names or key.rsplit(".", 1)[-1] in names
         }
     return found
+
+
+def metric_summary(entry: dict[str, Any]) -> dict[str, Any]:
+    """One report metric for the manifest: a delta means little without its sample and
+    interval. ``n`` is the number of items the paired bootstrap resampled (the metric's
+    ``count`` when it has no interval), ``delta_interval`` the delta's 95% interval
+    ``[low, high]`` (null when not measured), ``verdict`` the report's (null when absent)."""
+    interval = entry.get("interval")
+    return {
+        "base": entry["base"],
+        "adapted": entry["adapted"],
+        "delta": entry["delta"],
+        "n": interval["n"] if interval else entry.get("count"),
+        "delta_interval": interval["delta"] if interval else None,
+        "verdict": entry.get("verdict"),
+    }
 
 
 def model_facts(summary: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,7 @@
-"""The shard contract: the Arrow schema the tokenize stage writes and the reader that training
-and evaluation load it with, in one module so writer and readers cannot drift apart.
+"""The shard contract: the Arrow schema the tokenize stage writes, the columns training and
+evaluation read, and the writer, in one module so writer and readers cannot drift apart. The
+reader that turns blocks into torch batches is :mod:`repotune.shards.torch_blocks`, apart so
+the tokenize stage (and its env, envs/data.yaml) needs no torch.
 
 A block is ``seq_len`` tokens holding one or more packed documents. ``position_ids`` restart at
 0 where a document starts; transformers 5 turns such position ids into a block-diagonal causal
@@ -24,17 +26,12 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
-import numpy as np
 import pyarrow as pa
-import torch
 from datasets import Features
 
 from repotune.atomic import atomic_path
-from repotune.errors import InputError
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -48,74 +45,6 @@ SHARD_SCHEMA = pa.schema(
 # The columns training and evaluation read (``shas`` is provenance for people).
 COLUMNS = ("input_ids", "position_ids", "length", "weight")
 IGNORE = -100
-
-
-@dataclass
-class ShardBlocks:
-    """One split's blocks with their lengths and weights in memory (the token ids stay in the
-    memory-mapped Arrow files)."""
-
-    dataset: datasets.Dataset
-    lengths: np.ndarray
-    weights: np.ndarray
-    seq_len: int
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    @property
-    def tokens(self) -> int:
-        """Real (non-padding) tokens of the split."""
-        return int(self.lengths.sum())
-
-    def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """``input_ids``, ``position_ids`` and ``labels`` (all int64, shape batch x seq_len)."""
-        rows = self.dataset[indices]
-        input_ids = torch.as_tensor(np.asarray(rows["input_ids"], dtype=np.int64))
-        positions = torch.as_tensor(np.asarray(rows["position_ids"], dtype=np.int64))
-        lengths = torch.as_tensor(self.lengths[indices], dtype=torch.int64)
-        return collate(input_ids, positions, lengths)
-
-
-def collate(
-    input_ids: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Model inputs for packed blocks.
-
-    Padding gets positions 0, 1, 2, ... of its own, so it forms one separate "document" that no
-    real token attends to, whatever position ids the shards stored for it.
-    """
-    seq_len = input_ids.shape[1]
-    index = torch.arange(seq_len).expand_as(input_ids)
-    padding = index >= lengths[:, None]
-    pad_positions = (index - lengths[:, None]).clamp(min=0)
-    positions = torch.where(padding, pad_positions, positions)
-    labels = input_ids.clone()
-    labels[padding | (positions == 0)] = IGNORE
-    labels[:, 0] = IGNORE  # nothing precedes it, even when a block starts mid-document
-    return {"input_ids": input_ids, "position_ids": positions, "labels": labels}
-
-
-def load_blocks(split_dir: str | Path) -> ShardBlocks:
-    """Load one split written by the tokenize stage; one-line error when it is not a shard."""
-    try:
-        dataset = datasets.load_from_disk(str(split_dir))
-    except (FileNotFoundError, ValueError) as error:
-        raise InputError(
-            f"shards '{split_dir}'", f"cannot be loaded ({error})", "rerun the tokenize rule"
-        ) from None
-    missing = [column for column in COLUMNS if column not in dataset.column_names]
-    if missing:
-        raise InputError(
-            f"shards '{split_dir}'",
-            f"lack the columns {', '.join(missing)}",
-            "rerun the tokenize rule (see docs/data-contracts.md)",
-        )
-    dataset = dataset.select_columns(list(COLUMNS))
-    lengths = np.asarray(dataset["length"], dtype=np.int64)
-    weights = np.asarray(dataset["weight"], dtype=np.float64)
-    seq_len = len(dataset[0]["input_ids"]) if len(dataset) else 0
-    return ShardBlocks(dataset=dataset, lengths=lengths, weights=weights, seq_len=seq_len)
 
 
 # -- writing: blocks -> a datasets directory, one Arrow file at a time --

@@ -10,7 +10,7 @@ settings), ``run`` (the run's values: request, batch plan, progress, session),
 ``bookkeeping`` (validation, best adapter, log rows and checkpoints after each step),
 ``outputs`` (the adapter directory and its summary), ``training_log`` (the CSV log),
 ``distributed`` (DDP helpers), ``data`` (block order; blocks are read with
-``repotune.shards.table``), ``checkpoint`` (resume),
+``repotune.shards.torch_blocks``), ``checkpoint`` (resume),
 ``memory`` (micro-batch that fits), ``schedule`` (epochs, learning rate), ``lora`` (adapter
 targets, trained embeddings), ``launch`` (multi-GPU), ``model_card``. The forward pass over
 packed blocks is shared with evaluation: :mod:`repotune.packed`.

@@ -1,5 +1,5 @@
 """The training stream over the tokenize stage's blocks (read with
-:func:`repotune.shards.table.load_blocks`).
+:func:`repotune.shards.torch_blocks.load_blocks`).
 
 Data order is a pure function of (seed, epoch): training step ``k`` always sees the same
 blocks, which is what makes a resumed run equal to an uninterrupted one. An epoch is always

@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerBase
 
 from repotune.hardware import Hardware
 from repotune.models import ModelSpec
-from repotune.shards.table import ShardBlocks
+from repotune.shards.torch_blocks import ShardBlocks
 from repotune.train.data import BlockOrder
 from repotune.train.settings import TrainSettings
 

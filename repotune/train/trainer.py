@@ -42,7 +42,7 @@ from repotune.errors import InputError
 from repotune.hardware import compute_dtype, detect, dtype_name
 from repotune.modeling import base_source, load_model, model_shape, write_base
 from repotune.models import resolve_model
-from repotune.shards.table import load_blocks
+from repotune.shards.torch_blocks import load_blocks
 from repotune.train import checkpoint, distributed, memory, outputs, schedule, training_log
 from repotune.train.bookkeeping import after_step, loss_sum, save_checkpoint
 from repotune.train.data import BlockOrder
