@@ -1,12 +1,12 @@
 # repotune: `make run` sets up .venv and runs the workflow on the default config;
-# `make test` sets up .venv and runs the whole test suite.
+# `make test` sets up .venv and runs the whole test suite; `make test-fast` all but the slow tests.
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run dry-run test test-export lint fmt bench bench-gpu test-slurm lock clean
+.PHONY: setup system-deps run dry-run test test-fast test-export lint fmt bench bench-gpu test-slurm lock clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ dry-run: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The inner loop: every test but those marked slow (they run the workflow or train a model).
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
 
 # llama.cpp as a real client of the export: llama-cpp-python compiles llama.cpp from source on
 # install (long on a small machine), so it goes to $(LLAMA_CPP), outside .venv, only here.

@@ -1,27 +1,42 @@
-"""A finished run to use: the workflow run on a fixture repository, as `make run` leaves it.
+"""A finished run to share: the workflow run on a fixture repository, as `make run` leaves it.
 
-Built once per test module through the snakemake command line (tests/test_workflow.py's FAST
-settings: a one-layer tiny model, a few steps), with the export formats on. The tests of the
-``repotune`` command and of the export rule read it as a user's ``results/`` would be read.
+Built once per test session (tests/conftest.py's ``shared_run``) through the snakemake command
+line with the FAST settings (a one-layer tiny model, a few steps), every export format on and
+the behavioural tests named by an absolute path (a copied workflow then reads the same file).
+The tests of the workflow, its reruns, the manifest, the export rule and the ``repotune``
+command read it as a user's ``results/`` would be read. A test that changes a run works on a
+copy: :func:`copy_run` (the whole run, up to date), :func:`blank_copy` (its repository and an
+empty work directory) or :func:`copy_results`.
+
+The config names the repository relative to the work directory (``../data``), so a copy of the
+run directory has the very same config and Snakemake finds the copy up to date.
 """
 
+import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from testdata.gitrepo import GitRepo
-from testdata.workflow import FAST, snakemake
+from testdata.workflow import FAST, ROOT, data_repository, snakemake
 
 MODEL = "tiny"
 EXPORT_ALL = {"merged": True, "gguf": {"enabled": True, "dtype": "f32"}, "ollama": True}
+BEHAVIOUR = {"behaviour": {"tests": str(ROOT / "config" / "behaviour_tests.yaml")}}
+CONFIG = {"repo": "../data", **FAST, "export": EXPORT_ALL, "evaluate": BEHAVIOUR}
 
 
 @dataclass(frozen=True)
 class Run:
-    """A workflow directory holding ``results/`` and the repository it learnt from."""
+    """``root/data``, the repository a run learnt from, and ``root/work``, where it ran."""
 
-    workdir: Path
+    root: Path
     repo: GitRepo
+
+    @property
+    def workdir(self) -> Path:
+        return self.root / "work"
 
     @property
     def results(self) -> Path:
@@ -31,28 +46,46 @@ class Run:
     def export(self) -> Path:
         return self.results / MODEL / "export"
 
-
-def history(repo: GitRepo) -> None:
-    """A small history in one style: modules added one commit at a time."""
-    for number in range(6):
-        body = "".join(f"def f{i}():\n    return {number * i}\n" for i in range(number + 2))
-        repo.commit(f"Add module number {number}", {f"pkg/m{number}.py": body})
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config the run was made with (a fresh copy: a test may change it)."""
+        return copy.deepcopy(CONFIG)
 
 
-def finished_run(root: Path, export: dict | None = None) -> Run:
+def finished_run(root: Path) -> Run:
     """Run the whole workflow in ``root/work`` on a fixture repository in ``root/data``."""
-    repo = GitRepo(root / "data")
-    history(repo)
-    workdir = root / "work"
-    workdir.mkdir()
-    config = {"repo": str(repo.path), **FAST, "export": export or EXPORT_ALL}
-    result = snakemake(workdir, config=config)
+    run = Run(root, data_repository(root / "data"))
+    run.workdir.mkdir()
+    result = snakemake(run.workdir, config=run.config)
     assert result.returncode == 0, result.stderr[-3000:]
-    return Run(workdir, repo)
+    return run
 
 
-def copy_run(run: Run, target: Path) -> Path:
-    """A copy of the run's results (a test may break it without touching the others')."""
+def blank_copy(run: Run, root: Path) -> Run:
+    """A copy of ``run``'s repository beside an empty work directory: the same config starts
+    there from scratch."""
+    shutil.copytree(run.repo.path, root / "data", symlinks=True)
+    (root / "work").mkdir()
+    return Run(root, moved(run.repo, root / "data"))
+
+
+def copy_run(run: Run, root: Path) -> Run:
+    """A copy of the whole run, modification times kept, so Snakemake sees it up to date; a
+    test may commit to its repository, rerun or break it without touching the shared run."""
+    shutil.copytree(run.root, root, symlinks=True, dirs_exist_ok=True)
+    return Run(root, moved(run.repo, root / "data"))
+
+
+def moved(repo: GitRepo, path: Path) -> GitRepo:
+    """``repo``'s handle for its copy at ``path``, with the same clock: new commits there follow
+    the copied ones as they would in the original."""
+    handle = copy.copy(repo)
+    handle.path = path
+    return handle
+
+
+def copy_results(run: Run, target: Path) -> Path:
+    """A copy of the run's results alone (for a test that breaks a file in them)."""
     copied = target / "results"
     shutil.copytree(run.results, copied)
     return copied

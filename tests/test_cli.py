@@ -13,7 +13,7 @@ from repotune.config import resolve_config
 from repotune.extract.stage import ExtractSettings, read_commits
 from repotune.shards.render import CHANGE_TO_MESSAGE, get_template, render_prompt
 from testdata.gitrepo import GitRepo, git_env
-from tests.run_fixtures import MODEL, copy_run, finished_run
+from tests.run_fixtures import MODEL, copy_results
 
 ROOT = Path(__file__).resolve().parents[1]
 # A hook whose suggestion must arrive: generous, the test machine may be loaded.
@@ -34,9 +34,10 @@ def repotune(*args: str, cwd: Path, stdin: str | None = None, env: dict | None =
     )
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return finished_run(tmp_path_factory.mktemp("run"))
+@pytest.fixture
+def run(shared_run):
+    """The session's finished run (tests/conftest.py), read as a user's results/ is read."""
+    return shared_run
 
 
 @pytest.fixture
@@ -219,7 +220,7 @@ def test_hook_prefills_the_message_in_a_real_commit(run, work):
 
 
 def test_a_broken_model_never_blocks_the_commit(run, work, tmp_path):
-    results = copy_run(run, tmp_path / "broken")
+    results = copy_results(run, tmp_path / "broken")
     (results / MODEL / "adapter" / "adapter_model.safetensors").write_bytes(b"not a model")
     installed = repotune("hook", "install", "--results", str(results), cwd=work.path)
     assert installed.returncode == 0

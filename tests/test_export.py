@@ -26,7 +26,7 @@ from repotune.shards.render import CHANGE_TO_MESSAGE, get_template, render_promp
 from repotune.shards.tokenizer import load_tokenizer, special_tokens
 from testdata.gitrepo import GitRepo
 from testdata.workflow import FAST, snakemake
-from tests.run_fixtures import MODEL, finished_run
+from tests.run_fixtures import MODEL
 
 pytestmark = pytest.mark.slow
 # fp32 on the CPU: merging reorders additions, nothing more.
@@ -34,16 +34,11 @@ LOGIT_TOLERANCE = 1e-4
 TRANSPOSED = ARCHITECTURES["gpt2"].transposed
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return finished_run(tmp_path_factory.mktemp("run"))
-
-
 @pytest.fixture
-def in_run(run):
-    """Work from the run's directory: the run records its paths relative to it."""
-    with contextlib.chdir(run.workdir):
-        yield run
+def in_run(shared_run):
+    """Work from the session's finished run's directory: it records its paths relative to it."""
+    with contextlib.chdir(shared_run.workdir):
+        yield shared_run
 
 
 def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:

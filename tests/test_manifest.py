@@ -17,7 +17,8 @@ from repotune.manifest.stage import (
     read_benchmark,
     volatile_reason,
 )
-from testdata.workflow import ROOT, data_repository, fast_config, snakemake, verify_command
+from testdata.workflow import ROOT, snakemake, verify_command
+from tests.run_fixtures import copy_run
 
 BENCHMARK = (
     "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -115,19 +116,6 @@ def test_only_files_recording_wall_time_are_volatile(path, volatile):
     assert (volatile_reason(path) is not None) == volatile
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A fixture repository, its FAST config and a work directory where the run completed."""
-    root = tmp_path_factory.mktemp("manifest")
-    repo = data_repository(root / "data")
-    workdir = root / "work"
-    workdir.mkdir()
-    config = fast_config(repo)
-    run = snakemake(workdir, config=config)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return repo, config, workdir
-
-
 def test_files_over_a_mebibyte_are_hashed_whole(tmp_path):
     head = bytes(range(256)) * 4096  # exactly 1 MiB
     for tail in (b"first tail", b"other tail"):
@@ -139,9 +127,9 @@ def test_files_over_a_mebibyte_are_hashed_whole(tmp_path):
 
 
 @pytest.mark.slow
-def test_manifest_hashes_exactly_the_outputs_of_every_stage_before_it(finished_run):
+def test_manifest_hashes_exactly_the_outputs_of_every_stage_before_it(shared_run):
     """The expected list comes from Snakemake's own summary of the rules' outputs."""
-    _, config, workdir = finished_run
+    config, workdir = shared_run.config, shared_run.workdir
     summary = snakemake(workdir, "--summary", config=config)
     assert summary.returncode == 0, summary.stderr[-3000:]
     stages = {"extract_commits", "curate", "snapshot", "tokenize", "train", "evaluate", "export"}
@@ -157,8 +145,9 @@ def test_manifest_hashes_exactly_the_outputs_of_every_stage_before_it(finished_r
 
 
 @pytest.mark.slow
-def test_workflow_writes_a_complete_manifest_that_verifies(finished_run):
-    repo, config, workdir = finished_run
+def test_workflow_writes_a_complete_manifest_that_verifies(shared_run, tmp_path):
+    run = copy_run(shared_run, tmp_path)  # a copy: the end of the test alters an artifact
+    repo, config, workdir = run.repo, run.config, run.workdir
     manifest = json.loads((workdir / "results" / "tiny" / "manifest.json").read_text())
 
     assert manifest["config"] == resolve_config(config)

@@ -5,19 +5,21 @@ import json
 
 import pytest
 
-from testdata.workflow import data_repository, fast_config, snakemake
+from testdata.workflow import snakemake
+from tests.run_fixtures import blank_copy
 
 
 @pytest.mark.slow
-def test_two_runs_from_scratch_have_identical_hashes(tmp_path):
-    repo = data_repository(tmp_path / "data")
-    manifests = []
-    for name in ("first", "second"):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        run = snakemake(workdir, config=fast_config(repo))
-        assert run.returncode == 0, run.stderr[-3000:]
-        manifests.append(json.loads((workdir / "results/tiny/manifest.json").read_text()))
+def test_two_runs_from_scratch_have_identical_hashes(shared_run, tmp_path):
+    """The first run is the session's (tests/conftest.py); the second starts from scratch in a
+    new directory, on a copy of the same repository, with the same config."""
+    scratch = blank_copy(shared_run, tmp_path)
+    run = snakemake(scratch.workdir, config=scratch.config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifests = [
+        json.loads((workdir / "results/tiny/manifest.json").read_text())
+        for workdir in (shared_run.workdir, scratch.workdir)
+    ]
 
     first, second = ({a["path"]: a for a in m["artifacts"]} for m in manifests)
     assert first.keys() == second.keys()

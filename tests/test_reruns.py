@@ -1,8 +1,13 @@
-"""Only stale steps rerun: dry runs on a finished fixture run plan exactly the stale jobs."""
+"""Only stale steps rerun: dry runs on the session's finished run plan exactly the stale jobs.
+
+Dry runs change nothing, so they all plan on the shared run (tests/conftest.py); a new commit
+(a real rerun) is tested on a copy in tests/test_workflow.py.
+"""
 
 import json
 import os
 import shlex
+import shutil
 
 import pytest
 
@@ -12,8 +17,6 @@ from testdata.workflow import (
     ROOT,
     all_jobs,
     copy_workflow,
-    data_repository,
-    fast_config,
     model_jobs,
     planned_jobs,
     snakemake,
@@ -21,37 +24,22 @@ from testdata.workflow import (
 
 pytestmark = pytest.mark.slow
 MODEL = FAST["models"][0]
-# An absolute path, so the copied workflow below reads the very same behavioural-test file
-# (the default is resolved inside the workflow directory, which the copy moves).
-BEHAVIOUR = {"behaviour": {"tests": str(ROOT / "config" / "behaviour_tests.yaml")}}
 TRAIN_ON = {"all": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1}
 
 
-def config_of(repo, evaluate=None, **overrides):
-    """The FAST config on ``repo`` with overrides; ``evaluate`` keys join BEHAVIOUR."""
-    return fast_config(repo, evaluate={**BEHAVIOUR, **(evaluate or {})}, **overrides)
+def config_of(run, evaluate=None, **overrides):
+    """The run's config with top-level keys replaced; ``evaluate`` keys join its own (the
+    behavioural tests by an absolute path, so a copied workflow reads the very same file)."""
+    config = run.config
+    return {**config, "evaluate": {**config["evaluate"], **(evaluate or {})}, **overrides}
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A fixture repository and a work directory where the FAST run has completed."""
-    root = tmp_path_factory.mktemp("reruns")
-    repo = data_repository(root / "data")
-    workdir = root / "work"
-    workdir.mkdir()
-    assert planned_jobs(snakemake(workdir, "-n", config=config_of(repo))) == all_jobs()
-    run = snakemake(workdir, config=config_of(repo))
-    assert run.returncode == 0, run.stderr[-3000:]
-    return repo, workdir
+def dry(run, config, *args):
+    return planned_jobs(snakemake(run.workdir, "-n", *args, config=config))
 
 
-def dry(workdir, config, *args):
-    return planned_jobs(snakemake(workdir, "-n", *args, config=config))
-
-
-def test_nothing_changed_plans_nothing(finished):
-    repo, workdir = finished
-    assert dry(workdir, config_of(repo)) == {}
+def test_nothing_changed_plans_nothing(shared_run):
+    assert dry(shared_run, config_of(shared_run)) == {}
 
 
 @pytest.mark.parametrize(
@@ -62,22 +50,37 @@ def test_nothing_changed_plans_nothing(finished):
     ],
     ids=["seq_len", "template"],
 )
-def test_tokenization_change_reruns_from_tokenize(finished, change):
-    repo, workdir = finished
-    assert dry(workdir, config_of(repo, **change)) == model_jobs()
+def test_tokenization_change_reruns_from_tokenize(shared_run, change):
+    assert dry(shared_run, config_of(shared_run, **change)) == model_jobs()
 
 
-def test_evaluation_setting_reruns_evaluate_and_manifest_only(finished):
-    repo, workdir = finished
-    jobs = dry(workdir, config_of(repo, evaluate={"examples": 3}))
+def test_evaluation_setting_reruns_evaluate_and_manifest_only(shared_run):
+    jobs = dry(shared_run, config_of(shared_run, evaluate={"examples": 3}))
     assert jobs == {"all": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
 
 
-def test_second_model_adds_only_its_own_jobs(finished):
-    repo, workdir = finished
+def test_second_model_adds_only_its_own_jobs(shared_run):
     second = {**MODEL, "name": "tiny2"}
-    jobs = dry(workdir, config_of(repo, models=[MODEL, second]))
+    jobs = dry(shared_run, config_of(shared_run, models=[MODEL, second]))
     assert jobs == model_jobs()  # one of each: tiny's own jobs are not planned again
+
+
+@pytest.fixture(scope="module")
+def copied_workflow(shared_run, tmp_path_factory):
+    """A copy of the workflow that plans nothing on the shared run, checked once: copying
+    changes nothing, so what an edit to a copy of this copy plans is the edit's doing."""
+    snakefile = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    assert dry(shared_run, config_of(shared_run), "--snakefile", str(snakefile)) == {}
+    return snakefile.parent
+
+
+def edited_plan(run, workflow, tmp_path, path):
+    """The plan on ``run`` of a copy of ``workflow`` (mtimes kept) with ``path`` edited."""
+    edited = tmp_path / "workflow"
+    shutil.copytree(workflow, edited, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(edited / path, "a", encoding="utf-8") as handle:
+        handle.write("# edited\n")
+    return dry(run, config_of(run), "--snakefile", str(edited / "Snakefile"))
 
 
 @pytest.mark.parametrize(
@@ -89,25 +92,10 @@ def test_second_model_adds_only_its_own_jobs(finished):
         ("manifest.py", {"all": 1, "manifest": 1}),
     ],
 )
-def test_edited_script_reruns_its_rule_and_what_follows(finished, tmp_path, script, expected):
-    repo, workdir = finished
-    snakefile = copy_workflow(tmp_path / "workflow")
-    command = ("--snakefile", str(snakefile), "-n")
-    assert planned_jobs(snakemake(workdir, *command, config=config_of(repo))) == {}
-    with open(snakefile.parent / "scripts" / script, "a", encoding="utf-8") as handle:
-        handle.write("# edited\n")
-    assert planned_jobs(snakemake(workdir, *command, config=config_of(repo))) == expected
-
-
-def test_new_commit_reruns_everything_and_extracts_only_it(finished):
-    repo, workdir = finished
-    repo.commit("Add module number 6", {"pkg/m6.py": "VALUE = 6\n"})
-    assert dry(workdir, config_of(repo)) == all_jobs()
-    run = snakemake(workdir, config=config_of(repo))
-    assert run.returncode == 0, run.stderr[-3000:]
-    stats = json.loads((workdir / "results" / "commits.stats.json").read_text())
-    assert (stats["commits"], stats["commits_extracted"], stats["incremental"]) == (7, 1, True)
-    assert dry(workdir, config_of(repo)) == {}
+def test_edited_script_reruns_its_rule_and_what_follows(
+    shared_run, copied_workflow, tmp_path, script, expected
+):
+    assert edited_plan(shared_run, copied_workflow, tmp_path, f"scripts/{script}") == expected
 
 
 @pytest.mark.parametrize(
@@ -128,19 +116,14 @@ def test_new_commit_reruns_everything_and_extracts_only_it(finished):
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
-def test_edited_module_reruns_the_stages_that_import_it(finished, tmp_path, module, expected):
-    repo, workdir = finished
-    snakefile = copy_workflow(tmp_path / "workflow")
-    command = ("--snakefile", str(snakefile), "-n")
-    assert planned_jobs(snakemake(workdir, *command, config=config_of(repo))) == {}
-    with open(snakefile.parent / module, "a", encoding="utf-8") as handle:
-        handle.write("# edited\n")
-    assert planned_jobs(snakemake(workdir, *command, config=config_of(repo))) == expected
+def test_edited_module_reruns_the_stages_that_import_it(
+    shared_run, copied_workflow, tmp_path, module, expected
+):
+    assert edited_plan(shared_run, copied_workflow, tmp_path, module) == expected
 
 
-def test_manifest_records_each_stages_code_hash(finished):
-    _, workdir = finished
-    manifest = json.loads((workdir / "results" / "tiny" / "manifest.json").read_text())
+def test_manifest_records_each_stages_code_hash(shared_run):
+    manifest = json.loads((shared_run.results / "tiny" / "manifest.json").read_text())
     hasher = CodeHasher(ROOT)
     stages = (
         "extract_commits", "curate", "snapshot", "tokenize",
@@ -160,18 +143,16 @@ def test_manifest_records_each_stages_code_hash(finished):
     ],
     ids=lambda change: ".".join([*change, *next(iter(change.values()))]),
 )
-def test_bookkeeping_setting_reruns_nothing(finished, change):
-    repo, workdir = finished
+def test_bookkeeping_setting_reruns_nothing(shared_run, change):
     section, values = next(iter(change.items()))
     if section == "train":
-        config = config_of(repo, train={**FAST["train"], **values})
+        config = config_of(shared_run, train={**FAST["train"], **values})
     else:
-        config = config_of(repo, evaluate=values)
-    assert dry(workdir, config) == {}
+        config = config_of(shared_run, evaluate=values)
+    assert dry(shared_run, config) == {}
 
 
-def test_visible_gpu_count_reruns_nothing(finished, tmp_path, monkeypatch):
-    repo, workdir = finished
+def test_visible_gpu_count_reruns_nothing(shared_run, tmp_path, monkeypatch):
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()
     fake.write_text(
@@ -179,9 +160,10 @@ def test_visible_gpu_count_reruns_nothing(finished, tmp_path, monkeypatch):
     )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
-    result = snakemake(workdir, "-n", config=config_of(repo))
-    assert planned_jobs(result) == {}
-    planned = snakemake(workdir, "-n", "--forcerun", "train", config=config_of(repo))
+    assert dry(shared_run, config_of(shared_run)) == {}
+    planned = snakemake(
+        shared_run.workdir, "-n", "--forcerun", "train", config=config_of(shared_run)
+    )
     assert "gpu=2" in planned.stdout  # the fake GPUs were seen, and only the resources show it
 
 
@@ -193,13 +175,11 @@ README_COMMANDS = {
 
 
 @pytest.mark.parametrize(("line", "expected"), README_COMMANDS.items(), ids=["slurm", "seq_len"])
-def test_readme_config_commands_plan_as_typed(finished, line, expected):
-    repo, workdir = finished
+def test_readme_config_commands_plan_as_typed(shared_run, line, expected):
     assert line in (ROOT / "README.md").read_text()
     words = shlex.split(line)
     config = words[words.index("--config") + 1 : words.index("--config") + 2]
     profile = []
     if "--workflow-profile" in words:
         profile = ["--workflow-profile", str(ROOT / words[words.index("--workflow-profile") + 1])]
-    result = snakemake(workdir, "-n", *profile, "--config", *config, config=config_of(repo))
-    assert planned_jobs(result) == expected
+    assert dry(shared_run, config_of(shared_run), *profile, "--config", *config) == expected

@@ -12,7 +12,8 @@ import yaml
 
 from repotune.errors import InputError
 from repotune.runlock import hold_run_lock, release_run_lock
-from testdata.workflow import BIN, ROOT, data_repository, fast_config, snakemake, verify_command
+from testdata.workflow import BIN, ROOT, snakemake, verify_command
+from tests.run_fixtures import copy_run
 
 HOLD = """
 import sys, time
@@ -73,11 +74,12 @@ def start(workdir, config):
 
 
 @pytest.mark.slow
-def test_two_runs_started_together_one_refuses_the_other_verifies(tmp_path):
-    repo = data_repository(tmp_path / "data")
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    config = fast_config(repo)
+def test_two_runs_started_together_one_refuses_the_other_verifies(shared_run, tmp_path):
+    """On a copy of the session's finished run with a new learning rate: both runs find train
+    and every stage after it to do (tens of seconds, far longer than the two take to start)."""
+    run = copy_run(shared_run, tmp_path)
+    workdir = run.workdir
+    config = {**run.config, "train": {**run.config["train"], "learning_rate": 0.01}}
     runs = [start(workdir, config), start(workdir, config)]
     outcomes = [(run.wait(timeout=1800), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in outcomes)

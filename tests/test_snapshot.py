@@ -89,6 +89,7 @@ def snapshot_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     return workdir, shas
 
 
+@pytest.mark.slow
 def test_snapshot_is_the_tree_of_the_newest_training_commit(snapshot_run):
     workdir, shas = snapshot_run
     report = json.loads((workdir / "results/snapshot/snapshot.json").read_text())
@@ -104,6 +105,7 @@ def test_snapshot_is_the_tree_of_the_newest_training_commit(snapshot_run):
     assert "src/health.py" not in rows
 
 
+@pytest.mark.slow
 def test_each_filter_drops_its_files_and_counts_them(snapshot_run):
     workdir, _ = snapshot_run
     report = json.loads((workdir / "results/snapshot/snapshot.json").read_text())
@@ -120,6 +122,7 @@ def test_each_filter_drops_its_files_and_counts_them(snapshot_run):
     assert report["files_in_tree"] == 9  # regular files; the symlink is counted apart
 
 
+@pytest.mark.slow
 def test_secrets_in_files_are_redacted_like_commits(snapshot_run):
     workdir, _ = snapshot_run
     table = pq.read_table(workdir / "results/snapshot/files.parquet").to_pylist()

@@ -9,6 +9,7 @@ import pytest
 
 from testdata.gitrepo import GitRepo
 from testdata.workflow import BIN, FAST, ROOT, data_repository, planned_jobs, snakemake
+from tests.run_fixtures import blank_copy, copy_run
 
 MODEL_STAGES = {
     "tokenize": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1
@@ -25,22 +26,25 @@ def project(tmp_path: Path) -> tuple[GitRepo, Path]:
 
 
 @pytest.mark.slow
-def test_dry_run_run_and_rerun_only_what_changed(project):
-    repo, workdir = project
-    config = {"repo": str(repo.path), **FAST}
-    assert planned_jobs(snakemake(workdir, "-n", config=config)) == ALL_STAGES
+def test_dry_run_run_and_rerun_only_what_changed(shared_run, tmp_path):
+    """From scratch (the shared run's repository beside an empty directory), then the shared
+    run as it finished, then a copy of it that a new commit makes stale and that reruns."""
+    config = shared_run.config
+    scratch = blank_copy(shared_run, tmp_path / "scratch")
+    assert planned_jobs(snakemake(scratch.workdir, "-n", config=config)) == ALL_STAGES
 
-    run = snakemake(workdir, config=config)
-    assert run.returncode == 0, run.stderr
+    workdir = shared_run.workdir
     table = pq.read_table(workdir / "results" / "commits.parquet")
     assert table.column("subject").to_pylist() == [f"Add module number {n}" for n in range(6)]
     stats = json.loads((workdir / "results" / "commits.stats.json").read_text())
-    assert (stats["commits"], stats["head"]) == (6, repo.head())
+    assert (stats["commits"], stats["head"]) == (6, shared_run.repo.head())
     for rule in ("extract_commits", "curate", "tokenize_tiny", "train_tiny"):
         assert (workdir / "logs" / f"{rule}.log").exists()
         assert (workdir / "benchmarks" / "out" / f"{rule}.tsv").exists()
     assert (workdir / "results" / "tiny" / "adapter" / "adapter_model.safetensors").exists()
 
+    run = copy_run(shared_run, tmp_path / "copy")
+    repo, workdir = run.repo, run.workdir
     assert planned_jobs(snakemake(workdir, "-n", config=config)) == {}
 
     repo.commit("Add module number 6", {"pkg/m6.py": "VALUE = 6\n"})

@@ -1,0 +1,27 @@
+"""Fixtures shared across test modules."""
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from testdata.workflow import ROOT, verify_command
+from tests.run_fixtures import MODEL, Run, finished_run
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """The workflow run once for the whole session (tests/run_fixtures.py): a full run costs a
+    minute, and most workflow tests only read one. Tests read it and never change it; a test
+    that changes a run works on a copy (run_fixtures.copy_run). At the end the run's manifest
+    must still verify and its repository's HEAD be where it was, so a test that broke the
+    rule fails loudly instead of misleading the tests after it."""
+    run = finished_run(tmp_path_factory.mktemp("shared-run"))
+    head = run.repo.head()
+    yield run
+    manifest = run.results / MODEL / "manifest.json"
+    check = subprocess.run(
+        verify_command(manifest, run.workdir), cwd=ROOT, capture_output=True, text=True
+    )
+    assert check.returncode == 0, f"a test changed the shared run:\n{check.stdout}"
+    assert run.repo.head() == head, "a test committed to the shared run's repository"
