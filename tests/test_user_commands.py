@@ -21,7 +21,7 @@ from testdata.workflow import (
     planned_jobs,
     snakemake,
 )
-from tests.run_fixtures import EXPORT_ALL, Run, finished_run
+from tests.run_fixtures import Run, copy_run
 from tests.test_dag import rule_edges
 
 pytestmark = pytest.mark.slow
@@ -43,20 +43,15 @@ SECOND = {
 }
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    return finished_run(tmp_path_factory.mktemp("run"))
+@pytest.fixture
+def run(shared_run: Run) -> Run:
+    """The session's finished run (tests/conftest.py): read it, or change a copy_run of it."""
+    return shared_run
 
 
 def run_config(run: Run, **overrides: object) -> dict:
     """The config the finished run was made with, with top-level keys replaced."""
-    return {"repo": str(run.repo.path), **FAST, "export": EXPORT_ALL, **overrides}
-
-
-def copy_workdir(run: Run, target: Path) -> Path:
-    """A copy of the run's directory, metadata and mtimes included, for a test to change."""
-    shutil.copytree(run.workdir, target, symlinks=True)
-    return target
+    return {**run.config, **overrides}
 
 
 def make(target: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -69,7 +64,7 @@ def make(target: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_a_config_value_on_the_command_line_reaches_the_tokenize_stage(run, tmp_path):
-    workdir = copy_workdir(run, tmp_path / "work")
+    workdir = copy_run(run, tmp_path / "copy").workdir
     result = snakemake(
         workdir, "--config", "tokenize={seq_len: 32}", "--until", "tokenize", config=run_config(run)
     )
@@ -108,7 +103,7 @@ def test_make_verify_passes_on_a_finished_run(run):
 
 
 def test_make_verify_fails_naming_a_modified_result(run, tmp_path):
-    workdir = copy_workdir(run, tmp_path / "work")
+    workdir = copy_run(run, tmp_path / "copy").workdir
     report = workdir / "results" / "tiny" / "eval" / "report.json"
     report.write_text(report.read_text().replace('"model"', '"modle"', 1))
     result = make("verify", workdir)
@@ -171,7 +166,7 @@ def test_two_models_plan_each_models_jobs_and_one_comparison(tmp_path):
 
 
 def test_a_second_model_gets_its_results_and_the_comparison_shows_both(run, tmp_path):
-    workdir = copy_workdir(run, tmp_path / "work")
+    workdir = copy_run(run, tmp_path / "copy").workdir
     config = run_config(run, models=[FAST["models"][0], SECOND])
     result = snakemake(workdir, config=config)
     assert result.returncode == 0, result.stderr[-3000:]
