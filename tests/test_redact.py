@@ -376,3 +376,29 @@ def test_a_secret_value_that_looks_like_an_email_is_a_password() -> None:
     redactor = Redactor(DEFAULTS)
     assert redactor.redact("password=kq7z@example.com") == "password=<PASSWORD>"
     assert redactor.counts["password"] == 1 and redactor.counts["email"] == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # At the very start of the text, and in a word ending the text.
+        ("ada@example.org", "<EMAIL>"),
+        ("ada@example.org wrote this", "<EMAIL> wrote this"),
+        # Punctuation before the local part is not part of the address; an X is.
+        ("--ada@example.org", "--<EMAIL>"),
+        ("-ada@example.org", "-<EMAIL>"),
+        ("Xavier@example.org", "<EMAIL>"),
+        # What is skipped does not stop the search for the addresses after it.
+        (
+            "git@github.com:org/repo.git by ada@example.org",
+            "git@github.com:org/repo.git by <EMAIL>",
+        ),
+        ("y = out@self.to(device) # ada@example.org", "y = out@self.to(device) # <EMAIL>"),
+    ],
+)
+def test_emails_found_from_each_at_sign(text: str, expected: str) -> None:
+    assert Redactor(DEFAULTS).redact(text) == expected
+
+
+def test_a_password_flag_at_the_start_of_the_text() -> None:
+    assert Redactor(DEFAULTS).redact("--password Xk9mQ2vLp7") == "--password <PASSWORD>"
