@@ -2,18 +2,23 @@
 
 import hashlib
 import json
+import os
 import subprocess
 
 import pytest
 
 from repotune.config import resolve_config
 from repotune.manifest.stage import (
+    VOLATILE,
     artifact_files,
+    build_manifest,
     describe_artifact,
     headline_metrics,
     read_benchmark,
     volatile_reason,
+    write_manifest,
 )
+from testdata.gitrepo import GitRepo
 from testdata.workflow import ROOT, data_repository, fast_config, snakemake, verify_command
 
 BENCHMARK = (
@@ -157,3 +162,105 @@ def test_workflow_writes_a_complete_manifest_that_verifies(finished_run):
     altered = subprocess.run(check, cwd=ROOT, capture_output=True, text=True)
     assert altered.returncode == 1
     assert "changed  results/tiny/tokenizer/tokenizer.json" in altered.stdout
+
+
+def test_build_manifest_records_data_commit_costs_metrics_and_artifacts(tmp_path):
+    data = GitRepo(tmp_path / "data")
+    head = data.commit("Add app", {"app.py": "print(1)\n"})
+    run_dir = tmp_path / "run"
+    adapter = run_dir / "results" / "m" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / ".adapter_model.tmp-1").mkdir()  # an interrupted atomic write: not an artifact
+    (adapter / ".adapter_model.tmp-1" / "x").write_bytes(b"half")
+    (adapter / "training_summary.json").write_text(
+        json.dumps({"trainable_params": 64, "steps": 3, "hardware": {"kind": "cuda"}})
+    )
+    (run_dir / "results" / "commits.stats.json").write_text('{"head": "abc", "commits": 12}')
+    (run_dir / "train.tsv").write_text(BENCHMARK)
+    report = {"ppl": {"base": 9.0, "adapted": 3.0, "delta": -6.0}, "headline": ["ppl"]}
+    (run_dir / "report.json").write_text(json.dumps(report))
+    config = {"repo": str(data.path)}
+    manifest = build_manifest(
+        model="m",
+        config=config,
+        roots=["results/m/adapter", "results/commits.stats.json"],
+        benchmarks={"train": "train.tsv", "export": "absent.tsv"},
+        training_summary="results/m/adapter/training_summary.json",
+        eval_report="report.json",
+        workflow_dir=tmp_path,  # not a git work tree
+        base=run_dir,
+        snakemake_version="9.9.9",
+        commit_stats="results/commits.stats.json",
+        code={"train": "h1"},
+    )
+    assert manifest["model"] == "m" and manifest["config"] == config
+    assert manifest["data"] == {
+        "repo": str(data.path.resolve()),
+        "head": head,
+        "extracted_head": "abc",
+        "commits": 12,
+    }
+    assert manifest["workflow"] == {"path": str(tmp_path.resolve()), "sha": None, "dirty": None}
+    assert manifest["code"] == {"train": "h1"}
+    assert manifest["training"]["trainable_params"] == 64
+    assert manifest["training"]["steps"] == 3 and manifest["training"]["epochs"] is None
+    assert manifest["reproducibility"]["device"] == "cuda"
+    assert manifest["reproducibility"]["bit_identical"] is False
+    assert manifest["reproducibility"]["note"].startswith("CUDA run")
+    assert manifest["stages"]["train"]["wall_seconds"] == 12.5
+    assert manifest["stages"]["export"] is None
+    assert manifest["metrics"] == {"ppl": {"base": 9.0, "adapted": 3.0, "delta": -6.0}}
+    assert manifest["artifact_roots"] == ["results/commits.stats.json", "results/m/adapter"]
+    paths = [entry["path"] for entry in manifest["artifacts"]]
+    assert paths == [
+        "results/commits.stats.json",
+        "results/m/adapter/adapter_model.safetensors",
+        "results/m/adapter/training_summary.json",
+    ]
+    weights = manifest["artifacts"][1]
+    assert weights["bytes"] == 7 and "volatile" not in weights
+    assert weights["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert manifest["artifacts"][0]["volatile"] == VOLATILE["results/commits.stats.json"]
+    software = manifest["software"]
+    assert software["snakemake"] is not None and software["numpy"] is not None
+    assert manifest["hardware"]["cpu_count"] == os.cpu_count()
+    assert manifest["hardware"]["memory_bytes"] > 0
+
+
+def test_a_cpu_run_without_report_or_stats_is_bit_identical_and_has_no_metrics(tmp_path):
+    data = GitRepo(tmp_path / "data")
+    data.commit("Add app", {"app.py": "print(1)\n"})
+    (data.path / "untracked.txt").write_text("x")
+    (tmp_path / "summary.json").write_text("{}")
+    manifest = build_manifest(
+        model="m",
+        config={"repo": str(data.path)},
+        roots=["summary.json"],
+        benchmarks={},
+        training_summary="summary.json",
+        eval_report="missing.json",
+        workflow_dir=data.path,
+        base=tmp_path,
+    )
+    assert manifest["reproducibility"]["device"] == "cpu"
+    assert manifest["reproducibility"]["bit_identical"] is True
+    assert manifest["metrics"] == {} and manifest["code"] == {}
+    assert manifest["data"]["commits"] is None and manifest["data"]["extracted_head"] is None
+    assert manifest["workflow"]["dirty"] is True
+
+
+def test_benchmark_repeats_average_the_time_and_keep_the_largest_peak(tmp_path):
+    path = tmp_path / "train.tsv"
+    header, row = BENCHMARK.splitlines()
+    path.write_text(f"{header}\n{row}\n" + row.replace("12.5", "13.5").replace("812.4", "900.0"))
+    result = read_benchmark(path)
+    assert result["wall_seconds"] == 13.0 and result["peak_rss_mb"] == 900.0
+    path.write_text(header + "\n")
+    assert read_benchmark(path) is None
+
+
+def test_written_manifest_is_indented_json_ending_in_a_newline(tmp_path):
+    write_manifest(tmp_path / "manifest.json", {"model": "m", "artifacts": []})
+    text = (tmp_path / "manifest.json").read_text()
+    assert text == '{\n  "model": "m",\n  "artifacts": []\n}\n'
