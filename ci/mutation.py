@@ -5,15 +5,15 @@ Usage: python ci/mutation.py [MODULE ...]   (default: every module, cheapest fir
 Each module gets its own mutmut working directory under build/mutation/<module>/: links to
 repotune/, tests/, testdata/ and config/, and a pyproject.toml that tells mutmut which files to
 mutate and which fast test files may kill their mutants. So a module's score counts only its
-own unit tests, and mutmut's cache (mutants/ there) survives between runs of one module. The
-table printed at the end is killed/total per module; a timeout counts as killed, a mutant no
-test reaches does not.
+own unit tests; each run starts from scratch. The table printed at the end is killed/total per
+module; a timeout counts as killed, a mutant no test reaches does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -76,8 +76,13 @@ def toml_list(values: list[str] | tuple[str, ...]) -> str:
 
 
 def prepare(name: str, module: Module) -> Path:
-    """The module's working directory: links to the sources and a pyproject.toml for mutmut."""
+    """The module's working directory: links to the sources and a pyproject.toml for mutmut.
+
+    mutmut's own cache in mutants/ is dropped first: it keeps a surviving mutant's verdict
+    after the tests change, so a score from it could be stale.
+    """
     work = WORK / name
+    shutil.rmtree(work / "mutants", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     for linked in ("repotune", "tests", *COPIED):
         link = work / linked
