@@ -253,11 +253,27 @@ def test_a_cpu_run_without_report_or_stats_is_bit_identical_and_has_no_metrics(t
 def test_benchmark_repeats_average_the_time_and_keep_the_largest_peak(tmp_path):
     path = tmp_path / "train.tsv"
     header, row = BENCHMARK.splitlines()
-    path.write_text(f"{header}\n{row}\n" + row.replace("12.5", "13.5").replace("812.4", "900.0"))
+    second = row.replace("12.5", "13.5").replace("812.4", "900.0").replace("11.9", "12.9")
+    path.write_text(f"{header}\n{row}\n{second}\n")
     result = read_benchmark(path)
     assert result["wall_seconds"] == 13.0 and result["peak_rss_mb"] == 900.0
+    assert result["cpu_seconds"] == 12.4
+    # A repeat too short to sample ("NA") is skipped, not the end of the file.
+    path.write_text(f"{header}\n{row.replace('812.4', 'NA')}\n{second}\n")
+    assert read_benchmark(path)["peak_rss_mb"] == 900.0
     path.write_text(header + "\n")
     assert read_benchmark(path) is None
+
+
+def test_a_benchmark_without_a_column_or_any_sample_gives_none_for_it(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("s\tmax_rss\nNA\t5.0\n")
+    assert read_benchmark(path) == {
+        "benchmark": path.as_posix(),
+        "wall_seconds": None,
+        "peak_rss_mb": 5.0,
+        "cpu_seconds": None,
+    }
 
 
 def test_written_manifest_is_indented_json_ending_in_a_newline(tmp_path):

@@ -5,7 +5,7 @@ import subprocess
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from repotune.manifest.stage import build_manifest, write_manifest
+from repotune.manifest.stage import build_manifest, sha256_file, write_manifest
 from repotune.manifest.verify import load_manifest, main, verify
 from testdata.workflow import ROOT, verify_command
 
@@ -87,8 +87,14 @@ def test_the_command_prints_each_difference_and_a_count(tmp_path, capsys):
     (tmp_path / "results" / "m" / "adapter" / "adapter_config.json").unlink()
     assert main([str(path), "--root", str(tmp_path)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("changed  results/commits.parquet  (sha256 ")
-    assert lines[0].endswith(" -> 20 bytes)")
+    [listed] = [
+        e for e in load_manifest(path)["artifacts"] if e["path"] == "results/commits.parquet"
+    ]
+    now = sha256_file(tmp_path / "results" / "commits.parquet")
+    assert lines[0] == (
+        f"changed  results/commits.parquet  (sha256 {listed['sha256'][:12]} -> {now[:12]}, "
+        f"{listed['bytes']} -> 20 bytes)"
+    )
     assert lines[1] == "missing  results/m/adapter/adapter_config.json"
     assert lines[2] == f"2 difference(s) from {path} (3 artifacts listed)"
 
@@ -121,3 +127,11 @@ def test_a_new_file_in_an_artifact_directory_is_added_but_a_missing_root_is_not(
         ("added", "results/m/adapter/extra.txt", "not in the manifest")
     ]
     assert str(changes[0]) == "added    results/m/adapter/extra.txt  (not in the manifest)"
+
+
+def test_paths_are_relative_to_the_current_directory_by_default(tmp_path, monkeypatch, capsys):
+    path = small_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert verify(load_manifest(path)) == []
+    assert main([str(path)]) == 0
+    assert capsys.readouterr().out.startswith("all 3 artifacts match")
