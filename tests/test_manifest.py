@@ -280,3 +280,12 @@ def test_written_manifest_is_indented_json_ending_in_a_newline(tmp_path):
     write_manifest(tmp_path / "manifest.json", {"model": "m", "artifacts": []})
     text = (tmp_path / "manifest.json").read_text()
     assert text == '{\n  "model": "m",\n  "artifacts": []\n}\n'
+
+
+def test_an_empty_headline_keeps_every_metric_and_top_level_metrics_are_filtered_too():
+    report = {
+        "ppl": {"base": 9.0, "adapted": 3.0, "delta": -6.0},
+        "message": {"bleu": {"base": 0.1, "adapted": 0.3, "delta": 0.2}},
+    }
+    assert list(headline_metrics({**report, "headline": []})) == ["ppl", "message.bleu"]
+    assert list(headline_metrics({**report, "headline": ["bleu"]})) == ["message.bleu"]

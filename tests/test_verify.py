@@ -104,7 +104,7 @@ def test_the_command_refuses_a_manifest_it_cannot_use_in_one_line(tmp_path, caps
         "absent.json": "does not exist; run the workflow first",
         "list.json": "has no artifacts list; regenerate it",
         "no_list.json": "has no artifacts list; regenerate it",
-        "binary.json": "is not JSON",
+        "binary.json": "is not JSON (",
     }
     (tmp_path / "list.json").write_text("[]")
     (tmp_path / "no_list.json").write_text('{"artifacts": {}}')
@@ -114,6 +114,9 @@ def test_the_command_refuses_a_manifest_it_cannot_use_in_one_line(tmp_path, caps
         error = capsys.readouterr().err
         assert error.startswith(f"repotune error: manifest '{tmp_path / name}': "), error
         assert said in error and error.count("\n") == 1, error
+        assert error.endswith(
+            "; run the workflow first\n" if name == "absent.json" else "; regenerate it\n"
+        )
 
 
 def test_a_new_file_in_an_artifact_directory_is_added_but_a_missing_root_is_not(tmp_path):
