@@ -2,10 +2,13 @@
 
 import hashlib
 import json
+import logging
 import os
+import platform
 import subprocess
 
 import pytest
+import torch
 
 from repotune.config import resolve_config
 from repotune.manifest.stage import (
@@ -13,6 +16,7 @@ from repotune.manifest.stage import (
     artifact_files,
     build_manifest,
     describe_artifact,
+    describe_artifacts,
     headline_metrics,
     read_benchmark,
     volatile_reason,
@@ -224,6 +228,9 @@ def test_build_manifest_records_data_commit_costs_metrics_and_artifacts(tmp_path
     assert manifest["artifacts"][0]["volatile"] == VOLATILE["results/commits.stats.json"]
     software = manifest["software"]
     assert software["snakemake"] is not None and software["numpy"] is not None
+    assert software["python"] == platform.python_version()
+    assert software["torch"] == torch.__version__.split("+")[0]
+    assert software["cuda"] == torch.version.cuda
     assert manifest["hardware"]["cpu_count"] == os.cpu_count()
     assert manifest["hardware"]["memory_bytes"] > 0
 
@@ -289,3 +296,13 @@ def test_an_empty_headline_keeps_every_metric_and_top_level_metrics_are_filtered
     }
     assert list(headline_metrics({**report, "headline": []})) == ["ppl", "message.bleu"]
     assert list(headline_metrics({**report, "headline": ["bleu"]})) == ["message.bleu"]
+
+
+def test_hashing_reports_progress_in_bytes_of_the_whole(tmp_path, caplog):
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    (tmp_path / "b.bin").write_bytes(b"defg")
+    with caplog.at_level(logging.INFO, logger="repotune.manifest.stage"):
+        described = describe_artifacts(["a.bin", "b.bin"], tmp_path)
+    assert [entry["bytes"] for entry in described] == [3, 4]
+    [closing] = [r for r in caplog.records if r.name == "repotune.manifest.stage"][-1:]
+    assert closing.getMessage().startswith("manifest: sha256: done, 7/7 bytes (100.0%)")
