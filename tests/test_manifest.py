@@ -229,7 +229,7 @@ def test_build_manifest_records_data_commit_costs_metrics_and_artifacts(tmp_path
     software = manifest["software"]
     assert software["snakemake"] is not None and software["numpy"] is not None
     assert software["python"] == platform.python_version()
-    assert software["torch"] == torch.__version__.split("+")[0]
+    assert software["torch"] == torch.__version__
     assert software["cuda"] == torch.version.cuda
     assert manifest["hardware"]["cpu_count"] == os.cpu_count()
     assert manifest["hardware"]["memory_bytes"] > 0
