@@ -6,18 +6,23 @@ import logging
 import os
 import platform
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
 from repotune.config import resolve_config
 from repotune.manifest.stage import (
+    PACKAGES,
     VOLATILE,
     artifact_files,
     build_manifest,
     describe_artifact,
     describe_artifacts,
+    git_state,
     headline_metrics,
+    machine,
+    package_versions,
     read_benchmark,
     volatile_reason,
     write_manifest,
@@ -306,3 +311,28 @@ def test_hashing_reports_progress_in_bytes_of_the_whole(tmp_path, caplog):
     assert [entry["bytes"] for entry in described] == [3, 4]
     [closing] = [r for r in caplog.records if r.name == "repotune.manifest.stage"][-1:]
     assert closing.getMessage().startswith("manifest: sha256: done, 7/7 bytes (100.0%)")
+
+
+def test_host_and_versions_are_those_of_this_machine(monkeypatch):
+    facts = machine()
+    assert facts["platform"] == platform.platform() and facts["machine"] == platform.machine()
+    assert facts["processor"] == (platform.processor() or None)
+    assert facts["gpus"] == [] or torch.cuda.is_available()
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():  # Linux: the kernel's total, in kB
+        total_kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+        assert facts["memory_bytes"] == total_kb * 1024
+    monkeypatch.setitem(PACKAGES, "absent", "no-such-distribution-repotune")
+    versions = package_versions()
+    assert versions["absent"] is None
+    assert versions["python"] == platform.python_version()
+    assert versions["cuda"] == torch.version.cuda
+    if not torch.cuda.is_available():
+        assert versions["cudnn"] is None
+
+
+def test_git_state_of_a_subdirectory_is_its_repository(tmp_path):
+    data = GitRepo(tmp_path / "data")
+    head = data.commit("Add app", {"src/app.py": "print(1)\n"})
+    state = git_state(data.path / "src")
+    assert state == {"path": str((data.path / "src").resolve()), "sha": head, "dirty": False}
