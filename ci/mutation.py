@@ -60,7 +60,15 @@ MODULES = {
     ),
     "packing": Module(
         ("repotune/shards/packing.py", "repotune/shards/table.py"),
-        ("tests/test_packing.py", "tests/test_shards.py", "tests/test_streaming.py"),
+        # The packing and shard-writer unit tests; test_shards.py and the rest of
+        # test_streaming.py run the whole tokenize stage (tens of seconds per mutant).
+        (
+            "tests/test_packing.py",
+            "tests/test_streaming.py::test_stream_packer_packs_fixed_windows_of_commits_whatever_the_batches",
+            "tests/test_streaming.py::test_block_weight_counts_tokens_not_commits",
+            "tests/test_streaming.py::test_a_long_commits_documents_weigh_by_their_tokens_contexts_included",
+            "tests/test_streaming.py::test_shard_writer_layout_loads_and_ignores_how_rows_arrive",
+        ),
         ("repotune.shards.packing.*", "repotune.shards.table.x_collate__mutmut_*"),
     ),
     "perplexity": Module(

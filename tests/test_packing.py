@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from repotune.shards.packing import Bins, FixedBudget, GapBudget, best_fit, pack, split_document
 from repotune.shards.prompt import context_texts, contexts, line_ends
@@ -15,6 +16,7 @@ from repotune.shards.render import (
     render_pieces,
     task_header,
 )
+from repotune.shards.table import IGNORE, collate
 from repotune.shards.tokenizer import TextEncoder, train_bpe
 from testdata.curated import commit_row, file_change, synthetic_rows
 
@@ -205,3 +207,22 @@ def test_change_to_message_continuations_end_with_the_message(encoder) -> None:
     assert all(text.startswith("<|diff|>\n") for text in texts)
     assert texts[-1].endswith("<|message|>\n" + message_text(row))
     assert _rejoin(row, texts, task)[0] == render(row, task, PLAIN)
+
+
+def test_collate_labels_each_documents_tokens_after_its_first_and_separates_padding() -> None:
+    # Block 0: documents [10 11 12] and [20 21], then 3 padding slots whose stored positions
+    # are garbage. Block 1 starts mid-document (position 5) and is full.
+    input_ids = torch.tensor(
+        [[10, 11, 12, 20, 21, PAD, PAD, PAD], [30, 31, 32, 33, 34, 35, 36, 37]]
+    )
+    stored = torch.tensor([[0, 1, 2, 0, 1, 9, 9, 9], [5, 6, 7, 8, 0, 1, 2, 3]])
+    batch = collate(input_ids, stored, torch.tensor([5, 8]))
+    assert torch.equal(batch["input_ids"], input_ids)
+    # Padding gets its own positions 0, 1, 2: one more "document" no real token attends to.
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2], stored[1].tolist()]
+    assert batch["labels"].tolist() == [
+        [IGNORE, 11, 12, IGNORE, 21, IGNORE, IGNORE, IGNORE],
+        [IGNORE, 31, 32, 33, IGNORE, 35, 36, 37],
+    ]
+    # The caller's tensors are left as they were.
+    assert input_ids[0, 1] == 11 and stored[0, 5] == 9
