@@ -37,6 +37,9 @@ class Module:
     tests: tuple[str, ...]
     # Mutant names to run, when only part of a file belongs to the module.
     mutants: tuple[str, ...] = ()
+    # Fork each mutant's test run from a process that has run no test: forked from one that
+    # has run a model, torch's thread pool deadlocks the child.
+    forkserver: bool = False
 
 
 MODULES = {
@@ -74,6 +77,7 @@ MODULES = {
     "perplexity": Module(
         ("repotune/evaluate/perplexity.py", "repotune/packed.py"),
         ("tests/test_perplexity.py", "tests/test_packed.py"),
+        forkserver=True,
     ),
 }
 
@@ -108,6 +112,7 @@ def prepare(name: str, module: Module) -> Path:
         f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
         'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider"]\n'
         "use_git_change_detection = false\n"
+        + ('process_isolation = "forkserver"\n' if module.forkserver else "")
     )
     return work
 
