@@ -151,3 +151,11 @@ def test_block_scores_cover_every_block_by_default(shards, model):
     scores = block_scores(model, blocks)
     assert len(scores.nll) == len(scores.tokens) == len(blocks)
     assert scores.summary() == perplexity(model, blocks)
+
+
+def test_progress_counts_blocks_on_stderr(shards, model, capsys):
+    blocks = load_blocks(shards[0])
+    block_scores(model, blocks, max_blocks=2)
+    progress = capsys.readouterr().err.splitlines()[-1].split("\r")[-1]
+    assert progress.startswith("perplexity: 100%") and "2/2" in progress
+    assert "block/s" in progress or "s/block" in progress
