@@ -151,20 +151,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=", ".join(MODULES))
     parser.add_argument("--max-children", type=int, default=1)
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="print the table of the last runs (kept in build/mutation/) without running mutmut",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown module {', '.join(unknown)}: choose from {', '.join(MODULES)}")
     chosen = args.modules or list(MODULES)
-    results = {name: run(name, MODULES[name], args.max_children) for name in chosen}
-    print("\n| module | killed/total | score |\n|---|---|---|")
+    if args.table_only:
+        results = {name: statuses(WORK / name, MODULES[name]) for name in chosen}
+    else:
+        results = {name: run(name, MODULES[name], args.max_children) for name in chosen}
+    # "not run": mutants an interrupted run never reached, left out of the score.
+    print("\n| module | killed/total | score | not run |\n|---|---|---|---|")
     for name, found in results.items():
         killed = sum(status in KILLED for status in found.values())
-        score = 100 * killed / len(found) if found else 0.0
-        print(f"| {name} | {killed}/{len(found)} | {score:.0f}% |")
+        pending = sum(status == "not checked" for status in found.values())
+        total = len(found) - pending
+        score = 100 * killed / total if total else 0.0
+        print(f"| {name} | {killed}/{total} | {score:.0f}% | {pending} |")
     for name, found in results.items():
         for mutant, status in sorted(found.items()):
-            if status not in KILLED:
+            if status not in KILLED and status != "not checked":
                 print(f"{name}: {mutant}: {status}")
     return 0
 
