@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from repotune.shards.packing import Bins, FixedBudget, GapBudget, best_fit, pack, split_document
+from repotune.shards.packing import (
+    Bins,
+    FixedBudget,
+    GapBudget,
+    best_fit,
+    layout,
+    pack,
+    split_document,
+)
 from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
@@ -226,3 +234,18 @@ def test_collate_labels_each_documents_tokens_after_its_first_and_separates_padd
     ]
     # The caller's tensors are left as they were.
     assert input_ids[0, 1] == 11 and stored[0, 5] == 9
+
+
+def test_layout_orders_blocks_and_their_documents_by_the_given_order() -> None:
+    # Documents 0, 1, 2 (commits 2, 0, 1) share block 7; document 3 (commit 3) has block 4.
+    tokens = np.array([10, 11, 20, 30, 31, 32, 40], dtype=np.int32)
+    lengths, ends = np.array([2, 1, 3, 1]), np.array([True, True, True, False])
+    blocks = layout(tokens, lengths, ends, np.array([7, 7, 7, 4]), 10, EOS, PAD, order=[2, 0, 1, 3])
+    # The block whose first commit comes first is block 0; within it, commit order.
+    assert blocks.document_block.tolist() == [0, 0, 0, 1]
+    assert blocks.input_ids[0].tolist() == [20, EOS, 30, 31, 32, EOS, 10, 11, EOS, PAD]
+    assert blocks.position_ids[0].tolist() == [0, 1, 0, 1, 2, 3, 0, 1, 2, 0]
+    assert blocks.input_ids[1, :1].tolist() == [40] and blocks.length.tolist() == [9, 1]
+    # Without an order, input order: document 3's block is opened last.
+    plain = layout(tokens, lengths, ends, np.array([7, 7, 7, 4]), 10, EOS, PAD)
+    assert plain.input_ids[0].tolist() == [10, 11, EOS, 20, EOS, 30, 31, 32, EOS, PAD]
