@@ -249,3 +249,13 @@ def test_layout_orders_blocks_and_their_documents_by_the_given_order() -> None:
     # Without an order, input order: document 3's block is opened last.
     plain = layout(tokens, lengths, ends, np.array([7, 7, 7, 4]), 10, EOS, PAD)
     assert plain.input_ids[0].tolist() == [10, 11, EOS, 20, EOS, 30, 31, 32, EOS, PAD]
+
+
+def test_layout_refuses_a_block_or_a_document_over_the_sequence_length() -> None:
+    tokens = np.arange(2, 11, dtype=np.int32)
+    full = layout(tokens, np.array([5, 4]), np.array([False, True]), np.array([0, 0]), 10, EOS, PAD)
+    assert full.length.tolist() == [10]  # exactly full is fine
+    with pytest.raises(ValueError, match="documents given one block hold more than 9 tokens"):
+        layout(tokens, np.array([5, 4]), np.array([False, True]), np.array([0, 0]), 9, EOS, PAD)
+    with pytest.raises(ValueError, match="a document of 11 tokens does not fit 10"):
+        layout(np.arange(2, 12), np.array([10]), np.array([True]), np.array([0]), 10, EOS, PAD)
