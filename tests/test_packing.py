@@ -9,9 +9,11 @@ from repotune.shards.packing import (
     FixedBudget,
     GapBudget,
     best_fit,
+    fit,
     layout,
     pack,
     split_document,
+    split_lines,
 )
 from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
@@ -259,3 +261,48 @@ def test_layout_refuses_a_block_or_a_document_over_the_sequence_length() -> None
         layout(tokens, np.array([5, 4]), np.array([False, True]), np.array([0, 0]), 9, EOS, PAD)
     with pytest.raises(ValueError, match="a document of 11 tokens does not fit 10"):
         layout(np.arange(2, 12), np.array([10]), np.array([True]), np.array([0]), 10, EOS, PAD)
+
+
+def test_split_lines_cuts_after_each_token_that_ends_a_line() -> None:
+    ends = np.zeros(10, dtype=bool)
+    ends[5] = True  # token 5 ends a line
+    assert split_lines([1, 5, 2, 3, 5, 4], ends) == [[1, 5], [2, 3, 5], [4]]
+    assert split_lines([5, 4], ends) == [[5], [4]]
+    assert split_lines([1, 5, 4], ends) == [[1, 5], [4]]
+    assert split_lines([1, 5], ends) == [[1, 5]]  # no empty run after a final newline
+    assert split_lines([5], ends) == [[5]]
+
+
+def test_fit_takes_the_first_context_at_most_half_the_limit() -> None:
+    options = ([1, 2, 3], [1, 2], [1])
+    assert fit(options, 6) == [1, 2, 3]
+    assert fit(options, 5) == [1, 2]
+    assert fit(options, 4) == [1, 2]  # exactly half
+    assert fit(options, 1) == ()
+
+
+def test_gap_budget_fills_the_roomiest_block_when_it_holds_the_need() -> None:
+    bins = Bins(10)
+    assert bins.largest() == 0
+    first = bins.place(4)  # block 0, 6 left
+    budget = GapBudget(bins, minimum=4, max_tokens=9)
+    # A document there may hold the room less one (for EOS): 5, enough for a need of 5 only.
+    assert budget.peek(5) == 5 and budget.peek(6) == 9
+    assert budget.take(5) == 5  # into block 0
+    assert budget.take(5) == 9  # block 0 is taken: a new block, capped at max_tokens
+    assert budget.taken == [(first, 6), (1, 10)]
+    # Documents of 3 and 4 tokens (EOS after the last) leave 3 in block 0 and 5 in block 1.
+    assert budget.settle([[7] * 3, [8] * 4]) == [first, 1]
+    assert budget.taken == [] and bins.largest() == 5
+    assert bins.place(3) == first  # best fit: the block with 3 left
+    budget.take(1)
+    with pytest.raises(ValueError):
+        budget.settle([])  # every document taken must be settled
+
+
+def test_a_gap_budget_below_its_minimum_opens_a_new_block() -> None:
+    bins = Bins(10)
+    bins.place(5)  # 5 left: a document there could hold 4
+    budget = GapBudget(bins, minimum=5, max_tokens=12)
+    assert budget.peek(1) == 12
+    assert budget.take(1) == 9  # a new block's room less one, under max_tokens
