@@ -402,3 +402,23 @@ def test_emails_found_from_each_at_sign(text: str, expected: str) -> None:
 
 def test_a_password_flag_at_the_start_of_the_text() -> None:
     assert Redactor(DEFAULTS).redact("--password Xk9mQ2vLp7") == "--password <PASSWORD>"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A provider format must not follow a letter, digit or underscore: inside a longer
+        # identifier it is not that provider's token.
+        ("AKIAIOSFODNN7EXAMPLE", "<KEY>"),
+        ("xAKIAIOSFODNN7EXAMPLE", "xAKIAIOSFODNN7EXAMPLE"),
+        ("_AKIAIOSFODNN7EXAMPLE", "_AKIAIOSFODNN7EXAMPLE"),
+        # A format found by a needle in its middle is read back to the start of the text.
+        ("0123456789abcdef0123456789abcdef-us12", "<KEY>"),
+        # Two findings that touch are both replaced.
+        (PRIVATE_KEY + PRIVATE_KEY, "<PRIVATE_KEY><PRIVATE_KEY>"),
+    ],
+)
+def test_provider_formats_at_the_edges_of_the_text_and_of_each_other(
+    text: str, expected: str
+) -> None:
+    assert Redactor(NO_EMAILS).redact(text) == expected
