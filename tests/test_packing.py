@@ -6,6 +6,7 @@ import torch
 
 from repotune.shards.packing import (
     Bins,
+    Context,
     FixedBudget,
     GapBudget,
     best_fit,
@@ -306,3 +307,22 @@ def test_a_gap_budget_below_its_minimum_opens_a_new_block() -> None:
     budget = GapBudget(bins, minimum=5, max_tokens=12)
     assert budget.peek(1) == 12
     assert budget.take(1) == 9  # a new block's room less one, under max_tokens
+
+
+def test_best_fit_ties_go_to_the_earlier_item() -> None:
+    # Forty items of one size, one per block: item i opens block i (an unstable sort would
+    # hand the blocks out in another order).
+    assert best_fit(np.full(40, 3), Bins(3)).tolist() == list(range(40))
+
+
+def test_a_block_with_one_token_left_still_takes_a_one_token_item() -> None:
+    bins = Bins(4)
+    assert [bins.place(3), bins.place(1), bins.place(1)] == [0, 0, 1]
+
+
+def test_a_first_piece_longer_than_a_document_is_cut_with_no_empty_document() -> None:
+    context = Context(at_start=([9],), inside=([9],))
+    pieces = [[1] * 12, [2] * 3]
+    split = split_document(pieces, [context, context], FixedBudget(8), np.zeros(10, dtype=bool))
+    assert split.documents == [[1] * 8, [9, 1, 1, 1, 1, 2, 2, 2]]
+    assert (split.line_splits, split.token_cuts) == (1, 1)
