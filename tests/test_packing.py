@@ -326,3 +326,30 @@ def test_a_first_piece_longer_than_a_document_is_cut_with_no_empty_document() ->
     split = split_document(pieces, [context, context], FixedBudget(8), np.zeros(10, dtype=bool))
     assert split.documents == [[1] * 8, [9, 1, 1, 1, 1, 2, 2, 2]]
     assert (split.line_splits, split.token_cuts) == (1, 1)
+
+
+def test_the_last_piece_moves_to_a_new_document_with_the_piece_before_it() -> None:
+    # change_to_message: the message (last piece) is kept whole, and the piece it answers
+    # moves along with it, behind its own context, when both fit a new document.
+    contexts = [Context(at_start=([90 + i],), inside=([80 + i],)) for i in range(3)]
+    pieces = [[1] * 5, [2] * 4, [3] * 3]
+    split = split_document(pieces, contexts, FixedBudget(10), np.zeros(100, dtype=bool))
+    assert split.documents == [[1] * 5, [91, 2, 2, 2, 2, 3, 3, 3]]
+    assert (split.line_splits, split.token_cuts) == (0, 0)
+    # Too long to move along: the message alone starts the next document.
+    pieces = [[1] * 2, [2] * 7, [3] * 3]
+    split = split_document(pieces, contexts, FixedBudget(10), np.zeros(100, dtype=bool))
+    assert split.documents == [[1] * 2 + [2] * 7, [92, 3, 3, 3]]
+
+
+def test_a_nearly_full_document_closes_at_a_piece_boundary() -> None:
+    # Under 1/64 of the room left (1 of 128): the next piece starts a new document whole.
+    contexts = [Context(at_start=([90 + i],), inside=([80 + i],)) for i in range(3)]
+    pieces = [[1] * 127, [2] * 10, [3] * 3]
+    split = split_document(pieces, contexts, FixedBudget(128), np.zeros(100, dtype=bool))
+    assert split.documents == [[1] * 127, [91] + [2] * 10 + [3] * 3]
+    assert split.line_splits == 0
+    # Exactly 1/64 left (2 of 128): the piece's lines fill the room first.
+    pieces = [[1] * 126, [2] * 10, [3] * 3]
+    split = split_document(pieces, contexts, FixedBudget(128), np.zeros(100, dtype=bool))
+    assert split.line_splits == 1
