@@ -6,6 +6,7 @@ import logging
 import os
 import platform
 import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,13 @@ from repotune.manifest.stage import (
     git_state,
     headline_metrics,
     machine,
+    model_facts,
     package_versions,
     read_benchmark,
     volatile_reason,
     write_manifest,
 )
+from repotune.manifest.verify import verify
 from testdata.gitrepo import GitRepo
 from testdata.workflow import ROOT, data_repository, fast_config, snakemake, verify_command
 
@@ -336,3 +339,60 @@ def test_git_state_of_a_subdirectory_is_its_repository(tmp_path):
     head = data.commit("Add app", {"src/app.py": "print(1)\n"})
     state = git_state(data.path / "src")
     assert state == {"path": str((data.path / "src").resolve()), "sha": head, "dirty": False}
+
+
+def test_every_training_fact_is_recorded_and_nothing_else(tmp_path, monkeypatch):
+    facts = {
+        "base_model": "tiny",
+        "resolved_targets": ["c_attn"],
+        "trainable_params": 64,
+        "dtype": "float32",
+        "quantization": None,
+        "gradient_checkpointing": False,
+        "micro_batch": 2,
+        "accumulation": 4,
+        "world_size": 1,
+        "effective_batch": 8,
+        "steps": 10,
+        "epochs": 1.5,
+        "hardware": {"kind": "cpu"},
+    }
+    assert model_facts({**facts, "tokens_per_s": 123.0}) == facts
+    # A manifest is versioned and dated in UTC; Snakemake's version comes from the rule when
+    # the manifest's environment does not have the package.
+    (tmp_path / "summary.json").write_text(json.dumps(facts))
+    monkeypatch.setitem(PACKAGES, "snakemake", "no-such-distribution-repotune")
+    manifest = build_manifest(
+        model="m",
+        config={"repo": str(tmp_path)},
+        roots=["summary.json"],
+        benchmarks={},
+        training_summary="summary.json",
+        eval_report=None,
+        workflow_dir=tmp_path,
+        base=tmp_path,
+        snakemake_version="9.9.9",
+    )
+    assert manifest["manifest_version"] == 1
+    assert datetime.fromisoformat(manifest["created"]).utcoffset() == timedelta(0)
+    assert manifest["software"]["snakemake"] == "9.9.9"
+    assert manifest["reproducibility"]["volatile"] == VOLATILE
+    assert manifest["training"] == facts
+
+
+def test_an_installed_snakemake_is_not_overridden_and_roots_are_optional(tmp_path):
+    (tmp_path / "summary.json").write_text("{}")
+    arguments = {
+        "model": "m",
+        "config": {"repo": str(tmp_path)},
+        "roots": ["summary.json"],
+        "benchmarks": {},
+        "training_summary": "summary.json",
+        "eval_report": None,
+        "workflow_dir": tmp_path,
+        "base": tmp_path,
+    }
+    manifest = build_manifest(**arguments, snakemake_version="0.0.1")
+    assert manifest["software"]["snakemake"] == package_versions()["snakemake"] != "0.0.1"
+    without_roots = {"artifacts": manifest["artifacts"]}
+    assert verify(without_roots, tmp_path) == []
