@@ -353,3 +353,12 @@ def test_a_nearly_full_document_closes_at_a_piece_boundary() -> None:
     pieces = [[1] * 126, [2] * 10, [3] * 3]
     split = split_document(pieces, contexts, FixedBudget(128), np.zeros(100, dtype=bool))
     assert split.line_splits == 1
+
+
+def test_best_fit_keeps_input_order_among_many_ties() -> None:
+    # Enough ties that an unstable sort reorders them: the full-size items open blocks 0, 1,
+    # 2, ... in input order.
+    sizes = np.random.default_rng(2).integers(1, 4, size=300)
+    blocks = best_fit(sizes, Bins(3))
+    full = blocks[sizes == 3]
+    assert full.tolist() == list(range(len(full)))
