@@ -6,7 +6,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run dry-run test test-fast test-export lint fmt bench bench-gpu test-slurm lock clean
+.PHONY: setup system-deps run dry-run test test-fast test-export mutation lint fmt bench bench-gpu test-slurm lock clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,14 @@ test-fast: setup
 LLAMA_CPP ?= .llama-cpp
 test-export: setup $(LLAMA_CPP)/.installed
 	PYTHONPATH=$(LLAMA_CPP) $(BIN)/pytest tests/test_llama_cpp.py tests/test_gguf.py tests/test_export.py
+
+# Mutation score per module (README, Mutation testing); not part of `make test`: it reruns each
+# module's unit tests once per mutant. Niced, one mutant at a time; MODULES picks some, e.g.
+# `make mutation MODULES="timesplit filters"`.
+MODULES ?=
+mutation: setup
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c requirements.lock
+	nice -n 15 $(BIN)/python ci/mutation.py --max-children 1 $(MODULES)
 
 # Only the library is built (no llama.cpp tests, examples, tools, server or llava).
 LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \

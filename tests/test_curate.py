@@ -2,12 +2,14 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from repotune.curate import stage as curate_module
+from repotune.curate.filters import CommitFilter, SeenKeys
 from repotune.curate.table import DATASET
 from repotune.errors import InputError
 from testdata.commits import History, all_rows, change, run_curate, settings, write_commits
@@ -237,3 +239,117 @@ def test_input_that_is_not_a_commits_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"not a commits table \(missing or mistyped: parents"):
         curate_module.curate(other, outputs, out / "curation.json", settings())
     assert not out.exists() or not any(out.iterdir())
+
+
+def commit_filter(**filters: Any) -> CommitFilter:
+    """The compiled filters for the schema defaults plus ``filters`` overrides."""
+    return CommitFilter(settings(filters=filters).filters)
+
+
+@pytest.mark.parametrize(
+    ("glob", "matches", "misses"),
+    [
+        # `**` crosses directories, `*` does not.
+        ("docs/**/*.html", ["docs/a/b/page.html", "docs/x/page.html"], ["docs/page.htm"]),
+        ("build/*.js", ["build/app.js"], ["build/sub/app.js", "lib/build/app.js"]),
+        # `?` is one character, never a slash.
+        ("file?.txt", ["file1.txt", "a/fileA.txt"], ["file.txt", "file12.txt", "file/.txt"]),
+        # A leading slash anchors at the repository root, like .gitignore.
+        ("/dist/out.js", ["dist/out.js"], ["x/dist/out.js"]),
+        # A trailing slash is a directory at any depth, not a name prefix.
+        ("vendor/", ["vendor/x.go", "lib/vendor/x.go"], ["vendored/x.go", "lib/vendor"]),
+    ],
+)
+def test_generated_globs_match_paths_like_gitignore(
+    glob: str, matches: list[str], misses: list[str]
+) -> None:
+    generated = commit_filter(generated_globs=[glob])
+    assert [path for path in matches if not generated.is_generated(path)] == []
+    assert [path for path in misses if generated.is_generated(path)] == []
+
+
+def test_no_patterns_or_globs_drop_nothing() -> None:
+    nothing = commit_filter(bot_patterns=[], trivial_subjects=[], generated_globs=[])
+    bot = {"author_name": "", "subject": "", "body": "", "is_merge": False, "parents": []}
+    assert nothing.message_verdict({**bot, "subject": "wip", "body": "more words here"}) is None
+    assert not nothing.is_generated("package-lock.json")
+
+
+def test_bot_patterns_ignore_case() -> None:
+    assert (
+        commit_filter(bot_patterns=["dependabot"]).message_verdict(
+            {"author_name": "Dependabot[BOT]", "subject": "", "body": "", "is_merge": False}
+        )
+        == "bots"
+    )
+
+
+@pytest.mark.parametrize("key", ["bot_patterns", "trivial_subjects"])
+def test_a_bad_pattern_names_its_key_and_what_to_do(key: str) -> None:
+    with pytest.raises(InputError) as error:
+        commit_filter(**{key: ["ok", "(unclosed"]})
+    message = str(error.value)
+    assert message.startswith(f"config['curate']['filters']['{key}']: '(unclosed'")
+    assert message.endswith("fix or remove it")
+
+
+@pytest.mark.parametrize(
+    ("is_merge", "parents", "subject", "merge"),
+    [
+        (True, ["a"], "Add x", True),  # extraction saw a merge
+        (False, ["a", "b"], "Add x", True),  # two parents
+        (False, ["a"], "Merge branch 'topic' into main", True),  # squashed merge subject
+        (False, ["a"], "Merge sort for the index", False),
+    ],
+)
+def test_merges_by_flag_by_parents_or_by_subject(
+    is_merge: bool, parents: list[str], subject: str, merge: bool
+) -> None:
+    commit = {"is_merge": is_merge, "parents": parents, "subject": subject}
+    assert CommitFilter.is_merge(commit) is merge
+
+
+def test_trivial_subjects_ignore_case_space_and_trailing_punctuation() -> None:
+    trivial = commit_filter(trivial_subjects=["wip"], min_message_words=1)
+    for subject in ("WIP.", "wip!", "  Wip  ", "wip.!"):
+        assert trivial.is_trivial(subject, "a body of several words"), subject
+    assert not trivial.is_trivial(".wip", "")
+    assert not trivial.is_trivial("wip on parser", "")
+
+
+def test_the_word_minimum_counts_subject_and_body_and_is_inclusive() -> None:
+    three = commit_filter(trivial_subjects=[], min_message_words=3)
+    assert three.is_trivial("Fix", "the bug") is False
+    assert three.is_trivial("Fix", "bug") is True
+    # A minimum of 0 or 1 still drops an empty message, and keeps a one-word one.
+    for minimum in (0, 1):
+        one = commit_filter(trivial_subjects=[], min_message_words=minimum)
+        assert one.is_trivial("", "") is True
+        assert one.is_trivial("Refactor", "") is False
+
+
+def test_generated_files_switched_off_keeps_and_counts_nothing() -> None:
+    files = [change("package-lock.json"), change("src/app.py")]
+    assert commit_filter(generated_files=False).split_files(files) == (files, 0)
+    assert commit_filter().split_files(files) == ([files[1]], 1)
+
+
+def test_duplicates_of_a_path_git_could_not_decode_are_found() -> None:
+    # git paths that are not UTF-8 arrive with surrogate escapes; they still hash.
+    duplicates = commit_filter()
+    files = [change("caf\udce9.py")]
+    assert duplicates.is_duplicate(files) is False
+    assert duplicates.is_duplicate(files) is True
+
+
+def test_seen_keys_hold_every_64_bit_key_across_merges() -> None:
+    seen = SeenKeys(recent_limit=2)
+    assert 0 not in seen
+    keys = [2**64 - 1, 0, 2**63, 12345, 2**53 + 1]
+    for key in keys:
+        seen.add(key)
+        seen.add(key)  # adding again changes nothing
+    assert len(seen) == len(keys)
+    assert all(key in seen for key in keys)
+    # Neighbours of the stored keys, which a float64 array would confuse with them.
+    assert [key for key in (2**64 - 2, 1, 2**63 + 1, 12344, 2**53) if key in seen] == []

@@ -343,5 +343,5 @@ def test_score_pair_and_subsets():
 
 
 def test_unknown_metric_is_an_input_error():
-    with pytest.raises(InputError, match=r"metric 'bleu4'.*bnorm_bleu"):
+    with pytest.raises(InputError, match=r"metric 'bleu4': is not a known metric.*bnorm_bleu"):
         corpus_summary([("a", "a")], metrics=["bleu4"])

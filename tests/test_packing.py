@@ -2,8 +2,20 @@
 
 import numpy as np
 import pytest
+import torch
 
-from repotune.shards.packing import Bins, FixedBudget, GapBudget, best_fit, pack, split_document
+from repotune.shards.packing import (
+    Bins,
+    Context,
+    FixedBudget,
+    GapBudget,
+    best_fit,
+    fit,
+    layout,
+    pack,
+    split_document,
+    split_lines,
+)
 from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
@@ -15,7 +27,9 @@ from repotune.shards.render import (
     render_pieces,
     task_header,
 )
+from repotune.shards.table import IGNORE
 from repotune.shards.tokenizer import TextEncoder, train_bpe
+from repotune.shards.torch_blocks import collate
 from testdata.curated import commit_row, file_change, synthetic_rows
 
 EOS, PAD = 0, 1
@@ -205,3 +219,147 @@ def test_change_to_message_continuations_end_with_the_message(encoder) -> None:
     assert all(text.startswith("<|diff|>\n") for text in texts)
     assert texts[-1].endswith("<|message|>\n" + message_text(row))
     assert _rejoin(row, texts, task)[0] == render(row, task, PLAIN)
+
+
+def test_collate_labels_each_documents_tokens_after_its_first_and_separates_padding() -> None:
+    # Block 0: documents [10 11 12] and [20 21], then 3 padding slots whose stored positions
+    # are garbage. Block 1 starts mid-document (position 5) and is full.
+    input_ids = torch.tensor(
+        [[10, 11, 12, 20, 21, PAD, PAD, PAD], [30, 31, 32, 33, 34, 35, 36, 37]]
+    )
+    stored = torch.tensor([[0, 1, 2, 0, 1, 9, 9, 9], [5, 6, 7, 8, 0, 1, 2, 3]])
+    batch = collate(input_ids, stored, torch.tensor([5, 8]))
+    assert torch.equal(batch["input_ids"], input_ids)
+    # Padding gets its own positions 0, 1, 2: one more "document" no real token attends to.
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2], stored[1].tolist()]
+    assert batch["labels"].tolist() == [
+        [IGNORE, 11, 12, IGNORE, 21, IGNORE, IGNORE, IGNORE],
+        [IGNORE, 31, 32, 33, IGNORE, 35, 36, 37],
+    ]
+    # The caller's tensors are left as they were.
+    assert input_ids[0, 1] == 11 and stored[0, 5] == 9
+
+
+def test_layout_orders_blocks_and_their_documents_by_the_given_order() -> None:
+    # Documents 0, 1, 2 (commits 2, 0, 1) share block 7; document 3 (commit 3) has block 4.
+    tokens = np.array([10, 11, 20, 30, 31, 32, 40], dtype=np.int32)
+    lengths, ends = np.array([2, 1, 3, 1]), np.array([True, True, True, False])
+    blocks = layout(tokens, lengths, ends, np.array([7, 7, 7, 4]), 10, EOS, PAD, order=[2, 0, 1, 3])
+    # The block whose first commit comes first is block 0; within it, commit order.
+    assert blocks.document_block.tolist() == [0, 0, 0, 1]
+    assert blocks.input_ids[0].tolist() == [20, EOS, 30, 31, 32, EOS, 10, 11, EOS, PAD]
+    assert blocks.position_ids[0].tolist() == [0, 1, 0, 1, 2, 3, 0, 1, 2, 0]
+    assert blocks.input_ids[1, :1].tolist() == [40] and blocks.length.tolist() == [9, 1]
+    # Without an order, input order: document 3's block is opened last.
+    plain = layout(tokens, lengths, ends, np.array([7, 7, 7, 4]), 10, EOS, PAD)
+    assert plain.input_ids[0].tolist() == [10, 11, EOS, 20, EOS, 30, 31, 32, EOS, PAD]
+
+
+def test_layout_refuses_a_block_or_a_document_over_the_sequence_length() -> None:
+    tokens = np.arange(2, 11, dtype=np.int32)
+    full = layout(tokens, np.array([5, 4]), np.array([False, True]), np.array([0, 0]), 10, EOS, PAD)
+    assert full.length.tolist() == [10]  # exactly full is fine
+    with pytest.raises(ValueError, match="documents given one block hold more than 9 tokens"):
+        layout(tokens, np.array([5, 4]), np.array([False, True]), np.array([0, 0]), 9, EOS, PAD)
+    with pytest.raises(ValueError, match="a document of 11 tokens does not fit 10"):
+        layout(np.arange(2, 12), np.array([10]), np.array([True]), np.array([0]), 10, EOS, PAD)
+
+
+def test_split_lines_cuts_after_each_token_that_ends_a_line() -> None:
+    ends = np.zeros(10, dtype=bool)
+    ends[5] = True  # token 5 ends a line
+    assert split_lines([1, 5, 2, 3, 5, 4], ends) == [[1, 5], [2, 3, 5], [4]]
+    assert split_lines([5, 4], ends) == [[5], [4]]
+    assert split_lines([1, 5, 4], ends) == [[1, 5], [4]]
+    assert split_lines([1, 5], ends) == [[1, 5]]  # no empty run after a final newline
+    assert split_lines([5], ends) == [[5]]
+
+
+def test_fit_takes_the_first_context_at_most_half_the_limit() -> None:
+    options = ([1, 2, 3], [1, 2], [1])
+    assert fit(options, 6) == [1, 2, 3]
+    assert fit(options, 5) == [1, 2]
+    assert fit(options, 4) == [1, 2]  # exactly half
+    assert fit(options, 1) == ()
+
+
+def test_gap_budget_fills_the_roomiest_block_when_it_holds_the_need() -> None:
+    bins = Bins(10)
+    assert bins.largest() == 0
+    first = bins.place(4)  # block 0, 6 left
+    budget = GapBudget(bins, minimum=4, max_tokens=9)
+    # A document there may hold the room less one (for EOS): 5, enough for a need of 5 only.
+    assert budget.peek(5) == 5 and budget.peek(6) == 9
+    assert budget.take(5) == 5  # into block 0
+    assert budget.take(5) == 9  # block 0 is taken: a new block, capped at max_tokens
+    assert budget.taken == [(first, 6), (1, 10)]
+    # Documents of 3 and 4 tokens (EOS after the last) leave 3 in block 0 and 5 in block 1.
+    assert budget.settle([[7] * 3, [8] * 4]) == [first, 1]
+    assert budget.taken == [] and bins.largest() == 5
+    assert bins.place(3) == first  # best fit: the block with 3 left
+    budget.take(1)
+    with pytest.raises(ValueError):
+        budget.settle([])  # every document taken must be settled
+
+
+def test_a_gap_budget_below_its_minimum_opens_a_new_block() -> None:
+    bins = Bins(10)
+    bins.place(5)  # 5 left: a document there could hold 4
+    budget = GapBudget(bins, minimum=5, max_tokens=12)
+    assert budget.peek(1) == 12
+    assert budget.take(1) == 9  # a new block's room less one, under max_tokens
+
+
+def test_best_fit_ties_go_to_the_earlier_item() -> None:
+    # Forty items of one size, one per block: item i opens block i (an unstable sort would
+    # hand the blocks out in another order).
+    assert best_fit(np.full(40, 3), Bins(3)).tolist() == list(range(40))
+
+
+def test_a_block_with_one_token_left_still_takes_a_one_token_item() -> None:
+    bins = Bins(4)
+    assert [bins.place(3), bins.place(1), bins.place(1)] == [0, 0, 1]
+
+
+def test_a_first_piece_longer_than_a_document_is_cut_with_no_empty_document() -> None:
+    context = Context(at_start=([9],), inside=([9],))
+    pieces = [[1] * 12, [2] * 3]
+    split = split_document(pieces, [context, context], FixedBudget(8), np.zeros(10, dtype=bool))
+    assert split.documents == [[1] * 8, [9, 1, 1, 1, 1, 2, 2, 2]]
+    assert (split.line_splits, split.token_cuts) == (1, 1)
+
+
+def test_the_last_piece_moves_to_a_new_document_with_the_piece_before_it() -> None:
+    # change_to_message: the message (last piece) is kept whole, and the piece it answers
+    # moves along with it, behind its own context, when both fit a new document.
+    contexts = [Context(at_start=([90 + i],), inside=([80 + i],)) for i in range(3)]
+    pieces = [[1] * 5, [2] * 4, [3] * 3]
+    split = split_document(pieces, contexts, FixedBudget(10), np.zeros(100, dtype=bool))
+    assert split.documents == [[1] * 5, [91, 2, 2, 2, 2, 3, 3, 3]]
+    assert (split.line_splits, split.token_cuts) == (0, 0)
+    # Too long to move along: the message alone starts the next document.
+    pieces = [[1] * 2, [2] * 7, [3] * 3]
+    split = split_document(pieces, contexts, FixedBudget(10), np.zeros(100, dtype=bool))
+    assert split.documents == [[1] * 2 + [2] * 7, [92, 3, 3, 3]]
+
+
+def test_a_nearly_full_document_closes_at_a_piece_boundary() -> None:
+    # Under 1/64 of the room left (1 of 128): the next piece starts a new document whole.
+    contexts = [Context(at_start=([90 + i],), inside=([80 + i],)) for i in range(3)]
+    pieces = [[1] * 127, [2] * 10, [3] * 3]
+    split = split_document(pieces, contexts, FixedBudget(128), np.zeros(100, dtype=bool))
+    assert split.documents == [[1] * 127, [91] + [2] * 10 + [3] * 3]
+    assert split.line_splits == 0
+    # Exactly 1/64 left (2 of 128): the piece's lines fill the room first.
+    pieces = [[1] * 126, [2] * 10, [3] * 3]
+    split = split_document(pieces, contexts, FixedBudget(128), np.zeros(100, dtype=bool))
+    assert split.line_splits == 1
+
+
+def test_best_fit_keeps_input_order_among_many_ties() -> None:
+    # Enough ties that an unstable sort reorders them: the full-size items open blocks 0, 1,
+    # 2, ... in input order.
+    sizes = np.random.default_rng(2).integers(1, 4, size=300)
+    blocks = best_fit(sizes, Bins(3))
+    full = blocks[sizes == 3]
+    assert full.tolist() == list(range(len(full)))

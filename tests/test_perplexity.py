@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from repotune.evaluate.perplexity import from_sums, perplexity
+from repotune.evaluate.perplexity import block_scores, from_sums, perplexity
 from repotune.evaluate.stage import variant
 from repotune.modeling import build_model
 from repotune.shards.torch_blocks import load_blocks
@@ -129,3 +129,33 @@ def test_no_tokens_gives_none_not_nan():
         0,
     )
     assert from_sums(math.log(2) * 10, 10, 1).bits_per_token == pytest.approx(1.0)
+
+
+def test_from_sums_by_hand_and_as_json():
+    # 4 tokens at ln 2 nats each: perplexity 2, one bit per token.
+    result = from_sums(4 * math.log(2), 4, 2)
+    assert result.as_dict() == pytest.approx(
+        {"loss": math.log(2), "perplexity": 2.0, "bits_per_token": 1.0, "tokens": 4, "blocks": 2}
+    )
+    assert from_sums(0.0, 0, 3).as_dict() == {
+        "loss": None,
+        "perplexity": None,
+        "bits_per_token": None,
+        "tokens": 0,
+        "blocks": 3,
+    }
+
+
+def test_block_scores_cover_every_block_by_default(shards, model):
+    blocks = load_blocks(shards[0])
+    scores = block_scores(model, blocks)
+    assert len(scores.nll) == len(scores.tokens) == len(blocks)
+    assert scores.summary() == perplexity(model, blocks)
+
+
+def test_progress_counts_blocks_on_stderr(shards, model, capsys):
+    blocks = load_blocks(shards[0])
+    block_scores(model, blocks, max_blocks=2)
+    progress = capsys.readouterr().err.splitlines()[-1].split("\r")[-1]
+    assert progress.startswith("perplexity: 100%") and "2/2" in progress
+    assert "block/s" in progress or "s/block" in progress

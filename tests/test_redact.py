@@ -393,3 +393,102 @@ def test_generations_written_by_evaluate_are_redacted() -> None:
     [shown] = _examples(asked, written, 5)
     for written in (row, shown):
         assert written["base"] == "Use <TOKEN>" and written["adapted"] == "Fix the parser"
+
+
+NO_EMAILS = RedactSettings(emails=False, entropy_threshold=3.0, min_secret_length=8)
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # A letters-only value counts on a .env line wherever that line sits in a patch.
+        ("A=1\nB=2\nDB_PASSWORD=correcthorsebattery\nC=3\nrun(x)", True),
+        ("\nDB_PASSWORD=correcthorsebattery", True),
+        ("A=1\nDB_PASSWORD=correcthorsebattery", True),
+        # The key's own line decides, not the lines around it.
+        ("A=1\nB=2\nconfig(DB_PASSWORD=correcthorsebattery)\nC=3", False),
+        ("DB_PASSWORD=correcthorsebattery x", False),
+        ("DB_PASSWORD=correcthorsebattery\nrun(x)", True),
+        ("A=1\nDB_PASSWORD=correcthorsebattery\nrun(x)\nrun(y)", True),
+    ],
+)
+def test_a_env_line_is_judged_on_its_own_line(text: str, redacted: bool) -> None:
+    assert ("<PASSWORD>" in Redactor(NO_EMAILS).redact(text)) is redacted
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # URL and curl passwords: three characters are enough, a placeholder word is not.
+        ("postgres://app:abc@db.example.com/x", "postgres://app:<PASSWORD>@db.example.com/x"),
+        ("postgres://app:ab@db.example.com/x", "postgres://app:ab@db.example.com/x"),
+        ("postgres://app:PASSWORD@db.example.com/x", "postgres://app:PASSWORD@db.example.com/x"),
+        ("curl -u admin:abc https://x", "curl -u admin:<PASSWORD> https://x"),
+        ("curl -u admin:CHANGEME https://x", "curl -u admin:CHANGEME https://x"),
+        # A header value of letters only must mix cases like base64 does: at least 3 capitals,
+        # at least 3 other characters, capitals at least a fifth of it.
+        ("Bearer ABCdefghijklmn", "Bearer <SECRET>"),
+        ("Bearer ABCdefghijklmno", "Bearer <SECRET>"),  # exactly a fifth
+        ("Bearer ABCdefghijklmnop", "Bearer ABCdefghijklmnop"),  # under a fifth
+        ("Bearer ABcdefghijklmn", "Bearer ABcdefghijklmn"),  # two capitals
+        ("Bearer ABCDEFGHIJKLmno", "Bearer <SECRET>"),  # three others
+        ("Bearer ABCDEFGHIJKLmn", "Bearer ABCDEFGHIJKLmn"),  # two others
+        # With a digit it counts whatever its case; too little entropy never does.
+        ("Bearer abcdefghijk1", "Bearer <SECRET>"),
+        ("Bearer aaaaaaaaaaa1", "Bearer aaaaaaaaaaa1"),
+    ],
+)
+def test_credentials_in_context_are_judged_by_their_kind(text: str, expected: str) -> None:
+    assert Redactor(NO_EMAILS).redact(text) == expected
+
+
+def test_a_secret_value_that_looks_like_an_email_is_a_password() -> None:
+    redactor = Redactor(DEFAULTS)
+    assert redactor.redact("password=kq7z@example.com") == "password=<PASSWORD>"
+    assert redactor.counts["password"] == 1 and redactor.counts["email"] == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # At the very start of the text, and in a word ending the text.
+        ("ada@example.org", "<EMAIL>"),
+        ("ada@example.org wrote this", "<EMAIL> wrote this"),
+        # Punctuation before the local part is not part of the address; an X is.
+        ("--ada@example.org", "--<EMAIL>"),
+        ("-ada@example.org", "-<EMAIL>"),
+        ("Xavier@example.org", "<EMAIL>"),
+        # What is skipped does not stop the search for the addresses after it.
+        (
+            "git@github.com:org/repo.git by ada@example.org",
+            "git@github.com:org/repo.git by <EMAIL>",
+        ),
+        ("y = out@self.to(device) # ada@example.org", "y = out@self.to(device) # <EMAIL>"),
+    ],
+)
+def test_emails_found_from_each_at_sign(text: str, expected: str) -> None:
+    assert Redactor(DEFAULTS).redact(text) == expected
+
+
+def test_a_password_flag_at_the_start_of_the_text() -> None:
+    assert Redactor(DEFAULTS).redact("--password Xk9mQ2vLp7") == "--password <PASSWORD>"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A provider format must not follow a letter, digit or underscore: inside a longer
+        # identifier it is not that provider's token.
+        ("AKIAIOSFODNN7EXAMPLE", "<KEY>"),
+        ("xAKIAIOSFODNN7EXAMPLE", "xAKIAIOSFODNN7EXAMPLE"),
+        ("_AKIAIOSFODNN7EXAMPLE", "_AKIAIOSFODNN7EXAMPLE"),
+        # A format found by a needle in its middle is read back to the start of the text.
+        ("0123456789abcdef0123456789abcdef-us12", "<KEY>"),
+        # Two findings that touch are both replaced.
+        (PRIVATE_KEY + PRIVATE_KEY, "<PRIVATE_KEY><PRIVATE_KEY>"),
+    ],
+)
+def test_provider_formats_at_the_edges_of_the_text_and_of_each_other(
+    text: str, expected: str
+) -> None:
+    assert Redactor(NO_EMAILS).redact(text) == expected

@@ -1,5 +1,6 @@
 """The paired bootstrap: seeded, paired, token-weighted, and honest about zero."""
 
+import json
 import math
 import random
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from repotune.evaluate.report import BETTER, UNCLEAR, metric_entry
-from repotune.evaluate.significance import RESAMPLES, paired_means, paired_ratio
+from repotune.evaluate.significance import RESAMPLES, Paired, paired_means, paired_ratio
 
 
 def test_no_difference_gives_an_interval_around_zero_and_no_clear_difference():
@@ -79,4 +80,47 @@ def test_lengths_must_agree():
     with pytest.raises(ValueError):
         paired_means([1.0], [1.0, 2.0], seed=0)
     with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0], [1, 2], np.exp, seed=0)
+
+
+def percentile_bootstrap(values: np.ndarray, seed: int, resamples: int) -> tuple[float, float]:
+    """The textbook percentile bootstrap of a mean, from one seeded PCG64 stream."""
+    generator = np.random.Generator(np.random.PCG64(seed))
+    means = values[generator.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
+
+
+@pytest.mark.parametrize("resamples", [1, 150, RESAMPLES])
+def test_intervals_are_the_2_5th_and_97_5th_percentiles_of_seeded_resamples(resamples):
+    # However the resamples are drawn (in chunks or at once), the result is the percentile
+    # bootstrap of exactly `resamples` draws of n items, with the seed's PCG64 stream.
+    rng = random.Random(4)
+    base = np.array([rng.random() for _ in range(50)])
+    adapted = base + np.array([rng.gauss(0.1, 0.3) for _ in range(50)])
+    result = paired_means(base.tolist(), adapted.tolist(), seed=5, resamples=resamples)
+    assert result.base == pytest.approx(percentile_bootstrap(base, 5, resamples))
+    assert result.adapted == pytest.approx(percentile_bootstrap(adapted, 5, resamples))
+    assert result.delta == pytest.approx(percentile_bootstrap(adapted - base, 5, resamples))
+    assert result.resamples == resamples
+
+
+def test_a_block_of_one_token_counts_in_a_ratio():
+    result = paired_ratio([3.0, 1.0], [3.0, 1.0], [1, 1], lambda loss: loss, seed=0)
+    assert result.n == 2
+    assert result.base[0] < 2.0 < result.base[1]
+
+
+def test_the_json_form_gives_the_intervals_back():
+    result = paired_means([0.1, 0.4, 0.8], [0.2, 0.6, 0.7], seed=0)
+    as_json = json.loads(json.dumps(result.as_dict()))
+    assert Paired(
+        **{key: tuple(v) if isinstance(v, list) else v for key, v in as_json.items()}
+    ) == (result)
+
+
+def test_unequal_lengths_are_named_in_the_error():
+    with pytest.raises(ValueError, match="differ in length: 1 and 2"):
+        paired_means([1.0], [1.0, 2.0], seed=0)
+    with pytest.raises(ValueError, match="differ in length"):
         paired_ratio([1.0], [1.0], [1, 2], np.exp, seed=0)

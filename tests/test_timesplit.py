@@ -167,3 +167,14 @@ def test_a_history_curated_away_is_an_input_error(tmp_path: Path) -> None:
         run_curate(tmp_path, history.rows)
     assert not (tmp_path / "dataset" / "train.parquet").exists()
     assert not (tmp_path / "dataset" / "curation.json").exists()
+
+
+def test_a_cut_through_many_commits_of_one_second_follows_input_order() -> None:
+    # Extraction writes parents before children, so among commits of one second the later in
+    # input order is the later in history: a cut through them must never put an earlier one
+    # into a newer split. Enough ties that an unstable sort would reorder them.
+    times = np.random.default_rng(3).integers(0, 3, size=300)
+    codes = assign_splits(times, SplitSizes(train=100, validation=100, test=100))
+    for second in range(3):
+        in_input_order = codes[times == second]
+        assert (np.diff(in_input_order) >= 0).all(), f"second {second}: {in_input_order}"
