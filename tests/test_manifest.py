@@ -259,7 +259,16 @@ def test_build_manifest_records_data_commit_costs_metrics_and_artifacts(tmp_path
     assert manifest["reproducibility"]["note"].startswith("CUDA run")
     assert manifest["stages"]["train"]["wall_seconds"] == 12.5
     assert manifest["stages"]["export"] is None
-    assert manifest["metrics"] == {"ppl": {"base": 9.0, "adapted": 3.0, "delta": -6.0}}
+    assert manifest["metrics"] == {
+        "ppl": {
+            "base": 9.0,
+            "adapted": 3.0,
+            "delta": -6.0,
+            "n": None,
+            "delta_interval": None,
+            "verdict": None,
+        }
+    }
     assert manifest["artifact_roots"] == ["results/commits.stats.json", "results/m/adapter"]
     paths = [entry["path"] for entry in manifest["artifacts"]]
     assert paths == [
