@@ -83,7 +83,7 @@ def test_second_model_adds_only_its_own_jobs(finished):
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("curate.py", model_jobs(curate=1, snapshot=1)),
+        ("curate.py", model_jobs(curate=1, snapshot=1, fim_questions=1)),
         ("snapshot.py", {"all": 1, "snapshot": 1, "manifest": 1}),
         ("tokenize.py", model_jobs()),
         ("manifest.py", {"all": 1, "manifest": 1}),
@@ -114,7 +114,8 @@ def test_new_commit_reruns_everything_and_extracts_only_it(finished):
     ("module", "expected"),
     [
         ("repotune/extract/gitlog.py", all_jobs()),
-        ("repotune/curate/filters.py", model_jobs(curate=1, snapshot=1)),  # snapshot filters too
+        # the snapshot and the FIM questions filter files too
+        ("repotune/curate/filters.py", model_jobs(curate=1, snapshot=1, fim_questions=1)),
         ("repotune/shards/packing.py", model_jobs()),
         ("repotune/train/schedule.py", TRAIN_ON),
         (
@@ -143,7 +144,7 @@ def test_manifest_records_each_stages_code_hash(finished):
     manifest = json.loads((workdir / "results" / "tiny" / "manifest.json").read_text())
     hasher = CodeHasher(ROOT)
     stages = (
-        "extract_commits", "curate", "snapshot", "tokenize",
+        "extract_commits", "curate", "snapshot", "fim_questions", "tokenize",
         "train", "evaluate", "export", "manifest",
     )  # fmt: skip
     assert manifest["code"] == {stage: hasher.hash(f"scripts/{stage}.py") for stage in stages}
