@@ -415,6 +415,20 @@ def _examples(
     ]
 
 
+def _answered(
+    row: dict[str, Any],
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    task: str,
+    index: int,
+) -> dict[str, Any]:
+    """``row`` with each variant's text and finish reason for question ``index`` of ``task``."""
+    for name in VARIANTS:
+        generation = generations[name][task][index]
+        row[name] = generation.text
+        row[f"{name}_finish"] = generation.finish
+    return row
+
+
 def _generation_rows(
     asked: Questions, generations: Mapping[str, Mapping[str, list[Generation]]]
 ) -> Iterator[dict[str, Any]]:
@@ -424,26 +438,19 @@ def _generation_rows(
         (CODE_CHANGE, asked.code_changes),
     ):
         for index, example in enumerate(examples):
-            row: dict[str, Any] = {"task": task, "sha": example.sha, "reference": example.reference}
-            for name in VARIANTS:
-                generation = generations[name][task][index]
-                row[name] = generation.text
-                row[f"{name}_finish"] = generation.finish
-            yield row
-    for index, task in enumerate(asked.fim if FIM in generations["base"] else []):
-        row = {"task": FIM, "sha": task.sha, "path": task.path, "reference": task.middle}
-        for name in VARIANTS:
-            generation = generations[name][FIM][index]
-            row[name] = generation.text
-            row[f"{name}_finish"] = generation.finish
-        yield row
+            row = {"task": task, "sha": example.sha, "reference": example.reference}
+            yield _answered(row, generations, task, index)
+    for index, fim_task in enumerate(asked.fim if FIM in generations["base"] else []):
+        row = {
+            "task": FIM,
+            "sha": fim_task.sha,
+            "path": fim_task.path,
+            "reference": fim_task.middle,
+        }
+        yield _answered(row, generations, FIM, index)
     for index, test in enumerate(asked.behaviour):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
-        for name in VARIANTS:
-            generation = generations[name][BEHAVIOUR][index]
-            row[name] = generation.text
-            row[f"{name}_finish"] = generation.finish
-        yield row
+        yield _answered(row, generations, BEHAVIOUR, index)
 
 
 def training_facts(adapter_dir: str | Path) -> dict[str, Any]:
@@ -504,9 +511,10 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     device = pick_device(settings["device"])
     model = load_adapted(request.adapter_dir, device=device)
     log.info(
-        "evaluating %s on %s: %d test blocks, %d commit messages, %d code changes, %d tests",
+        "evaluating %s on %s: %d test blocks, %d commit messages, %d code changes, "
+        "%d FIM questions, %d tests",
         request.model, device, len(blocks), len(asked.commit_messages),
-        len(asked.code_changes), len(asked.behaviour),
+        len(asked.code_changes), len(asked.fim), len(asked.behaviour),
     )  # fmt: skip
     section = settings["perplexity"]
     ppl: dict[str, BlockScores] = {}
