@@ -254,6 +254,20 @@ def snapshot_settings():
     }
 
 
+def tokenize_input(wildcards):
+    """The curated splits, and the snapshot's files when the training split gets file
+    documents (tokenize.files with snapshot.enabled); otherwise tokenize does not wait for
+    the snapshot."""
+    splits = {
+        "train": rules.curate.output.train,
+        "validation": rules.curate.output.validation,
+        "test": rules.curate.output.test,
+    }
+    if config["snapshot"]["enabled"] and config["tokenize"]["files"]:
+        return splits | {"files": rules.snapshot.output.files}
+    return splits
+
+
 # -- run lock: one run at a time in this directory (repotune/runlock.py) --
 onstart:
     try:

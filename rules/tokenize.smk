@@ -1,8 +1,6 @@
 rule tokenize:
     input:
-        train=rules.curate.output.train,
-        validation=rules.curate.output.validation,
-        test=rules.curate.output.test,
+        unpack(tokenize_input),
     output:
         tokenizer=directory("results/{model}/tokenizer"),
         train=directory("results/{model}/shards/train"),

@@ -21,5 +21,6 @@ run_logged(
         settings=TokenizeSettings.for_model(snakemake.params.settings, model),
         model=model,
         threads=snakemake.threads,
+        files=getattr(snakemake.input, "files", None),
     ),
 )

@@ -172,6 +172,15 @@ PROVIDERS: dict[str, Maker] = {
     ),
 }
 
+# Formats added after the corpus was first generated: drawn from a stream of their own, so
+# every sample above keeps its value.
+LATER_PROVIDERS: dict[str, Maker] = {
+    "clojars": lambda r: "CLOJARS_" + _random(r, LOWER_ALNUM, 60),
+    "harness": lambda r: (
+        f"pat.{_random(r, URLSAFE, 22)}.{_random(r, HEX, 24)}.{_random(r, ALNUM, 20)}"
+    ),
+}
+
 PRIVATE_KEY_TYPES = ("RSA ", "OPENSSH ", "EC ", "DSA ", "ENCRYPTED ", "", "PGP ")
 
 
@@ -263,14 +272,38 @@ NAMED = [
 ENV_LETTERS = ["DB_PASSWORD={v}", "export SMTP_PASSWORD={v}", "+APP_SECRET={v}"]
 
 
-def corpus(seed: int = 0, variants: int = 3) -> list[Sample]:
-    """Every format in several variants (the same seed gives the same corpus)."""
-    rng = random.Random(seed)
-    samples: list[Sample] = []
-    for name, make in PROVIDERS.items():
+def _provider_samples(
+    rng: random.Random, providers: dict[str, Maker], variants: int
+) -> list[Sample]:
+    samples = []
+    for name, make in providers.items():
         for context in _contexts(name, "{secret}")[:variants] + _contexts(name, "{secret}")[-2:]:
             secret = make(rng)
             samples.append(Sample(name, context.replace("{secret}", secret), secret))
+    return samples
+
+
+def _putty_samples(rng: random.Random) -> list[Sample]:
+    """A PuTTY key file, one added in a patch, and one indented in a patch."""
+    samples = []
+    for margin in ("", "+", "+    "):
+        secret = _random(rng, BASE64, 64)
+        lines = (
+            "PuTTY-User-Key-File-3: ssh-ed25519",
+            "Encryption: none",
+            "Private-Lines: 1",
+            secret,
+            "Private-MAC: " + _random(rng, HEX, 64),
+        )
+        text = "".join(f"{margin}{line}\n" for line in lines)
+        samples.append(Sample("putty_private_key", text, secret))
+    return samples
+
+
+def corpus(seed: int = 0, variants: int = 3) -> list[Sample]:
+    """Every format in several variants (the same seed gives the same corpus)."""
+    rng = random.Random(seed)
+    samples = _provider_samples(rng, PROVIDERS, variants)
     for kind in PRIVATE_KEY_TYPES:
         name = "private_key_" + (kind.strip().lower() or "pkcs8")
         for margin in ("", "+", "+    "):  # a file, a patch, an indented YAML block in a patch
@@ -285,7 +318,8 @@ def corpus(seed: int = 0, variants: int = 3) -> list[Sample]:
     for template in ENV_LETTERS:
         value = _random(rng, string.ascii_letters, 18)
         samples.append(Sample("env_letters_only", template.replace("{v}", value), value))
-    return samples
+    later = random.Random(seed + 1)
+    return samples + _provider_samples(later, LATER_PROVIDERS, variants) + _putty_samples(later)
 
 
 def formats(samples: list[Sample]) -> list[str]:

@@ -64,7 +64,8 @@ def test_killed_run_finishes_on_a_plain_rerun(tmp_path, log_name):
 
     assert pq.read_table(workdir / "results" / "commits.parquet").num_rows == 6
     for split in ("train", "validation", "test"):
-        pq.read_table(workdir / "results" / "dataset" / f"{split}.parquet")
+        rows = pq.read_table(workdir / "results" / "dataset" / f"{split}.parquet").num_rows
+        assert rows == {"train": 4, "validation": 1, "test": 1}[split]  # 6 commits, 10% / 10%
         assert datasets.load_from_disk(str(workdir / "results" / "tiny" / "shards" / split))
     manifest = workdir / "results" / "tiny" / "manifest.json"
     check = subprocess.run(verify_command(manifest, workdir), cwd=ROOT, capture_output=True)

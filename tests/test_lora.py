@@ -36,7 +36,8 @@ def test_auto_targets_per_architecture_wrap_every_block(build, family, expected,
     adapted = {name.rsplit(".", 3)[0] for name, _ in wrapped.named_parameters() if "lora_A" in name}
     assert len(adapted) == layers
     assert {name.rsplit(".", 1)[-1] for name in adapted} == set(expected)
-    assert trainable_parameters(wrapped) > 0
+    lora = sum(p.numel() for name, p in wrapped.named_parameters() if ".lora_" in name)
+    assert trainable_parameters(wrapped) == lora > 0  # the adapter, and nothing of the base
 
 
 def test_gpt2_conv1d_is_adapted_and_parameter_count_is_r_times_in_plus_out():

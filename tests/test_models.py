@@ -3,6 +3,7 @@
 import pytest
 
 from repotune import models
+from repotune.config import resolve_config
 from repotune.errors import InputError
 from repotune.models import (
     architecture,
@@ -20,7 +21,11 @@ def test_all_presets_resolve():
     for name in preset_names():
         spec = resolve_model(name)
         assert spec.name == name
-        assert isinstance(train_overrides(spec), dict)
+        # Each preset's train keys are valid config values and reach the train settings.
+        overrides = train_overrides(spec)
+        defaults = resolve_config({})["train"]
+        assert resolve_config({"train": overrides})["train"] == defaults | overrides
+        assert with_overrides(spec, "train", defaults) == defaults | overrides
 
 
 def test_tiny_is_built_from_config_and_big_models_default_to_nf4():

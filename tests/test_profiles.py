@@ -3,9 +3,7 @@
 import re
 import subprocess
 
-import yaml
-
-from testdata.workflow import BIN, ROOT
+from testdata.workflow import BIN, ROOT, data_repository, fast_config, snakemake
 
 
 def dry_run_resources(*args: str) -> tuple[str, dict[str, str]]:
@@ -26,12 +24,23 @@ def dry_run_resources(*args: str) -> tuple[str, dict[str, str]]:
     return output, resources
 
 
-def test_default_profile_is_picked_up_and_survives_kills():
+def test_default_profile_is_picked_up():
     output, resources = dry_run_resources()
     assert "Using workflow specific profile profiles/default" in output
     assert "mem_mb=2000" in resources["tokenize"]
-    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
-    assert profile["rerun-incomplete"] is True and profile["nolock"] is True
+
+
+def test_default_profile_runs_past_a_killed_runs_lock(tmp_path):
+    """The lock files a SIGKILLed run leaves do not stop the next plain `snakemake` run: the
+    profile's nolock (rerun-incomplete is exercised by tests/test_interrupt.py)."""
+    workdir = tmp_path / "work"
+    locks = workdir / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text("results/commits.parquet\n")
+    config = fast_config(data_repository(tmp_path / "data"))
+    result = snakemake(workdir, "--until", "extract_commits", config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "results" / "commits.parquet").is_file()
 
 
 def test_slurm_profile_puts_training_on_a_gpu_partition():

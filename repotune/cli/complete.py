@@ -1,9 +1,9 @@
 """``repotune complete``: code completion at a place in a file, or for a prefix on stdin.
 
 The prompt (:mod:`repotune.evaluate.fim_prompt`, shared with the FIM evaluation, so the
-evaluation measures what this command does): the model's fill-in-the-middle format where its
-tokenizer has the tokens, else a plain continuation of the prefix, cut by whole lines to the
-training block less the new tokens.
+evaluation measures what this command does): the fill-in-the-middle format the run's file
+documents were trained in (stats.json), else the one its tokenizer has the tokens of, else a
+plain continuation of the prefix, cut by whole lines to the training block less the new tokens.
 """
 
 import argparse
@@ -73,7 +73,9 @@ def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
 
     max_prompt, max_new = block_budget(loaded.seq_len, max_new_tokens, context_length(loaded.model))
     template = loaded.template
-    ids, stops = prompt_for(loaded.tokenizer, template.name, template.markers, gap, max_prompt)
+    ids, stops = prompt_for(
+        loaded.tokenizer, template.name, template.markers, gap, max_prompt, loaded.fim
+    )
     decoding = Decoding(candidates=1, max_new_tokens=max_new)
     return continuations(loaded.model, loaded.tokenizer, ids, stops, decoding)[0]
 

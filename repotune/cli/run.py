@@ -108,6 +108,7 @@ class LoadedModel:
     tokenizer: Any
     template: Any
     seq_len: int
+    fim: Any = None  # the FimFormat of its file documents (None: trained on commits only)
 
 
 def pick_device(requested: str) -> str:
@@ -124,6 +125,7 @@ def load(run: FinishedRun, device: str = "auto") -> LoadedModel:
     from transformers.utils import logging as transformers_logging
 
     from repotune.modeling import load_adapted
+    from repotune.shards.fim import trained_fim_format
     from repotune.shards.render import get_template
     from repotune.shards.tokenizer import load_tokenizer
 
@@ -138,4 +140,5 @@ def load(run: FinishedRun, device: str = "auto") -> LoadedModel:
         tokenizer=tokenizer,
         template=get_template(stats["template"]["name"]),
         seq_len=int(stats["seq_len"]),
+        fim=trained_fim_format(stats),
     )

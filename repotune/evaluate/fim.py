@@ -1,8 +1,9 @@
 """Fill-in-the-middle in evaluation: prompts, scores and report entries of the FIM questions.
 
 Each question (:mod:`repotune.evaluate.fim_tasks`) is asked as ``repotune complete`` asks it
-(:func:`repotune.evaluate.fim_prompt.prompt_for`: the format the tokenizer carries, the file's
-path in the header, prefix and suffix cut by whole lines to the training block), decoded
+(:func:`repotune.evaluate.fim_prompt.prompt_for`: the format the run's FIM documents were
+trained in, else the one the tokenizer carries; the file's path in the header, prefix and
+suffix cut by whole lines to the training block), decoded
 greedily to the end of the middle (EOS or a FIM marker), and scored against the real middle:
 
 * ``exact_match``: the middle as written (trailing whitespace aside);
@@ -18,6 +19,7 @@ from typing import Any
 from repotune.evaluate.fim_prompt import Gap, native_fim, prompt_for
 from repotune.evaluate.fim_tasks import FimTask
 from repotune.evaluate.metrics import edit_similarity, exact_match
+from repotune.shards.fim import FimFormat
 
 FIM = "fim"
 FIM_METRICS = ("exact_match", "edit_similarity", "parses")
@@ -55,22 +57,23 @@ def fim_prompts(
     markers: Sequence[str],
     tasks: Sequence[FimTask],
     max_prompt: int,
+    trained: FimFormat | None = None,
 ) -> tuple[list[list[int]], tuple[str, ...]]:
-    """Every question's prompt ids within ``max_prompt`` tokens, and the stop strings."""
+    """Every question's prompt ids within ``max_prompt`` tokens, and the stop strings;
+    ``trained`` is the format of the run's FIM training documents (None: none were made)."""
     stops: tuple[str, ...] = tuple(markers)
     prompts = []
     for task in tasks:
-        ids, stops = prompt_for(
-            tokenizer, template, markers, Gap(task.prefix, task.suffix, task.path), max_prompt
-        )
+        gap = Gap(task.prefix, task.suffix, task.path)
+        ids, stops = prompt_for(tokenizer, template, markers, gap, max_prompt, trained)
         prompts.append(ids)
     return prompts, stops
 
 
-def fim_format(template: str, tokenizer: Any) -> str | None:
+def fim_format(template: str, tokenizer: Any, trained: FimFormat | None = None) -> str | None:
     """The FIM format the questions are asked in; None: a plain continuation of the prefix
-    (the tokenizer has no FIM tokens: the model never learnt to fill in)."""
-    fmt = native_fim(template, tokenizer)
+    (no FIM training documents and no FIM tokens: the model never learnt to fill in)."""
+    fmt = trained or native_fim(template, tokenizer)
     return None if fmt is None else fmt.name
 
 

@@ -1,7 +1,9 @@
 """Fill-in-the-middle prompts within a token budget, shared by ``repotune complete`` and the
 FIM evaluation, so a model is measured on exactly the prompts a user's completion sends.
 
-A model whose tokenizer carries a fill-in-the-middle format's tokens (StarCoder's and
+A model trained on FIM file documents is asked in their format (stats.json's ``fim``,
+:func:`repotune.shards.fim.trained_fim_format`), markers as text where its tokenizer lacks them.
+Otherwise, a model whose tokenizer carries a fill-in-the-middle format's tokens (StarCoder's and
 StarCoder2's ``<fim_prefix>``/``<fim_suffix>``/``<fim_middle>``, or the plain
 ``<|fim_prefix|>``... of a tokenizer trained with FIM documents) is asked as it was trained:
 :func:`repotune.shards.fim.fim_prompt` in prefix-suffix-middle order, the file's header
@@ -63,12 +65,22 @@ def _lines_within(
 
 
 def prompt_for(
-    tokenizer: Any, template: str, markers: Sequence[str], gap: Gap, max_prompt: int
+    tokenizer: Any,
+    template: str,
+    markers: Sequence[str],
+    gap: Gap,
+    max_prompt: int,
+    trained: FimFormat | None = None,
 ) -> tuple[list[int], tuple[str, ...]]:
-    """The prompt ids of ``gap`` within ``max_prompt`` tokens, and the stop strings."""
+    """The prompt ids of ``gap`` within ``max_prompt`` tokens, and the stop strings.
+
+    ``trained``: the FIM format the run's file documents used (its stats.json), which wins
+    over the tokenizer's native one: a hub tokenizer without FIM tokens learnt the plain
+    markers as text, and is asked with them as text.
+    """
     from repotune.shards.tokenizer import TextEncoder
 
-    fmt = native_fim(template, tokenizer)
+    fmt = trained or native_fim(template, tokenizer)
     if fmt is None:
         encode = TextEncoder(tokenizer, markers)
         size = lambda text: len(encode([text])[0])  # noqa: E731

@@ -65,6 +65,7 @@ from repotune.evaluate.sandbox import chosen_isolation
 from repotune.evaluate.significance import paired_means, paired_ratio
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
+from repotune.shards.fim import FimFormat, trained_fim_format
 from repotune.shards.render import Template, get_template
 from repotune.shards.table import load_blocks
 from repotune.shards.tokenizer import TextEncoder
@@ -128,9 +129,11 @@ def template_of(stats_path: str | Path) -> Template:
     return get_template(stats["template"]["name"])
 
 
-def block_length(stats_path: str | Path) -> int:
-    """The training block length (stats.json's ``seq_len``): FIM prompts stay within it."""
-    return int(json.loads(Path(stats_path).read_text(encoding="utf-8"))["seq_len"])
+def fim_training(stats_path: str | Path) -> tuple[int, FimFormat | None]:
+    """The training block length (FIM prompts stay within it) and the format of the FIM
+    documents tokenize made (None: none), from stats.json."""
+    stats = json.loads(Path(stats_path).read_text(encoding="utf-8"))
+    return int(stats["seq_len"]), trained_fim_format(stats)
 
 
 @contextlib.contextmanager
@@ -527,10 +530,13 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     decoding = task_settings(settings)
     context = context_length(model)
     fim = None
+    seq_len, trained = fim_training(request.shard_stats)
     if request.fim_questions:
-        decoding[FIM] = fim_settings(settings, block_length(request.shard_stats), context)
+        decoding[FIM] = fim_settings(settings, seq_len, context)
         max_prompt = decoding[FIM].max_prompt_tokens
-        fim = fim_prompts(tokenizer, template.name, template.markers, asked.fim, max_prompt)
+        fim = fim_prompts(
+            tokenizer, template.name, template.markers, asked.fim, max_prompt, trained
+        )
     generations, timing = run_generation(model, tokenizer, template, asked, decoding, fim)
     del model
     checks = behaviour_results(asked.behaviour, generations, allow_code)
@@ -564,7 +570,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         ),
         "fim": {
             "evaluated": fim is not None,
-            "format": fim_format(template.name, tokenizer),
+            "format": fim_format(template.name, tokenizer, trained),
             "python_questions": sum(task.language == "python" for task in asked.fim),
         },
         "perplexity": {name: ppl[name].summary().as_dict() for name in VARIANTS},

@@ -23,8 +23,9 @@ the data.
 
 import hashlib
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 PSM = "psm"
 SPM = "spm"
@@ -62,12 +63,22 @@ def choose_fim_format(template: str, special_tokens: Collection[str]) -> FimForm
     return PLAIN_FIM
 
 
+def trained_fim_format(shard_stats: Mapping[str, Any]) -> FimFormat | None:
+    """The FIM format a run's file documents were written in (tokenize's stats.json ``fim``),
+    or None when it trained on no file documents: ``repotune complete`` and the FIM
+    evaluation ask in this format, markers as text too where the tokenizer lacks them."""
+    fim = shard_stats.get("fim") or {}
+    return FIM_FORMATS[fim["format"]] if fim.get("files") else None
+
+
 @dataclass(frozen=True)
 class FimExample:
-    """A FIM question and its answer: ``prompt + middle`` is the training text."""
+    """A FIM question and its answer: ``prompt + middle`` is the training text; ``mode`` the
+    order (PSM or SPM) the prompt was built in."""
 
     prompt: str
     middle: str
+    mode: str = PSM
 
 
 def _draw(seed: int, key: str) -> random.Random:
@@ -118,7 +129,7 @@ def fim_example(
     rng = _draw(seed, key)
     prefix, middle, suffix = line_spans(content, rng)
     mode = SPM if rng.random() < spm_rate else PSM
-    return FimExample(fim_prompt(file_header(path, fmt) + prefix, suffix, fmt, mode), middle)
+    return FimExample(fim_prompt(file_header(path, fmt) + prefix, suffix, fmt, mode), middle, mode)
 
 
 def is_fim(seed: int, key: str, fim_rate: float) -> bool:

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +35,8 @@ from repotune.curate.table import SPLITS
 from repotune.errors import InputError
 from repotune.models import ModelSpec, with_overrides
 from repotune.progress import PROGRESS, Progress, duration
+from repotune.shards.files import FILE_COLUMNS, FileCounts, encode_files
+from repotune.shards.fim import FIM_FORMATS, PLAIN_FIM, FimFormat, choose_fim_format
 from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
     TASKS,
@@ -73,6 +75,9 @@ class TokenizeSettings:
     shard_tokens: int
     batch_commits: int
     bpe_sample_bytes: int
+    files: bool = True
+    fim_rate: float = 0.5
+    fim_spm_rate: float = 0.5
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "TokenizeSettings":
@@ -94,22 +99,33 @@ class EncodeCounts:
     tasks: Counter = field(default_factory=Counter)
 
 
-def open_curated(path: str | Path) -> pq.ParquetFile:
-    """A curated split, checked for the columns this stage reads."""
+def open_parquet(path: str | Path, what: str, columns: Sequence[str], stage: str) -> pq.ParquetFile:
+    """The Parquet input ``what`` of this stage, checked for the ``columns`` it reads (a
+    one-line error naming the ``stage`` to rerun otherwise)."""
     try:
         parquet = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering grows with the file
     except (OSError, pa.ArrowException) as error:
         raise InputError(
-            f"curated split '{path}'", f"cannot be read ({error})", "rerun the curate stage"
+            f"{what} '{path}'", f"cannot be read ({error})", f"rerun the {stage} stage"
         ) from None
-    missing = [name for name in COLUMNS if name not in parquet.schema_arrow.names]
+    missing = [name for name in columns if name not in parquet.schema_arrow.names]
     if missing:
         raise InputError(
-            f"curated split '{path}'",
+            f"{what} '{path}'",
             f"lacks column(s) {', '.join(missing)}",
-            "rerun the curate stage (docs/data-contracts.md lists the columns)",
+            f"rerun the {stage} stage (docs/data-contracts.md lists the columns)",
         )
     return parquet
+
+
+def open_curated(path: str | Path) -> pq.ParquetFile:
+    """A curated split, checked for the columns this stage reads."""
+    return open_parquet(path, "curated split", COLUMNS, "curate")
+
+
+def open_snapshot(path: str | Path) -> pq.ParquetFile:
+    """The snapshot's files table, checked for the columns file documents read."""
+    return open_parquet(path, "snapshot", FILE_COLUMNS, "snapshot")
 
 
 def check_curated(splits: Mapping[str, str | Path]) -> None:
@@ -291,27 +307,52 @@ def tokenize_split(
     settings: TokenizeSettings,
     progress: Progress,
     ends_line: np.ndarray,
+    files: tuple[str | Path, FimFormat] | None = None,
 ) -> dict[str, Any]:
     """Encode, pack and write one split as a stream; return its stats.
 
     Memory holds one batch of commits, the packer's window of commits
     (repotune.shards.stream.WINDOW_COMMITS) and at most one shard, whatever the split's length.
     ``ends_line``: the tokens a long commit may be cut after (repotune.shards.prompt.line_ends).
+    ``files``: the snapshot and FIM format whose file documents (repotune.shards.files) follow
+    the commits, packed with them, each with the newest commit's recency weight.
     """
     counts = EncodeCounts()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     packer = StreamPacker(settings.seq_len, eos, pad, ends_line)
     rows = rows_per_shard(settings.seq_len, settings.shard_tokens)
+    file_counts = FileCounts()
+    newest = 0.0
     with shard_directory(directory, rows) as writer:
         for batch in encode_split(path, tokenizer, template, settings, counts):
             writer.write(packer.add(batch))
+            newest = max([newest, *batch.weights])
             progress.advance(len(batch.shas), tokens=batch.tokens_in())
+        if files is not None:
+            snapshot, fmt = files
+            encode = TextEncoder(tokenizer, fmt.markers)
+            rows = open_snapshot(snapshot).iter_batches(
+                batch_size=settings.batch_commits, columns=list(FILE_COLUMNS)
+            )
+            batches = encode_files(
+                (batch.to_pylist() for batch in rows),
+                fmt, encode, settings, counts.commits, newest, file_counts,
+            )  # fmt: skip
+            for batch in batches:
+                writer.write(packer.add(batch))
         writer.write(packer.finish())
+    stats = packer.stats()
+    file_tokens = sum(file_counts.tokens.values())
     return {
         "commits": counts.commits,
-        **packer.stats(),
+        **stats,
         "tasks": {task: counts.tasks[task] for task in TASKS},
         "shards": writer.shards,
+        "tokens_by_kind": {
+            "commit": stats["tokens"] - file_tokens,
+            **file_counts.as_dict()["tokens"],
+        },
+        **({"files": file_counts.as_dict()} if files is not None else {}),
     }
 
 
@@ -320,13 +361,16 @@ def prepare_tokenizer(
     train_path: str | Path,
     settings: TokenizeSettings,
     sample: BpeSample | None = None,
+    fim: bool = False,
 ) -> tuple[PreTrainedTokenizerBase, Template]:
     """The model's tokenizer and the template its special tokens allow.
 
     ``train-bpe`` trains on the rendered training split (a bounded sample of it, see
     :func:`bpe_texts`; ``sample`` records which) with the requested template's markers as
-    special tokens, so that template is always usable; a loaded tokenizer gets its native
-    template only if it carries the markers (repotune.shards.render.choose_template).
+    special tokens, so that template is always usable, and with ``fim`` (file documents are
+    made) the markers of the template's FIM format too (:func:`fim_format`); a loaded
+    tokenizer gets its native template only if it carries the markers
+    (repotune.shards.render.choose_template).
     """
     if spec.tokenizer == TRAIN_BPE:
         template = get_template(spec.template)
@@ -334,7 +378,8 @@ def prepare_tokenizer(
         sample = sample if sample is not None else BpeSample(settings.bpe_sample_bytes)
         texts = bpe_texts(train_path, template, settings, sample)
         started = time.perf_counter()
-        tokenizer = train_bpe(texts, vocab_size, template.markers)
+        fim_markers = FIM_FORMATS.get(template.name, PLAIN_FIM).markers if fim else ()
+        tokenizer = train_bpe(texts, vocab_size, (*template.markers, *fim_markers))
         log.info(
             "BPE of %d tokens trained in %s on %s",
             vocab_size,
@@ -355,6 +400,16 @@ def prepare_tokenizer(
     return tokenizer, template
 
 
+def fim_format(template: Template, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """The FIM format of file documents (stats.json ``fim``): the template's native one when
+    the tokenizer has its tokens, else ``plain``; ``special`` says whether its markers are
+    single special tokens (a trained BPE's are; a hub tokenizer without them, GPT-2's say,
+    reads them as text). ``repotune complete`` asks in this format."""
+    specials = special_tokens(tokenizer)
+    chosen = choose_fim_format(template.name, specials)
+    return {"format": chosen.name, "special": set(chosen.markers) <= specials}
+
+
 def tokenize_stage(
     splits: Mapping[str, str | Path],
     tokenizer_dir: str | Path,
@@ -363,13 +418,24 @@ def tokenize_stage(
     settings: TokenizeSettings,
     model: ModelSpec,
     threads: int = 1,
+    files: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run the whole stage; return (and write to ``stats_path``) its statistics."""
+    """Run the whole stage; return (and write to ``stats_path``) its statistics.
+
+    ``files``: the snapshot (results/snapshot/files.parquet) whose files join the training
+    split as whole-file and FIM documents when ``settings.files``; validation and test stay
+    commits only, since the evaluation measures held-out commits.
+    """
     configure_parallelism(threads)
     started = time.perf_counter()
     check_curated(splits)
+    use_files = files is not None and settings.files
+    if use_files:
+        open_snapshot(files)
     sample = BpeSample(settings.bpe_sample_bytes)
-    tokenizer, template = prepare_tokenizer(model, splits["train"], settings, sample)
+    tokenizer, template = prepare_tokenizer(model, splits["train"], settings, sample, use_files)
+    fim = fim_format(template, tokenizer) | {"files": use_files}
+    train_files = (files, FIM_FORMATS[fim["format"]]) if use_files else None
     with atomic_path(tokenizer_dir) as temporary:
         tokenizer.save_pretrained(str(temporary))
     log.info("tokenizer %s (vocab %d), template %s", model.tokenizer, len(tokenizer), template.name)
@@ -379,8 +445,9 @@ def tokenize_stage(
         commits = open_curated(splits[name]).metadata.num_rows
         progress = Progress(log, f"tokenize: {name}", commits, "commits", PROGRESS_SECONDS)
         per_split[name] = tokenize_split(
-            splits[name], shard_dirs[name], tokenizer, template, settings, progress, ends_line
-        )
+            splits[name], shard_dirs[name], tokenizer, template, settings, progress, ends_line,
+            train_files if name == "train" else None,
+        )  # fmt: skip
         progress.finish()
         log.info("%s: %s", name, per_split[name])
     wall = time.perf_counter() - started
@@ -405,6 +472,7 @@ def tokenize_stage(
             "requested": model.template,
             "description": template.description,
         },
+        "fim": fim | {"rate": settings.fim_rate, "spm_rate": settings.fim_spm_rate},
         "task_mix": {"message_to_change": settings.message_to_change, "seed": settings.seed},
         "settings": asdict(settings),
         "threads": threads,

@@ -1,0 +1,349 @@
+"""The snapshot's files in the training split: whole-file and FIM documents, packed with the
+commits (repotune.shards.files), and nothing from after the train cutoff."""
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from datasets import load_from_disk
+
+from repotune.cli.complete import Gap, native_fim, prompt_for
+from repotune.config import resolve_config
+from repotune.curate.table import SPLITS
+from repotune.errors import InputError
+from repotune.models import resolve_model
+from repotune.shards.files import FIM_MARKERS, file_documents
+from repotune.shards.fim import (
+    PLAIN_FIM,
+    STARCODER2_FIM,
+    file_header,
+    fim_example,
+    fim_prompt,
+    is_fim,
+    trained_fim_format,
+    whole_file,
+)
+from repotune.shards.stage import TokenizeSettings, tokenize_stage
+from repotune.shards.table import IGNORE, load_blocks
+from repotune.shards.tokenizer import TextEncoder, load_tokenizer
+from repotune.snapshot.table import SNAPSHOT
+from testdata.curated import (
+    STARCODER2_SPECIAL,
+    save_hub_like_tokenizer,
+    synthetic_rows,
+    write_curated,
+)
+from testdata.workflow import FAST, planned_jobs, snakemake
+
+SEQ_LEN = 128
+MARKER_IDS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file|>")
+
+
+def _settings(**overrides) -> TokenizeSettings:
+    section = {"seq_len": SEQ_LEN, "shard_tokens": 16 * SEQ_LEN, **overrides}
+    return TokenizeSettings.from_config(resolve_config({"tokenize": section})["tokenize"])
+
+
+def _module(number: int, lines: int) -> str:
+    return "".join(f"def f{number}_{i}(x):\n    return x * {i}\n" for i in range(lines))
+
+
+FILES = {
+    **{f"pkg/m{n}.py": _module(n, 3) for n in range(12)},
+    "pkg/long.py": _module(99, 60),  # far longer than a block
+}
+
+
+def _write_snapshot(path: Path, files: dict[str, str]) -> Path:
+    rows = [
+        {"path": p, "language": "Python", "size": len(c), "content": c, "blob_sha": f"{n:040x}"}
+        for n, (p, c) in enumerate(sorted(files.items()))
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SNAPSHOT), path)
+    return path
+
+
+TINY = {"preset": "tiny", "bpe_vocab_size": 600}
+
+
+def _run(root: Path, settings: TokenizeSettings, model: dict = TINY) -> dict:
+    rows = synthetic_rows(40, seed=1, split="train") + synthetic_rows(8, 2, "validation")
+    out = root / "out"
+    return tokenize_stage(
+        splits=write_curated(root / "dataset", rows),
+        tokenizer_dir=out / "tokenizer",
+        shard_dirs={split: out / "shards" / split for split in SPLITS},
+        stats_path=out / "shards" / "stats.json",
+        settings=settings,
+        model=resolve_model(model),
+        threads=2,
+        files=_write_snapshot(root / "snapshot" / "files.parquet", FILES),
+    )
+
+
+def _documents(root: Path, split: str = "train") -> list[list[int]]:
+    """Every document of a split's blocks (runs of increasing positions, padding dropped)."""
+    shards = load_from_disk(str(root / "out" / "shards" / split))
+    documents = []
+    for ids, positions, length in zip(
+        shards["input_ids"], shards["position_ids"], shards["length"], strict=True
+    ):
+        ids, positions = np.asarray(ids[:length]), np.asarray(positions[:length])
+        starts = [*np.flatnonzero(positions == 0).tolist(), length]
+        documents += [ids[a:z].tolist() for a, z in itertools.pairwise(starts)]
+    return documents
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("files")
+    return root, _run(root, _settings())
+
+
+def _tokenizer(root: Path):
+    return load_tokenizer(str(root / "out" / "tokenizer"))
+
+
+def test_plain_markers_are_single_special_ids_in_tokenizer_and_shards(stage):
+    root, stats = stage
+    tokenizer = _tokenizer(root)
+    ids = [tokenizer.convert_tokens_to_ids(m) for m in MARKER_IDS]
+    encoded = TextEncoder(tokenizer, PLAIN_FIM.markers)(["".join(MARKER_IDS)])[0]
+    assert encoded == ids and tokenizer.unk_token_id not in ids
+    in_train = {t for d in _documents(root) for t in d}
+    assert set(ids) <= in_train
+    assert stats["fim"] == {
+        "format": "plain", "special": True, "files": True, "rate": 0.5, "spm_rate": 0.5,
+    }  # fmt: skip
+
+
+def test_complete_asks_in_the_format_a_trained_bpe_learnt(stage):
+    root, stats = stage
+    fmt = native_fim(stats["template"]["name"], _tokenizer(root))
+    assert fmt is not None and fmt == trained_fim_format(stats) == PLAIN_FIM
+
+
+@pytest.mark.parametrize(
+    ("special", "template", "expected", "native"),
+    [
+        (("<|endoftext|>",), "plain", PLAIN_FIM, False),
+        (STARCODER2_SPECIAL, "starcoder2", STARCODER2_FIM, True),
+    ],
+    ids=["gpt2-like", "starcoder2-like"],
+)
+def test_complete_asks_a_hub_model_in_the_format_its_shards_hold(
+    tmp_path, special, template, expected, native
+):
+    """GPT-2 has no FIM tokens: its file documents spell the plain markers as text, and
+    `repotune complete` asks it in that same text (from stats.json), not as a plain
+    continuation; StarCoder2 is trained and asked with its own tokens."""
+    hub = save_hub_like_tokenizer(tmp_path / "hub", special)
+    model = {"name": "hub", "base": str(hub), "template": template}
+    stats = _run(tmp_path, _settings(), model)
+    assert stats["fim"]["format"] == expected.name and stats["fim"]["special"] is native
+    tokenizer = _tokenizer(tmp_path)
+    assert (native_fim(template, tokenizer) is not None) is native
+    trained = trained_fim_format(stats)
+    assert trained == expected
+    text = "".join(
+        tokenizer.backend_tokenizer.decode(d, skip_special_tokens=False)
+        for d in _documents(tmp_path)
+    )
+    assert expected.middle in text and expected.file + "pkg/m1.py\n" in text
+    gap = Gap("def f(x):\n", "    return x\n", "pkg/a.py")
+    ids, _ = prompt_for(tokenizer, template, (), gap, 10_000, trained)
+    question = fim_prompt(file_header("pkg/a.py", expected) + gap.prefix, gap.suffix, expected)
+    assert ids == TextEncoder(tokenizer, expected.markers)([question])[0]
+
+
+def test_each_file_document_is_its_fim_or_whole_file_text_then_eos(stage):
+    root, stats = stage
+    tokenizer = _tokenizer(root)
+    settings = _settings()
+    eos = tokenizer.eos_token_id
+    decoded = {
+        tokenizer.backend_tokenizer.decode(d, skip_special_tokens=False) for d in _documents(root)
+    }
+    for path, content in FILES.items():
+        if path == "pkg/long.py":
+            continue
+        if is_fim(settings.seed, path, settings.fim_rate):
+            example = fim_example(path, content, PLAIN_FIM, settings.seed, 0.5, path)
+            text = example.prompt + example.middle
+        else:
+            text = whole_file(path, content, PLAIN_FIM)
+        assert text + tokenizer.eos_token in decoded, path
+    # every file document ends with the one EOS it holds
+    file_id = tokenizer.convert_tokens_to_ids("<|file|>")
+    file_documents = [d for d in _documents(root) if file_id in d]
+    assert len(file_documents) == stats["splits"]["train"]["files"]["documents"]
+    for document in file_documents:
+        assert document[-1] == eos and eos not in document[:-1]
+    counts = stats["splits"]["train"]["files"]
+    assert counts["fim_psm"] + counts["fim_spm"] + counts["whole_file"] == counts["documents"]
+    assert counts["fim_psm"] > 0 and counts["fim_spm"] > 0 and counts["whole_file"] > 0
+
+
+def test_labels_start_each_fim_document_afresh(stage):
+    """The training batches (repotune.shards.table.collate) mask the label of a FIM document's
+    first token, so it is never predicted from the document before it; the rest of the
+    document, its EOS included, is learnt."""
+    root, _ = stage
+    tokenizer = _tokenizer(root)
+    prefix_id = tokenizer.convert_tokens_to_ids("<|fim_prefix|>")
+    blocks = load_blocks(root / "out" / "shards" / "train")
+    batch = blocks.batch(list(range(len(blocks))))
+    ids, positions, labels = batch["input_ids"], batch["position_ids"], batch["labels"]
+    starts = (ids == prefix_id) & (positions == 0)
+    assert int(starts.sum()) > 0
+    assert bool((labels[starts] == IGNORE).all())
+    assert bool((ids == prefix_id).eq(starts).all())  # the marker only ever opens a document
+    after = torch.roll(starts, 1, dims=1) & (positions > 0)
+    assert bool((labels[after] == ids[after]).all())
+
+
+def test_a_long_file_is_cut_at_lines_each_piece_with_its_header(stage):
+    root, stats = stage
+    tokenizer = _tokenizer(root)
+    counts = stats["splits"]["train"]["files"]
+    assert counts["long_files"] == 1 and counts["pieces_from_long_files"] > 2
+    encode = TextEncoder(tokenizer, PLAIN_FIM.markers)
+    settings = _settings(fim_rate=0.0)
+    made = file_documents("pkg/long.py", FILES["pkg/long.py"], PLAIN_FIM, encode, settings)
+    header = whole_file("pkg/long.py", "", PLAIN_FIM)
+    pieces = [document.text.removeprefix(header) for document, _ in made]
+    assert all(document.text.startswith(header) for document, _ in made)
+    assert "".join(pieces) == FILES["pkg/long.py"]
+    assert all(piece.endswith("\n") for piece in pieces)
+    assert all(len(ids) <= SEQ_LEN - 1 for _, ids in made)
+    room = SEQ_LEN - 1 - len(encode([header])[0]) - FIM_MARKERS
+    content_tokens = len(encode([FILES["pkg/long.py"]])[0])
+    assert len(made) >= content_tokens / room
+
+
+def test_same_settings_give_the_same_shard_bytes(stage, tmp_path):
+    root, _ = stage
+    _run(tmp_path, _settings())
+    for split in SPLITS:
+        first = sorted((root / "out" / "shards" / split).glob("*.arrow"))
+        again = sorted((tmp_path / "out" / "shards" / split).glob("*.arrow"))
+        assert [f.read_bytes() for f in first] == [f.read_bytes() for f in again]
+
+
+def test_validation_and_test_stay_commits_only(stage):
+    root, stats = stage
+    tokenizer = _tokenizer(root)
+    file_id = tokenizer.convert_tokens_to_ids("<|file|>")
+    assert all(file_id not in d for d in _documents(root, "validation"))
+    assert "files" not in stats["splits"]["validation"]
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_fim_rate_zero_and_one(tmp_path, rate):
+    stats = _run(tmp_path, _settings(fim_rate=rate))
+    counts = stats["splits"]["train"]["files"]
+    fim = counts["fim_psm"] + counts["fim_spm"]
+    assert fim == (counts["documents"] if rate else 0)
+    assert counts["whole_file"] == (0 if rate else counts["documents"])
+    tokenizer = _tokenizer(tmp_path)
+    middle = tokenizer.convert_tokens_to_ids("<|fim_middle|>")
+    with_middle = sum(middle in d for d in _documents(tmp_path))
+    assert with_middle == fim
+    assert stats["splits"]["train"]["tokens_by_kind"]["fim"] > 0 if rate else True
+
+
+def _history(root: Path):
+    """Ten commits; the last two (validation and test) rewrite pkg/core.py with a marker."""
+    from testdata.gitrepo import GitRepo
+
+    repo = GitRepo(root / "data")
+    for number in range(8):
+        body = "".join(f"def f{i}():\n    return {number * i}\n" for i in range(number + 2))
+        files = {f"pkg/m{number}.py": body}
+        if number == 0:
+            files["pkg/core.py"] = "def core():\n    return 'TRAIN_TIME_CORE'\n"
+        repo.commit(f"Add module number {number} with its functions", files)
+    for number in range(2):
+        repo.commit(
+            f"Rewrite the core function, step {number}",
+            {"pkg/core.py": f"def core():\n    return 'AFTER_CUTOFF_{number}_SECRET'\n"},
+        )
+    return repo
+
+
+CUTOFF_CONFIG = {
+    **FAST,
+    "curate": {"split": {"test_size": 1, "validation_size": 1}},
+    "snapshot": {"near_duplicates": False},
+}
+SHARD_STATS = "results/tiny/shards/stats.json"
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    """The workflow run up to tokenize (no training) on :func:`_history`."""
+    root = tmp_path_factory.mktemp("cutoff")
+    repo = _history(root)
+    workdir = root / "work"
+    workdir.mkdir()
+    config = {"repo": str(repo.path), **CUTOFF_CONFIG}
+    run = snakemake(workdir, SHARD_STATS, config=config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return workdir, config
+
+
+@pytest.mark.slow
+def test_no_file_content_from_after_the_cutoff_reaches_training(tokenized):
+    workdir, _ = tokenized
+    stats = json.loads((workdir / SHARD_STATS).read_text())
+    assert stats["splits"]["train"]["files"]["files"] >= 9
+    tokenizer = load_tokenizer(str(workdir / "results/tiny/tokenizer"))
+    shards = load_from_disk(str(workdir / "results/tiny/shards/train"))
+    text = "".join(
+        tokenizer.backend_tokenizer.decode(ids[:length], skip_special_tokens=False)
+        for ids, length in zip(shards["input_ids"], shards["length"], strict=True)
+    )
+    assert "<|file|>pkg/core.py\n" in text and "TRAIN_TIME_CORE" in text
+    assert "AFTER_CUTOFF" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({}, {}),
+        ({"tokenize": {**FAST["tokenize"], "fim_rate": 0.9}}, {"tokenize": 1}),
+        ({"tokenize": {**FAST["tokenize"], "files": False}}, {"tokenize": 1}),
+        ({"snapshot": {"enabled": False}}, {"tokenize": 1}),
+    ],
+    ids=["nothing", "fim_rate", "files-off", "snapshot-off"],
+)
+def test_file_settings_rerun_tokenize_only(tokenized, change, expected):
+    """A dry run after the run above plans exactly tokenize when a file setting changes;
+    with file documents off, tokenize no longer waits for the snapshot."""
+    workdir, config = tokenized
+    jobs = planned_jobs(snakemake(workdir, "-n", SHARD_STATS, config=config | change))
+    assert jobs == expected
+
+
+def test_a_snapshot_without_content_is_a_one_line_error(tmp_path):
+    rows = synthetic_rows(5, seed=1, split="train")
+    broken = tmp_path / "files.parquet"
+    pq.write_table(pa.table({"path": ["a.py"], "blob_sha": ["0" * 40]}), broken)
+    with pytest.raises(InputError, match=r"snapshot '.*files.parquet': lacks column\(s\) content"):
+        tokenize_stage(
+            splits=write_curated(tmp_path / "dataset", rows),
+            tokenizer_dir=tmp_path / "tokenizer",
+            shard_dirs={split: tmp_path / split for split in SPLITS},
+            stats_path=tmp_path / "stats.json",
+            settings=_settings(),
+            model=resolve_model(TINY),
+            files=broken,
+        )
+    assert not (tmp_path / "tokenizer").exists()
