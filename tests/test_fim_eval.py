@@ -15,7 +15,7 @@ import pytest
 from repotune.config import resolve_config
 from repotune.curate.stage import CurateSettings, curate
 from repotune.evaluate.behaviour import CheckResult
-from repotune.evaluate.fim import FIM, fim_prompts, fim_scores, score_fim
+from repotune.evaluate.fim import FIM, fim_format, fim_prompts, fim_scores, score_fim
 from repotune.evaluate.fim_questions import (
     FimQuestionSettings,
     build_fim_questions,
@@ -226,6 +226,10 @@ def test_prompts_are_the_training_fim_prompt_or_a_continuation_of_the_prefix():
     prompts, stops = fim_prompts(plain, "plain", PLAIN.markers, [task, new_file], 10_000)
     assert prompts == [TextEncoder(plain, PLAIN.markers)([task.prefix])[0], [plain.eos_token_id]]
     assert stops == PLAIN.markers
+    # Trained on FIM documents in the plain format: asked in it, markers as text.
+    [ids], stops = fim_prompts(plain, "plain", PLAIN.markers, [task], 10_000, PLAIN_FIM)
+    assert ids == TextEncoder(plain, PLAIN_FIM.markers)([text])[0] and PLAIN_FIM.middle in stops
+    assert (fim_format("plain", plain), fim_format("plain", plain, PLAIN_FIM)) == (None, "plain")
 
 
 def test_parses_is_measured_only_where_the_real_file_parses():
