@@ -1,5 +1,6 @@
 # repotune: a git repository's history -> a fine-tuned code model.
-# Stages: extract_commits -> curate (-> snapshot) -> tokenize -> train -> evaluate, export
+# Stages: extract_commits -> curate (-> snapshot, fim_questions) -> tokenize -> train -> evaluate,
+#   export
 #   -> manifest.
 # Run: snakemake --cores 8 [--use-conda]; see README.md.
 
@@ -16,6 +17,7 @@ include: "rules/curate.smk"
 include: "rules/snapshot.smk"
 include: "rules/tokenize.smk"
 include: "rules/train.smk"
+include: "rules/fim.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"
 include: "rules/manifest.smk"

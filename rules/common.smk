@@ -83,6 +83,7 @@ STAGES = (
     "extract_commits",
     "curate",
     *(("snapshot",) if config["snapshot"]["enabled"] else ()),
+    *(("fim_questions",) if config["evaluate"]["fim"]["enabled"] else ()),
     "tokenize",
     "train",
     "evaluate",
@@ -190,7 +191,21 @@ def evaluate_inputs(wildcards):
     tests = behaviour_tests_file()
     if tests is not None:
         inputs["behaviour_tests"] = tests
+    if config["evaluate"]["fim"]["enabled"]:
+        inputs["fim_questions"] = rules.fim_questions.output.questions
     return inputs
+
+
+def fim_question_settings():
+    """What shapes the FIM questions (a params value): the sample size, the evaluation seed,
+    the largest file asked about and the curate filters and redaction they reuse."""
+    curate = config["curate"]
+    return {
+        "samples": config["evaluate"]["fim"]["samples"],
+        "seed": config["evaluate"]["seed"],
+        "max_file_bytes": config["snapshot"]["max_file_bytes"],
+        "curate": {"filters": curate["filters"], "redact": curate["redact"]},
+    }
 
 
 # -- manifest --

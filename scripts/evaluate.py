@@ -27,5 +27,6 @@ request = EvaluateRequest(
     metrics_plot=snakemake.output.metrics_plot,
     settings=snakemake.params.settings,
     redact=snakemake.params.redact,
+    fim_questions=snakemake.input.get("fim_questions"),
 )
 run_logged(snakemake.log[0], lambda: evaluate(request))

@@ -92,7 +92,7 @@ def model_jobs(**extra: int) -> dict[str, int]:
 
 def all_jobs() -> dict[str, int]:
     """Every job of a one-model run from scratch."""
-    return model_jobs(extract_commits=1, curate=1, snapshot=1)
+    return model_jobs(extract_commits=1, curate=1, snapshot=1, fim_questions=1)
 
 
 def copy_workflow(target: Path) -> Path:

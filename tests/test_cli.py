@@ -259,8 +259,11 @@ def test_hooks_path_is_honoured_and_foreign_hooks_are_kept(run, work):
 def test_complete_at_a_file_line_and_from_stdin(run, work):
     at_line = repotune("complete", "pkg/m1.py:3", "--results", str(run.results), cwd=work.path)
     assert at_line.returncode == 0, at_line.stderr
-    prefix = "".join((work.path / "pkg/m1.py").read_text().splitlines(keepends=True)[:2])
-    piped = repotune("complete", "--results", str(run.results), cwd=work.path, stdin=prefix)
+    lines = (work.path / "pkg/m1.py").read_text().splitlines(keepends=True)
+    text = "".join(lines[:2]) + "<|cursor|>" + "".join(lines[2:])  # the same gap, same path
+    piped = repotune(
+        "complete", "--path", "pkg/m1.py", "--results", str(run.results), cwd=work.path, stdin=text
+    )
     assert piped.returncode == 0 and piped.stdout == at_line.stdout
     bad = repotune("complete", "pkg/m1.py:x", "--results", str(run.results), cwd=work.path)
     assert bad.returncode == 1 and "is not FILE:LINE" in bad.stderr

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import matplotlib.image
+import pyarrow.parquet as pq
 import pytest
 
 from repotune.evaluate.report import METRICS
@@ -88,9 +89,32 @@ def test_report_has_every_metric_for_base_and_adapted(run):
     assert report["training"]["final_train_loss"] == summary["final_train_loss"]
     assert len(report["examples"]) == 2
     generations = (workdir / "results/tiny/eval/generations.jsonl").read_text().splitlines()
-    assert len(generations) == 3 + 3 + 6
+    assert len(generations) == 3 + 3 + 3 + 6
     markdown = (workdir / "results/tiny/eval/report.md").read_text()
     assert "| perplexity ↓ |" in markdown and "![loss curves](loss_curves.png)" in markdown
+
+
+@pytest.mark.slow
+def test_fim_questions_are_built_once_and_scored_for_both_models(run):
+    workdir, _ = run
+    built = json.loads((workdir / "results/fim/fim_questions.json").read_text())
+    assert built["asked"] == built["test_commits"] == 3 and built["languages"] == {"python": 3}
+    questions = pq.read_table(workdir / "results/fim/questions.parquet").to_pylist()
+    # Each test commit adds one whole file: the middle is the file, nothing around it.
+    assert {row["path"] for row in questions} == {f"settings/{name}.py" for name in NAMES[-3:]}
+    assert all(row["prefix"] == row["suffix"] == "" for row in questions)
+    report = json.loads((workdir / "results/tiny/eval/report.json").read_text())
+    assert report["samples"]["fim_questions"] == 3 and report["fim"]["evaluated"] is True
+    for metric in ("exact_match", "edit_similarity", "parses"):
+        entry = report["metrics"][f"fim.{metric}"]
+        assert entry["count"] == entry["interval"]["n"] == 3 and entry["unit"] == "questions"
+    rows = [json.loads(line) for line in (workdir / "results/tiny/eval/generations.jsonl").open()]
+    fim_rows = [row for row in rows if row["task"] == "fim"]
+    assert [row["reference"] for row in fim_rows] == [row["middle"] for row in questions]
+    assert all(isinstance(row["base"], str) and row["adapted_finish"] for row in fim_rows)
+    markdown = (workdir / "results/tiny/eval/report.md").read_text()
+    assert "3 fill-in-the-middle questions (3 Python)" in markdown
+    assert "| FIM exact match ↑ |" in markdown and "| 3 questions |" in markdown
     assert report["examples"][0]["reference"].strip() in markdown.replace("<br>", "\n")
 
 
@@ -165,3 +189,11 @@ def test_changing_an_evaluation_setting_reruns_only_evaluation(run):
     changed = {**config, "evaluate": {**EVALUATE, "examples": 1}}
     dry = snakemake(workdir, "results/comparison.md", "-n", config=changed)
     assert planned_jobs(dry) == {"evaluate": 1, "compare_models": 1}
+    fewer = {**config, "evaluate": {**EVALUATE, "fim": {"samples": 2}}}
+    dry = snakemake(workdir, "results/comparison.md", "-n", config=fewer)
+    assert planned_jobs(dry) == {"fim_questions": 1, "evaluate": 1, "compare_models": 1}
+    off = {**config, "evaluate": {**EVALUATE, "fim": {"enabled": False}}}
+    assert planned_jobs(snakemake(workdir, "results/comparison.md", "-n", config=off)) == {
+        "evaluate": 1,
+        "compare_models": 1,
+    }

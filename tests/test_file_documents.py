@@ -12,10 +12,10 @@ import pytest
 import torch
 from datasets import load_from_disk
 
-from repotune.cli.complete import Gap, native_fim, prompt_for
 from repotune.config import resolve_config
 from repotune.curate.table import SPLITS
 from repotune.errors import InputError
+from repotune.evaluate.fim_prompt import Gap, native_fim, prompt_for
 from repotune.models import resolve_model
 from repotune.shards.files import FIM_MARKERS, file_documents
 from repotune.shards.fim import (

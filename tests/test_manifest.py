@@ -149,7 +149,10 @@ def test_manifest_hashes_exactly_the_outputs_of_every_stage_before_it(shared_run
     config, workdir = shared_run.config, shared_run.workdir
     summary = snakemake(workdir, "--summary", config=config)
     assert summary.returncode == 0, summary.stderr[-3000:]
-    stages = {"extract_commits", "curate", "snapshot", "tokenize", "train", "evaluate", "export"}
+    stages = {
+        "extract_commits", "curate", "snapshot", "fim_questions", "tokenize", "train", "evaluate",
+        "export",
+    }  # fmt: skip
     outputs = [
         line.split("\t")[0]
         for line in summary.stdout.splitlines()[1:]

@@ -60,8 +60,10 @@ def sample_report(test_commits: int = 120) -> dict:
             "perplexity_tokens": 1234,
             "commit_messages": 40,
             "code_changes": 40,
+            "fim_questions": 40,
             "behaviour_tests": 0,
         },
+        "fim": {"evaluated": True, "format": "plain", "python_questions": 30},
         "metrics": metrics,
         "generation": {"do_sample": False, "tasks": {
             "commit_message": {"max_new_tokens": 64,
@@ -162,9 +164,9 @@ def test_markdown_answers_first_with_verdicts_and_n():
         "On n=120 held-out test commits, the adapter takes perplexity from 400.00 to 300.00 "
         "(-25.0%, change [-130.00, -70.00]): better; "
     )
-    # 9 metrics, perplexity and bits per token one measurement, pass rate not measured: 7.
+    # 12 metrics, perplexity and bits per token one measurement, pass rate not measured: 10.
     assert (
-        "of 7 measurements the adapter is better on 6, worse on 0, with no clear difference on 1"
+        "of 10 measurements the adapter is better on 9, worse on 0, with no clear difference on 1"
         in headline
     )
     assert "The base is untrained (random initialisation)" in headline
@@ -177,7 +179,10 @@ def test_markdown_answers_first_with_verdicts_and_n():
         "| 40 prompts |" in text
     )
     assert "| behaviour pass rate ↑ | n/a | n/a | n/a | n/a | 0 |" in text
-    assert "40 commit messages, 40 code changes and 0 behavioural tests" in text
+    assert (
+        "40 commit messages, 40 code changes, 40 fill-in-the-middle questions (30 Python) asked "
+        "in the `plain` FIM format and 0 behavioural tests"
+    ) in text
     assert "| 60 | 3 | 7492 | 5.63 | n/a | 9087 |" in text
     assert "![loss curves](loss.png)" in text and "![metrics](metrics.png)" in text
     # How generations ended: the token limit is reported per task and model.

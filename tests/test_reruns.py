@@ -86,7 +86,7 @@ def edited_plan(run, workflow, tmp_path, path):
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("curate.py", model_jobs(curate=1, snapshot=1)),
+        ("curate.py", model_jobs(curate=1, snapshot=1, fim_questions=1)),
         ("snapshot.py", model_jobs(snapshot=1)),  # the files feed tokenize
         ("tokenize.py", model_jobs()),
         ("manifest.py", {"all": 1, "manifest": 1}),
@@ -102,7 +102,8 @@ def test_edited_script_reruns_its_rule_and_what_follows(
     ("module", "expected"),
     [
         ("repotune/extract/gitlog.py", all_jobs()),
-        ("repotune/curate/filters.py", model_jobs(curate=1, snapshot=1)),  # snapshot filters too
+        # the snapshot and the FIM questions filter files too
+        ("repotune/curate/filters.py", model_jobs(curate=1, snapshot=1, fim_questions=1)),
         ("repotune/shards/packing.py", model_jobs()),
         ("repotune/train/schedule.py", TRAIN_ON),
         (
@@ -126,7 +127,7 @@ def test_manifest_records_each_stages_code_hash(shared_run):
     manifest = json.loads((shared_run.results / "tiny" / "manifest.json").read_text())
     hasher = CodeHasher(ROOT)
     stages = (
-        "extract_commits", "curate", "snapshot", "tokenize",
+        "extract_commits", "curate", "snapshot", "fim_questions", "tokenize",
         "train", "evaluate", "export", "manifest",
     )  # fmt: skip
     assert manifest["code"] == {stage: hasher.hash(f"scripts/{stage}.py") for stage in stages}

@@ -189,7 +189,8 @@ def test_fim_tasks_mask_an_added_run_in_the_post_image(tmp_path):
     from repotune.config import resolve_config
     from repotune.curate.filters import CommitFilter, FilterSettings
     from repotune.curate.redact import Redactor, RedactSettings
-    from repotune.evaluate.fim_tasks import added_runs, fim_tasks, score_fim
+    from repotune.evaluate.fim import score_fim
+    from repotune.evaluate.fim_tasks import added_runs, fim_tasks
     from repotune.extract.stage import ExtractSettings, extract_to_parquet
 
     repo = GitRepo(tmp_path / "repo")
@@ -222,7 +223,7 @@ def test_fim_tasks_mask_an_added_run_in_the_post_image(tmp_path):
         Redactor(RedactSettings.from_config(config["curate"]["redact"])),
         seed=0,
         max_file_bytes=100_000,
-    )
+    ).tasks
     assert len(tasks) == 1
     task = tasks[0]
     assert (

@@ -14,7 +14,9 @@ from tests.run_fixtures import blank_copy, copy_run
 MODEL_STAGES = {
     "tokenize": 1, "train": 1, "evaluate": 1, "compare_models": 1, "export": 1, "manifest": 1
 }  # fmt: skip
-ALL_STAGES = {"all": 1, "extract_commits": 1, "curate": 1, "snapshot": 1, **MODEL_STAGES}
+ALL_STAGES = {
+    "all": 1, "extract_commits": 1, "curate": 1, "snapshot": 1, "fim_questions": 1, **MODEL_STAGES
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ def test_dry_run_run_and_rerun_only_what_changed(shared_run, tmp_path):
     changed = {**config, "extract": {"max_patch_bytes": 4096}}
     assert planned_jobs(snakemake(workdir, "-n", config=changed)) == ALL_STAGES
     curate_only = {**config, "curate": {"recency_half_life_days": 30}}
-    expected = {"all": 1, "curate": 1, "snapshot": 1, **MODEL_STAGES}
+    expected = {"all": 1, "curate": 1, "snapshot": 1, "fim_questions": 1, **MODEL_STAGES}
     assert planned_jobs(snakemake(workdir, "-n", config=curate_only)) == expected
     train_only = {**config, "train": {**FAST["train"], "learning_rate": 0.01}}
     expected = {

@@ -1,19 +1,13 @@
 """``repotune complete``: code completion at a place in a file, or for a prefix on stdin.
 
-A model whose tokenizer carries a fill-in-the-middle format's tokens (StarCoder's and
-StarCoder2's ``<fim_prefix>``/``<fim_suffix>``/``<fim_middle>``, or the plain
-``<|fim_prefix|>``... of a tokenizer trained with FIM documents) is asked as it was trained:
-:func:`repotune.shards.fim.fim_prompt` in prefix-suffix-middle order, the file's header
-(:func:`repotune.shards.fim.file_header`, its path) at the start of the prefix. Any other model
-continues the prefix as plain text. Over the budget (the training block less the new tokens),
-whole lines go: from the start of the prefix (the header stays; the code just before the cursor
-matters most) and from the end of the suffix, which keeps at most a quarter of the room.
+The prompt (:mod:`repotune.evaluate.fim_prompt`, shared with the FIM evaluation, so the
+evaluation measures what this command does): the fill-in-the-middle format the run's file
+documents were trained in (stats.json), else the one its tokenizer has the tokens of, else a
+plain continuation of the prefix, cut by whole lines to the training block less the new tokens.
 """
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +15,7 @@ from repotune.cli.decode import Decoding, continuations
 from repotune.cli.diff import git_toplevel
 from repotune.cli.run import LoadedModel, find_run, load, results_dir
 from repotune.errors import InputError
-from repotune.shards.fim import FimFormat, choose_fim_format, file_header, fim_prompt
+from repotune.evaluate.fim_prompt import Gap, block_budget, prompt_for
 
 DEFAULT_CURSOR = "<|cursor|>"
 HELP = "complete code at FILE:LINE, or the text on stdin (prefix[<|cursor|>suffix])"
@@ -50,15 +44,6 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-@dataclass(frozen=True)
-class Gap:
-    """The text before and after the cursor, and the file's repository path when known."""
-
-    prefix: str
-    suffix: str
-    path: str | None = None
-
-
 def gap_at(location: str, repo: str) -> Gap:
     """``FILE:LINE``: the prefix is every line before LINE, the suffix LINE and after."""
     name, _, line = location.rpartition(":")
@@ -82,81 +67,11 @@ def gap_from_text(text: str, cursor: str, path: str | None) -> Gap:
     return Gap(prefix, suffix if found else "", path)
 
 
-def native_fim(template: str, tokenizer: Any) -> FimFormat | None:
-    """The FIM format the tokenizer carries the tokens of, or None (plain continuation)."""
-    from repotune.shards.tokenizer import special_tokens
-
-    specials = special_tokens(tokenizer)
-    chosen = choose_fim_format(template, specials)
-    return chosen if set(chosen.markers) <= specials else None
-
-
-def _lines_within(
-    lines: list[str], budget: int, size: Callable[[str], int], from_end: bool
-) -> list[str]:
-    """The most whole lines, taken from the end (or the start), whose text has ``size`` <=
-    ``budget`` (binary search: size grows with the lines taken)."""
-    low, high = 0, len(lines)
-    while low < high:
-        middle = (low + high + 1) // 2
-        taken = lines[len(lines) - middle :] if from_end else lines[:middle]
-        if size("".join(taken)) <= budget:
-            low = middle
-        else:
-            high = middle - 1
-    return lines[len(lines) - low :] if from_end else lines[:low]
-
-
-def prompt_for(
-    tokenizer: Any,
-    template: str,
-    markers: Sequence[str],
-    gap: Gap,
-    max_prompt: int,
-    trained: FimFormat | None = None,
-) -> tuple[list[int], tuple[str, ...]]:
-    """The prompt ids of ``gap`` within ``max_prompt`` tokens, and the stop strings.
-
-    ``trained``: the FIM format the run's file documents used (its stats.json), which wins
-    over the tokenizer's native one: a hub tokenizer without FIM tokens learnt the plain
-    markers as text, and is asked with them as text.
-    """
-    from repotune.shards.tokenizer import TextEncoder
-
-    fmt = trained or native_fim(template, tokenizer)
-    if fmt is None:
-        encode = TextEncoder(tokenizer, markers)
-        size = lambda text: len(encode([text])[0])  # noqa: E731
-        prefix = _lines_within(gap.prefix.splitlines(keepends=True), max_prompt, size, True)
-        return encode(["".join(prefix)])[0], tuple(markers)
-    encode = TextEncoder(tokenizer, fmt.markers)
-    header = file_header(gap.path, fmt) if gap.path else ""
-
-    def ids(prefix: str, suffix: str) -> list[int]:
-        return encode([fim_prompt(header + prefix, suffix, fmt)])[0]
-
-    full = ids(gap.prefix, gap.suffix)
-    stops = (tokenizer.eos_token, *fmt.markers, *markers)
-    if len(full) <= max_prompt:
-        return full, stops
-    empty = len(ids("", ""))
-    size = lambda text: len(encode([text])[0])  # noqa: E731
-    suffix_lines = gap.suffix.splitlines(keepends=True)
-    suffix = "".join(_lines_within(suffix_lines, (max_prompt - empty) // 4, size, False))
-    budget = max_prompt - len(ids("", suffix))
-    prefix_lines = gap.prefix.splitlines(keepends=True)
-    prefix = "".join(_lines_within(prefix_lines, budget, size, True))
-    while len(ids(prefix, suffix)) > max_prompt and prefix:  # tokens merging across the cut
-        prefix = prefix.split("\n", 1)[1] if "\n" in prefix else ""
-    return ids(prefix, suffix), stops
-
-
 def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
     """The model's completion of ``gap``: FIM where native, else a plain continuation."""
-    from repotune.evaluate.generation import GenerationSettings, budgets, context_length
+    from repotune.evaluate.generation import context_length
 
-    wanted = GenerationSettings(max_new_tokens=max_new_tokens, max_prompt_tokens=loaded.seq_len - 1)
-    max_prompt, max_new = budgets(wanted, context_length(loaded.model))
+    max_prompt, max_new = block_budget(loaded.seq_len, max_new_tokens, context_length(loaded.model))
     template = loaded.template
     ids, stops = prompt_for(
         loaded.tokenizer, template.name, template.markers, gap, max_prompt, loaded.fim

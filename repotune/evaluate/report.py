@@ -65,13 +65,16 @@ METRICS: dict[str, Metric] = {
     ),
     "code_change.exact_match": Metric("code_change", "code exact match", True, "{:.3f}", 1),
     "code_change.edit_similarity": Metric("code_change", "code edit sim.", True, "{:.3f}", 1),
+    "fim.exact_match": Metric("fim", "FIM exact match", True, "{:.3f}", 1),
+    "fim.edit_similarity": Metric("fim", "FIM edit sim.", True, "{:.3f}", 1),
+    "fim.parses": Metric("fim", "FIM parses (Python)", True, "{:.3f}", 1),
     "behaviour.pass_rate": Metric("behaviour", "behaviour pass rate", True, "{:.3f}", 1),
 }
 # Metrics that are a function of another one: one measurement, counted once in the headline.
 SAME_MEASUREMENT = {"bits_per_token": "perplexity"}
 # What a metric's interval resamples.
 UNITS = {"perplexity": "blocks", "commit_message": "prompts", "code_change": "prompts",
-         "behaviour": "tests"}  # fmt: skip
+         "fim": "questions", "behaviour": "tests"}  # fmt: skip
 # The fewest items a verdict is given on (the test split's commits, and each metric's sample).
 MIN_SAMPLE = MIN_TEST_COMMITS
 BETTER, WORSE, UNCLEAR, TOO_FEW, MISSING = (
@@ -354,8 +357,8 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         f"{'sampled' if report['generation']['do_sample'] else 'greedy'}. Held-out test split: "
         f"{samples['test_commits']} commits; evaluated on {samples['perplexity_blocks']} blocks "
         f"({samples['perplexity_tokens']} tokens) for perplexity, {samples['commit_messages']} "
-        f"commit messages, {samples['code_changes']} code changes and "
-        f"{samples['behaviour_tests']} behavioural tests.",
+        f"commit messages, {samples['code_changes']} code changes, "
+        f"{_fim_sample(report)} and {samples['behaviour_tests']} behavioural tests.",
         "",
         "Deltas are adapted - base with their 95% paired bootstrap interval (resampling the "
         "same items for both models, seeded); a verdict says better or worse only when the "
@@ -389,6 +392,17 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
     lines += _behaviour_section(report["behaviour"], report.get("behaviour_by_kind", {}))
     lines += _examples_section(report["examples"])
     return "\n".join(lines) + "\n"
+
+
+def _fim_sample(report: Mapping[str, Any]) -> str:
+    """The fill-in-the-middle questions asked, and in which format (or that none were)."""
+    fim = report.get("fim", {})
+    if not fim.get("evaluated"):
+        return "no fill-in-the-middle questions (evaluate.fim.enabled is false)"
+    fmt = fim["format"]
+    how = f"the `{fmt}` FIM format" if fmt else "a plain continuation of the prefix (no FIM tokens)"
+    count = report["samples"]["fim_questions"]
+    return f"{count} fill-in-the-middle questions ({fim['python_questions']} Python) asked in {how}"
 
 
 def _sample(entry: Mapping[str, Any]) -> str:

@@ -8,8 +8,9 @@ dtype and quantization. A run, in order:
 1. **perplexity** on the test shards (:mod:`repotune.evaluate.perplexity`);
 2. **generation** for every question, base then adapted, through the one batched
    :func:`repotune.evaluate.generation.generate`: commit messages and code changes from a
-   seeded sample of test commits (:mod:`repotune.evaluate.tasks`), and the behavioural
-   tests' prompts;
+   seeded sample of test commits (:mod:`repotune.evaluate.tasks`), the fill-in-the-middle
+   questions rule ``fim_questions`` built from test commits' post-images
+   (:mod:`repotune.evaluate.fim`), and the behavioural tests' prompts;
 3. **behavioural checks** once all generation is done: they start sandboxed child processes,
    which is best done while no torch work is in flight;
 4. **scores** (:mod:`repotune.evaluate.metrics`) and the **report**
@@ -24,7 +25,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,10 @@ from repotune.evaluate.behaviour import (
     load_tests,
     pass_rate,
 )
+from repotune.evaluate.fim import FIM, fim_format, fim_prompts, fim_scores
+from repotune.evaluate.fim_prompt import block_budget
+from repotune.evaluate.fim_questions import read_fim_questions
+from repotune.evaluate.fim_tasks import FimTask
 from repotune.evaluate.generation import (
     FINISH_REASONS,
     Generation,
@@ -60,6 +65,7 @@ from repotune.evaluate.sandbox import chosen_isolation
 from repotune.evaluate.significance import paired_means, paired_ratio
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
+from repotune.shards.fim import FimFormat, trained_fim_format
 from repotune.shards.render import Template, get_template
 from repotune.shards.tokenizer import TextEncoder
 from repotune.shards.torch_blocks import load_blocks
@@ -94,6 +100,7 @@ class EvaluateRequest:
     metrics_plot: str
     settings: Mapping[str, Any]
     redact: Mapping[str, Any]
+    fim_questions: str | None = None  # results/fim/questions.parquet; None: FIM not evaluated
 
 
 @dataclass
@@ -104,6 +111,7 @@ class Questions:
     code_changes: list[Example]
     behaviour: list[BehaviourTest]
     test_commits: int
+    fim: list[FimTask] = field(default_factory=list)
 
 
 def pick_device(setting: str) -> str:
@@ -119,6 +127,13 @@ def template_of(stats_path: str | Path) -> Template:
     """The template the tokenize stage actually used (stats.json records it)."""
     stats = json.loads(Path(stats_path).read_text(encoding="utf-8"))
     return get_template(stats["template"]["name"])
+
+
+def fim_training(stats_path: str | Path) -> tuple[int, FimFormat | None]:
+    """The training block length (FIM prompts stay within it) and the format of the FIM
+    documents tokenize made (None: none), from stats.json."""
+    stats = json.loads(Path(stats_path).read_text(encoding="utf-8"))
+    return int(stats["seq_len"]), trained_fim_format(stats)
 
 
 @contextlib.contextmanager
@@ -156,6 +171,18 @@ def task_settings(settings: Mapping[str, Any]) -> dict[str, GenerationSettings]:
     }
 
 
+def fim_settings(
+    settings: Mapping[str, Any], seq_len: int, context: int | None
+) -> GenerationSettings:
+    """FIM decoding: the shared section, its prompt within a training block less one token
+    (as ``repotune complete`` asks), prompt and middle within the model's context."""
+    wanted = generation_settings(settings, settings["fim"]["max_new_tokens"])
+    max_prompt, max_new = block_budget(seq_len, wanted.max_new_tokens, context)
+    return dataclasses.replace(
+        wanted, max_prompt_tokens=min(max_prompt, wanted.max_prompt_tokens), max_new_tokens=max_new
+    )
+
+
 def questions(
     request: EvaluateRequest, template: Template, tokenizer: PreTrainedTokenizerBase
 ) -> Questions:
@@ -174,6 +201,7 @@ def questions(
         ),
         behaviour=tests,
         test_commits=total,
+        fim=read_fim_questions(request.fim_questions) if request.fim_questions else [],
     )
 
 
@@ -183,8 +211,10 @@ def run_generation(
     template: Template,
     asked: Questions,
     decoding: Mapping[str, GenerationSettings],
+    fim: tuple[list[list[int]], tuple[str, ...]] | None = None,
 ) -> tuple[dict[str, dict[str, list[Generation]]], dict[str, dict[str, float]]]:
-    """Generations by variant and task, and each variant's generation time and token count."""
+    """Generations by variant and task, and each variant's generation time and token count;
+    ``fim`` holds the FIM questions' prompt ids and stop strings when they are asked."""
     prompts = {
         COMMIT_MESSAGE: ([e.prompt_ids for e in asked.commit_messages], template.markers, None),
         CODE_CHANGE: (
@@ -198,6 +228,8 @@ def run_generation(
             [test.stop for test in asked.behaviour],
         ),
     }
+    if fim is not None:
+        prompts[FIM] = (*fim, None)
     generations: dict[str, dict[str, list[Generation]]] = {}
     timing: dict[str, dict[str, float]] = {}
     for name in VARIANTS:
@@ -262,6 +294,7 @@ def metrics_table(
     checks: Mapping[str, Sequence[CheckResult]],
     seed: int,
     test_commits: int,
+    fim: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``report.json``'s ``metrics``: every metric, base and adapted, delta, sample size, 95%
     paired bootstrap intervals (seeded with ``seed``) and verdict. Perplexity resamples blocks
@@ -283,7 +316,8 @@ def metrics_table(
         )
         for name, transform in transforms.items()
     }
-    for prefix, scores in (("commit_message", message), ("code_change", code)):
+    generated = [("commit_message", message), ("code_change", code)]
+    for prefix, scores in [*generated, *([(FIM, fim)] if fim is not None else [])]:
         for key, base_values in scores["base"].items():
             adapted_values = scores["adapted"][key]
             table[f"{prefix}.{key}"] = report.metric_entry(
@@ -384,6 +418,20 @@ def _examples(
     ]
 
 
+def _answered(
+    row: dict[str, Any],
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    task: str,
+    index: int,
+) -> dict[str, Any]:
+    """``row`` with each variant's text and finish reason for question ``index`` of ``task``."""
+    for name in VARIANTS:
+        generation = generations[name][task][index]
+        row[name] = generation.text
+        row[f"{name}_finish"] = generation.finish
+    return row
+
+
 def _generation_rows(
     asked: Questions, generations: Mapping[str, Mapping[str, list[Generation]]]
 ) -> Iterator[dict[str, Any]]:
@@ -393,19 +441,19 @@ def _generation_rows(
         (CODE_CHANGE, asked.code_changes),
     ):
         for index, example in enumerate(examples):
-            row: dict[str, Any] = {"task": task, "sha": example.sha, "reference": example.reference}
-            for name in VARIANTS:
-                generation = generations[name][task][index]
-                row[name] = generation.text
-                row[f"{name}_finish"] = generation.finish
-            yield row
+            row = {"task": task, "sha": example.sha, "reference": example.reference}
+            yield _answered(row, generations, task, index)
+    for index, fim_task in enumerate(asked.fim if FIM in generations["base"] else []):
+        row = {
+            "task": FIM,
+            "sha": fim_task.sha,
+            "path": fim_task.path,
+            "reference": fim_task.middle,
+        }
+        yield _answered(row, generations, FIM, index)
     for index, test in enumerate(asked.behaviour):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
-        for name in VARIANTS:
-            generation = generations[name][BEHAVIOUR][index]
-            row[name] = generation.text
-            row[f"{name}_finish"] = generation.finish
-        yield row
+        yield _answered(row, generations, BEHAVIOUR, index)
 
 
 def training_facts(adapter_dir: str | Path) -> dict[str, Any]:
@@ -466,9 +514,10 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     device = pick_device(settings["device"])
     model = load_adapted(request.adapter_dir, device=device)
     log.info(
-        "evaluating %s on %s: %d test blocks, %d commit messages, %d code changes, %d tests",
+        "evaluating %s on %s: %d test blocks, %d commit messages, %d code changes, "
+        "%d FIM questions, %d tests",
         request.model, device, len(blocks), len(asked.commit_messages),
-        len(asked.code_changes), len(asked.behaviour),
+        len(asked.code_changes), len(asked.fim), len(asked.behaviour),
     )  # fmt: skip
     section = settings["perplexity"]
     ppl: dict[str, BlockScores] = {}
@@ -479,13 +528,25 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             )
         log.info("perplexity (%s): %s", name, ppl[name].summary().as_dict())
     decoding = task_settings(settings)
-    generations, timing = run_generation(model, tokenizer, template, asked, decoding)
     context = context_length(model)
+    fim = None
+    seq_len, trained = fim_training(request.shard_stats)
+    if request.fim_questions:
+        decoding[FIM] = fim_settings(settings, seq_len, context)
+        max_prompt = decoding[FIM].max_prompt_tokens
+        fim = fim_prompts(
+            tokenizer, template.name, template.markers, asked.fim, max_prompt, trained
+        )
+    generations, timing = run_generation(model, tokenizer, template, asked, decoding, fim)
     del model
     checks = behaviour_results(asked.behaviour, generations, allow_code)
     shown = redacted(generations, redactor)
     message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
     code = task_scores(CODE_CHANGE, asked.code_changes, generations)
+    fim_scored = None
+    if fim is not None:
+        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
+        fim_scored = fim_scores(asked.fim, texts)
     result = {
         "model": request.model,
         "base_model": training.pop("base_model"),
@@ -501,9 +562,17 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             "perplexity_tokens": sum(ppl["adapted"].tokens),
             "commit_messages": len(asked.commit_messages),
             "code_changes": len(asked.code_changes),
+            "fim_questions": len(asked.fim),
             "behaviour_tests": len(asked.behaviour),
         },
-        "metrics": metrics_table(ppl, message, code, checks, settings["seed"], asked.test_commits),
+        "metrics": metrics_table(
+            ppl, message, code, checks, settings["seed"], asked.test_commits, fim_scored
+        ),
+        "fim": {
+            "evaluated": fim is not None,
+            "format": fim_format(template.name, tokenizer, trained),
+            "python_questions": sum(task.language == "python" for task in asked.fim),
+        },
         "perplexity": {name: ppl[name].summary().as_dict() for name in VARIANTS},
         "behaviour": behaviour_rows(asked.behaviour, checks, redactor),
         "behaviour_by_kind": behaviour_by_kind(asked.behaviour, checks),
