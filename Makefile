@@ -34,12 +34,15 @@ run: setup
 dry-run: setup
 	$(BIN)/snakemake --cores $(CORES) --dry-run
 
+# Test files are spread over TEST_WORKERS processes (pytest-xdist; whole files, so a module's
+# fixtures are built once); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop: every test but those marked slow (they run the workflow or train a model).
 test-fast: setup
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # llama.cpp as a real client of the export: llama-cpp-python compiles llama.cpp from source on
 # install (long on a small machine), so it goes to $(LLAMA_CPP), outside .venv, only here.
