@@ -8,8 +8,12 @@ a closed terminal), so there is never anything to unlock. A second run started m
 with one line naming the first (its pid, host and start time, which the holder writes into the
 file).
 
-The workflow takes it in ``onstart`` (rules/common.smk), which Snakemake runs only in the main
-process of a real run: not for a dry run, not in cluster jobs (which run with ``--no-hooks``).
+The workflow takes it while Snakemake reads the Snakefile (rules/common.smk), in the main process
+of anything but a dry run, before Snakemake looks at a single file: taken any later (``onstart``
+comes after the DAG is built), a second run started with the first could build its DAG while the
+first was already replacing outputs, and fail on that half-replaced state with a misleading
+Snakemake error instead of this line. Dry runs only read and go ahead; the processes Snakemake
+starts for jobs (cluster or group jobs) are not main processes and run inside the first's lock.
 """
 
 import contextlib

@@ -269,7 +269,10 @@ def tokenize_input(wildcards):
 
 
 # -- run lock: one run at a time in this directory (repotune/runlock.py) --
-onstart:
+# Taken while the Snakefile is read, before Snakemake looks at a file: a second run stops here,
+# before its DAG could meet the first run's outputs half-replaced. Dry runs only read, and the
+# processes Snakemake starts for jobs (cluster jobs, group jobs) run inside the first.
+if workflow.is_main_process and not workflow.output_settings.dryrun:
     try:
         hold_run_lock()
     except InputError as error:

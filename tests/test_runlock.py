@@ -73,6 +73,28 @@ def start(workdir, config):
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def test_a_run_is_refused_before_it_reads_the_directory_and_a_dry_run_is_not(shared_run, tmp_path):
+    """The lock is taken while the Snakefile is read: a second run stops before Snakemake builds
+    its DAG, so it can never meet the first run's outputs half-replaced (a ProtectedOutputException
+    on a directory the first run was rewriting); a dry run only reads, and goes ahead."""
+    run = copy_run(shared_run, tmp_path)
+    first = holder(run.workdir / ".snakemake" / "repotune.lock")
+    try:
+        config = {**run.config, "train": {**run.config["train"], "learning_rate": 0.01}}
+        refused = start(run.workdir, config)
+        _, err = refused.communicate(timeout=600)
+        assert refused.returncode != 0
+        errors = [line for line in err.splitlines() if line.startswith("repotune error:")]
+        assert len(errors) == 1 and f"(pid {first.pid} on " in errors[0], err[-3000:]
+        assert "Building DAG of jobs" not in err, err[-3000:]
+
+        dry = snakemake(run.workdir, "--dry-run", config=run.config)
+        assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
 @pytest.mark.slow
 def test_two_runs_started_together_one_refuses_the_other_verifies(shared_run, tmp_path):
     """On a copy of the session's finished run with a new learning rate: both runs find train
