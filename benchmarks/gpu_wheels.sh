@@ -8,8 +8,10 @@
 # under a call's 64 MiB carry limit (bitsandbytes alone is 43 MB):
 #
 #   benchmarks/out/wheels-train     bitsandbytes, transformers, peft, datasets, jsonschema (+ deps)
-#   benchmarks/out/wheels-workflow  transformers, peft, datasets and snakemake with its dependencies
-#                                   (not PuLP: Snakemake falls back to its greedy scheduler)
+#   benchmarks/out/wheels-workflow  transformers, peft, datasets, snakemake with its dependencies
+#                                   (not PuLP: Snakemake falls back to its greedy scheduler), and
+#                                   what the stages import beyond the model parts: pyahocorasick
+#                                   (curate's redaction) and gguf (export)
 #
 # benchmarks/out/ is git-ignored. Run here (with PyPI), then see BENCHMARKS.md for the calls.
 set -euo pipefail
@@ -49,7 +51,7 @@ SNAKEMAKE=(snakemake GitPython gitdb smmap immutables ConfigArgParse docutils hu
 
 rm -rf benchmarks/out/wheels-train benchmarks/out/wheels-workflow
 fetch benchmarks/out/wheels-train bitsandbytes "${MODEL[@]}"
-fetch benchmarks/out/wheels-workflow "${MODEL[@]}" "${SNAKEMAKE[@]}"
+fetch benchmarks/out/wheels-workflow "${MODEL[@]}" "${SNAKEMAKE[@]}" pyahocorasick gguf
 # connection_pool is published as a source archive only: build its (pure Python) wheel here.
 "${PIP[@]}" wheel -q --no-deps --no-binary=:all: -w benchmarks/out/wheels-workflow \
     "$(pin connection_pool)"
