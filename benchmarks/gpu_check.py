@@ -24,9 +24,10 @@ whose model entry is the preset with ``base`` pointing at that directory). Parts
   evaluate must report the GPU and ``repotune.manifest.verify`` must accept the manifest.
 
 Each part runs in its own subprocess with its own timeout; a failed or timed-out part is
-recorded and the rest still run. ``--dry-run`` uses tiny shapes on the CPU: every path but the
-CUDA-only ones (the OOM is raised by a hook, paged 8-bit AdamW must be refused, the GPU checks
-expect the CPU), so ``make test`` runs it (tests/test_gpu_check.py).
+recorded and the rest still run. ``--dry-run`` uses tiny shapes on one CPU thread: every path
+but the CUDA-only ones (the OOM is raised by a hook, paged 8-bit AdamW must be refused, the GPU
+checks expect the CPU), so ``make test`` runs it (tests/test_gpu_check.py; the workflow part's
+snakemake run there is the suite's shared run, which its checks are made on).
 
 Run: .venv/bin/python -m benchmarks.gpu_check --out DIR [--dry-run] [--parts a,b] [--budget 480]
 Writes DIR/gpu_check.json, DIR/gpu_check.md and DIR/gpu_check.log; exits 1 if a part failed.
@@ -512,6 +513,18 @@ WORKFLOW_CONFIG = {
 def workflow(ctx: Context) -> dict[str, Any]:
     """``snakemake --cores 4`` end to end; train and evaluate on the expected device."""
     work = ctx.work / "workflow"
+    command = workflow_command(work)
+    started = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if run.returncode != 0:
+        raise RuntimeError(f"snakemake failed:\n{(run.stdout + run.stderr)[-3000:]}")
+    return {"snakemake_seconds": round(seconds, 1), **workflow_checks(work, ctx.cuda)}
+
+
+def workflow_command(work: Path) -> list[str]:
+    """The workflow part's ``snakemake --cores 4`` command, after writing what it runs on into a
+    fresh ``work``: a 12-commit repository and WORKFLOW_CONFIG."""
     shutil.rmtree(work, ignore_errors=True)
     repo = GitRepo(work / "data")
     for number in range(12):
@@ -522,15 +535,15 @@ def workflow(ctx: Context) -> dict[str, Any]:
     bin_dir = Path(sys.executable).parent
     snakemake = bin_dir / "snakemake"
     command = [str(snakemake)] if snakemake.exists() else [sys.executable, "-m", "snakemake"]
-    started = time.perf_counter()
-    run = subprocess.run(
-        [*command, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
-         "--configfile", str(configfile), "--cores", "4"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    seconds = time.perf_counter() - started
-    if run.returncode != 0:
-        raise RuntimeError(f"snakemake failed:\n{(run.stdout + run.stderr)[-3000:]}")
+    return [*command, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+            "--configfile", str(configfile), "--cores", "4"]  # fmt: skip
+
+
+def workflow_checks(work: Path, cuda: bool) -> dict[str, Any]:
+    """What a finished run in ``work`` must show: the tiny model trained and evaluated on the
+    GPU (``cuda``) or the CPU, and a manifest that ``repotune.manifest.verify`` accepts.
+
+    Raises RuntimeError when it does not."""
     results = work / "results" / "tiny"
     summary = json.loads((results / "adapter" / "training_summary.json").read_text())
     report = json.loads((results / "eval" / "report.json").read_text())
@@ -539,9 +552,8 @@ def workflow(ctx: Context) -> dict[str, Any]:
          "--root", str(work)],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
-    expected = "cuda" if ctx.cuda else "cpu"
+    expected = "cuda" if cuda else "cpu"
     result = {
-        "snakemake_seconds": round(seconds, 1),
         "train_device": summary["hardware"]["kind"],
         "train_device_name": summary["hardware"]["name"],
         "evaluate_device": report["device"],
@@ -576,6 +588,12 @@ PARTS: dict[str, tuple[Callable[[Context], dict[str, Any]], int, int]] = {
 
 
 # -- running the parts -----------------------------------------------------------------------
+
+# The dry run hides any GPU, so it takes the CPU paths wherever it runs, and computes on one
+# thread: its tiny shapes gain nothing from more, and on a shared, loaded CPU torch's threads
+# spin waiting for each other (at load 4 on 2 cores the OOM part's process took 29 s of CPU on
+# two threads, 10 s on one).
+DRY_RUN_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
 
 def run_part(name: str, work: Path, dry_run: bool, result_file: Path) -> None:
@@ -614,8 +632,7 @@ def run_all(out: Path, parts: list[str], dry_run: bool, budget: float) -> dict[s
             log_file.write(f"\n===== {name} (timeout {timeout:.0f} s) =====\n")
             log_file.flush()
             started = time.monotonic()
-            # The dry run hides any GPU, so it takes the CPU paths wherever it runs.
-            env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if dry_run else {})}
+            env = {**os.environ, **(DRY_RUN_ENV if dry_run else {})}
             try:
                 subprocess.run(
                     command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env,

@@ -5,25 +5,27 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from benchmarks import gpu_check
-from testdata.workflow import ROOT
+from testdata.workflow import planned_jobs
 
 
 @pytest.mark.slow
-def test_dry_run_runs_every_part_and_reports_them(tmp_path):
+def test_dry_run_runs_every_part_and_reports_them(tmp_path, monkeypatch):
+    """Every part but ``workflow`` through the command line's entry point, each in its own
+    process as on a GPU. The workflow part's snakemake run is the shared finished run's
+    (tests/conftest.py): the two tests below check its command and its checks."""
     out = tmp_path / "gpu"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=7200,
-    )
+    parts = [name for name in gpu_check.PARTS if name != "workflow"]
+    argv = ["gpu_check", "--dry-run", "--out", str(out), "--parts", ",".join(parts)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_status:
+        gpu_check.main()
     report = json.loads((out / "gpu_check.json").read_text())
     parts = report["parts"]
     failed = {name: part for name, part in parts.items() if part["status"] != "ok"}
-    assert not failed and result.returncode == 0, (
+    assert not failed and exit_status.value.code == 0, (
         failed,
         (out / "gpu_check.log").read_text()[-4000:],
     )
@@ -47,10 +49,30 @@ def test_dry_run_runs_every_part_and_reports_them(tmp_path):
     assert "needs a CUDA GPU" in parts["paged_adamw_int8"]["paged_adamw_8bit"]["refused_on_cpu"]
     assert parts["paged_adamw_int8"]["int8"]["reloaded_logits_finite"] is True
     assert parts["generation"]["generated_tokens"] > 0
-    assert parts["workflow"]["train_device"] == "cpu"
-    assert parts["workflow"]["manifest_verifies"] is True
     table = (out / "gpu_check.md").read_text()
-    assert "| train_starcoder2_nf4 | ok |" in table and "**workflow**: ok" in table
+    assert "| train_starcoder2_nf4 | ok |" in table and "**oom_backoff**: ok" in table
+
+
+@pytest.mark.slow
+def test_the_workflow_part_checks_the_devices_and_the_manifest_of_a_finished_run(shared_run):
+    """The checks the workflow part makes after its snakemake run, on the shared run (trained
+    and evaluated where the dry run's run would be, the CPU on a machine without a GPU): they
+    pass expecting that device and fail expecting the other."""
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    result = gpu_check.workflow_checks(shared_run.workdir, cuda=cuda)
+    assert result["train_device"] == device and result["evaluate_device"].startswith(device)
+    assert result["manifest_verifies"] is True
+    with pytest.raises(RuntimeError, match="a verified manifest"):
+        gpu_check.workflow_checks(shared_run.workdir, cuda=not cuda)
+
+
+def test_the_workflow_part_runs_a_workflow_that_trains_and_evaluates(tmp_path):
+    """Its repository, config and command as they are, planned by snakemake: the config passes
+    the schema and the run would train and evaluate the tiny model."""
+    command = gpu_check.workflow_command(tmp_path / "workflow")
+    jobs = planned_jobs(subprocess.run([*command, "--dry-run"], capture_output=True, text=True))
+    assert jobs["train"] == 1 and jobs["evaluate"] == 1 and jobs["manifest"] == 1
 
 
 @pytest.mark.slow
