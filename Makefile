@@ -102,8 +102,10 @@ test-slurm: setup
 	ci/slurm/start-cluster.sh
 	nice $(BIN)/python ci/slurm/run_workflow.py
 
+# The runtime lock: requirements.txt and what it needs, transitively, as installed in .venv; not
+# a pip freeze, which would also lock what `make mutation` installed (requirements-dev.txt).
 lock: setup
-	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new
+	$(BIN)/python ci/lock.py requirements.txt > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean:

@@ -62,7 +62,7 @@ MODULES = {
         ),
     ),
     "packing": Module(
-        ("repotune/shards/packing.py", "repotune/shards/table.py"),
+        ("repotune/shards/packing.py", "repotune/shards/torch_blocks.py"),
         # The packing and shard-writer unit tests; test_shards.py and the rest of
         # test_streaming.py run the whole tokenize stage (tens of seconds per mutant).
         (
@@ -72,7 +72,7 @@ MODULES = {
             "tests/test_streaming.py::test_a_long_commits_documents_weigh_by_their_tokens_contexts_included",
             "tests/test_streaming.py::test_shard_writer_layout_loads_and_ignores_how_rows_arrive",
         ),
-        ("repotune.shards.packing.*", "repotune.shards.table.x_collate__mutmut_*"),
+        ("repotune.shards.packing.*", "repotune.shards.torch_blocks.x_collate__mutmut_*"),
     ),
     "perplexity": Module(
         ("repotune/evaluate/perplexity.py", "repotune/packed.py"),

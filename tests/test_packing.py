@@ -329,6 +329,15 @@ def test_a_first_piece_longer_than_a_document_is_cut_with_no_empty_document() ->
     assert (split.line_splits, split.token_cuts) == (1, 1)
 
 
+def test_every_long_piece_of_a_commit_counts_its_split_and_its_cut() -> None:
+    # The tokenize report's pieces_split_at_lines and lines_cut_at_tokens add up over pieces.
+    context = Context(at_start=([9],), inside=([8],))
+    pieces = [[1] * 12, [2] * 12]
+    split = split_document(pieces, [context, context], FixedBudget(8), np.zeros(10, dtype=bool))
+    assert split.documents == [[1] * 8, [8] + [1] * 4, [9] + [2] * 7, [8] + [2] * 5]
+    assert (split.line_splits, split.token_cuts) == (2, 2)
+
+
 def test_the_last_piece_moves_to_a_new_document_with_the_piece_before_it() -> None:
     # change_to_message: the message (last piece) is kept whole, and the piece it answers
     # moves along with it, behind its own context, when both fit a new document.

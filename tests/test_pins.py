@@ -1,6 +1,8 @@
 """The pins in requirements.txt, requirements.lock and envs/*.yaml agree."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,25 @@ def test_requirements_are_exact_and_locked():
     for name, version in direct.items():
         locked = lock.get(name)
         assert locked == version, f"{name}: requirements.txt {version}, lock {locked}"
+
+
+def test_the_lock_holds_only_what_requirements_txt_needs():
+    """`make lock` (ci/lock.py) pins requirements.txt's installed closure, not the whole venv.
+
+    A lock written by pip freeze after `make mutation` would pin mutmut and its dependencies
+    (requirements-dev.txt) too: each locked package must be one requirements.txt needs, at the
+    version installed here.
+    """
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "ci" / "lock.py"), str(ROOT / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    needed = {normalise(n): v for n, _, v in (line.partition("==") for line in printed.split())}
+    lock = pip_pins(ROOT / "requirements.lock")
+    assert sorted(set(lock) - set(needed)) == []
+    assert {name: needed[name] for name in lock} == lock
 
 
 @pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)

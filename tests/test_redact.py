@@ -12,9 +12,14 @@ import pytest
 from repotune.curate.redact import (
     KINDS,
     PROVIDER_RULES,
+    SHORT_VALUE_LENGTH,
+    SHORT_VALUE_RATIO,
     Redactor,
     RedactSettings,
+    alphabet_size,
     random_entropy,
+    redact,
+    required_entropy,
     shannon_entropy,
 )
 from testdata.commits import History, all_rows, change, run_curate
@@ -154,6 +159,30 @@ def test_random_entropy_by_hand() -> None:
     assert math.isclose(random_entropy(3, 2), 6 / 8 * shannon_entropy("aab"))
 
 
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("74bf20f876ffc474", 16),  # hex digits of one case: a hex token
+        ("74BF20F876FFC474", 16),
+        ("74bF20f876FfC474", 62),  # mixed-case hex is drawn from letters of both cases
+        ("29be2u66mr26", 36),  # lower-case and digits
+        ("oOOL8dKLzd", 62),  # both cases and digits
+        ("s3cr3t-t0k3n_x", 68),  # lower-case, digits and punctuation
+        ("kX9#mQ2!vB", 94),  # every printable class
+    ],
+)
+def test_alphabet_size_by_hand(value: str, size: int) -> None:
+    assert alphabet_size(value) == size
+
+
+def test_the_short_value_allowance_ends_at_its_length() -> None:
+    """Up to SHORT_VALUE_LENGTH characters a letters-and-digits value needs a share of what a
+    random one scores; longer ones face the configured threshold (here a strict 5.0)."""
+    short = "g1" * (SHORT_VALUE_LENGTH // 2)
+    assert required_entropy(short, 5.0) == SHORT_VALUE_RATIO * random_entropy(len(short), 36)
+    assert required_entropy(short + "g", 5.0) == 5.0
+
+
 @pytest.mark.parametrize(("kind", "secret", "placeholder"), SECRETS)
 def test_each_kind_is_replaced_by_its_placeholder(kind: str, secret: str, placeholder: str) -> None:
     redactor = Redactor(DEFAULTS)
@@ -200,6 +229,12 @@ def test_settings_change_what_is_redacted() -> None:
     assert Redactor(loose).redact(text) == 'password = "<PASSWORD>" by ada@example.org'
     short = RedactSettings(emails=True, entropy_threshold=2.5, min_secret_length=9)
     assert Redactor(short).redact(text) == 'password = "changeme" by <EMAIL>'
+
+
+def test_text_outside_the_curated_data_gets_the_default_redaction() -> None:
+    # redact(): sandbox failure reasons and reports, with the schema's default settings.
+    text = "step failed for ada@example.org: AuthError with AKIAIOSFODNN7EXAMPLE"
+    assert redact(text) == "step failed for <EMAIL>: AuthError with <KEY>"
 
 
 def test_a_large_patch_is_redacted_line_by_line() -> None:
@@ -257,7 +292,9 @@ def test_an_email_in_a_file_name_keeps_the_extension() -> None:
 
 
 def test_entropy_at_exactly_the_threshold_is_a_secret() -> None:
-    value = "Ab3$Xy9!"  # eight different characters: exactly log2(8) = 3.0 bits each
+    # Eight different characters: exactly log2(8) = 3.0 bits each. No digit, so no short-value
+    # allowance: the fixed threshold applies.
+    value = "Qx#vLp@W"
     assert shannon_entropy(value) == DEFAULTS.entropy_threshold
     assert Redactor(DEFAULTS).redact(f'password = "{value}"') == 'password = "<PASSWORD>"'
     # One repeat: under 3 bits, long enough, and letters only, so no short-token allowance.
@@ -484,8 +521,10 @@ def test_a_password_flag_at_the_start_of_the_text() -> None:
         ("_AKIAIOSFODNN7EXAMPLE", "_AKIAIOSFODNN7EXAMPLE"),
         # A format found by a needle in its middle is read back to the start of the text.
         ("0123456789abcdef0123456789abcdef-us12", "<KEY>"),
-        # Two findings that touch are both replaced.
+        # Two findings that touch are both replaced, whichever rule comes first.
         (PRIVATE_KEY + PRIVATE_KEY, "<PRIVATE_KEY><PRIVATE_KEY>"),
+        ("AKIAIOSFODNN7EXAMPLE" + PRIVATE_KEY, "<KEY><PRIVATE_KEY>"),
+        (PRIVATE_KEY + "AKIAIOSFODNN7EXAMPLE", "<PRIVATE_KEY><KEY>"),
     ],
 )
 def test_provider_formats_at_the_edges_of_the_text_and_of_each_other(

@@ -67,12 +67,27 @@ class CurateSettings:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> "CurateSettings":
+        filters, redact = filter_and_redact_settings(section)
         return cls(
-            filters=FilterSettings.from_config(section["filters"]),
-            redact=RedactSettings.from_config(section["redact"]),
+            filters=filters,
+            redact=redact,
             split=SplitSettings.from_config(section["split"]),
             recency_half_life_days=section["recency_half_life_days"],
         )
+
+
+def filter_and_redact_settings(
+    section: Mapping[str, Any],
+) -> tuple[FilterSettings, RedactSettings]:
+    """The ``curate`` section's file filters and redaction settings.
+
+    The snapshot and the FIM questions show a model the repository's files outside this stage;
+    reading the same two sections the same way keeps them dropping and redacting what curate
+    drops and redacts.
+    """
+    return FilterSettings.from_config(section["filters"]), RedactSettings.from_config(
+        section["redact"]
+    )
 
 
 @dataclass

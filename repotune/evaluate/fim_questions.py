@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from repotune.atomic import atomic_path, write_text
 from repotune.curate.filters import CommitFilter, FilterSettings
 from repotune.curate.redact import Redactor, RedactSettings
+from repotune.curate.stage import filter_and_redact_settings
 from repotune.errors import InputError
 from repotune.evaluate.fim_tasks import SKIP_REASONS, FimTask, fim_tasks
 
@@ -47,12 +48,13 @@ class FimQuestionSettings:
     def from_config(cls, config: Mapping[str, Any]) -> "FimQuestionSettings":
         """From the rule's params: ``samples``, ``seed``, ``max_file_bytes`` and ``curate``'s
         ``filters`` and ``redact`` sections."""
+        filters, redact = filter_and_redact_settings(config["curate"])
         return cls(
             samples=config["samples"],
             seed=config["seed"],
             max_file_bytes=config["max_file_bytes"],
-            filters=FilterSettings.from_config(config["curate"]["filters"]),
-            redact=RedactSettings.from_config(config["curate"]["redact"]),
+            filters=filters,
+            redact=redact,
         )
 
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from repotune.atomic import atomic_path, write_text
 from repotune.curate.filters import CommitFilter, FilterSettings
 from repotune.curate.redact import Redactor, RedactSettings
+from repotune.curate.stage import filter_and_redact_settings
 from repotune.errors import InputError
 from repotune.snapshot.blobs import list_tree, read_blobs
 from repotune.snapshot.languages import language
@@ -56,12 +57,13 @@ class SnapshotSettings:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "SnapshotSettings":
         section = config["snapshot"]
+        filters, redact = filter_and_redact_settings(config["curate"])
         return cls(
             max_file_bytes=section["max_file_bytes"],
             near_duplicates=section["near_duplicates"],
             near_duplicate_threshold=section["near_duplicate_threshold"],
-            filters=FilterSettings.from_config(config["curate"]["filters"]),
-            redact=RedactSettings.from_config(config["curate"]["redact"]),
+            filters=filters,
+            redact=redact,
         )
 
 
