@@ -6,18 +6,24 @@ from collections.abc import Iterator
 import pytest
 
 from testdata.workflow import ROOT, verify_command
-from tests.run_fixtures import MODEL, Run, finished_run
+from tests.run_fixtures import MODEL, Run, finished_run, session_run
 
 
 @pytest.fixture(scope="session")
-def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def shared_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[Run]:
     """The workflow run once for the whole session (tests/run_fixtures.py): a full run costs a
-    minute, and most workflow tests only read one. Tests read it and never change it; a test
-    that changes a run works on a copy (run_fixtures.copy_run). At the end the run's manifest
-    must still verify and its repository's HEAD be where it was, so a test that broke the
-    rule fails loudly instead of misleading the tests after it."""
-    run = finished_run(tmp_path_factory.mktemp("shared-run"))
-    head = run.repo.head()
+    minute, and most workflow tests only read one. Under pytest-xdist the first worker to ask
+    builds it and the others read the same directory (run_fixtures.session_run). Tests read it
+    and never change it; a test that changes a run works on a copy (run_fixtures.copy_run).
+    At the end of each worker the run's manifest must still verify and its repository's HEAD
+    be where it was when the run was built (the last worker to finish checks after every test
+    of the session), so a test that broke the rule fails loudly instead of misleading the
+    tests after it."""
+    if worker_id == "master":
+        run = finished_run(tmp_path_factory.mktemp("shared-run"))
+        head = run.repo.head()
+    else:
+        run, head = session_run(tmp_path_factory.getbasetemp().parent / "shared-run")
     yield run
     manifest = run.results / MODEL / "manifest.json"
     check = subprocess.run(

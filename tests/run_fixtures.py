@@ -1,6 +1,7 @@
 """A finished run to share: the workflow run on a fixture repository, as `make run` leaves it.
 
-Built once per test session (tests/conftest.py's ``shared_run``) through the snakemake command
+Built once per test session (tests/conftest.py's ``shared_run``; under pytest-xdist by the
+first worker, :func:`session_run`) through the snakemake command
 line with the FAST settings (a one-layer tiny model, a few steps), every export format on and
 the behavioural tests named by an absolute path (a copied workflow then reads the same file).
 The tests of the workflow, its reruns, the manifest, the export rule and the ``repotune``
@@ -13,10 +14,13 @@ run directory has the very same config and Snakemake finds the copy up to date.
 """
 
 import copy
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from testdata.gitrepo import GitRepo
 from testdata.workflow import FAST, ROOT, data_repository, snakemake
@@ -59,6 +63,27 @@ def finished_run(root: Path) -> Run:
     result = snakemake(run.workdir, config=run.config)
     assert result.returncode == 0, result.stderr[-3000:]
     return run
+
+
+def session_run(root: Path) -> tuple[Run, str]:
+    """The finished run in ``root`` and its repository's HEAD when built, built by the first
+    caller and read by the rest: the pytest-xdist workers of one session share ``root``'s parent,
+    and a file lock there makes the others wait for the first (pytest-xdist's documented way to
+    run a session fixture once). A failed build is recorded, so the other workers fail with its
+    message instead of building again."""
+    built, failed = root / "run.pickle", root / "failed.txt"
+    with FileLock(root.with_name(root.name + ".lock")):
+        if failed.exists():
+            raise AssertionError(f"the shared run failed in another worker:\n{failed.read_text()}")
+        if not built.exists():
+            root.mkdir()
+            try:
+                run = finished_run(root)
+            except Exception as error:
+                failed.write_text(str(error))
+                raise
+            built.write_bytes(pickle.dumps((run, run.repo.head())))
+        return pickle.loads(built.read_bytes())
 
 
 def blank_copy(run: Run, root: Path) -> Run:

@@ -1,5 +1,12 @@
-"""The `repotune` command on a finished run and fixture repositories, run as a user runs it."""
+"""The `repotune` command on a finished run and fixture repositories, run as a user runs it.
 
+Each test that loads the model runs the command once as a user does, in a new interpreter, and
+compares it with the same command run in this process (:func:`here`): the same code, without a
+second interpreter's seconds of imports (torch, peft), and a check that the output depends on
+nothing the process carries (the torch RNG the tests before used, imported state).
+"""
+
+import io
 import os
 import shutil
 import subprocess
@@ -32,6 +39,30 @@ def repotune(*args: str, cwd: Path, stdin: str | None = None, env: dict | None =
         text=True,
         env=environment,
     )
+
+
+def universal_newlines(text: str) -> str:
+    """``text`` as a subprocess's text output reads it: ``\\r\\n`` and ``\\r`` become ``\\n``."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@pytest.fixture
+def here(capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """``repotune ARGS`` in this process (``repotune.cli.main.main``), from ``cwd`` with the
+    environment ``repotune`` gives its subprocess; returns what a subprocess run returns."""
+    from repotune.cli.main import main
+
+    def command(*args: str, cwd: Path, stdin: str = "", env: dict | None = None):
+        for key, value in (env or git_env(1_700_000_000)).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capfd.readouterr()
+        code = main(list(args))
+        out, err = (universal_newlines(text) for text in capfd.readouterr())
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return command
 
 
 @pytest.fixture
@@ -97,7 +128,7 @@ def test_curate_filters_drop_lock_files_from_the_diff(tmp_path):
     assert [c["path"] for c in kept] == ["app.py"] and dropped == ["package-lock.json"]
 
 
-def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run, work):
+def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run, work, here):
     """The same prompt ids, built as training built them and cut to the prompt budget the way
     a training continuation is cut, give evaluation's greedy generation."""
     from repotune.cli.decode import Decoding
@@ -115,8 +146,8 @@ def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run,
     result = repotune("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("--- candidate 1\n")
-    again = repotune("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
-    assert again.stdout == result.stdout  # seeded
+    again = here("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
+    assert again.stdout == result.stdout  # seeded, whatever the process's RNG went through
 
     finished = find_run(run.results, None)
     loaded = load(finished, "cpu")
@@ -132,11 +163,11 @@ def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run,
     assert ours == [theirs.text.strip()]
 
 
-def test_suggest_reads_a_diff_on_stdin_and_the_environment_variable(run, work):
+def test_suggest_reads_a_diff_on_stdin_and_the_environment_variable(run, work, here):
     diff = work.git("diff", "--cached")
     env = {**git_env(1_700_000_000), "REPOTUNE_RESULTS": str(run.results)}
     piped = repotune("suggest", "--stdin", cwd=work.path, stdin=diff + "\n", env=env)
-    staged = repotune("suggest", cwd=work.path, env=env)
+    staged = here("suggest", cwd=work.path, env=env)
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout == staged.stdout
 
@@ -194,8 +225,8 @@ def last_message(repo: GitRepo) -> str:
     return repo.git("log", "-1", "--format=%B").strip()
 
 
-def test_hook_prefills_the_message_in_a_real_commit(run, work):
-    expected = repotune("suggest", "--results", str(run.results), cwd=work.path)
+def test_hook_prefills_the_message_in_a_real_commit(run, work, here):
+    expected = here("suggest", "--results", str(run.results), cwd=work.path)
     assert expected.returncode == 0, expected.stderr
     installed = repotune(*SLOW_HOOK, "--results", str(run.results), cwd=work.path)
     assert installed.returncode == 0, installed.stderr
@@ -256,12 +287,12 @@ def test_hooks_path_is_honoured_and_foreign_hooks_are_kept(run, work):
     assert foreign.read_text() == "#!/bin/sh\necho team hook\n"  # restored
 
 
-def test_complete_at_a_file_line_and_from_stdin(run, work):
+def test_complete_at_a_file_line_and_from_stdin(run, work, here):
     at_line = repotune("complete", "pkg/m1.py:3", "--results", str(run.results), cwd=work.path)
     assert at_line.returncode == 0, at_line.stderr
     lines = (work.path / "pkg/m1.py").read_text().splitlines(keepends=True)
     text = "".join(lines[:2]) + "<|cursor|>" + "".join(lines[2:])  # the same gap, same path
-    piped = repotune(
+    piped = here(
         "complete", "--path", "pkg/m1.py", "--results", str(run.results), cwd=work.path, stdin=text
     )
     assert piped.returncode == 0 and piped.stdout == at_line.stdout
