@@ -48,9 +48,8 @@ NF4_BITS = 4.127
 QUANT_BITS = {"nf4": NF4_BITS, "int8": 8.0}
 OPTIMIZER_BYTES = {"adamw": 8, "paged_adamw_8bit": 2}
 FP32 = 4
-# Activation functions that run as one kernel and save only their input; anything else in
-# COMPOSITE_ACTIVATIONS saves (fp32 tensors, compute-dtype tensors) of the intermediate size.
-FUSED_ACTIVATIONS = {"gelu", "gelu_pytorch_tanh", "relu", "silu", "swish"}
+# Activation functions made of several ops: the (fp32, compute-dtype) tensors of the
+# intermediate size they save. Any other runs as one kernel and saves only its input.
 COMPOSITE_ACTIVATIONS = {"gelu_new": (3, 1)}
 NORMS_PER_LAYER = 2
 RESIDUAL_DROPOUTS_PER_LAYER = 2
@@ -155,9 +154,8 @@ def activation_bytes(
     dtype_bytes: int,
     checkpointing: bool,
     materialised_attention: bool,
-    quantized: bool = False,
+    quantization: str = "none",
     dropout_mask_bytes: int = 1,
-    int8: bool = False,
 ) -> int:
     """Bytes of the activations kept for the backward pass, beside the logits' peak.
 
@@ -167,17 +165,19 @@ def activation_bytes(
     per_layer = tokens * layer_token_bytes(
         shape, seq_len, dtype_bytes, materialised_attention, dropout_mask_bytes
     )
+    int8 = quantization == "int8"
     int8_inputs = shape.layers * tokens * int8_input_bytes(shape, dtype_bytes) if int8 else 0
     if not checkpointing:
         return shape.layers * per_layer + int8_inputs
-    residual_bytes = FP32 if quantized else dtype_bytes
+    residual_bytes = dtype_bytes if quantization == "none" else FP32
     kept = shape.layers * tokens * shape.hidden * residual_bytes
     return kept + int8_inputs + max(0, per_layer - logit_bytes(shape, tokens))
 
 
 def int8_input_bytes(shape: ModelShape, dtype_bytes: int) -> int:
-    """Bytes a layer and token that bitsandbytes' CUDA int8 matmul (``MatMul8bitLt``) keeps:
-    each projection's input, held on its autograd context rather than saved through autograd,
+    """Bytes a layer and token that bitsandbytes' int8 matmul (``MatMul8bitLt`` on CUDA,
+    ``MatMul8bitFp`` on CPU) keeps: each projection's input, held on its autograd context
+    rather than saved through autograd,
     so gradient checkpointing cannot drop it. The inputs are fp32 (the upcast norms and
     residual stream) but for the attention output projection's, at the compute dtype."""
     return max(0, shape.projection_inputs * FP32 - shape.hidden * (FP32 - dtype_bytes))
@@ -211,9 +211,8 @@ def estimate(
             dtype_bytes,
             checkpointing,
             materialised_attention,
-            quantized=quantization != "none",
+            quantization=quantization,
             dropout_mask_bytes=dropout_mask_bytes,
-            int8=quantization == "int8" and dropout_mask_bytes == 1,
         ),
         logits=logit_bytes(shape, micro_batch * seq_len),
         overhead=overhead,
