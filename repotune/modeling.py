@@ -201,29 +201,66 @@ def _not_available(source: str, why: str) -> InputError:
 
 
 def model_shape(model: PreTrainedModel) -> ModelShape:
-    """The estimator's view of a loaded model (counts from the model, sizes from its config)."""
+    """The estimator's view of a loaded model (counts from the model, sizes and the facts that
+    decide what autograd saves from its config)."""
     config = model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0))
     intermediate = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None)
     output = model.get_output_embeddings()
     head_ids = {id(parameter) for parameter in output.parameters()} if output is not None else set()
-    quantizable = sum(
-        module.weight.numel()
-        for module in model.modules()
+    projections = [
+        module
+        for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
-        if id(module.weight) not in head_ids
-    )
+        if id(module.weight) not in head_ids and ".lora_" not in name
+    ]
+    quantizable = sum(_logical_numel(module.weight) for module in projections)
     params = sum(_logical_numel(parameter) for parameter in model.parameters())
+    layers = int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0))
+    heads = int(getattr(text, "num_attention_heads", 0) or getattr(text, "n_head", 0))
+    lora_inputs, lora_dropout_inputs = _lora_inputs(model)
     return ModelShape(
         params=params,
         quantizable_params=quantizable,
-        layers=int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0)),
+        layers=layers,
         hidden=hidden,
         intermediate=int(intermediate or 4 * hidden),
-        heads=int(getattr(text, "num_attention_heads", 0) or getattr(text, "n_head", 0)),
+        heads=heads,
         vocab=int(text.vocab_size),
+        kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+        activation=str(
+            getattr(text, "activation_function", None) or getattr(text, "hidden_act", "gelu")
+        ),
+        residual_dropout=_first(text, ("resid_pdrop", "residual_dropout", "hidden_dropout")),
+        attention_dropout=_first(text, ("attn_pdrop", "attention_dropout")),
+        projection_inputs=sum(_in_features(module) for module in projections) // max(layers, 1),
+        lora_inputs=lora_inputs // max(layers, 1),
+        lora_dropout_inputs=lora_dropout_inputs // max(layers, 1),
     )
+
+
+def _in_features(module: torch.nn.Module) -> int:
+    """Input width of a linear layer (GPT-2's Conv1D calls it ``nx``)."""
+    return int(getattr(module, "in_features", None) or module.nx)
+
+
+def _first(config: Any, names: tuple[str, ...]) -> float:
+    """The first of ``names`` the config sets (families name their dropouts differently)."""
+    return float(next((getattr(config, n) for n in names if getattr(config, n, None)), 0.0))
+
+
+def _lora_inputs(model: torch.nn.Module) -> tuple[int, int]:
+    """Summed input width of the LoRA-adapted layers, and of those with a LoRA dropout: each
+    saves its input for ``lora_A``'s gradient, and a dropout mask over it."""
+    adapted = [module for module in model.modules() if hasattr(module, "lora_dropout")]
+    widths = [int(module.in_features) for module in adapted]
+    dropped = [
+        int(module.in_features)
+        for module in adapted
+        if any(isinstance(drop, torch.nn.Dropout) for drop in module.lora_dropout.values())
+    ]
+    return sum(widths), sum(dropped)
 
 
 def _logical_numel(parameter: torch.Tensor) -> int:

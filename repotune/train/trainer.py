@@ -305,6 +305,7 @@ def _plan_batch(
             checkpointing=adapted.gradient_checkpointing,
             optimizer=settings.optimizer,
             materialised_attention=run.hardware.kind == "cpu",
+            dropout_mask_bytes=1 if run.hardware.kind == "cuda" else memory.FP32,
             overhead=512 * 1024**2 if run.hardware.kind == "cuda" else 0,
         )
 
