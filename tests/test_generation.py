@@ -179,3 +179,44 @@ def test_prompts_given_as_token_ids_are_used_as_given(model, tokenizer):
     assert mixed == as_text
     other = [*ids[0][:-1], (ids[0][-1] + 1) % len(tokenizer)]
     assert generate(model, tokenizer, [other], settings())[0].prompt_tokens == len(other)
+
+
+def first_stop_step(
+    tokenizer: PreTrainedTokenizerFast, new_ids: list[int], stop: str, prefix: str
+) -> int:
+    """How many tokens the model must write before ``stop`` shows: decoding prefix by prefix."""
+    for count in range(1, len(new_ids) + 1):
+        if find_stop(tokenizer.decode(new_ids[:count]), [stop], prefix) is not None:
+            return count
+    raise AssertionError(f"{stop!r} never completes")
+
+
+def test_a_stop_string_spanning_a_token_boundary_stops_at_the_token_completing_it(model, tokenizer):
+    free = reference_generate(model, tokenizer, PROMPTS[3], 12)
+    pieces = [tokenizer.decode([token]) for token in free]
+    # The end of one token and the start of the next: no single token holds the stop string.
+    k = next(i for i in range(2, len(pieces) - 1) if pieces[i].strip() and pieces[i + 1].strip())
+    stop = pieces[k][-2:] + pieces[k + 1][:2]
+    assert not any(stop in piece for piece in pieces)
+    text = tokenizer.decode(free)
+    prefix = PROMPTS[3][-len(stop) :]
+    [result] = generate(model, tokenizer, [PROMPTS[3]], settings(), per_prompt_stop=[[stop]])
+    assert result.finish == "stop"
+    assert result.text == text[: text.index(stop)]
+    assert result.new_tokens == first_stop_step(tokenizer, free, stop, prefix) <= k + 2
+
+
+def test_a_stop_string_beginning_in_the_prompt_cuts_at_once(model, tokenizer):
+    free = reference_generate(model, tokenizer, PROMPTS[0], 12)
+    first = tokenizer.decode(free[:1])
+    # The prompt's last character and the model's first: the stop is complete after one token.
+    stop = PROMPTS[0][-1] + first[:1]
+    batched = generate(model, tokenizer, PROMPTS[:3], settings(), per_prompt_stop=[[stop], [], []])
+    assert batched[0] == Generation(
+        text="",
+        new_tokens=1,
+        prompt_tokens=len(tokenizer(PROMPTS[0])["input_ids"]),
+        truncated=False,
+        finish="stop",
+    )
+    assert batched[1:] == generate(model, tokenizer, PROMPTS[1:3], settings())

@@ -131,9 +131,12 @@ def find_stop(text: str, stops: Sequence[str], prefix: str = "") -> int | None:
 class _StopStrings(StoppingCriteria):
     """Per-row stop strings for ``model.generate``: a row is done once its text holds one.
 
-    Only the last tokens are decoded each step (enough to hold the longest stop string even
-    at one byte per token), so the check costs the same at every length. The step at which a
-    row stopped is kept: the row's real generated length.
+    Checked every step, so a row stops at the token that completes a stop string (its real
+    generated length, kept in ``stopped_at``). The check is kept off the step's critical path:
+    only the last tokens are decoded (enough to hold the longest stop string even at one byte
+    per token), so it costs the same at every length; the batch's tails come to the host in one
+    copy (one synchronisation a step, not one a row); rows without stop strings or already
+    stopped are skipped; the returned mask is rebuilt only when a row stops.
     """
 
     def __init__(
@@ -150,25 +153,30 @@ class _StopStrings(StoppingCriteria):
         longest = max((len(stop.encode()) for row in stops for stop in row), default=0)
         self.window = longest + 2
         self.stopped_at: list[int | None] = [None] * len(stops)
+        self.active = [row for row, row_stops in enumerate(stops) if row_stops]
+        self.done: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_width :]
-        done = torch.zeros(len(new), dtype=torch.bool, device=input_ids.device)
-        for row, stops in enumerate(self.stops):
-            if self.stopped_at[row] is not None:
-                done[row] = True
-                continue
-            if not stops:
-                continue
-            tail = new[row, -self.window :].tolist()
-            text = self.tokenizer.decode(
-                tail, skip_special_tokens=False, clean_up_tokenization_spaces=False
-            )
-            prefix = self.prefixes[row] if len(tail) == new.shape[1] else ""
-            if find_stop(text, stops, prefix) is not None:
-                self.stopped_at[row] = new.shape[1]
-                done[row] = True
-        return done
+        width = input_ids.shape[1] - self.prompt_width
+        stopped = False
+        if self.active:
+            window = input_ids[:, -min(self.window, width) :]
+            if len(self.active) < len(self.stops):
+                window = window[self.active]
+            tails = window.tolist()
+            for row, tail in zip(list(self.active), tails, strict=True):
+                text = self.tokenizer.decode(
+                    tail, skip_special_tokens=False, clean_up_tokenization_spaces=False
+                )
+                prefix = self.prefixes[row] if len(tail) == width else ""
+                if find_stop(text, self.stops[row], prefix) is not None:
+                    self.stopped_at[row] = width
+                    self.active.remove(row)
+                    stopped = True
+        if self.done is None or stopped:
+            flags = [at is not None for at in self.stopped_at]
+            self.done = torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+        return self.done
 
 
 def _encode(
