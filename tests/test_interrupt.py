@@ -31,12 +31,14 @@ pytestmark = pytest.mark.slow
 class Cut:
     """Where to kill a job of ``rule``: once any ``partial`` glob matches in the work
     directory, none of which exists before the job writes it (``last``, the job's last
-    output, is still missing then)."""
+    output, is still missing then). Each of ``whole`` found after the kill must be complete:
+    the uninterrupted run's, byte for byte (a file written in place would be cut short)."""
 
     rule: str
     targets: tuple[str, ...]  # the rule's outputs: removed, then what the killed run makes
     partial: tuple[str, ...]
     last: str
+    whole: tuple[str, ...]
     forget: str | None = None  # what the job would reuse from the finished run: removed too
 
 
@@ -51,6 +53,7 @@ CUTS = {
             "results/commits.parquet",
         ),
         last="results/commits.stats.json",
+        whole=("results/cache/commits.parquet", "results/commits.parquet"),
         forget="results/cache",
     ),
     # The tokenizer is written first, then a shard per split, then the stats.
@@ -72,6 +75,7 @@ CUTS = {
             f"results/{MODEL}/shards/.*.tmp-*/*",
         ),
         last=f"results/{MODEL}/shards/stats.json",
+        whole=tuple(f"results/{MODEL}/{path}" for path in ("tokenizer", "shards/train")),
     ),
     # A checkpoint every step (a bookkeeping key: the copy stays up to date); the kill comes
     # after the first, and the rerun resumes from it.
@@ -80,6 +84,7 @@ CUTS = {
         targets=(f"results/{MODEL}/adapter", f"results/{MODEL}/base"),
         partial=(f"results/{MODEL}/train_state/checkpoint/state.json",),
         last=f"results/{MODEL}/adapter",
+        whole=(f"results/{MODEL}/base",),
         forget=f"results/{MODEL}/train_state",
     ),
 }
@@ -108,6 +113,18 @@ def kill_during(workdir, config, cut):
     assert not (workdir / cut.last).exists(), f"killed after {cut.rule} had finished"
 
 
+def files(path):
+    """Relative path -> content of the file ``path`` or of each file under the directory
+    ``path``, hidden ones (an atomic write's temporaries) left out."""
+    if path.is_file():
+        return {".": path.read_bytes()}
+    return {
+        str(file.relative_to(path)): file.read_bytes()
+        for file in sorted(path.rglob("*"))
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
+    }
+
+
 def remove(path):
     """Delete a file or a directory."""
     if path.is_dir():
@@ -125,6 +142,9 @@ def test_killed_run_finishes_on_a_plain_rerun(shared_run, tmp_path, rule):
     for path in (*cut.targets, *([cut.forget] if cut.forget else [])):
         remove(workdir / path)
     kill_during(workdir, config, cut)
+    for path in cut.whole:
+        if (workdir / path).exists():
+            assert files(workdir / path) == files(shared_run.workdir / path), f"{path} is cut short"
 
     rerun = snakemake(workdir, *cut.targets, config=config)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
