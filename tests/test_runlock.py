@@ -97,11 +97,15 @@ def test_a_run_is_refused_before_it_reads_the_directory_and_a_dry_run_is_not(sha
 
 @pytest.mark.slow
 def test_two_runs_started_together_one_refuses_the_other_verifies(shared_run, tmp_path):
-    """On a copy of the session's finished run with a new learning rate: both runs find train
-    and every stage after it to do (tens of seconds, far longer than the two take to start)."""
+    """On a copy of the session's finished run without its manifest: both runs find the
+    manifest to make. The lock is taken while the Snakefile is read, so the winner holds it from
+    then until its manifest job ends, long after the other run has read the Snakefile too; the
+    refused run stops before building its DAG (a lock taken later lets both build it)."""
     run = copy_run(shared_run, tmp_path)
     workdir = run.workdir
-    config = {**run.config, "train": {**run.config["train"], "learning_rate": 0.01}}
+    manifest = workdir / "results" / "tiny" / "manifest.json"
+    manifest.unlink()
+    config = run.config
     runs = [start(workdir, config), start(workdir, config)]
     outcomes = [(run.wait(timeout=1800), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in outcomes)
@@ -115,8 +119,8 @@ def test_two_runs_started_together_one_refuses_the_other_verifies(shared_run, tm
         r"another repotune run is using this directory \((pid |just starting)", errors[0]
     )
     assert "Traceback" not in refused
+    assert "Building DAG of jobs" not in refused, refused[-3000:]
 
-    manifest = workdir / "results" / "tiny" / "manifest.json"
     check = subprocess.run(verify_command(manifest, workdir), cwd=ROOT, capture_output=True)
     assert check.returncode == 0, check.stdout
 
