@@ -1,7 +1,10 @@
 """Continue one prompt's token ids: a greedy answer, then seeded samples for more candidates.
 
 Stopping follows evaluation (repotune.evaluate.generation): a continuation ends at EOS or
-where a stop string begins (a template marker: the model has started a new document), and
+where a stop string begins (a template marker: the model has started a new document). Decoding
+stops there too, with evaluation's criterion: once every sequence of a ``generate`` call holds
+a stop string (or EOS), no further step is run, so a commit hook does not wait for the rest of
+``max_new_tokens``; what comes before the stop string is the same as with the full budget. And
 sampling draws from a torch RNG seeded inside :func:`torch.random.fork_rng`, so the same
 prompt, seed and settings give the same candidates.
 """
@@ -33,6 +36,19 @@ def _text(tokenizer: Any, new_ids: list[int], stops: Sequence[str]) -> str:
     return text if cut is None else text[:cut]
 
 
+def _stopping(tokenizer: Any, prompt_width: int, stops: Sequence[str], rows: int) -> Any:
+    """Stop criterion for ``rows`` sequences after a prompt of ``prompt_width`` tokens.
+
+    The prefix is empty: :func:`_text` finds stop strings in the generated text only.
+    """
+    from transformers import StoppingCriteriaList
+
+    from repotune.evaluate.generation import StopStrings
+
+    criterion = StopStrings(tokenizer, prompt_width, [tuple(stops)] * rows, [""] * rows)
+    return StoppingCriteriaList([criterion])
+
+
 def continuations(
     model: Any, tokenizer: Any, ids: list[int], stops: Sequence[str], decoding: Decoding
 ) -> list[str]:
@@ -48,7 +64,12 @@ def continuations(
         "pad_token_id": tokenizer.pad_token_id,
     }
     with torch.no_grad():
-        outputs = model.generate(input_ids=input_ids, do_sample=False, **options)
+        outputs = model.generate(
+            input_ids=input_ids,
+            do_sample=False,
+            stopping_criteria=_stopping(tokenizer, len(ids), stops, 1),
+            **options,
+        )
         rows = outputs[:, len(ids) :].tolist()
         if decoding.candidates > 1:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -60,6 +81,9 @@ def continuations(
                     top_p=decoding.top_p,
                     top_k=0,
                     num_return_sequences=decoding.candidates - 1,
+                    stopping_criteria=_stopping(
+                        tokenizer, len(ids), stops, decoding.candidates - 1
+                    ),
                     **options,
                 )
             rows += sampled[:, len(ids) :].tolist()

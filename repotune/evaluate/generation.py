@@ -128,7 +128,7 @@ def find_stop(text: str, stops: Sequence[str], prefix: str = "") -> int | None:
     return best
 
 
-class _StopStrings(StoppingCriteria):
+class StopStrings(StoppingCriteria):
     """Per-row stop strings for ``model.generate``: a row is done once its text holds one.
 
     Checked every step, so a row stops at the token that completes a stop string (its real
@@ -136,7 +136,8 @@ class _StopStrings(StoppingCriteria):
     only the last tokens are decoded (enough to hold the longest stop string even at one byte
     per token), so it costs the same at every length; the batch's tails come to the host in one
     copy (one synchronisation a step, not one a row); rows without stop strings or already
-    stopped are skipped; the returned mask is rebuilt only when a row stops.
+    stopped are skipped; the returned mask is rebuilt only when a row stops. Public because
+    repotune.cli.decode (``suggest``, ``complete``) stops its decoding with it too.
     """
 
     def __init__(
@@ -301,7 +302,7 @@ def generate(
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
             input_ids, mask = _pad_left([encoded[index] for index in batch], pad_id)
-            criterion = _StopStrings(
+            criterion = StopStrings(
                 tokenizer,
                 input_ids.shape[1],
                 [row_stops[index] for index in batch],
