@@ -39,6 +39,17 @@ def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subproce
     )
 
 
+def snakemake_reading(flag: str, workdir: Path) -> subprocess.CompletedProcess:
+    """``snakemake <flag>`` (``--lint``, ``--rulegraph``) on the project, run in ``workdir``: such
+    commands hold the run lock of their directory while they read, so each test gets its own."""
+    return subprocess.run(
+        [str(BIN / "snakemake"), flag, "--directory", str(workdir), "--config", f"repo={ROOT}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+
+
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     """The job table of a dry run (``rule  count`` lines between the dashes and ``total``)."""
     assert result.returncode == 0, result.stderr + result.stdout

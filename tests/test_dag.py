@@ -2,9 +2,8 @@
 matches the rules; no graphviz needed to check it."""
 
 import re
-import subprocess
 
-from testdata.workflow import BIN, ROOT
+from testdata.workflow import ROOT, snakemake_reading
 
 DOCS = ROOT / "docs"
 
@@ -19,19 +18,7 @@ def rule_edges(dot: str) -> set[tuple[str, str]]:
 
 def test_committed_rule_graph_matches_the_rules(tmp_path):
     """Drawn in a directory of its own: Snakemake holds the run lock there while it reads."""
-    current = subprocess.run(
-        [
-            str(BIN / "snakemake"),
-            "--rulegraph",
-            "--directory",
-            str(tmp_path),
-            "--config",
-            f"repo={ROOT}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    current = snakemake_reading("--rulegraph", tmp_path)
     assert current.returncode == 0, current.stderr
     committed = (DOCS / "rulegraph.dot").read_text()
     assert rule_edges(committed) == rule_edges(current.stdout), "run `make dag` and commit"

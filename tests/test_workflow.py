@@ -8,7 +8,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from testdata.gitrepo import GitRepo
-from testdata.workflow import BIN, FAST, ROOT, data_repository, planned_jobs, snakemake
+from testdata.workflow import (
+    BIN,
+    FAST,
+    ROOT,
+    data_repository,
+    planned_jobs,
+    snakemake,
+    snakemake_reading,
+)
 from tests.run_fixtures import blank_copy, copy_run
 
 MODEL_STAGES = {
@@ -94,19 +102,7 @@ def test_bad_input_fails_in_one_line_with_no_output(project, config, expected):
 
 def test_lint_and_format_are_clean(tmp_path):
     """Linted in a directory of its own: a lint holds the run lock there while it reads."""
-    lint = subprocess.run(
-        [
-            str(BIN / "snakemake"),
-            "--lint",
-            "--directory",
-            str(tmp_path),
-            "--config",
-            f"repo={ROOT}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    lint = snakemake_reading("--lint", tmp_path)
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout
     files = [str(ROOT / "Snakefile"), *map(str, sorted((ROOT / "rules").glob("*.smk")))]
     fmt = subprocess.run([str(BIN / "snakefmt"), "--check", *files], capture_output=True, text=True)
