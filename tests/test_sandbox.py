@@ -1,8 +1,10 @@
-"""Code execution is opt-in, and each escape a security review found is contained.
+"""Code execution is opt-in, refused without bubblewrap unless the weaker guard is accepted,
+and each escape a security review found is contained.
 
 Every probe is first run without any sandbox, to show that it really does what the review
 found (so a probe that silently broke could not pass as "contained"), then under each way the
-sandbox can isolate a python_test: bubblewrap where it works, and the guard.
+sandbox can run a python_test: bubblewrap where it works, and the guard. The attacks that get
+around the guard's audit hook are in tests/test_sandbox_adversarial.py.
 """
 
 import os
@@ -14,14 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from repotune.errors import InputError
 from repotune.evaluate import sandbox
 from repotune.evaluate.behaviour import BehaviourTest, check, pass_rate
 from repotune.evaluate.report import markdown
-from repotune.evaluate.sandbox import CheckResult, SandboxLimits, run_python_test
+from repotune.evaluate.sandbox import FAILED, CheckResult, SandboxLimits, run_python_test
 from tests.test_report import sample_report
 
+ROOT = Path(__file__).resolve().parent.parent
 NO_BWRAP = "bubblewrap is not installed or cannot start here (make system-deps installs it)"
 ISOLATIONS = [
     pytest.param(
@@ -89,26 +93,61 @@ def test_report_says_python_tests_were_skipped():
     assert "allow_code_execution: true" in text
 
 
-def test_no_isolation_is_refused_in_one_line(monkeypatch):
+def test_no_bubblewrap_refuses_code_execution_in_one_line(monkeypatch):
     monkeypatch.setattr(sandbox, "bubblewrap_available", lambda: False)
-    monkeypatch.setattr(sandbox, "guard_available", lambda: False)
-    with pytest.raises(InputError) as raised:
-        run_python_test("", "pass\n", 5.0)
-    message = str(raised.value)
-    assert "\n" not in message
-    assert message.startswith("config evaluate.behaviour.allow_code_execution: ")
-    assert "apt-get install bubblewrap" in message
+    monkeypatch.setattr(sandbox, "guard_available", lambda: True)  # it could run: not enough
+    for limits in (SandboxLimits(), SandboxLimits.from_config({"allow_code_execution": True})):
+        with pytest.raises(InputError) as raised:
+            run_python_test("", "pass\n", 5.0, limits)
+        message = str(raised.value)
+        assert "\n" not in message
+        assert message.startswith("config evaluate.behaviour.allow_code_execution: ")
+        assert "apt-get install bubblewrap" in message
+        assert "allow_unisolated_execution: true" in message
 
 
-def test_auto_prefers_bubblewrap_then_the_guard_and_root_gets_no_guard(monkeypatch):
+def test_the_guard_runs_only_when_the_user_opts_in(monkeypatch):
     monkeypatch.setattr(sandbox, "bubblewrap_available", lambda: True)
-    assert sandbox.chosen_isolation() == "bubblewrap"
+    opted_in = SandboxLimits.from_config({"allow_unisolated_execution": True})
+    assert sandbox.chosen_isolation(opted_in) == "bubblewrap"  # bubblewrap first, always
     monkeypatch.setattr(sandbox, "bubblewrap_available", lambda: False)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert sandbox.chosen_isolation() == "guard"
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    with pytest.raises(InputError, match="root"):
-        sandbox.chosen_isolation()
+    assert sandbox.chosen_isolation(opted_in) == "guard"
+    with pytest.raises(InputError, match="allow_unisolated_execution"):
+        sandbox.chosen_isolation(SandboxLimits())
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # root: the guard cannot even hold
+    with pytest.raises(InputError, match="other than root"):
+        sandbox.chosen_isolation(opted_in)
+
+
+def test_the_opt_in_is_documented_in_the_schema_and_config():
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    behaviour = schema["properties"]["evaluate"]["properties"]["behaviour"]["properties"]
+    key = behaviour["allow_unisolated_execution"]
+    assert key["default"] is False and key["type"] == "boolean"
+    assert "not isolation" in key["description"]
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    assert config["evaluate"]["behaviour"]["allow_unisolated_execution"] is False
+
+
+def test_python_is_bound_without_the_home_directory(monkeypatch):
+    """Python under the home directory: only its own directories there are bound, never the
+    home itself; a home that the interpreter needs whole is refused."""
+    python = os.path.realpath(sys.executable)
+    monkeypatch.setenv("HOME", os.path.dirname(os.path.dirname(python)))
+    sandbox.python_binds.cache_clear()
+    try:
+        binds = sandbox.python_binds()
+        assert os.environ["HOME"] not in binds and "/" not in binds
+        assert all(not path.startswith("/usr/") for path in binds)
+        library = sandbox.sysconfig.get_config_var("LIBDIR")
+        if not library.startswith("/usr/"):
+            monkeypatch.setenv("HOME", library)  # the interpreter's library dir is the home
+            sandbox.python_binds.cache_clear()
+            with pytest.raises(InputError, match="never shows to generated code"):
+                sandbox.python_binds()
+    finally:
+        sandbox.python_binds.cache_clear()
 
 
 # --- the review's probes -----------------------------------------------------------------
@@ -126,7 +165,7 @@ def test_fork_exec_cannot_run_a_shell_that_writes_outside(tmp_path, limits):
     result = run_python_test("", source, 10.0, limits)
     time.sleep(0.5)
     assert not result.passed and not target.exists()
-    assert result.reason == "python_test exited 1: PermissionError (import refused)"
+    assert result.reason == f"{FAILED}: PermissionError (import refused)"
 
 
 SETSID_CHILDREN = {
@@ -159,20 +198,41 @@ def test_a_setsid_child_does_not_outlive_the_test(tmp_path, limits, how):
     assert "PermissionError" in result.reason
 
 
+# SQLite opens files in C with no audit event: ATTACH and VACUUM INTO create them anywhere.
+SQLITE = {
+    "connect": "sqlite3.connect(f'file:{TARGET}?mode=rwc', uri=True).execute('create table t(x)')",
+    "attach": "sqlite3.connect(':memory:').execute('attach database ? as a', (TARGET,))",
+    "vacuum into": "sqlite3.connect(':memory:').execute('vacuum into ?', (TARGET,))",
+}
+# os.mknod and os.mkfifo raise no audit event either.
+NODES = {
+    "mkfifo": "os.mkfifo(TARGET)",
+    "mknod": "os.mknod(TARGET, stat.S_IFREG | 0o600)",
+    "mkfifo dir_fd": "os.mkfifo('made', dir_fd=os.open(os.path.dirname(TARGET), os.O_RDONLY))",
+}
+
+
 @pytest.mark.parametrize("limits", ISOLATIONS)
-def test_sqlite_cannot_create_a_file_outside(tmp_path, limits):
-    for database in (tmp_path / "out.db", f"file:{tmp_path / 'uri.db'}?mode=rwc"):
-        source = probe(
-            "import sqlite3\nsqlite3.connect(DATABASE, uri=True).execute('create table t(x)')\n",
-            DATABASE=str(database),
-        )
-        created = tmp_path / ("out.db" if database == tmp_path / "out.db" else "uri.db")
-        assert run_unsandboxed(source, tmp_path).returncode == 0 and created.exists()
-        created.unlink()
-        result = run_python_test("", source, 10.0, limits)
-        assert not result.passed and not created.exists()
-    # Inside its own directory SQLite works.
-    inside = probe("import sqlite3\nsqlite3.connect('mine.db').execute('create table t(x)')\n")
+@pytest.mark.parametrize("how", [*SQLITE, *NODES])
+def test_sqlite_and_special_files_cannot_create_a_file_outside(tmp_path, limits, how):
+    target = tmp_path / "outside" / "made"
+    target.parent.mkdir()
+    imports = "import sqlite3\n" if how in SQLITE else "import os, stat\n"
+    source = probe(imports + {**SQLITE, **NODES}[how] + "\n", TARGET=str(target))
+    assert run_unsandboxed(source, tmp_path).returncode == 0 and target.exists()
+    target.unlink()
+    result = run_python_test("", source, 10.0, limits)
+    assert not result.passed and not target.exists()
+    if limits.isolation == "guard":  # bubblewrap: the directory is not even there
+        # A directory outside cannot even be opened as a dir_fd.
+        events = {**dict.fromkeys(SQLITE, "import"), "mkfifo dir_fd": "open"}
+        event = events.get(how, f"os.{how}")
+        assert result.reason == f"{FAILED}: PermissionError ({event} refused)"
+
+
+@pytest.mark.parametrize("limits", ISOLATIONS)
+def test_special_files_may_be_made_inside(limits):
+    inside = "import os\nos.mkfifo('fifo')\nos.mknod('node', 0o600 | 0o100000)\n"
     assert run_python_test("", inside, 10.0, limits) == CheckResult(True, "ok")
 
 
@@ -196,15 +256,25 @@ def test_a_token_in_the_home_neither_read_nor_reported(tmp_path, monkeypatch, li
 
 
 @pytest.mark.parametrize("limits", ISOLATIONS)
-def test_a_failure_reason_is_the_exception_type_only(limits):
+def test_a_failure_reason_is_a_builtin_exception_type_only(limits):
     token = "ghp_" + secrets.token_hex(18)
     source = probe("raise ValueError(TOKEN)\n", TOKEN=token)
-    result = run_python_test("", source, 10.0, limits)
-    assert result == CheckResult(False, "python_test exited 1: ValueError")
-    printed = probe("print(TOKEN)\nraise SystemExit(2)\n", TOKEN=token)
-    assert run_python_test("", printed, 10.0, limits) == CheckResult(
-        False, "python_test exited 2: SystemExit"
-    )
+    assert run_python_test("", source, 10.0, limits) == CheckResult(False, f"{FAILED}: ValueError")
+    # Neither what it printed nor the status it chose.
+    printed = probe("print(TOKEN)\nraise SystemExit(TOKEN.count('a') + 2)\n", TOKEN=token)
+    assert run_python_test("", printed, 10.0, limits) == CheckResult(False, f"{FAILED}: SystemExit")
+    # A class of its own is just an Exception.
+    own = "class ParserFailure(Exception):\n    pass\nraise ParserFailure()\n"
+    assert run_python_test("", own, 10.0, limits) == CheckResult(False, f"{FAILED}: Exception")
+
+
+def test_the_ending_holds_nothing_but_names_from_closed_lists():
+    ending = sandbox.ending
+    assert ending(b"") == "no result"
+    assert ending(b"KeyError\n") == "KeyError"
+    assert ending(b"PermissionError open\n") == "PermissionError (open refused)"
+    for forged in (b"ghp_abc\n", b"KeyError ghp_abc\n", b"KeyError\nKeyError\n", b"KeyError"):
+        assert ending(forged) == "Exception", forged
 
 
 @pytest.mark.parametrize("limits", ISOLATIONS)

@@ -2,64 +2,86 @@
 
 Nothing runs model-generated code unless ``evaluate.behaviour.allow_code_execution`` is true
 (the default is false: python tests are then reported as skipped, see :func:`skipped`). When it
-is true, each python_test runs in a child process isolated in one of two ways:
+is true, each python_test runs in a child process under **bubblewrap** (``bwrap``), as root
+and as an ordinary user alike:
 
-* **bubblewrap** (``bwrap``), used whenever it is installed and works: new user, pid, network,
-  IPC, UTS and cgroup namespaces (``--unshare-all``), killed with its parent
-  (``--die-with-parent``), a new session (no terminal to inject input into). Its file system is
-  the system's libraries and Python, read-only, a fresh ``/proc`` and ``/dev``, an empty tmpfs
-  over the home directory and ``/tmp``; the scratch directory is the only writable place. It
-  cannot see the parent's files, environment or processes.
-* **the guard** otherwise (Linux, not as root: root ignores ``RLIMIT_NPROC`` and file modes):
-  ``sys.executable -I -B`` in a new network namespace where the machine allows one
-  (``unshare -rn``), ``RLIMIT_NPROC`` 0 (no new process or thread can start), and an audit hook
-  (:mod:`repotune.evaluate.sandbox_guard`) that refuses every way of starting a process that
-  Python offers (``_posixsubprocess`` and ``ctypes`` cannot even be imported), sockets, writes
-  outside the scratch directory, reads outside it and Python's own library (so not the home
-  directory, nor ``/proc/<parent>/environ``), and SQLite or dbm files outside it.
+* **no privilege**: every capability dropped (``--cap-drop ALL``: a remount of a read-only
+  bind fails with EPERM even for root), uid/gid 65534 in a new user namespace (run by root,
+  bubblewrap maps it to uid 0 outside, which then holds no capability), new pid, network (only
+  its own loopback), IPC, UTS (hostname ``repotune-sandbox``) and cgroup namespaces; the test
+  is the namespace's only process (``--as-pid-1``), killed with its parent, in a session of its
+  own (no terminal to inject input into);
+* **a file system of its own**: a read-only root with ``/usr`` and the ``/lib*`` links, the
+  interpreter and the directories it imports from (:func:`python_binds`; never ``/`` nor the
+  home directory, wherever Python lives), the guard, a fresh ``/proc`` and ``/dev``; the
+  scratch directory is the only writable place. The parent's files, environment and processes
+  are not there to read;
+* **limits the code cannot lift**: a seccomp filter refuses every new process or thread
+  (:mod:`repotune.evaluate.sandbox_seccomp`), so ``RLIMIT_AS`` bounds all the memory it takes;
+  CPU seconds, file size and core dumps are limited too, soft and hard alike, and raising a
+  hard limit takes a capability it does not have.
 
-Neither available (no working bubblewrap, and not Linux or running as root) is an
-:class:`~repotune.errors.InputError` before any model is loaded. Both ways also get: a cleared
-environment (``HOME`` and ``TMPDIR`` the scratch directory), stdin closed, resource limits
-(CPU seconds, address space, file size, no core dumps), and a process group killed whole with
-SIGKILL at the timeout (reason ``"timeout"``).
+None of this relies on the audit hook the child runs first
+(:mod:`repotune.evaluate.sandbox_guard`): generated code may switch it off, and the sandbox
+holds without it (``tests/test_sandbox_adversarial.py`` attacks each layer with the hook off).
 
-A failure's reason names the exception type only (``"python_test exited 1: AssertionError"``),
-never its message or the test's output, which generated code controls and which may hold what
-it read; the type is checked to be a plain name and then redacted.
+Without a working bubblewrap, code execution is refused (:class:`~repotune.errors.InputError`
+before any model is loaded) unless ``evaluate.behaviour.allow_unisolated_execution`` is true:
+then the test runs under the **guard** alone, which is not isolation: ``sys.executable -I -B``
+in a new network namespace where the machine allows one (``unshare -rn``), ``RLIMIT_NPROC`` 0
+(no new process or thread) and the audit hook, which in-process code can get around. It needs
+Linux and a user other than root (root ignores ``RLIMIT_NPROC`` and file modes).
+
+Both ways: a cleared environment (``HOME`` and ``TMPDIR`` the scratch directory), stdin closed,
+output discarded, and the whole process group killed with SIGKILL at the timeout (reason
+``"timeout"``).
+
+A failure's reason holds nothing the code chose freely: ``python_test exited with a non-zero
+status: <Type>``, where the type is the name of a built-in exception class (any other becomes
+``Exception``) and, for a refusal of the hook, an audit event from a fixed list. The child
+reports it on a pipe of its own, never in its output; the exit status, the output and the
+exception's message are not reported.
 """
 
+import builtins
 import contextlib
 import functools
 import math
 import os
-import re
+import platform
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from repotune.curate.redact import redact
 from repotune.errors import InputError
+from repotune.evaluate import sandbox_seccomp
+from repotune.evaluate.sandbox_guard import EVENTS
 
 _POLL_S = 0.01
 # The program the child runs before the test: a file of its own, so linters and coverage see it.
 _GUARD = Path(__file__).with_name("sandbox_guard.py")
-# The guard's last line names what ended the test: "<marker> <ExceptionType>[ <audit event>]".
-RESULT_MARKER = "repotune-sandbox-result:"
-_RESULT = re.compile(
-    rf"^{re.escape(RESULT_MARKER)} (?P<type>[A-Za-z_][A-Za-z0-9_.]{{0,80}})"
-    r"(?: (?P<event>[a-z_][a-z0-9_./]{0,40}))?$",
-    re.MULTILINE,
-)
+SANDBOX_ID = 65534  # uid and gid in the sandbox's user namespace ("nobody")
+HOSTNAME = "repotune-sandbox"
 SKIPPED_REASON = "skipped: code execution not enabled"
 ENABLE_HINT = "set evaluate.behaviour.allow_code_execution: true to run python tests"
+FAILED = "python_test exited with a non-zero status"
+KILLED = "python_test killed by a signal"
+# The only exception names a reason may carry: classes the interpreter itself defines.
+BUILTIN_EXCEPTIONS = frozenset(
+    name
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+)
+_RESULT_BYTES = 256
 
 Isolation = Literal["auto", "bubblewrap", "guard"]
 
@@ -86,10 +108,13 @@ def skipped() -> CheckResult:
 class SandboxLimits:
     """Limits on a python_test's child process and how it is isolated.
 
-    ``memory_mb`` caps its address space (RLIMIT_AS; allocations beyond raise MemoryError),
-    ``file_size_mb`` any file it writes, its output included (RLIMIT_FSIZE).
-    ``isolation``: ``auto`` (bubblewrap when it works, else the guard, else refuse),
-    ``bubblewrap`` or ``guard`` (forced: tests use these to check each way).
+    ``memory_mb`` caps its address space (RLIMIT_AS; allocations beyond raise MemoryError):
+    all it can take, since it can start no other process or thread. ``file_size_mb`` caps any
+    file it writes (RLIMIT_FSIZE).
+    ``isolation``: ``auto`` (bubblewrap; the guard only with ``allow_unisolated``; else
+    refuse), ``bubblewrap`` or ``guard`` (forced: tests use these to check each way).
+    ``allow_unisolated``: the user's opt-in to the guard when bubblewrap does not work
+    (``evaluate.behaviour.allow_unisolated_execution``).
     ``network_namespace`` runs the guard under ``unshare -rn`` when the machine supports that;
     the audit hook blocks sockets either way.
     """
@@ -98,12 +123,18 @@ class SandboxLimits:
     file_size_mb: int = 16
     network_namespace: bool = True
     isolation: Isolation = "auto"
+    allow_unisolated: bool = False
+
+    @classmethod
+    def from_config(cls, behaviour: Mapping[str, Any]) -> "SandboxLimits":
+        """The limits for the ``evaluate.behaviour`` config section."""
+        return cls(allow_unisolated=bool(behaviour.get("allow_unisolated_execution", False)))
 
 
 DEFAULT_LIMITS = SandboxLimits()
 
 
-def _quiet_run(command: list[str]) -> bool:
+def _quiet_run(command: list[str], pass_fds: tuple[int, ...] = ()) -> bool:
     """Whether ``command`` exits 0 (output discarded, 30 s at most)."""
     try:
         completed = subprocess.run(
@@ -113,6 +144,7 @@ def _quiet_run(command: list[str]) -> bool:
             stderr=subprocess.DEVNULL,
             timeout=30,
             check=False,
+            pass_fds=pass_fds,
         )
     except (OSError, subprocess.SubprocessError):
         return False
@@ -134,77 +166,153 @@ def network_namespace_available() -> bool:
 
 @functools.cache
 def bubblewrap_available() -> bool:
-    """Whether bubblewrap is installed and can start Python in its sandbox here (checked once).
+    """Whether bubblewrap is installed and starts Python here with every protection the
+    sandbox uses (checked once per process).
 
-    It needs user namespaces, or root: some containers forbid both, and then it is unusable
-    even when installed.
+    It needs user namespaces (unprivileged ones, unless run by root) and an architecture the
+    seccomp filter knows; some containers forbid namespaces, and then it is unusable even
+    when installed.
     """
     bwrap = shutil.which("bwrap")
     if bwrap is None or not sys.platform.startswith("linux"):
         return False
-    with tempfile.TemporaryDirectory(prefix="repotune-bwrap-probe-") as scratch:
-        return _quiet_run([*_bubblewrap_prefix(bwrap, Path(scratch)), _python(), "-I", "-c", ""])
+    if sandbox_seccomp.program() is None:
+        return False
+    with (
+        tempfile.TemporaryDirectory(prefix="repotune-bwrap-probe-") as scratch,
+        _seccomp_fd() as seccomp,
+    ):
+        command = _bubblewrap_prefix(bwrap, Path(scratch), seccomp)
+        return _quiet_run([*command, _python(), "-I", "-c", ""], pass_fds=(seccomp,))
 
 
 def guard_available() -> bool:
-    """Whether the guard holds here: Linux (audit hook, ``/proc/self/fd``) and not root, for
+    """Whether the guard can run here: Linux (audit hook, ``/proc/self/fd``) and not root, for
     whom ``RLIMIT_NPROC`` and file permissions mean nothing."""
     return sys.platform.startswith("linux") and os.geteuid() != 0
 
 
 def chosen_isolation(limits: SandboxLimits = DEFAULT_LIMITS) -> Literal["bubblewrap", "guard"]:
-    """How python tests will run here; InputError (one line) when nothing can contain them."""
+    """How python tests will run here; InputError (one line) when nothing may run them."""
     if limits.isolation != "auto":
         return limits.isolation
     if bubblewrap_available():
         return "bubblewrap"
-    if guard_available():
+    if limits.allow_unisolated and guard_available():
         return "guard"
+    if limits.allow_unisolated:
+        raise InputError(
+            "config evaluate.behaviour.allow_unisolated_execution",
+            "is true but bubblewrap cannot start here and the guard needs Linux and a user "
+            "other than root",
+            "install bubblewrap (apt-get install bubblewrap), or set "
+            "evaluate.behaviour.allow_code_execution to false",
+        )
     raise InputError(
         "config evaluate.behaviour.allow_code_execution",
-        "is true but nothing here can isolate generated code "
-        "(bubblewrap is missing or cannot start, and the fallback guard needs Linux and a "
-        "user other than root)",
-        "install bubblewrap (apt-get install bubblewrap), run as an ordinary user, "
-        "or set it to false",
+        "is true but bubblewrap is missing or cannot start here, and nothing else isolates "
+        "generated code",
+        "install bubblewrap (apt-get install bubblewrap), set it to false, or accept the "
+        "in-process guard, which is not isolation, with "
+        "evaluate.behaviour.allow_unisolated_execution: true",
     )
 
 
 def _python() -> str:
-    """The interpreter itself, not a venv's symlink to it: the sandbox binds only its prefix."""
+    """The interpreter itself, not a venv's symlink to it: the sandbox binds only its files."""
     return os.path.realpath(sys.executable)
 
 
-def _bubblewrap_prefix(bwrap: str, scratch: Path) -> list[str]:
-    """bwrap's arguments: the system and Python read-only, tmpfs home and /tmp, scratch writable.
+@functools.cache
+def python_binds() -> tuple[str, ...]:
+    """What the interpreter needs besides ``/usr``: itself, its library directory (a shared
+    libpython, the libraries its extension modules link) and the directories it imports from
+    under ``-I``, as it reports them; each path outside ``/usr``, none inside another.
 
-    Order matters: later mounts go on top of earlier ones (Python may live in the home).
+    Never ``/`` nor the home directory or one above it: with Python under the home directory,
+    only its own directories there are bound. InputError when the interpreter needs one.
     """
-    command = [bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
+    report = subprocess.run(
+        [_python(), "-I", "-c", "import sys\nfor entry in sys.path: print(entry)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    library = sysconfig.get_config_var("LIBDIR")
+    candidates = {_python(), *([library] if library else []), *report}
+    paths = sorted(
+        {os.path.realpath(path) for path in candidates if os.path.isabs(path)} - {_python()}
+    )
+    home = os.path.realpath(Path.home())
+    kept = [] if _under(_python(), "/usr") else [_python()]
+    for path in paths:
+        if not os.path.exists(path) or _under(path, "/usr") or _under(path, *kept):
+            continue
+        if path == "/" or _under(home, path):
+            raise InputError(
+                f"interpreter '{_python()}'",
+                f"needs '{path}', which the sandbox never shows to generated code (it is / or "
+                "the home directory)",
+                "use a Python installed elsewhere (a system or pyenv Python, or a venv's base)",
+            )
+        kept.append(path)
+    return tuple(kept)
+
+
+def _under(path: str, *tops: str) -> bool:
+    return any(path == top or path.startswith(top.rstrip("/") + "/") for top in tops)
+
+
+@contextlib.contextmanager
+def _seccomp_fd():
+    """A pipe's read end holding the seccomp filter, for ``bwrap --seccomp``."""
+    program = sandbox_seccomp.program()
+    if program is None:
+        raise InputError(
+            "this machine",
+            f"is a {platform.machine()}, for which the sandbox has no seccomp filter",
+            "run on x86_64 or aarch64, or set evaluate.behaviour.allow_code_execution to false",
+        )
+    read, write = os.pipe()
+    try:
+        os.write(write, program)  # a few hundred bytes: far below a pipe's buffer
+        os.close(write)
+        write = -1
+        yield read
+    finally:
+        for descriptor in (read, write):
+            if descriptor != -1:
+                with contextlib.suppress(OSError):
+                    os.close(descriptor)
+
+
+def _bubblewrap_prefix(bwrap: str, scratch: Path, seccomp_fd: int) -> list[str]:
+    """bwrap's arguments: no capability, its own namespaces and user, the system and Python
+    read-only, the scratch directory writable, the root read-only."""
+    command = [
+        bwrap,
+        *("--unshare-all", "--unshare-user", "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID)),
+        *("--hostname", HOSTNAME, "--cap-drop", "ALL", "--seccomp", str(seccomp_fd)),
+        *("--die-with-parent", "--new-session", "--as-pid-1"),
+    ]
     for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
             command += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             command += ["--ro-bind", top, top]
     command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    command += ["--tmpfs", "/tmp"]
-    home = os.path.realpath(Path.home())
-    if home != "/":  # an empty home (Python, if it lives there, is bound back below)
-        command += ["--tmpfs", home]
-    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
-    prefixes.add(os.path.dirname(os.path.dirname(_python())))
-    for prefix in sorted(prefixes):
-        command += ["--ro-bind", prefix, prefix]
-    guard = os.path.realpath(_GUARD)
-    command += ["--ro-bind", guard, guard]
+    for path in (*python_binds(), os.path.realpath(_GUARD)):
+        command += ["--ro-bind", path, path]
     command += ["--bind", str(scratch), str(scratch), "--proc", "/proc", "--dev", "/dev"]
-    return [*command, "--chdir", str(scratch)]
+    return [*command, "--remount-ro", "/", "--chdir", str(scratch)]
 
 
 def _rlimits(timeout_s: float, limits: SandboxLimits, isolation: str) -> list[tuple[int, int]]:
     """(resource, value) pairs for the child; soft and hard limits alike, so it cannot raise
     them. CPU time is a backstop two seconds past the wall-clock timeout. No new processes
-    under the guard (bubblewrap must fork its sandbox, whose pid namespace dies with it)."""
+    under the guard (under bubblewrap, the seccomp filter refuses them: bwrap itself must
+    fork, and root is exempt from RLIMIT_NPROC)."""
     megabyte = 1024 * 1024
     pairs = [
         (resource.RLIMIT_CPU, math.ceil(timeout_s) + 2),
@@ -238,27 +346,38 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _ending(path: Path) -> str:
-    """What ended the test, from the guard's last result line: the exception type (and the
-    refused audit event), checked to be plain names and redacted; never free text."""
-    with path.open("rb") as output:
-        output.seek(0, os.SEEK_END)
-        output.seek(max(0, output.tell() - 4096))
-        text = output.read().decode("utf-8", errors="replace")
-    found = list(_RESULT.finditer(text))
-    if not found:
+def ending(result: bytes) -> str:
+    """What ended a failed test, from what the child wrote on its result pipe: a built-in
+    exception's name and, for a refusal, the audit event, one the guard may refuse; anything
+    else (another name, another event, more than one line) is ``Exception``. Generated code can
+    write to the pipe too: this is all it can make it say."""
+    lines = result.decode("ascii", errors="replace").split("\n")
+    if not result:
         return "no result"
-    last = found[-1]
-    ending = last["type"] + (f" ({last['event']} refused)" if last["event"] else "")
-    return redact(ending)
+    if len(lines) != 2 or lines[1]:
+        return "Exception"
+    name, _, event = lines[0].partition(" ")
+    if name not in BUILTIN_EXCEPTIONS or (event and event not in EVENTS):
+        return "Exception"
+    return f"{name} ({event} refused)" if event else name
 
 
-def _command(scratch: Path, limits: SandboxLimits, isolation: str) -> list[str]:
+def _read_result(descriptor: int) -> bytes:
+    """Up to :data:`_RESULT_BYTES` bytes the child wrote (it has exited: no writer is left
+    unless it passed the pipe on, which it cannot, so reading never blocks for long)."""
+    os.set_blocking(descriptor, False)
+    try:
+        return os.read(descriptor, _RESULT_BYTES + 1)
+    except BlockingIOError:
+        return b""
+
+
+def _command(scratch: Path, limits: SandboxLimits, isolation: str, seccomp_fd: int) -> list[str]:
     if isolation == "bubblewrap":
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise InputError("bubblewrap", "is not installed", "apt-get install bubblewrap")
-        prefix = _bubblewrap_prefix(bwrap, scratch)
+        prefix = _bubblewrap_prefix(bwrap, scratch, seccomp_fd)
         python = _python()
     else:
         prefix = []
@@ -280,28 +399,36 @@ def run_python_test(
     isolation = chosen_isolation(limits)
     # A test may leave files it made unremovable (chmod 0 inside its directory): clean up what
     # can be, never fail the evaluation over a temporary directory.
-    with tempfile.TemporaryDirectory(
-        prefix="repotune-behaviour-", ignore_cleanup_errors=True
-    ) as holder:
+    with (
+        tempfile.TemporaryDirectory(
+            prefix="repotune-behaviour-", ignore_cleanup_errors=True
+        ) as holder,
+        contextlib.ExitStack() as descriptors,
+    ):
         scratch = Path(os.path.realpath(holder)) / "scratch"
         scratch.mkdir()
         (scratch / "generated.py").write_text(code, encoding="utf-8")
         (scratch / "behaviour_test.py").write_text(test_source, encoding="utf-8")
-        # Output goes to a file outside the scratch directory (the child only holds the file
-        # descriptor), capped by RLIMIT_FSIZE: a test that prints forever cannot fill memory.
-        output_path = Path(holder) / "output.txt"
-        rlimits = _rlimits(timeout_s, limits, isolation)
-        with output_path.open("wb") as output:
+        seccomp = descriptors.enter_context(_seccomp_fd()) if isolation == "bubblewrap" else -1
+        result_read, result_write = os.pipe()
+        descriptors.callback(os.close, result_read)
+        command = [*_command(scratch, limits, isolation, seccomp), str(result_write)]
+        try:
             process = subprocess.Popen(
-                _command(scratch, limits, isolation),
+                command,
                 cwd=scratch,
                 env=_child_env(scratch),
                 stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=functools.partial(_apply_rlimits, rlimits),
+                pass_fds=(result_write,) if seccomp == -1 else (result_write, seccomp),
+                preexec_fn=functools.partial(
+                    _apply_rlimits, _rlimits(timeout_s, limits, isolation)
+                ),
             )
+        finally:
+            os.close(result_write)  # the child's copy is the only writer left
         timed_out = False
         try:
             deadline = time.monotonic() + timeout_s
@@ -320,5 +447,5 @@ def run_python_test(
         if returncode == 0:
             return CheckResult(True, "ok")
         if returncode < 0:
-            return CheckResult(False, f"python_test killed by {signal.Signals(-returncode).name}")
-        return CheckResult(False, f"python_test exited {returncode}: {_ending(output_path)}")
+            return CheckResult(False, KILLED)
+        return CheckResult(False, f"{FAILED}: {ending(_read_result(result_read))}")
