@@ -61,7 +61,7 @@ from repotune.evaluate.generation import (
 )
 from repotune.evaluate.metrics import mean
 from repotune.evaluate.perplexity import BlockScores, block_scores
-from repotune.evaluate.sandbox import chosen_isolation
+from repotune.evaluate.sandbox import DEFAULT_LIMITS, SandboxLimits, chosen_isolation
 from repotune.evaluate.significance import paired_means, paired_ratio
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
@@ -256,12 +256,13 @@ def behaviour_results(
     tests: Sequence[BehaviourTest],
     generations: Mapping[str, Mapping[str, list[Generation]]],
     allow_code_execution: bool = False,
+    limits: SandboxLimits = DEFAULT_LIMITS,
 ) -> dict[str, list[CheckResult]]:
     """Every behavioural test checked on each variant's generation (after all generation);
     python tests run generated code only with ``allow_code_execution``, else are skipped."""
     return {
         name: [
-            check(test, generation.text, allow_code_execution=allow_code_execution)
+            check(test, generation.text, limits, allow_code_execution=allow_code_execution)
             for test, generation in zip(tests, generations[name][BEHAVIOUR], strict=True)
         ]
         for name in VARIANTS
@@ -508,8 +509,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(request.tokenizer_dir)
     asked = questions(request, template, tokenizer)
     allow_code = settings["behaviour"]["allow_code_execution"]
+    limits = SandboxLimits.from_config(settings["behaviour"])
     if allow_code and any(test.python_test for test in asked.behaviour):
-        chosen_isolation()  # refuses in one line, before any model loads, when nothing isolates
+        chosen_isolation(limits)  # refuses in one line, before any model loads
     blocks = load_blocks(request.test_shards)
     device = pick_device(settings["device"])
     model = load_adapted(request.adapter_dir, device=device)
@@ -539,7 +541,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         )
     generations, timing = run_generation(model, tokenizer, template, asked, decoding, fim)
     del model
-    checks = behaviour_results(asked.behaviour, generations, allow_code)
+    checks = behaviour_results(asked.behaviour, generations, allow_code, limits)
     shown = redacted(generations, redactor)
     message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
     code = task_scores(CODE_CHANGE, asked.code_changes, generations)
