@@ -12,6 +12,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/runlock.smk"
 include: "rules/extract.smk"
 include: "rules/curate.smk"
 include: "rules/snapshot.smk"

@@ -18,7 +18,6 @@ from repotune.errors import InputError
 from repotune.export.stage import ExportSettings
 from repotune.extract.repository import head_sha, shallow_warning
 from repotune.models import MODEL_NAME, require_downloaded, resolve_model
-from repotune.runlock import hold_run_lock
 
 min_version("9.0")
 
@@ -266,17 +265,6 @@ def tokenize_input(wildcards):
     if config["snapshot"]["enabled"] and config["tokenize"]["files"]:
         return splits | {"files": rules.snapshot.output.files}
     return splits
-
-
-# -- run lock: one run at a time in this directory (repotune/runlock.py) --
-# Taken while the Snakefile is read, before Snakemake looks at a file: a second run stops here,
-# before its DAG could meet the first run's outputs half-replaced. Dry runs only read, and the
-# processes Snakemake starts for jobs (cluster jobs, group jobs) run inside the first.
-if workflow.is_main_process and not workflow.output_settings.dryrun:
-    try:
-        hold_run_lock()
-    except InputError as error:
-        stop(error)
 
 
 # -- export --

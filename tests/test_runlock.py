@@ -1,17 +1,21 @@
 """Runs guard each other: a second run in one directory stops in one line, a killed run leaves
-nothing to unlock, and the run that goes on produces results that verify."""
+nothing to unlock, a job that outlives its killed run keeps the next one out, and the run that
+goes on produces results that verify."""
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import pytest
 import yaml
 
 from repotune.errors import InputError
-from repotune.runlock import hold_run_lock, release_run_lock
+from repotune.runlock import hold_run_lock, job_lock_prefix, release_run_lock
 from testdata.workflow import BIN, ROOT, snakemake, verify_command
 from tests.run_fixtures import copy_run
 
@@ -42,7 +46,9 @@ def test_a_second_holder_is_refused_in_one_line_naming_the_first(tmp_path):
             hold_run_lock(lock)
         message = str(raised.value)
         assert "\n" not in message
-        assert message.startswith(f"{tmp_path}: another repotune run is using this directory")
+        assert message.startswith(
+            f"{tmp_path}: another repotune run, or a job it started, is using"
+        )
         assert f"pid {first.pid} on " in message and "started 20" in message
     finally:
         first.kill()
@@ -61,6 +67,96 @@ def test_a_killed_holder_leaves_nothing_to_unlock(tmp_path):
         assert f"pid {os.getpid()} on " in lock.read_text()
     finally:
         release_run_lock(lock)
+
+
+def wait_for(path, timeout_s=120.0):
+    """Poll until ``path`` exists (a job has started)."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_job_keeps_the_lock_after_its_run_is_killed(tmp_path):
+    """A job's shell, with the prefix Snakemake puts before each job, holds the lock shared:
+    its command inherits it, and keeps it when the run that started it is killed."""
+    lock = tmp_path / ".snakemake" / "repotune.lock"
+    run = holder(lock)
+    started = tmp_path / "started"
+    job = subprocess.Popen(
+        ["bash", "-c", f"{job_lock_prefix(lock)}touch {started}; sleep 60"],
+        start_new_session=True,
+    )
+    try:
+        wait_for(started)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        with pytest.raises(InputError, match=rf"or a job it started.*\(pid {run.pid} on "):
+            hold_run_lock(lock)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    hold_run_lock(lock)  # the job has ended: nothing holds it any more
+    release_run_lock(lock)
+
+
+SLOW_RULE = """
+include: "{root}/rules/runlock.smk"
+
+rule slow:
+    output:
+        "done.txt",
+    script:
+        "slow.py"
+"""
+SLOW_SCRIPT = """
+import pathlib, time
+pathlib.Path("started").write_text("x")
+time.sleep(20)
+pathlib.Path(snakemake.output[0]).write_text("x")
+"""
+
+
+def test_a_job_outliving_its_killed_snakemake_keeps_the_next_run_out(tmp_path):
+    """The workflow's own lock wiring (rules/runlock.smk) on a rule of this test: kill -9 the
+    Snakemake process while its job runs; the job goes on (reparented), and a new run in the
+    directory refuses in one line instead of rerunning the job over the same output."""
+    (tmp_path / "Snakefile").write_text(SLOW_RULE.format(root=ROOT))
+    (tmp_path / "slow.py").write_text(textwrap.dedent(SLOW_SCRIPT))
+    command = [
+        str(BIN / "snakemake"), "--snakefile", str(tmp_path / "Snakefile"),
+        "--directory", str(tmp_path), "--cores", "1", "--nolock",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(tmp_path / "started")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0
+        errors = [line for line in second.stderr.splitlines() if line.startswith("repotune error:")]
+        assert len(errors) == 1, second.stderr[-3000:]
+        assert f"or a job it started, is using this directory (pid {first.pid} on " in errors[0]
+        assert not (tmp_path / "done.txt").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the orphaned job is in its group
+            os.killpg(first.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:  # its processes are gone a moment after the signal
+        try:
+            hold_run_lock(tmp_path / ".snakemake" / "repotune.lock")
+            break
+        except InputError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    release_run_lock(tmp_path / ".snakemake" / "repotune.lock")
 
 
 def start(workdir, config):
@@ -116,7 +212,7 @@ def test_two_runs_started_together_one_refuses_the_other_verifies(shared_run, tm
     # It names the first run by pid and start, or says it is just starting when the two
     # runs met before the first had written who it is.
     assert re.search(
-        r"another repotune run is using this directory \((pid |just starting)", errors[0]
+        r"or a job it started, is using this directory \((pid |just starting)", errors[0]
     )
     assert "Traceback" not in refused
     assert "Building DAG of jobs" not in refused, refused[-3000:]
