@@ -12,8 +12,10 @@ was installed with, and it **never blocks or fails a commit**:
 * the suggestion has ``--timeout`` seconds; past it the commit goes on without one.
 
 The hooks directory is the one git runs: ``core.hooksPath`` when set, else the repository's
-``hooks/``. A hook file repotune did not write is never replaced without ``--force`` (then it
-is kept beside as ``prepare-commit-msg.repotune-backup``).
+``hooks/``. A hook is repotune's only when it is exactly what ``install`` writes, for the
+settings it names (:func:`is_ours`): one that merely mentions repotune, or repotune's hook
+edited by hand, is somebody else's, never replaced without ``--force`` (then it is kept beside
+as ``prepare-commit-msg.repotune-backup``) and never removed by ``uninstall``.
 """
 
 import argparse
@@ -22,6 +24,7 @@ import shlex
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,31 +96,91 @@ def hooks_dir(repo: str | Path) -> Path:
     return Path(common) / "hooks"
 
 
-def hook_script(results: Path, model: str | None, timeout: float, device: str) -> str:
+@dataclass(frozen=True)
+class HookSettings:
+    """What a hook file is made of: the interpreter and package it runs, and the install-time
+    options it passes on."""
+
+    python: str
+    package_root: str
+    results: str
+    timeout: float
+    device: str
+    model: str | None = None
+
+    @classmethod
+    def here(cls, results: Path, model: str | None, timeout: float, device: str) -> "HookSettings":
+        """The settings ``install`` writes: this interpreter and this checkout of repotune."""
+        package_root = str(Path(repotune.__file__).resolve().parent.parent)
+        return cls(sys.executable, package_root, str(results), timeout, device, model)
+
+
+_PATH_LINE = "PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}} \\"
+_COMMAND_SUFFIX = ' -- "$@" </dev/null ||'
+
+
+def hook_script(settings: HookSettings) -> str:
     """The hook: calls ``python -m repotune hook run`` with the install-time settings, and
     exits 0 whatever happens."""
-    python = shlex.quote(sys.executable)
-    package_root = shlex.quote(str(Path(repotune.__file__).resolve().parent.parent))
-    options = ["--results", str(results), "--timeout", str(timeout), "--device", device]
-    if model:
-        options += ["--model", model]
-    quoted = " ".join(shlex.quote(option) for option in options)
+    options = ["--results", settings.results, "--timeout", str(settings.timeout)]
+    options += ["--device", settings.device]
+    if settings.model:
+        options += ["--model", settings.model]
+    command = [settings.python, "-m", "repotune", "hook", "run", *options]
     return (
         "#!/bin/sh\n"
         f"{MARKER} (written by `repotune hook install`; remove with `repotune hook uninstall`).\n"
         "# It only pre-fills the message, and never blocks a commit.\n"
-        f"PYTHONPATH={package_root}${{PYTHONPATH:+:$PYTHONPATH}} \\\n"
-        f'  {python} -m repotune hook run {quoted} -- "$@" </dev/null ||\n'
+        + _PATH_LINE.format(root=shlex.quote(settings.package_root))
+        + "\n"
+        f"  {shlex.join(command)}{_COMMAND_SUFFIX}\n"
         '  echo "repotune hook: could not run; committing without a suggestion" >&2\n'
         "exit 0\n"
     )
 
 
-def is_ours(path: Path) -> bool:
+def installed_settings(text: str) -> HookSettings | None:
+    """The settings a hook's text names, read back from its two command lines; None when it
+    does not have their shape."""
+    lines = text.split("\n")
+    if len(lines) != 8:
+        return None
+    path_line, command_line = lines[3], lines[4]
+    head, tail = _PATH_LINE.split("{root}")
+    tail = tail.replace("{{", "{").replace("}}", "}")
+    if not (path_line.startswith(head) and path_line.endswith(tail)):
+        return None
+    if not (command_line.startswith("  ") and command_line.endswith(_COMMAND_SUFFIX)):
+        return None
     try:
-        return MARKER in path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        root = shlex.split(path_line[len(head) : -len(tail)])
+        command = shlex.split(command_line[2 : -len(_COMMAND_SUFFIX)])
+    except ValueError:
+        return None
+    if len(root) != 1 or command[1:5] != ["-m", "repotune", "hook", "run"]:
+        return None
+    options = dict(zip(command[5::2], command[6::2], strict=False))
+    if len(command) % 2 == 0 or not {"--results", "--timeout", "--device"} <= set(options):
+        return None
+    try:
+        timeout = float(options["--timeout"])
+    except ValueError:
+        return None
+    return HookSettings(
+        command[0], root[0], options["--results"], timeout, options["--device"],
+        options.get("--model"),
+    )  # fmt: skip
+
+
+def is_ours(path: Path) -> bool:
+    """Whether the hook at ``path`` is, byte for byte, what ``install`` writes for the
+    settings it names."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
         return False
+    settings = installed_settings(text)
+    return settings is not None and hook_script(settings) == text
 
 
 def install_command(args: argparse.Namespace) -> int:
@@ -133,7 +196,8 @@ def install_command(args: argparse.Namespace) -> int:
         path.replace(path.with_name(HOOK_NAME + BACKUP_SUFFIX))
     directory.mkdir(parents=True, exist_ok=True)
     results = results_dir(args.results)
-    write_text(path, hook_script(results, args.model, args.timeout, args.device))
+    settings = HookSettings.here(results, args.model, args.timeout, args.device)
+    write_text(path, hook_script(settings))
     path.chmod(0o755)
     print(f"installed {path} (results: {results}); `git commit` now pre-fills the message")
     return 0
