@@ -17,6 +17,7 @@ from repotune.config import resolve_config, result_config, result_settings
 from repotune.errors import InputError
 from repotune.export.stage import ExportSettings
 from repotune.extract.repository import head_sha, shallow_warning
+from repotune.manifest.params import canonical
 from repotune.models import MODEL_NAME, require_downloaded, resolve_model
 
 min_version("9.0")
@@ -211,8 +212,9 @@ def fim_question_settings():
 def manifest_config(wildcards):
     """The resolved config with `models` narrowed to this model (a params value: adding a
     second model must not rerun the first one's manifest) and without bookkeeping keys
-    (the script puts them back from the config, to record the whole config)."""
-    return result_config({**config, "models": [model_entry(wildcards)]})
+    (the script puts them back from the config, to record the whole config), its keys
+    sorted: the order the config files were merged in must not rerun it either."""
+    return canonical(result_config({**config, "models": [model_entry(wildcards)]}))
 
 
 def manifest_inputs(wildcards):
