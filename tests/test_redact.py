@@ -531,3 +531,99 @@ def test_provider_formats_at_the_edges_of_the_text_and_of_each_other(
     text: str, expected: str
 ) -> None:
     assert Redactor(NO_EMAILS).redact(text) == expected
+
+
+# --- passwords in prose ---------------------------------------------------------------------
+
+# The grid of phrasings: where the sentence starts, the word that names the password, what
+# links it to the value, and how the value is quoted. The rule is general (any run of links,
+# an optional "for/of/on ..." qualifier), so held-out phrasings below are tested too.
+PROSE_STARTS = ["", "Deployed the fix; ", "(staging) "]
+PROSE_WORDS = [
+    "password",
+    "Password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "pw",
+    "PW",
+    "pass",
+    "passcode",
+]
+PROSE_LINKS = [" is ", " was ", ": ", ":", " = ", " ", " is now ", " was reset to ", " -> "]
+PROSE_QUOTES = ["", '"', "'", "`"]
+PROSE_HELD_OUT = [
+    "the password for the staging db was changed to {v}.",
+    "Login works again, the admin pw is now {v} (rotate it).",
+    "use pass {v} for the VPN",
+    "pw for root: '{v}'",
+    "passcode will be {v} until Monday",
+    "The WiFi password is: `{v}`",
+    "fixed auth (password has been set to {v})",
+]
+# Prose that names a password, or says "pass", next to something that is not one.
+PROSE_LOOK_ALIKES = [
+    "pass the test",
+    "bypass 3 checks, compass heading 270",
+    "passes all 1024 tests; all tests pass: 42/42",
+    "password_reset_v2 endpoint and pw_len = 12",
+    "pass ctx.device to the model",
+    "password hashing with argon2id",
+    "pass 3f9a2c1de8 to git show",
+    "pass 0x7fff8a2b to the parser",
+    "pass --no-cache-dir to pip",
+    "the password field is required",
+    "password is too short (min 12)",
+    "password for user2 is required",
+    "pass self.hidden_size*4 to fc1",
+    "we pass HTTP/1.1 here, and pass through v1.2.3-rc1",
+    "pass them to tokenize_v2()",
+    "passport number field",
+    "pass the --token flag",
+    "def login(password: Optional[str] = None) -> None:",
+]
+
+
+def prose_value(rng: random.Random) -> str:
+    """A random password with a letter and a digit: 12 to 16 characters, the last one
+    alphanumeric (a trailing "!" or "." reads as the sentence's own), random enough for the
+    entropy rule (which its own tests cover: this one is about the phrasing)."""
+    alphabet = ALNUM + "#!%^&+~"
+    while True:
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(11, 15)))
+        value += rng.choice(ALNUM)
+        mixed = re.search(r"[A-Za-z]", value) and re.search(r"[0-9]", value)
+        if mixed and shannon_entropy(value) >= required_entropy(value, 3.0):
+            return value
+
+
+def test_a_password_in_prose_is_redacted_however_it_is_phrased() -> None:
+    rng = random.Random(23)
+    leaked = []
+    phrasings = [
+        start + word + link + quote + "{v}" + quote + end
+        for start in PROSE_STARTS
+        for word in PROSE_WORDS
+        for link in PROSE_LINKS
+        for quote in PROSE_QUOTES
+        for end in ("", " until Friday.")
+        if not (link == ":" and start)  # "pw:X" only at a line's start
+    ] + PROSE_HELD_OUT
+    for phrasing in phrasings:
+        value = prose_value(rng)
+        redactor = Redactor(DEFAULTS)
+        text = phrasing.replace("{v}", value)
+        redacted = redactor.redact(text)
+        if value in redacted or redacted != text.replace(value, "<PASSWORD>"):
+            leaked.append(text)
+        elif redactor.counts["password"] != 1:
+            leaked.append(f"{text} (counted {dict(redactor.counts)})")
+    assert len(phrasings) > 1000
+    assert not leaked, leaked[:20]
+
+
+@pytest.mark.parametrize("text", PROSE_LOOK_ALIKES)
+def test_prose_look_alikes_survive(text: str) -> None:
+    redactor = Redactor(DEFAULTS)
+    assert redactor.redact(text) == text
+    assert sum(redactor.counts.values()) == 0

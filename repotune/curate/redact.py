@@ -18,7 +18,11 @@ patterns, written from the providers' documented token formats):
   docker ``"auth":`` entries;
 * **named values**: an assignment (``=``, ``:``, ``=>``, ``:=``, ``<-``) whose key names a
   secret (``DB_PASSWORD``, ``client_secret``, ``SECRET_KEY_BASE``), ``--password VALUE``, and
-  a value in prose after "password is"; the value must be random enough (Shannon entropy at
+  a password in prose: after a password word (``password``, ``passwd``, ``passphrase``,
+  ``pwd``, and as whole words ``pw``, ``pass``, ``passcode``), an optional qualifier ("for the
+  staging db") and any run of links ("is", "was", "is now", "set to", ``:``, ``=``, ``->``) or
+  none ("pass X", where code-like values such as flags, paths and hex are left alone), the
+  value, quoted or not. The value must be random enough (Shannon entropy at
   least ``entropy_threshold`` bits per character, at least ``min_secret_length`` long) and,
   unquoted in code, not a bare identifier. In a ``.env`` line (``NAME=value``, upper-case name)
   a letters-only value counts too. A short value that mixes letters and digits needs less:
@@ -423,10 +427,28 @@ _AFTER_WORD = re.compile(
     r"(?![a-z0-9_])[\"']?\s*(?P<op>=>|:=|<-|=(?!=)|:(?![:/]))[ \t]*"
     r"(?:\"(?P<dq>[^\"\n]*)\"|'(?P<sq>[^'\n]*)'|(?P<bare>[^\s\"'`,;()\[\]{}<>]+)(?=[\s\"',;)\]}]|\Z))"
 )
-_PROSE = re.compile(
-    r"(?:[ \t]+(?:is|was|to))+(?:[ \t]*[=:])?[ \t]+[\"'`]?"
-    r"(?P<bare>[^\s\"'`]+?)[\"'`]?(?=[.,;:!?)]*(?:\s|\Z))"
+# A password in prose: after the password word, an optional "for/of/on the staging db", then
+# any run of links ("is", "was", "is now", "set to", ":", "=", "->"), or none at all ("pass
+# X"), then the value, quoted or not, up to the end of its word. The value is then judged as a
+# named value is (random enough; unquoted, not an identifier). Words that are short or common
+# as verbs (pw, pass) count only as whole words.
+_PROSE_LINKS = (
+    "is|was|are|were|now|set|changed|reset|updated|to|became|becomes|remains|will|be|been|has"
 )
+_PROSE_LINK = rf"(?:[ \t]*(?:=>|->|:=|=|:)|[ \t]+(?:{_PROSE_LINKS})(?![a-z0-9_]))"
+_PROSE = re.compile(
+    rf"(?:[ \t]+(?:for|of|on|in|at)(?:[ \t]+(?!(?:{_PROSE_LINKS})\b)[a-z0-9_.@/-]+){{1,3}}?"
+    rf"(?={_PROSE_LINK}))?"  # a qualifier only before a link: "password for staging is X"
+    rf"(?P<link>{_PROSE_LINK}*)"
+    r"[ \t]*(?<=[\s=:>])(?P<quote>[\"'`]?)(?P<bare>[^\s\"'`,;()\[\]{}<>]+?)(?P=quote)"
+    r"(?=[.,;:!?)\]]*(?:\s|\Z))"
+)
+_PROSE_WORDS = ("pw", "pass", "passcode")  # found as whole words only, and only in prose
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+# Unlinked ("pass X"), a value must also not look like what that verb is followed by in a
+# commit message: a flag, a path, a version, an attribute, a call or an expression, a git sha
+# or hex digest, a 0x number; and it must mix letters and digits.
+_CODE_LIKE = re.compile(r"^-|[./*=]|^(?:0x)?[0-9a-f]+$")
 _FLAG_VALUE = re.compile(r"[ \t]+[\"']?(?P<bare>[^\s\"'`]+?)[\"']?(?=\s|\Z)")
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 _KEY_QUALIFIER = re.compile(
@@ -552,6 +574,8 @@ def _automaton() -> tuple[Any, tuple[tuple[Rule, re.Pattern[str]], ...]]:
             handlers.setdefault(needle, []).append(index)
     for word in _SECRET_WORDS:
         handlers.setdefault(word, []).append(-1)  # -1: a named value
+    for word in _PROSE_WORDS:
+        handlers.setdefault(word, []).append(-2)  # -2: a password word in prose only
     automaton = ahocorasick.Automaton()
     for needle, indices in handlers.items():
         automaton.add_word(needle, (len(needle), tuple(indices)))
@@ -604,8 +628,10 @@ class Redactor:
             for index in indices:
                 if index >= 0:
                     finding = self._provider(index, text, start)
-                else:
+                elif index == -1:
                     finding = self._named_value(text, lowered, start, last + 1)
+                else:
+                    finding = self._prose_word(text, lowered, start, last + 1)
                 if finding is not None and finding not in seen:
                     seen.add(finding)
                     yield finding
@@ -653,15 +679,42 @@ class Redactor:
                 return (priority, value_start, value_end, kind, f"<{kind.upper()}>")
             return None
         flag = lowered.startswith("--", key_start)
-        if not (password or flag):
+        if password and not flag:
+            return self._prose_value(text, lowered, end)
+        if not flag:
             return None
-        match = (_FLAG_VALUE if flag else _PROSE).match(lowered, end)
+        match = _FLAG_VALUE.match(lowered, end)
         if match is None:
             return None
         value_start, value_end = match.span("bare")
         if self._is_secret_value(text[value_start:value_end], bare=True):
             return (priority, value_start, value_end, kind, f"<{kind.upper()}>")
         return None
+
+    def _prose_word(self, text: str, lowered: str, start: int, end: int) -> tuple | None:
+        """``pw``, ``pass``, ``passcode`` as whole words (not ``bypass``, ``passes``,
+        ``password``, ``DB_PASS``): the password a sentence gives after them."""
+        if start > 0 and lowered[start - 1] in _WORD_CHARS:
+            return None
+        if end < len(lowered) and lowered[end] in _WORD_CHARS:
+            return None
+        return self._prose_value(text, lowered, end)
+
+    def _prose_value(self, text: str, lowered: str, end: int) -> tuple | None:
+        """The password a sentence gives after a password word ending at ``end``: "the
+        password is X", "pw: X", "pass 'X'", "the password for staging was changed to X"."""
+        match = _PROSE.match(lowered, end)
+        if match is None:
+            return None
+        value_start, value_end = match.span("bare")
+        value = text[value_start:value_end]
+        quoted = bool(match.group("quote"))
+        unlinked = not match.group("link").strip()
+        if unlinked and (_CODE_LIKE.search(value.lower()) or not _LETTER_AND_DIGIT.match(value)):
+            return None
+        if not self._is_secret_value(value, bare=not quoted):
+            return None
+        return (len(self._rules) + 1, value_start, value_end, "password", "<PASSWORD>")
 
     @staticmethod
     def _env_line(text: str, key_start: int) -> bool:
