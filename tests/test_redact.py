@@ -580,6 +580,7 @@ PROSE_LOOK_ALIKES = [
     "pass them to tokenize_v2()",
     "passport number field",
     "pass the --token flag",
+    "kwargs to pass to `httpx2.request`, or pass to f2.py",
     "def login(password: Optional[str] = None) -> None:",
 ]
 

@@ -709,8 +709,12 @@ class Redactor:
         value_start, value_end = match.span("bare")
         value = text[value_start:value_end]
         quoted = bool(match.group("quote"))
-        unlinked = not match.group("link").strip()
-        if unlinked and (_CODE_LIKE.search(value.lower()) or not _LETTER_AND_DIGIT.match(value)):
+        # "pass to X" is a verb's, not a password's: a lone "to" links nothing.
+        unlinked = match.group("link").strip() in ("", "to")
+        code_like = _CODE_LIKE.search(value.lower()) is not None
+        if unlinked and (code_like or not _LETTER_AND_DIGIT.match(value)):
+            return None
+        if code_like and match.group("quote") == "`":  # `module.function` in documentation
             return None
         if not self._is_secret_value(value, bare=not quoted):
             return None
