@@ -242,12 +242,28 @@ def render_parts(commit: Commit, task: str, template: Template) -> list[Piece]:
         for header in (template.file_header(change),)
         for number, text in enumerate(file_pieces(change, template))
     ]
+    if task == MESSAGE_TO_CHANGE:
+        return [message_part(commit, task, template), *files]
+    if task == CHANGE_TO_MESSAGE:
+        return [Piece(template.c2m_open), *files, message_part(commit, task, template)]
+    raise ValueError(f"task '{task}' is not one of {TASKS}")
+
+
+def message_part(commit: Commit, task: str, template: Template) -> Piece:
+    """The piece that holds the message: ``message_to_change``: the prompt (opening marker,
+    message, diff marker); ``change_to_message``: the message marker and the message."""
     message = message_text(commit)
     if task == MESSAGE_TO_CHANGE:
-        return [Piece(template.m2c_open + message + template.m2c_sep), *files]
+        return Piece(template.m2c_open + message + template.m2c_sep)
     if task == CHANGE_TO_MESSAGE:
-        return [Piece(template.c2m_open), *files, Piece(template.c2m_sep + message)]
+        return Piece(template.c2m_sep + message)
     raise ValueError(f"task '{task}' is not one of {TASKS}")
+
+
+def subject_only(commit: Commit) -> Commit:
+    """``commit`` without its body: a change->message document whose message would take more
+    than half its block keeps the subject alone (repotune.shards.prompt)."""
+    return {**commit, "body": ""}
 
 
 def task_header(commit: Commit, task: str, template: Template) -> str:

@@ -8,7 +8,9 @@ Whatever the source, the result is a ``transformers`` fast tokenizer saved with
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -144,6 +146,38 @@ class TextEncoder:
 
     def _encode_plain(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._plain.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def plain(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text with no part of it read as a marker."""
+        return self._encode_plain(list(texts))
+
+    @cached_property
+    def line_ends(self) -> np.ndarray:
+        """For each token id, whether its text ends in a newline: where a long commit may be
+        cut between lines (repotune.shards.packing.split_lines)."""
+        size = self._plain.get_vocab_size(with_added_tokens=True)
+        return np.array([self.decode([i]).endswith("\n") for i in range(size)], dtype=bool)
+
+    def head(self, ids: Sequence[int], text: str) -> list[int]:
+        """The leading ids of an encoding (``ids``) that spell ``text``, a prefix of its text.
+
+        Cut at a line start before a non-space (every prompt's end), a byte-level BPE has a
+        token boundary there and the result is a prefix of ``ids``. Otherwise the ids up to the
+        last boundary before the end are kept and the rest of ``text`` is encoded on its own,
+        as plain text (no marker is cut in two: a marker is one token).
+        """
+        low, high = 0, len(ids)
+        while low < high:  # the most tokens whose text is no longer than ``text``
+            middle = (low + high + 1) // 2
+            if len(self.decode(ids[:middle])) <= len(text):
+                low = middle
+            else:
+                high = middle - 1
+        while low and not text.startswith(self.decode(ids[:low])):
+            low -= 1
+        done = self.decode(ids[:low])
+        rest = self.plain([text[len(done) :]])[0] if len(done) < len(text) else []
+        return [*ids[:low], *rest]
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, markers and other special tokens included."""
