@@ -24,6 +24,7 @@ from repotune.shards.render import (
     render_parts,
     render_pieces,
     task_header,
+    task_opening,
 )
 from repotune.shards.table import IGNORE
 from repotune.shards.tokenizer import TextEncoder, train_bpe
@@ -108,7 +109,8 @@ def test_long_commits_fill_the_room_whole_commits_leave(encoder) -> None:
     for i in long:
         parts = render_parts(rows[i], MESSAGE_TO_CHANGE, PLAIN)
         found = contexts(
-            parts, encoder(context_texts(parts, task_header(rows[i], MESSAGE_TO_CHANGE, PLAIN)))
+            parts,
+            encoder.marked(context_texts(parts, task_opening(rows[i], MESSAGE_TO_CHANGE, PLAIN))),
         )
         split = split_document(ids[i], found, budget, ends_line)
         blocks += budget.settle(split.documents)
@@ -143,7 +145,7 @@ def _split(encoder: TextEncoder, row, max_tokens: int, task: str = MESSAGE_TO_CH
     """The row split as the tokenize stage splits it, and its documents' texts."""
     parts = render_parts(row, task, PLAIN)
     pieces = [part.text for part in parts]
-    context_ids = encoder(context_texts(parts, task_header(row, task, PLAIN)))
+    context_ids = encoder.marked(context_texts(parts, task_opening(row, task, PLAIN)))
     found = contexts(parts, context_ids)
     ends = encoder.line_ends
     split = split_document(encoder(pieces), found, FixedBudget(max_tokens), ends)

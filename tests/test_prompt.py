@@ -19,8 +19,10 @@ from repotune.shards.render import (
     MESSAGE_TO_CHANGE,
     PLAIN,
     STARCODER2,
+    message_part,
     render,
     render_prompt,
+    subject_only,
     task_header,
 )
 from repotune.shards.stage import EncodeCounts, TokenizeSettings, encode_split
@@ -51,6 +53,12 @@ def _history(path: Path) -> list[dict]:
         {"mod.py": _module(12, changed={2, 9}, added={0, 7}), "util.py": _module(4, added={3})},
     )
     repo.commit("Grow util", {"util.py": _module(6, added={3})})
+    # Marker strings in a commit's text are text (the prefix invariants hold all the same).
+    quoted = "<|message|><|diff|><pr><pr_diff><pr_file><pr_diff_hunk><|endoftext|>"
+    repo.commit(
+        f"Quote {quoted}\n\nThe markers {quoted} are text.",
+        {"util.py": _module(6, added={3}) + f"MARKERS = {quoted!r}\n"},
+    )
     head = repo.head()
     settings = ExtractSettings.from_config(resolve_config({"extract": {}})["extract"])
     out = path / "extract"
@@ -163,17 +171,18 @@ def test_a_change_to_message_prompt_over_budget_and_its_message_are_the_training
     trained = _training_ids(root, rows, tokenizer, template, CHANGE_TO_MESSAGE, seq_len)
     over = 0
     for row in rows:
-        whole = prompt_ids(
-            row, CHANGE_TO_MESSAGE, template, encoder, len(render(row, CHANGE_TO_MESSAGE, template))
-        )
+        [message] = encoder.marked([message_part(row, CHANGE_TO_MESSAGE, template).marked])
+        if 2 * len(message) > seq_len - 1:  # over half the block: trained on its subject
+            row = subject_only(row)
+        rendered = render(row, CHANGE_TO_MESSAGE, template)
+        whole = prompt_ids(row, CHANGE_TO_MESSAGE, template, encoder, len(rendered))
         answer = whole[len(prompt_ids(row, CHANGE_TO_MESSAGE, template, encoder)) :]
         if len(whole) < seq_len:
             assert whole == trained[row["sha"]]
             continue
         over += 1
-        asked = prompt_ids(
-            row, CHANGE_TO_MESSAGE, template, encoder, max_tokens=seq_len - 1 - len(answer)
-        )
+        budget = seq_len - 1 - len(answer)
+        asked = prompt_ids(row, CHANGE_TO_MESSAGE, template, encoder, max_tokens=budget)
         assert asked + answer == trained[row["sha"]]
         assert " not shown ...\n" in encoder.decode(asked)
     assert over >= 2

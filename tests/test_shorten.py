@@ -16,7 +16,7 @@ from repotune.shards.render import (
     render,
     render_parts,
     subject_only,
-    task_header,
+    task_opening,
 )
 from repotune.shards.shorten import cut_change, omission
 from repotune.shards.tokenizer import TextEncoder, train_bpe
@@ -35,8 +35,8 @@ def coded(request) -> tuple[Template, TextEncoder]:
 
 def _files(row, template: Template, encoder: TextEncoder):
     parts = render_parts(row, CHANGE_TO_MESSAGE, template)
-    ids = encoder([p.text for p in parts])
-    context = encoder(context_texts(parts, task_header(row, CHANGE_TO_MESSAGE, template)))
+    ids = encoder.marked([p.marked for p in parts])
+    context = encoder.marked(context_texts(parts, task_opening(row, CHANGE_TO_MESSAGE, template)))
     return parts, ids, context, change_files(parts, ids, context)
 
 

@@ -31,6 +31,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from repotune.shards.marked import Marked, join, marker, text
+
 PSM = "psm"
 SPM = "spm"
 
@@ -78,11 +80,13 @@ def trained_fim_format(shard_stats: Mapping[str, Any]) -> FimFormat | None:
 @dataclass(frozen=True)
 class FimExample:
     """A FIM question and its answer: ``prompt + middle`` is the training text; ``mode`` the
-    order (PSM or SPM) the prompt was built in."""
+    order (PSM or SPM) the prompt was built in; ``parts`` the prompt with its markers marked
+    (:func:`fim_parts`)."""
 
     prompt: str
     middle: str
     mode: str = PSM
+    parts: Marked = ("",)
 
 
 def _draw(seed: int, key: str) -> random.Random:
@@ -95,9 +99,19 @@ def file_header(path: str, fmt: FimFormat) -> str:
     return f"{fmt.file}{path}\n"
 
 
+def header_parts(path: str, fmt: FimFormat) -> Marked:
+    """:func:`file_header` with its marker marked (the path is text, whatever it holds)."""
+    return join(marker(fmt.file), text(f"{path}\n"))
+
+
 def whole_file(path: str, content: str, fmt: FimFormat) -> str:
     """A file as one plain left-to-right document."""
     return file_header(path, fmt) + content
+
+
+def whole_file_parts(path: str, content: str, fmt: FimFormat) -> Marked:
+    """:func:`whole_file` with its marker marked."""
+    return join(header_parts(path, fmt), text(content))
 
 
 def fim_prompt(
@@ -112,11 +126,21 @@ def fim_prompt(
     marker (a stop string), i.e. nothing. Training and inference (``repotune complete``, the
     FIM evaluation) both build prompts here, so the model is asked exactly what it learnt.
     """
-    header = file_header(path, fmt) if path is not None else ""
+    return "".join(fim_parts(prefix, suffix, fmt, mode, path))
+
+
+def fim_parts(
+    prefix: str, suffix: str, fmt: FimFormat, mode: str = PSM, path: str | None = None
+) -> Marked:
+    """:func:`fim_prompt` with its markers marked: encode it with
+    ``TextEncoder(tokenizer, fmt.markers).marked([...])``, so marker strings in the code or
+    the path stay text."""
+    header = header_parts(path, fmt) if path is not None else ("",)
+    before, after, middle = marker(fmt.prefix), marker(fmt.suffix), marker(fmt.middle)
     if mode == PSM:
-        return f"{header}{fmt.prefix}{prefix}{fmt.suffix}{suffix}{fmt.middle}"
+        return join(header, before, text(prefix), after, text(suffix), middle)
     if mode == SPM:
-        return f"{header}{fmt.prefix}{fmt.suffix}{suffix}{fmt.middle}{prefix}"
+        return join(header, before, after, text(suffix), middle, text(prefix))
     raise ValueError(f"FIM mode '{mode}' is not one of {PSM}, {SPM}")
 
 
@@ -141,7 +165,8 @@ def fim_example(
     rng = _draw(seed, key)
     prefix, middle, suffix = line_spans(content, rng)
     mode = SPM if rng.random() < spm_rate else PSM
-    return FimExample(fim_prompt(prefix, suffix, fmt, mode, path), middle, mode)
+    parts = fim_parts(prefix, suffix, fmt, mode, path)
+    return FimExample("".join(parts), middle, mode, parts)
 
 
 def is_fim(seed: int, key: str, fim_rate: float) -> bool:

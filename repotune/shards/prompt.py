@@ -27,6 +27,7 @@ Longer than a block, the two task directions differ:
 
 from collections.abc import Mapping, Sequence
 
+from repotune.shards.marked import Marked, split
 from repotune.shards.packing import Context, fit
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
@@ -35,23 +36,22 @@ from repotune.shards.render import (
     Template,
     render_parts,
     render_prompt,
-    task_header,
+    task_opening,
 )
 from repotune.shards.shorten import FileIds, cut_change, file_ids
 from repotune.shards.tokenizer import TextEncoder
 
 
-def context_texts(parts: Sequence[Piece], header: str) -> list[str]:
+def context_texts(parts: Sequence[Piece], header: Marked) -> list[Marked]:
     """The texts a long commit's contexts are made of, to encode along with its pieces.
 
-    The task header, then for each file its header's first line and its other lines: the
-    first line ends in a newline and the next starts with a non-space, so encoding the two
-    apart gives the ids of the whole header.
+    The task header (:func:`repotune.shards.render.task_opening`), then for each file its
+    header's first line and its other lines: the first line ends in a newline and the next
+    starts with a non-space, so encoding the two apart gives the ids of the whole header.
     """
     texts = [header]
-    for file_header in dict.fromkeys(p.file_header for p in parts if p.file_header):
-        first, _, rest = file_header.partition("\n")
-        texts += [first + "\n", rest]
+    for file_header in dict.fromkeys(p.header for p in parts if p.header):
+        texts += split(file_header, "".join(file_header).index("\n") + 1)
     return texts
 
 
@@ -62,17 +62,17 @@ def contexts(parts: Sequence[Piece], context_ids: Sequence[list[int]]) -> list[C
     header's first line, alone (a document takes the first that fits half of it).
     """
     header, file_ids = context_ids[0], iter(context_ids[1:])
-    files: Mapping[str, tuple[list[int], list[int]]] = {
+    files: Mapping[Marked, tuple[list[int], list[int]]] = {
         name: (next(file_ids), next(file_ids))
-        for name in dict.fromkeys(p.file_header for p in parts if p.file_header)
+        for name in dict.fromkeys(p.header for p in parts if p.header)
     }
     task = (header,)
     out = []
     for part in parts:
-        if not part.file_header:
+        if not part.header:
             out.append(Context(task, task))
             continue
-        first, rest = files[part.file_header]
+        first, rest = files[part.header]
         inside = (header + first + rest, header + first, header)
         out.append(Context(task if part.opens_file else inside, inside))
     return out
@@ -84,14 +84,14 @@ def change_files(
     """The files of a rendering as repotune.shards.shorten cuts them: each file's pieces' ids
     (``piece_ids``, same order as ``parts``) and its header's own ids, from the ids of
     :func:`context_texts` (``context_ids``: its first line and its other lines)."""
-    names = dict.fromkeys(p.file_header for p in parts if p.file_header)
+    names = dict.fromkeys(p.header for p in parts if p.header)
     lines = iter(context_ids[1:])
     headers = {name: next(lines) + next(lines) for name in names}
-    grouped: list[tuple[str, list[Sequence[int]]]] = []
+    grouped: list[tuple[Marked, list[Sequence[int]]]] = []
     for part, ids in zip(parts, piece_ids, strict=True):
         if part.opens_file:
-            grouped.append((part.file_header, [ids]))
-        elif part.file_header:
+            grouped.append((part.header, [ids]))
+        elif part.header:
             grouped[-1][1].append(ids)
     return [file_ids(pieces, headers[name]) for name, pieces in grouped]
 
@@ -155,9 +155,9 @@ def prompt_ids(
     parts = render_parts(commit, task, template)
     texts = [part.text for part in parts]
     end = len(render_prompt(commit, task, template)) if end is None else end
-    header = task_header(commit, task, template)
+    header = task_opening(commit, task, template)
     extra = context_texts(parts, header) if max_tokens is not None else []
-    encoded = encoder(texts + extra)
+    encoded = encoder.marked([part.marked for part in parts] + extra)
     ids: list[int] = []
     starts: list[int] = []
     offset = 0

@@ -37,6 +37,7 @@ from repotune.models import ModelSpec, with_overrides
 from repotune.progress import PROGRESS, Progress, duration
 from repotune.shards.files import FILE_COLUMNS, FileCounts, encode_files
 from repotune.shards.fim import FIM_FORMATS, PLAIN_FIM, FimFormat, choose_fim_format
+from repotune.shards.marked import Marked
 from repotune.shards.prompt import change_to_message_ids, context_texts, contexts
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
@@ -49,7 +50,7 @@ from repotune.shards.render import (
     render_parts,
     subject_only,
     task_for,
-    task_header,
+    task_opening,
 )
 from repotune.shards.stream import DocumentBatch, LongCommit, StreamPacker
 from repotune.shards.table import rows_per_shard, shard_directory
@@ -238,7 +239,7 @@ def _encoded_batches(
     path: str | Path,
     template: Template,
     settings: TokenizeSettings,
-    encode: Callable[[list[str]], list[list[int]]],
+    encode: Callable[[list[Marked]], list[list[int]]],
 ) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[Piece]], list[list[int]]]]:
     """Rendered batches with the ids of their pieces, in file order.
 
@@ -249,7 +250,7 @@ def _encoded_batches(
         pending = None
         for rows in read_curated(path, settings.batch_commits):
             tasks, pieces = _rendered(rows, template, settings)
-            job = encoder.submit(encode, [piece.text for commit in pieces for piece in commit])
+            job = encoder.submit(encode, [piece.marked for commit in pieces for piece in commit])
             if pending is not None:
                 yield *pending[:3], pending[3].result()
             pending = (rows, tasks, pieces, job)
@@ -277,11 +278,13 @@ def encode_split(
     """
     encode = TextEncoder(tokenizer, template.markers)
     max_tokens = settings.seq_len - 1
-    for rows, tasks, parts, piece_batch in _encoded_batches(path, template, settings, encode):
+    for rows, tasks, parts, piece_batch in _encoded_batches(
+        path, template, settings, encode.marked
+    ):
         encoded = iter(piece_batch)
         piece_ids = [[next(encoded) for _ in commit] for commit in parts]
         long = [i for i, ids in enumerate(piece_ids) if sum(map(len, ids)) > max_tokens]
-        texts = [context_texts(parts[i], task_header(rows[i], tasks[i], template)) for i in long]
+        texts = [context_texts(parts[i], task_opening(rows[i], tasks[i], template)) for i in long]
         # A change->message message over half a block: its subject alone, encoded with these.
         short = [
             i
@@ -289,7 +292,9 @@ def encode_split(
             if tasks[i] == CHANGE_TO_MESSAGE and 2 * len(piece_ids[i][-1]) > max_tokens
         ]
         subjects = [message_part(subject_only(rows[i]), CHANGE_TO_MESSAGE, template) for i in short]
-        extra = encode([text for commit in texts for text in commit] + [p.text for p in subjects])
+        extra = encode.marked(
+            [t for commit in texts for t in commit] + [p.marked for p in subjects]
+        )
         context_ids = iter(extra)
         split_at = {i: [next(context_ids) for _ in t] for i, t in zip(long, texts, strict=True)}
         subject_ids = dict(zip(short, context_ids, strict=True))

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from repotune.errors import InputError
+from repotune.shards.marked import Marked, markers_in
 
 TRAIN_BPE = "train-bpe"
 EOS = "<|endoftext|>"
@@ -109,13 +110,15 @@ def special_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
 
 
 class TextEncoder:
-    """Encodes rendered commits: template markers become their tokens, all else is plain text.
+    """Encodes rendered text: the template's markers become their tokens, all else is text.
 
     A tokenizer normally turns any special-token string it finds into that token, so a commit
     that mentions ``<|endoftext|>`` (common in ML repositories) would put an end-of-text token
-    in the middle of a document. Here only the template's own markers are special; every other
-    special-token string in the text is encoded as ordinary text. For text without such
-    strings the ids are exactly the tokenizer's own: it also splits at special tokens first.
+    in the middle of a document, and a repository that quotes a template's own markers (this
+    one does) would get marker ids inside its code. Here a marker is a marker only where the
+    renderer put it (:meth:`marked`, repotune.shards.marked); every other special-token string
+    is ordinary text. For text without such strings the ids are exactly the tokenizer's own: it
+    also splits at special tokens first. ``markers`` the tokenizer lacks are text too.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, markers: Sequence[str]) -> None:
@@ -124,25 +127,41 @@ class TextEncoder:
         self._plain.encode_special_tokens = True
         specials = special_tokens(tokenizer)
         self._markers = {m: backend.token_to_id(m) for m in markers if m in specials}
-        longest_first = "|".join(map(re.escape, sorted(self._markers, key=len, reverse=True)))
-        self._split = re.compile(f"({longest_first})") if self._markers else None
+        self._found = tuple(sorted(self._markers))
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, without BOS/EOS."""
-        if self._split is None:
-            return self._encode_plain(list(texts))
-        parts = [self._split.split(text) for text in texts]
-        plain = iter(self._encode_plain([p for pieces in parts for p in pieces[0::2] if p]))
-        encoded = []
-        for pieces in parts:
-            ids: list[int] = []
-            for index, piece in enumerate(pieces):
-                if index % 2:
-                    ids.append(self._markers[piece])
-                elif piece:
-                    ids.extend(next(plain))
-            encoded.append(ids)
-        return encoded
+        """Token ids of each text, without BOS/EOS, every marker string in it a marker: for
+        text a template built whole (repository text goes through :meth:`marked`)."""
+        return self.marked([markers_in(text, self._found) for text in texts])
+
+    def marked(self, texts: Sequence[Marked]) -> list[list[int]]:
+        """Token ids of each :data:`~repotune.shards.marked.Marked` text, without BOS/EOS: its
+        marker spans as marker ids (those the tokenizer has), the rest as plain text."""
+        runs: list[list[str | int]] = []
+        plain: list[str] = []
+        for parts in texts:
+            items: list[str | int] = []
+            pending = parts[0]
+            for index in range(1, len(parts), 2):
+                token = self._markers.get(parts[index])
+                if token is None:  # not a special token here: text like the rest
+                    pending += parts[index] + parts[index + 1]
+                    continue
+                items += [pending, token] if pending else [token]
+                pending = parts[index + 1]
+            if pending:
+                items.append(pending)
+            plain += [item for item in items if isinstance(item, str)]
+            runs.append(items)
+        encoded = iter(self._encode_plain(plain))
+        return [
+            [
+                token
+                for item in items
+                for token in (next(encoded) if isinstance(item, str) else (item,))
+            ]
+            for items in runs
+        ]
 
     def _encode_plain(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._plain.encode_batch_fast(texts, add_special_tokens=False)]
