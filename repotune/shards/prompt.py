@@ -79,7 +79,7 @@ def contexts(parts: Sequence[Piece], context_ids: Sequence[list[int]]) -> list[C
 
 
 def change_files(
-    parts: Sequence[Piece], piece_ids: Sequence[Sequence[int]], context_ids: Sequence[list[int]]
+    parts: Sequence[Piece], piece_ids: Sequence[list[int]], context_ids: Sequence[list[int]]
 ) -> list[FileIds]:
     """The files of a rendering as repotune.shards.shorten cuts them: each file's pieces' ids
     (``piece_ids``, same order as ``parts``) and its header's own ids, from the ids of
@@ -87,7 +87,7 @@ def change_files(
     names = dict.fromkeys(p.header for p in parts if p.header)
     lines = iter(context_ids[1:])
     headers = {name: next(lines) + next(lines) for name in names}
-    grouped: list[tuple[Marked, list[Sequence[int]]]] = []
+    grouped: list[tuple[Marked, list[list[int]]]] = []
     for part, ids in zip(parts, piece_ids, strict=True):
         if part.opens_file:
             grouped.append((part.header, [ids]))

@@ -57,29 +57,40 @@ class FileIds:
     atomic: bool = False
 
 
-def file_ids(pieces: Sequence[Sequence[int]], header: Sequence[int]) -> FileIds:
+def file_ids(pieces: Sequence[list[int]], header: list[int]) -> FileIds:
     """A file's :class:`FileIds` from its render pieces' ids and its header's own ids."""
-    first, rest = list(pieces[0]), [list(p) for p in pieces[1:]]
-    if first[: len(header)] == list(header):
+    first, rest = pieces[0], list(pieces[1:])
+    if first[: len(header)] == header:
         hunk = first[len(header) :]
-        return FileIds(list(header), [hunk, *rest] if hunk else rest)
+        return FileIds(header, [hunk, *rest] if hunk else rest)
     return FileIds([], [first, *rest], atomic=True)
 
 
-class _Marks:
-    """Mark ids, each text encoded once."""
+class _Cache:
+    """What a cut asks for again and again: the marks' ids, a hunk's lines, a hunk's ids up
+    to a line."""
 
-    def __init__(self, encoder: TextEncoder) -> None:
-        self.encoder = encoder
-        self._cache: dict[str, list[int]] = {}
+    def __init__(self, encoder: TextEncoder, files: Sequence[FileIds]) -> None:
+        self.encoder, self.files = encoder, files
+        self._lines: dict[tuple[int, int], list[str]] = {}
+        self._heads: dict[tuple[int, int, int], list[int]] = {}
 
-    def __call__(self, count: int, what: str) -> list[int]:
-        if not count:
-            return []
-        text = omission(count, what)
-        if text not in self._cache:
-            self._cache[text] = self.encoder.plain([text])[0]
-        return self._cache[text]
+    def mark(self, count: int, what: str) -> list[int]:
+        return self.encoder.remembered(omission(count, what)) if count else []
+
+    def lines(self, file: int, hunk: int) -> list[str]:
+        if (file, hunk) not in self._lines:
+            ids = self.files[file].hunks[hunk]
+            self._lines[file, hunk] = self.encoder.decode(ids).splitlines(keepends=True)
+        return self._lines[file, hunk]
+
+    def head(self, file: int, hunk: int, lines: int) -> list[int]:
+        """The ids of the hunk's first ``lines`` lines and the mark for the rest."""
+        if (file, hunk, lines) not in self._heads:
+            text = self.lines(file, hunk)
+            ids = self.encoder.head(self.files[file].hunks[hunk], "".join(text[:lines]))
+            self._heads[file, hunk, lines] = ids + self.mark(len(text) - lines, "line")
+        return self._heads[file, hunk, lines]
 
 
 @dataclass
@@ -108,7 +119,7 @@ class _Plan:
         return False
 
 
-def _assemble(files: Sequence[FileIds], plan: _Plan, marks: _Marks) -> list[int]:
+def _assemble(files: Sequence[FileIds], plan: _Plan, cache: _Cache) -> list[int]:
     """The ids of the change as ``plan`` shows it."""
     out: list[int] = []
     dropped_files = 0
@@ -116,7 +127,7 @@ def _assemble(files: Sequence[FileIds], plan: _Plan, marks: _Marks) -> list[int]
         if not shown:
             dropped_files += 1
             continue
-        out += marks(dropped_files, "file")
+        out += cache.mark(dropped_files, "file")
         dropped_files = 0
         out += file.header
         dropped = 0
@@ -125,31 +136,29 @@ def _assemble(files: Sequence[FileIds], plan: _Plan, marks: _Marks) -> list[int]
             if not whole and partial is None:
                 dropped += 1
                 continue
-            out += marks(dropped, "hunk")
+            out += cache.mark(dropped, "hunk")
             dropped = 0
             if whole:
                 out += hunk
                 continue
-            lines = marks.encoder.decode(hunk).splitlines(keepends=True)
-            out += marks.encoder.head(hunk, "".join(lines[: partial[2]]))
-            out += marks(len(lines) - partial[2], "line")
-        out += marks(dropped, "hunk")
-    return out + marks(dropped_files, "file")
+            out += cache.head(*partial)
+        out += cache.mark(dropped, "hunk")
+    return out + cache.mark(dropped_files, "file")
 
 
-def _run_marks(kept: Sequence[bool], marks: _Marks) -> int:
+def _run_marks(kept: Sequence[bool], cache: _Cache) -> int:
     """The tokens of the marks that stand for a file's runs of dropped hunks."""
     total = run = 0
     for whole in (*kept, True):
         if whole:
-            total += len(marks(run, "hunk"))
+            total += len(cache.mark(run, "hunk"))
             run = 0
         else:
             run += 1
     return total
 
 
-def _whole_units(files: Sequence[FileIds], room: int, marks: _Marks) -> _Plan:
+def _whole_units(files: Sequence[FileIds], room: int, cache: _Cache) -> _Plan:
     """Steps 1 and 2 of the module docstring: the headers, then each whole hunk that fits,
     reckoning the marks exactly (a kept hunk may split a run of dropped ones in two)."""
     plan = _Plan([False] * len(files), [[False] * len(f.hunks) for f in files])
@@ -157,22 +166,22 @@ def _whole_units(files: Sequence[FileIds], room: int, marks: _Marks) -> _Plan:
     for number, file in enumerate(files):
         plan.kept[number][: int(file.atomic)] = [True] * int(file.atomic)
         cost = len(file.header) + sum(map(len, file.hunks[: int(file.atomic)]))
-        cost += _run_marks(plan.kept[number], marks) + len(marks(dropped, "file"))
-        after = len(marks(len(files) - number - 1, "file"))  # were the rest all dropped
+        cost += _run_marks(plan.kept[number], cache) + len(cache.mark(dropped, "file"))
+        after = len(cache.mark(len(files) - number - 1, "file"))  # were the rest all dropped
         if used + cost + after <= (room if number == 0 else room // 2):
             plan.shown[number], used, dropped = True, used + cost, 0
         else:
             plan.kept[number] = [False] * len(file.hunks)
             dropped += 1
-    used += len(marks(dropped, "file"))
+    used += len(cache.mark(dropped, "file"))
     for number, file in enumerate(files):
         if not plan.shown[number]:
             continue
         kept = plan.kept[number]
         for index in range(int(file.atomic), len(file.hunks)):
-            before = _run_marks(kept, marks)
+            before = _run_marks(kept, cache)
             kept[index] = True
-            cost = len(file.hunks[index]) + _run_marks(kept, marks) - before
+            cost = len(file.hunks[index]) + _run_marks(kept, cache) - before
             if used + cost <= room:
                 used += cost
             else:
@@ -187,13 +196,13 @@ def cut_change(files: Sequence[FileIds], room: int, encoder: TextEncoder) -> lis
     whole = [token for file in files for hunk in (file.header, *file.hunks) for token in hunk]
     if len(whole) <= room:
         return whole
-    marks = _Marks(encoder)
-    plan = _whole_units(files, room, marks)
-    ids = _assemble(files, plan, marks)
+    cache = _Cache(encoder, files)
+    plan = _whole_units(files, room, cache)
+    ids = _assemble(files, plan, cache)
     while len(ids) > room:
         if not plan.drop_last(files):
             return []
-        ids = _assemble(files, plan, marks)
+        ids = _assemble(files, plan, cache)
     # Step 3: the leading lines of the first hunk dropped in a file shown.
     target = next(
         (
@@ -207,16 +216,16 @@ def cut_change(files: Sequence[FileIds], room: int, encoder: TextEncoder) -> lis
     )
     if target is None:
         return ids
-    lines = encoder.decode(files[target[0]].hunks[target[1]]).count("\n")
+    lines = len(cache.lines(*target))
     low, high = 0, lines - 1  # the most lines that fit, short of the whole hunk
     while low < high:
         middle = (low + high + 1) // 2
         plan.partial = (*target, middle)
-        if len(_assemble(files, plan, marks)) <= room:
+        if len(_assemble(files, plan, cache)) <= room:
             low = middle
         else:
             high = middle - 1
     if low == 0:
         return ids
     plan.partial = (*target, low)
-    return _assemble(files, plan, marks)
+    return _assemble(files, plan, cache)

@@ -5,6 +5,8 @@ Whatever the source, the result is a ``transformers`` fast tokenizer saved with
 ``AutoTokenizer.from_pretrained`` and never need to know where it came from.
 """
 
+import bisect
+import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -128,6 +130,7 @@ class TextEncoder:
         specials = special_tokens(tokenizer)
         self._markers = {m: backend.token_to_id(m) for m in markers if m in specials}
         self._found = tuple(sorted(self._markers))
+        self._remembered: dict[str, list[int]] = {}
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without BOS/EOS, every marker string in it a marker: for
@@ -170,12 +173,24 @@ class TextEncoder:
         """Token ids of each text with no part of it read as a marker."""
         return self._encode_plain(list(texts))
 
+    def remembered(self, text: str) -> list[int]:
+        """``plain([text])[0]``, encoded once: for the few short texts asked for again and
+        again (the marks of a cut change, repotune.shards.shorten)."""
+        if text not in self._remembered:
+            self._remembered[text] = self.plain([text])[0]
+        return self._remembered[text]
+
+    @cached_property
+    def _token_texts(self) -> list[str]:
+        """Each token id's text, decoded alone."""
+        size = self._plain.get_vocab_size(with_added_tokens=True)
+        return [self.decode([i]) for i in range(size)]
+
     @cached_property
     def line_ends(self) -> np.ndarray:
         """For each token id, whether its text ends in a newline: where a long commit may be
         cut between lines (repotune.shards.packing.split_lines)."""
-        size = self._plain.get_vocab_size(with_added_tokens=True)
-        return np.array([self.decode([i]).endswith("\n") for i in range(size)], dtype=bool)
+        return np.array([text.endswith("\n") for text in self._token_texts], dtype=bool)
 
     def head(self, ids: Sequence[int], text: str) -> list[int]:
         """The leading ids of an encoding (``ids``) that spell ``text``, a prefix of its text.
@@ -183,19 +198,26 @@ class TextEncoder:
         Cut at a line start before a non-space (every prompt's end), a byte-level BPE has a
         token boundary there and the result is a prefix of ``ids``. Otherwise the ids up to the
         last boundary before the end are kept and the rest of ``text`` is encoded on its own,
-        as plain text (no marker is cut in two: a marker is one token).
+        as plain text (no marker is cut in two: a marker is one token). Where the tokens' own
+        texts add up to the decoded text (no token holds part of a character), the boundary is
+        found from their lengths; otherwise by decoding prefixes.
         """
-        low, high = 0, len(ids)
-        while low < high:  # the most tokens whose text is no longer than ``text``
-            middle = (low + high + 1) // 2
-            if len(self.decode(ids[:middle])) <= len(text):
-                low = middle
-            else:
-                high = middle - 1
-        while low and not text.startswith(self.decode(ids[:low])):
-            low -= 1
-        done = self.decode(ids[:low])
-        rest = self.plain([text[len(done) :]])[0] if len(done) < len(text) else []
+        pieces = [self._token_texts[i] for i in ids]
+        if "".join(pieces) == self.decode(ids):
+            low = bisect.bisect_right(list(itertools.accumulate(map(len, pieces))), len(text))
+            done = sum(map(len, pieces[:low]))
+        else:
+            low, high = 0, len(ids)
+            while low < high:  # the most tokens whose text is no longer than ``text``
+                middle = (low + high + 1) // 2
+                if len(self.decode(ids[:middle])) <= len(text):
+                    low = middle
+                else:
+                    high = middle - 1
+            while low and not text.startswith(self.decode(ids[:low])):
+                low -= 1
+            done = len(self.decode(ids[:low]))
+        rest = self.plain([text[done:]])[0] if done < len(text) else []
         return [*ids[:low], *rest]
 
     def decode(self, ids: Sequence[int]) -> str:
