@@ -355,7 +355,7 @@ def test_no_document_of_a_long_commit_is_shorter_than_the_floor() -> None:
     # A remainder too short to split in two asks the budget for room to hold it whole.
     budget = _GapOf(5, max_tokens=11)
     split = split_document([[1] * 11, [2] * 6], contexts[:2], budget, ends, floor=4)
-    assert budget.needs == [4, 7]
+    assert budget.needs == [11 + 4, 7]  # the first piece whole and the floor, the rest whole
     assert split.documents == [[1] * 11, [91] + [2] * 6]
     # A document too short to close yet takes the next line cut between tokens.
     lines = np.zeros(100, dtype=bool)

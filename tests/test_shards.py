@@ -136,7 +136,7 @@ def test_blocks_hold_whole_documents_with_eos_only_at_a_commits_end(stage) -> No
         # Every document, continuations included, starts with its task's header.
         assert all(text.startswith(("<|message|>\n", "<|diff|>\n")) for text in documents)
         whole = set(documents)
-        cut = 0
+        cut = long_messages = 0
         for row in rows:
             task = task_for(row["sha"], 0.5, 0)
             text = render(row, task, template)
@@ -152,11 +152,19 @@ def test_blocks_hold_whole_documents_with_eos_only_at_a_commits_end(stage) -> No
                 assert " not shown ...\n" in document
                 cut += 1
                 continue
-            # A long message->change commit: its first document is the start of its
-            # rendering, and one document ends with the rendering's end and EOS.
-            assert any(text.startswith(doc) for doc in documents if not doc.endswith(EOS))
+            # A long message->change commit: its first document starts with its message
+            # whole (its subject alone when that is over half the block) and goes on with
+            # the change; one document ends with the rendering's end and EOS.
+            questions = [
+                r[: r.index("<|diff|>\n") + 9]
+                for r in (text, render(subject_only(row), task, template))
+            ]
+            opening = [doc for doc in documents if doc.startswith(tuple(questions))]
+            assert [doc for doc in opening if "\ndiff --git " in doc]
+            long_messages += not any(doc.startswith(questions[0]) for doc in opening)
             assert any(doc.endswith(text[-10:] + EOS) for doc in documents)
         assert cut == stats["splits"][split]["change_to_message_cut"]["changes_cut"] > 0
+        assert long_messages == stats["splits"][split]["message_to_change_subject_only"]
         # No document is shorter than the floor, but a commit that is short as a whole.
         floor = min_document(SEQ_LEN)
         short = [text for block in data for text in _documents(tokenizer, block, floor)]

@@ -148,7 +148,9 @@ def split_document(
     ``floor``: no document is shorter (blocks permitting): a document whose remainder would be
     shorter closes early enough to leave the last one ``floor`` tokens, one that cannot hold a
     whole line yet is under ``floor`` is filled with the line cut between tokens, and a short
-    remainder asks the budget for room to hold it whole.
+    remainder asks the budget for room to hold it whole. The first document asks for room for
+    the first piece and ``floor`` tokens more, so a message->change question is not cut off
+    from its answer in the smallest gap.
     """
     documents: list[list[int]] = []
     current: list[int] = []
@@ -164,9 +166,9 @@ def split_document(
         left = total - consumed
         return max(2 * shortest + 1, left + shortest if left < 2 * floor else floor)
 
-    def open_document(options: Sequence[Sequence[int]]) -> None:
+    def open_document(options: Sequence[Sequence[int]], least: int = 0) -> None:
         nonlocal current, fresh, limit
-        limit = budget.take(need())
+        limit = budget.take(max(need(), least))
         left = total - consumed
         context = fit(options, limit)
         if left + len(context) > limit:  # a shorter context may let the remainder fit
@@ -180,7 +182,9 @@ def split_document(
             documents.append(current)
             open_document(options)
 
-    open_document(())
+    # The first document holds the first piece (message->change: the message, the question)
+    # whole and some of what follows, where a block has room for that.
+    open_document((), len(piece_ids[0]) + floor if piece_ids else 0)
     for ids, context in zip(piece_ids, contexts, strict=True):
         room = limit - len(current)
         if len(ids) > room and not fresh and room < limit // FILL:

@@ -41,6 +41,7 @@ from repotune.shards.marked import Marked
 from repotune.shards.prompt import change_to_message_ids, context_texts, contexts
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
+    MESSAGE_TO_CHANGE,
     TASKS,
     Piece,
     Template,
@@ -101,13 +102,15 @@ class EncodeCounts:
     and what became of the change->message commits longer than a block: ``changes_cut``
     (their one document holds the change cut to fit), ``messages_cut`` (of those, the message
     took more than half a block and kept its subject alone), ``dropped`` (not even the subject
-    fit half a block: no document)."""
+    fit half a block: no document); ``subject_only``: long message->change commits whose
+    message took more than half a block, asked with their subject alone."""
 
     commits: int = 0
     tasks: Counter = field(default_factory=Counter)
     changes_cut: int = 0
     messages_cut: int = 0
     dropped: int = 0
+    subject_only: int = 0
 
 
 def open_parquet(path: str | Path, what: str, columns: Sequence[str], stage: str) -> pq.ParquetFile:
@@ -285,13 +288,11 @@ def encode_split(
         piece_ids = [[next(encoded) for _ in commit] for commit in parts]
         long = [i for i, ids in enumerate(piece_ids) if sum(map(len, ids)) > max_tokens]
         texts = [context_texts(parts[i], task_opening(rows[i], tasks[i], template)) for i in long]
-        # A change->message message over half a block: its subject alone, encoded with these.
-        short = [
-            i
-            for i in long
-            if tasks[i] == CHANGE_TO_MESSAGE and 2 * len(piece_ids[i][-1]) > max_tokens
-        ]
-        subjects = [message_part(subject_only(rows[i]), CHANGE_TO_MESSAGE, template) for i in short]
+        # A long commit's message piece over half a block: its subject alone stands in for
+        # it (encoded with the contexts), so the message shares a document with its change.
+        message_at = {CHANGE_TO_MESSAGE: -1, MESSAGE_TO_CHANGE: 0}
+        short = [i for i in long if 2 * len(piece_ids[i][message_at[tasks[i]]]) > max_tokens]
+        subjects = [message_part(subject_only(rows[i]), tasks[i], template) for i in short]
         extra = encode.marked(
             [t for commit in texts for t in commit] + [p.marked for p in subjects]
         )
@@ -322,7 +323,11 @@ def encode_split(
                     document_commit.append(commit)
             else:
                 context = contexts(parts[index], split_at[index])
-                long_commits.append(LongCommit(commit, piece_ids[index], context))
+                pieces = piece_ids[index]
+                if index in subject_ids:
+                    pieces = [subject_ids[index], *pieces[1:]]
+                    counts.subject_only += 1
+                long_commits.append(LongCommit(commit, pieces, context))
         lengths = [len(d) for d in documents]
         flat = itertools.chain.from_iterable(documents)
         yield DocumentBatch(
@@ -389,6 +394,7 @@ def tokenize_split(
             "messages_cut": counts.messages_cut,
             "dropped": counts.dropped,
         },
+        "message_to_change_subject_only": counts.subject_only,
         "shards": writer.shards,
         "tokens_by_kind": {
             "commit": stats["tokens"] - file_tokens,
