@@ -36,7 +36,6 @@ from repotune.config import resolve_config  # noqa: E402
 from repotune.curate.stage import CurateSettings, curate  # noqa: E402
 from repotune.extract.stage import ExtractSettings, extract_to_parquet  # noqa: E402
 from repotune.models import resolve_model  # noqa: E402
-from repotune.shards.prompt import line_ends  # noqa: E402
 from repotune.shards.stage import (  # noqa: E402
     EncodeCounts,
     TokenizeSettings,
@@ -118,7 +117,7 @@ def main() -> None:
     lengths = np.concatenate(
         [batch.lengths for batch in batches] + [np.array([c.tokens for c in long], np.int64)]
     )
-    ends_line = line_ends(TextEncoder(tokenizer, template.markers), len(tokenizer))
+    ends_line = TextEncoder(tokenizer, template.markers).line_ends
     print(
         f"history: {args.commits} commits built in {build_seconds:.1f} s, extracted in "
         f"{extract_seconds:.1f} s, curated in {curate_seconds:.1f} s; BPE trained in "

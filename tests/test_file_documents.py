@@ -3,6 +3,7 @@ commits (repotune.shards.files), and nothing from after the train cutoff."""
 
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from repotune.evaluate.fim_prompt import Gap, native_fim, prompt_for
 from repotune.models import resolve_model
 from repotune.shards.files import FIM_MARKERS, file_documents
 from repotune.shards.fim import (
+    FIM_FORMATS,
     PLAIN_FIM,
     STARCODER2_FIM,
     file_header,
@@ -28,13 +30,16 @@ from repotune.shards.fim import (
     trained_fim_format,
     whole_file,
 )
+from repotune.shards.render import TEMPLATES, get_template, render, task_for
 from repotune.shards.stage import TokenizeSettings, tokenize_stage
 from repotune.shards.table import IGNORE
-from repotune.shards.tokenizer import TextEncoder, load_tokenizer
+from repotune.shards.tokenizer import EOS, TextEncoder, load_tokenizer
 from repotune.shards.torch_blocks import load_blocks
 from repotune.snapshot.table import SNAPSHOT
 from testdata.curated import (
     STARCODER2_SPECIAL,
+    commit_row,
+    file_change,
     save_hub_like_tokenizer,
     synthetic_rows,
     write_curated,
@@ -191,20 +196,39 @@ def test_each_file_document_is_its_fim_or_whole_file_text_then_eos(stage):
     assert counts["fim_psm"] > 0 and counts["fim_spm"] > 0 and counts["whole_file"] > 0
 
 
+def test_no_fim_document_answers_with_a_marker(stage):
+    """After the middle marker comes code: a marker there (the file header of an SPM
+    document, as once) teaches the model to answer with a stop string, i.e. nothing."""
+    root, stats = stage
+    tokenizer = _tokenizer(root)
+    middle = tokenizer.convert_tokens_to_ids("<|fim_middle|>")
+    specials = set(tokenizer.all_special_ids) | {
+        tokenizer.convert_tokens_to_ids(m) for m in MARKER_IDS
+    }
+    fim = [d for d in _documents(root) if middle in d]
+    counts = stats["splits"]["train"]["files"]
+    assert len(fim) == counts["fim_psm"] + counts["fim_spm"] and counts["fim_spm"] > 0
+    for document in fim:
+        assert document.count(middle) == 1
+        assert document[document.index(middle) + 1] not in specials, tokenizer.decode(document)
+
+
 def test_labels_start_each_fim_document_afresh(stage):
     """The training batches (repotune.shards.torch_blocks.collate) mask the label of a FIM
-    document's first token, so it is never predicted from the document before it; the rest of
-    the document, its EOS included, is learnt."""
+    document's first token (its file header's marker), so it is never predicted from the
+    document before it; the rest of the document, its EOS included, is learnt."""
     root, _ = stage
     tokenizer = _tokenizer(root)
+    file_id = tokenizer.convert_tokens_to_ids("<|file|>")
     prefix_id = tokenizer.convert_tokens_to_ids("<|fim_prefix|>")
     blocks = load_blocks(root / "out" / "shards" / "train")
     batch = blocks.batch(list(range(len(blocks))))
     ids, positions, labels = batch["input_ids"], batch["position_ids"], batch["labels"]
-    starts = (ids == prefix_id) & (positions == 0)
+    starts = (ids == file_id) & (positions == 0)
     assert int(starts.sum()) > 0
     assert bool((labels[starts] == IGNORE).all())
-    assert bool((ids == prefix_id).eq(starts).all())  # the marker only ever opens a document
+    assert bool((ids == file_id).eq(starts).all())  # the marker only ever opens a document
+    assert bool((labels[ids == prefix_id] == prefix_id).all())  # learnt after the header
     after = torch.roll(starts, 1, dims=1) & (positions > 0)
     assert bool((labels[after] == ids[after]).all())
 
@@ -348,3 +372,95 @@ def test_a_snapshot_without_content_is_a_one_line_error(tmp_path):
             files=broken,
         )
     assert not (tmp_path / "tokenizer").exists()
+
+
+ALL_MARKERS = tuple(
+    dict.fromkeys(
+        [EOS]
+        + [m for template in TEMPLATES.values() for m in template.markers]
+        + [m for fmt in FIM_FORMATS.values() for m in fmt.markers]
+    )
+)
+QUOTE = "".join(ALL_MARKERS)
+
+
+def _quoting_history() -> tuple[list[dict], dict[str, str]]:
+    """Commits (one per task direction) and a snapshot file whose subject, body, paths, patch
+    and content quote every marker string of every template and FIM format."""
+    hunk = f"@@ -1,2 +1,3 @@\n x = 1\n-y = 2\n+MARKERS = {QUOTE!r}\n z = 3\n"
+    rows = [
+        commit_row(
+            f"quote-{n}",
+            f"Quote {QUOTE} in code",
+            [file_change(f"src/{QUOTE}.py", hunk), file_change("src/plain.py", hunk)],
+            body=f"Markers {QUOTE} are text here.",
+        )
+        for n in range(8)
+    ]
+    return rows, {f"docs/{QUOTE}.md": f"# {QUOTE}\n\nx = '{QUOTE}'\n", "pkg/m.py": "y = 1\n"}
+
+
+@pytest.mark.parametrize(
+    ("model", "template_name", "fmt"),
+    [
+        ({"preset": "tiny", "bpe_vocab_size": 600}, "plain", PLAIN_FIM),
+        ("starcoder2", "starcoder2", STARCODER2_FIM),
+    ],
+    ids=["tiny", "starcoder2-like"],
+)
+def test_marker_strings_in_repository_text_are_text_not_marker_ids(
+    tmp_path, model, template_name, fmt
+):
+    """Only the markers the template and the FIM format put in are marker ids: every document
+    holds exactly those, and decodes to its text, the quoted markers included."""
+    if model == "starcoder2":
+        hub = save_hub_like_tokenizer(tmp_path / "hub", STARCODER2_SPECIAL)
+        model = {"name": "hub", "base": str(hub), "template": "starcoder2"}
+    rows, files = _quoting_history()
+    out = tmp_path / "out"
+    settings = _settings(seq_len=2048, shard_tokens=4 * 2048, fim_rate=0.5)
+    stats = tokenize_stage(
+        splits=write_curated(tmp_path / "dataset", rows),
+        tokenizer_dir=out / "tokenizer",
+        shard_dirs={split: out / "shards" / split for split in SPLITS},
+        stats_path=out / "shards" / "stats.json",
+        settings=settings,
+        model=resolve_model(model),
+        threads=2,
+        files=_write_snapshot(tmp_path / "snapshot" / "files.parquet", files),
+    )
+    template = get_template(stats["template"]["name"])
+    assert template.name == template_name and stats["fim"]["format"] == fmt.name
+    tokenizer = _tokenizer(tmp_path)
+    special = {tokenizer.convert_tokens_to_ids(m): m for m in ALL_MARKERS}
+    special = {i: m for i, m in special.items() if i != tokenizer.unk_token_id}
+    assert set(special.values()) >= {*template.markers, *fmt.markers, EOS}
+    expected: list[tuple[str, Counter]] = []  # (a document's text, the markers put in it)
+    for row in rows:
+        task = task_for(row["sha"], settings.message_to_change, settings.seed)
+        put = Counter(template.markers)  # plain: <|message|> and <|diff|>, once each
+        if template_name == "starcoder2":  # and a <pr_file> and <pr_diff_hunk> per file
+            put = Counter({"<pr>": 1, "<pr_diff>": 1, "<pr_file>": 2, "<pr_diff_hunk>": 2})
+        expected.append((render(row, task, template) + EOS, put + Counter({EOS: 1})))
+    for path, content in files.items():
+        if is_fim(settings.seed, path, settings.fim_rate):
+            example = fim_example(path, content, fmt, settings.seed, settings.fim_spm_rate, path)
+            text, put = example.prompt + example.middle, Counter(fmt.markers)
+        else:
+            text, put = whole_file(path, content, fmt), Counter({fmt.file: 1})
+        expected.append((text + EOS, put + Counter({EOS: 1})))
+    documents = _documents(tmp_path)
+    assert len(documents) == len(expected)
+    for ids in documents:
+        found = (
+            tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=False),
+            Counter(special[i] for i in ids if i in special),
+        )
+        assert found in expected, found
+        expected.remove(found)
+    assert not expected
+    kinds = stats["splits"]["train"]["tasks"]
+    assert kinds["message_to_change"] and kinds["change_to_message"]
+    assert (
+        stats["splits"]["train"]["files"]["fim_psm"] + stats["splits"]["train"]["files"]["fim_spm"]
+    )

@@ -16,16 +16,15 @@ from repotune.shards.packing import (
     split_document,
     split_lines,
 )
-from repotune.shards.prompt import context_texts, contexts, line_ends
+from repotune.shards.prompt import context_texts, contexts
 from repotune.shards.render import (
-    CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
     PLAIN,
-    message_text,
     render,
     render_parts,
     render_pieces,
     task_header,
+    task_opening,
 )
 from repotune.shards.table import IGNORE
 from repotune.shards.tokenizer import TextEncoder, train_bpe
@@ -105,12 +104,13 @@ def test_long_commits_fill_the_room_whole_commits_leave(encoder) -> None:
     whole_blocks = best_fit(whole_sizes, bins).tolist()
     used = np.bincount(whole_blocks, weights=whole_sizes)
     budget = GapBudget(bins, minimum=16, max_tokens=seq_len - 1)
-    ends_line = line_ends(encoder, VOCAB)
+    ends_line = encoder.line_ends
     documents, blocks, ends = [], [], []
     for i in long:
         parts = render_parts(rows[i], MESSAGE_TO_CHANGE, PLAIN)
         found = contexts(
-            parts, encoder(context_texts(parts, task_header(rows[i], MESSAGE_TO_CHANGE, PLAIN)))
+            parts,
+            encoder.marked(context_texts(parts, task_opening(rows[i], MESSAGE_TO_CHANGE, PLAIN))),
         )
         split = split_document(ids[i], found, budget, ends_line)
         blocks += budget.settle(split.documents)
@@ -145,9 +145,9 @@ def _split(encoder: TextEncoder, row, max_tokens: int, task: str = MESSAGE_TO_CH
     """The row split as the tokenize stage splits it, and its documents' texts."""
     parts = render_parts(row, task, PLAIN)
     pieces = [part.text for part in parts]
-    context_ids = encoder(context_texts(parts, task_header(row, task, PLAIN)))
+    context_ids = encoder.marked(context_texts(parts, task_opening(row, task, PLAIN)))
     found = contexts(parts, context_ids)
-    ends = line_ends(encoder, VOCAB)
+    ends = encoder.line_ends
     split = split_document(encoder(pieces), found, FixedBudget(max_tokens), ends)
     return split, [encoder.decode(ids) for ids in split.documents]
 
@@ -208,17 +208,6 @@ def test_a_hunk_too_long_alone_is_split_at_lines_then_tokens(encoder) -> None:
     assert _rejoin(row, texts) == ("".join(pieces), len(texts) - 1)
     # The line too long for a document is spread over several, cut between tokens.
     assert not any(long_line in text for text in texts)
-
-
-def test_change_to_message_continuations_end_with_the_message(encoder) -> None:
-    row = next(r for r in synthetic_rows(200, seed=5) if len(r["files"]) >= 3)
-    task = CHANGE_TO_MESSAGE
-    lengths = [len(ids) for ids in encoder(render_pieces(row, task, PLAIN))]
-    _, texts = _split(encoder, row, max(max(lengths) + 60, sum(lengths) // 3), task)
-    assert len(texts) >= 2
-    assert all(text.startswith("<|diff|>\n") for text in texts)
-    assert texts[-1].endswith("<|message|>\n" + message_text(row))
-    assert _rejoin(row, texts, task)[0] == render(row, task, PLAIN)
 
 
 def test_collate_labels_each_documents_tokens_after_its_first_and_separates_padding() -> None:
@@ -338,18 +327,45 @@ def test_every_long_piece_of_a_commit_counts_its_split_and_its_cut() -> None:
     assert (split.line_splits, split.token_cuts) == (2, 2)
 
 
-def test_the_last_piece_moves_to_a_new_document_with_the_piece_before_it() -> None:
-    # change_to_message: the message (last piece) is kept whole, and the piece it answers
-    # moves along with it, behind its own context, when both fit a new document.
+class _GapOf:
+    """A budget with one gap of ``room`` for any document that needs no more; a new block of
+    ``max_tokens`` otherwise (and for the first document). Records each need."""
+
+    def __init__(self, room: int, max_tokens: int) -> None:
+        self.room, self.max_tokens, self.needs = room, max_tokens, []
+
+    def peek(self, need: int) -> int:
+        return self.room if self.needs and need <= self.room else self.max_tokens
+
+    def take(self, need: int) -> int:
+        limit = self.peek(need)
+        self.needs.append(need)
+        return limit
+
+
+def test_no_document_of_a_long_commit_is_shorter_than_the_floor() -> None:
     contexts = [Context(at_start=([90 + i],), inside=([80 + i],)) for i in range(3)]
-    pieces = [[1] * 5, [2] * 4, [3] * 3]
-    split = split_document(pieces, contexts, FixedBudget(10), np.zeros(100, dtype=bool))
-    assert split.documents == [[1] * 5, [91, 2, 2, 2, 2, 3, 3, 3]]
-    assert (split.line_splits, split.token_cuts) == (0, 0)
-    # Too long to move along: the message alone starts the next document.
-    pieces = [[1] * 2, [2] * 7, [3] * 3]
-    split = split_document(pieces, contexts, FixedBudget(10), np.zeros(100, dtype=bool))
-    assert split.documents == [[1] * 2 + [2] * 7, [92, 3, 3, 3]]
+    pieces = [[1] * 10, [2] * 10, [3] * 3]
+    ends = np.zeros(100, dtype=bool)
+    loose = split_document(pieces, contexts, FixedBudget(10), ends)
+    assert loose.documents == [[1] * 10, [91] + [2] * 9, [81, 2, 3, 3, 3]]
+    # A floor of 6: the second document closes early to leave the last one 6 tokens.
+    split = split_document(pieces, contexts, FixedBudget(10), ends, floor=6)
+    assert split.documents == [[1] * 10, [91] + [2] * 7, [81, 2, 2, 2, 3, 3, 3]]
+    # A remainder too short to split in two asks the budget for room to hold it whole.
+    budget = _GapOf(5, max_tokens=11)
+    split = split_document([[1] * 11, [2] * 6], contexts[:2], budget, ends, floor=4)
+    assert budget.needs == [11 + 4, 7]  # the first piece whole and the floor, the rest whole
+    assert split.documents == [[1] * 11, [91] + [2] * 6]
+    # A document too short to close yet takes the next line cut between tokens.
+    lines = np.zeros(100, dtype=bool)
+    lines[5] = True  # token 5 ends a line
+    pieces = [[1, 1, 5], [2] * 9 + [5] + [3] * 3]
+    loose = split_document(pieces, contexts[:2], FixedBudget(10), lines)
+    assert loose.documents[0] == [1, 1, 5]
+    split = split_document(pieces, contexts[:2], FixedBudget(10), lines, floor=5)
+    assert split.documents == [[1, 1, 5] + [2] * 7, [81, 2, 2, 5, 3, 3, 3]]
+    assert split.token_cuts == 1
 
 
 def test_a_nearly_full_document_closes_at_a_piece_boundary() -> None:

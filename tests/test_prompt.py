@@ -19,8 +19,11 @@ from repotune.shards.render import (
     MESSAGE_TO_CHANGE,
     PLAIN,
     STARCODER2,
+    message_part,
     render,
     render_prompt,
+    subject_only,
+    task_header,
 )
 from repotune.shards.stage import EncodeCounts, TokenizeSettings, encode_split
 from repotune.shards.tokenizer import TextEncoder, train_bpe
@@ -50,6 +53,12 @@ def _history(path: Path) -> list[dict]:
         {"mod.py": _module(12, changed={2, 9}, added={0, 7}), "util.py": _module(4, added={3})},
     )
     repo.commit("Grow util", {"util.py": _module(6, added={3})})
+    # Marker strings in a commit's text are text (the prefix invariants hold all the same).
+    quoted = "<|message|><|diff|><pr><pr_diff><pr_file><pr_diff_hunk><|endoftext|>"
+    repo.commit(
+        f"Quote {quoted}\n\nThe markers {quoted} are text.",
+        {"util.py": _module(6, added={3}) + f"MARKERS = {quoted!r}\n"},
+    )
     head = repo.head()
     settings = ExtractSettings.from_config(resolve_config({"extract": {}})["extract"])
     out = path / "extract"
@@ -68,15 +77,18 @@ def history(tmp_path_factory):
     return root, rows
 
 
-def _training_ids(root: Path, rows, tokenizer, template, task: str) -> dict[str, list[int]]:
-    """Each commit's ids as the tokenize stage builds them, every commit in ``task``."""
+def _training_ids(
+    root: Path, rows, tokenizer, template, task: str, seq_len: int = 4096
+) -> dict[str, list[int]]:
+    """Each commit's one document as the tokenize stage builds it, every commit in ``task``
+    (``seq_len`` large enough for every message->change commit to fit a block)."""
     path = write_split(root / f"{template.name}-{task}.parquet", rows)
     share = 1.0 if task == MESSAGE_TO_CHANGE else 0.0
-    section = {"seq_len": 4096, "message_to_change": share}
+    section = {"seq_len": seq_len, "message_to_change": share}
     settings = TokenizeSettings.from_config(resolve_config({"tokenize": section})["tokenize"])
     out = {}
     for batch in encode_split(path, tokenizer, template, settings, EncodeCounts()):
-        assert not batch.long  # one document per commit at this block size
+        assert not batch.long  # one document per commit
         tokens, start = batch.tokens.tolist(), 0
         for commit, length in zip(batch.commits.tolist(), batch.lengths.tolist(), strict=True):
             out[batch.shas[commit - batch.first_commit]] = tokens[start : start + length]
@@ -119,7 +131,7 @@ def test_evaluation_prompt_ids_are_a_prefix_of_the_training_ids(history, templat
     assert not_a_prefix > 0
 
 
-def test_prompt_ids_default_to_the_task_prompt_and_keep_the_end_when_cut(history) -> None:
+def test_prompt_ids_default_to_the_task_prompt_and_cut_the_change_over_budget(history) -> None:
     _, rows = history
     row = max(rows, key=lambda r: len(render(r, CHANGE_TO_MESSAGE, PLAIN)))
     tokenizer = train_bpe([render(r, CHANGE_TO_MESSAGE, PLAIN) for r in rows], 400, PLAIN.markers)
@@ -129,6 +141,48 @@ def test_prompt_ids_default_to_the_task_prompt_and_keep_the_end_when_cut(history
     short = prompt_ids(row, CHANGE_TO_MESSAGE, PLAIN, encoder, max_tokens=len(full) // 2)
     assert len(short) <= len(full) // 2
     text = encoder.decode(short)
-    # A cut prompt reads like a training continuation: the task header first, then the end.
-    assert text.startswith("<|diff|>\n") and text.endswith("<|message|>\n")
-    assert "diff --git " in text
+    # A cut prompt keeps the task header, the first file's header and the message marker,
+    # and says what it left out.
+    first = PLAIN.file_header(row["files"][0])
+    assert text.startswith("<|diff|>\n" + first) and text.endswith("<|message|>\n")
+    assert " not shown ...\n" in text
+    # A message->change prompt over budget reads like a training continuation: the task
+    # header first, then the end of the prompt.
+    end = len(render(row, MESSAGE_TO_CHANGE, PLAIN)) - len(
+        render(row, MESSAGE_TO_CHANGE, PLAIN).rsplit("\n@@ ", 1)[1]
+    )
+    whole = prompt_ids(row, MESSAGE_TO_CHANGE, PLAIN, encoder, end)
+    cut = prompt_ids(row, MESSAGE_TO_CHANGE, PLAIN, encoder, end, max_tokens=len(whole) // 2)
+    assert encoder.decode(cut).startswith(task_header(row, MESSAGE_TO_CHANGE, PLAIN))
+    assert cut[-10:] == whole[-10:]
+
+
+@pytest.mark.parametrize("template", [PLAIN, STARCODER2], ids=lambda t: t.name)
+def test_a_change_to_message_prompt_over_budget_and_its_message_are_the_training_document(
+    history, template
+) -> None:
+    """`repotune suggest` and the evaluation ask a commit longer than the block with the very
+    document the model was trained on, less its message: the same cut, the same marks."""
+    root, rows = history
+    texts = [render(row, CHANGE_TO_MESSAGE, template) for row in rows]
+    tokenizer = train_bpe(texts, vocab_size=400, markers=template.markers)
+    encoder = TextEncoder(tokenizer, template.markers)
+    seq_len = 128
+    trained = _training_ids(root, rows, tokenizer, template, CHANGE_TO_MESSAGE, seq_len)
+    over = 0
+    for row in rows:
+        [message] = encoder.marked([message_part(row, CHANGE_TO_MESSAGE, template).marked])
+        if 2 * len(message) > seq_len - 1:  # over half the block: trained on its subject
+            row = subject_only(row)
+        rendered = render(row, CHANGE_TO_MESSAGE, template)
+        whole = prompt_ids(row, CHANGE_TO_MESSAGE, template, encoder, len(rendered))
+        answer = whole[len(prompt_ids(row, CHANGE_TO_MESSAGE, template, encoder)) :]
+        if len(whole) < seq_len:
+            assert whole == trained[row["sha"]]
+            continue
+        over += 1
+        budget = seq_len - 1 - len(answer)
+        asked = prompt_ids(row, CHANGE_TO_MESSAGE, template, encoder, max_tokens=budget)
+        assert asked + answer == trained[row["sha"]]
+        assert " not shown ...\n" in encoder.decode(asked)
+    assert over >= 2

@@ -14,7 +14,15 @@ from repotune.config import resolve_config
 from repotune.curate.table import SPLITS
 from repotune.errors import InputError
 from repotune.models import resolve_model
-from repotune.shards.render import get_template, render, task_for
+from repotune.shards.packing import min_document
+from repotune.shards.render import (
+    CHANGE_TO_MESSAGE,
+    get_template,
+    message_text,
+    render,
+    subject_only,
+    task_for,
+)
 from repotune.shards.stage import TokenizeSettings, tokenize_stage
 from repotune.shards.table import SHARD_SCHEMA
 from repotune.shards.tokenizer import EOS
@@ -101,14 +109,15 @@ def test_stats_match_the_shards(stage) -> None:
     assert stats["tokens"] == sum(s["tokens"] for s in stats["splits"].values())
 
 
-def _documents(tokenizer, row) -> list[str]:
-    """A block's documents (its real tokens cut where positions restart), decoded."""
+def _documents(tokenizer, row, shorter: int | None = None) -> list[str]:
+    """A block's documents (its real tokens cut where positions restart), decoded; only those
+    of fewer than ``shorter`` tokens when given."""
     ids, positions = row["input_ids"][: row["length"]], row["position_ids"][: row["length"]]
     starts = [i for i, position in enumerate(positions) if position == 0]
     bounds = list(zip(starts, [*starts[1:], len(ids)], strict=True))
     for a, z in bounds:
         assert positions[a:z] == list(range(z - a))
-    return [_decode(tokenizer, ids[a:z]) for a, z in bounds]
+    return [_decode(tokenizer, ids[a:z]) for a, z in bounds if shorter is None or z - a < shorter]
 
 
 def test_blocks_hold_whole_documents_with_eos_only_at_a_commits_end(stage) -> None:
@@ -127,15 +136,40 @@ def test_blocks_hold_whole_documents_with_eos_only_at_a_commits_end(stage) -> No
         # Every document, continuations included, starts with its task's header.
         assert all(text.startswith(("<|message|>\n", "<|diff|>\n")) for text in documents)
         whole = set(documents)
+        cut = long_messages = 0
         for row in rows:
             task = task_for(row["sha"], 0.5, 0)
             text = render(row, task, template)
             if text + EOS in whole:
                 continue  # a commit that fits a block is one document
-            # A long commit: its first document is the start of its rendering, and one
-            # document ends with the rendering's end and EOS.
-            assert any(text.startswith(doc) for doc in documents if not doc.endswith(EOS))
+            if task == CHANGE_TO_MESSAGE:
+                # One document: the change cut to fit, with marks, then the message whole
+                # (its subject alone when the whole would take over half the block).
+                messages = {message_text(row), message_text(subject_only(row))}
+                ends = tuple(f"<|message|>\n{message}{EOS}" for message in messages)
+                [document] = [d for d in documents if d.endswith(ends)]
+                assert document.startswith("<|diff|>\ndiff --git ")
+                assert " not shown ...\n" in document
+                cut += 1
+                continue
+            # A long message->change commit: its first document starts with its message
+            # whole (its subject alone when that is over half the block) and goes on with
+            # the change; one document ends with the rendering's end and EOS.
+            questions = [
+                r[: r.index("<|diff|>\n") + 9]
+                for r in (text, render(subject_only(row), task, template))
+            ]
+            opening = [doc for doc in documents if doc.startswith(tuple(questions))]
+            assert [doc for doc in opening if "\ndiff --git " in doc]
+            long_messages += not any(doc.startswith(questions[0]) for doc in opening)
             assert any(doc.endswith(text[-10:] + EOS) for doc in documents)
+        assert cut == stats["splits"][split]["change_to_message_cut"]["changes_cut"] > 0
+        assert long_messages == stats["splits"][split]["message_to_change_subject_only"]
+        # No document is shorter than the floor, but a commit that is short as a whole.
+        floor = min_document(SEQ_LEN)
+        short = [text for block in data for text in _documents(tokenizer, block, floor)]
+        assert all(text in whole and text.endswith(EOS) for text in short)
+        assert all(text.count("<|diff|>") == 1 for text in short)
 
 
 def test_positions_restart_at_documents_and_weights_and_shas_follow_commits(stage) -> None:

@@ -10,9 +10,17 @@ from transformers import AutoTokenizer
 from repotune.config import resolve_config
 from repotune.errors import InputError
 from repotune.models import resolve_model
+from repotune.shards.marked import join, marker, split, template_text, text
 from repotune.shards.render import PLAIN, STARCODER2, render
 from repotune.shards.stage import TokenizeSettings, prepare_tokenizer
-from repotune.shards.tokenizer import EOS, PAD, load_tokenizer, special_tokens, train_bpe
+from repotune.shards.tokenizer import (
+    EOS,
+    PAD,
+    TextEncoder,
+    load_tokenizer,
+    special_tokens,
+    train_bpe,
+)
 from testdata.curated import (
     STARCODER2_SPECIAL,
     save_hub_like_tokenizer,
@@ -100,3 +108,31 @@ def test_train_bpe_carries_the_requested_template_markers(tmp_path) -> None:
     assert template is STARCODER2
     assert set(STARCODER2.markers) <= special_tokens(tokenizer)
     assert len(tokenizer) == 512
+
+
+def test_only_marked_spans_become_marker_ids() -> None:
+    tokenizer = train_bpe(_texts(), 600, PLAIN.markers)
+    encoder = TextEncoder(tokenizer, PLAIN.markers)
+    message, diff = (tokenizer.convert_tokens_to_ids(m) for m in PLAIN.markers)
+    quoted = "x = '<|message|><|diff|><|endoftext|>'\n"
+    rendered = join(marker("<|message|>"), text("Fix\n" + quoted), marker("<|diff|>"), text("y\n"))
+    [ids] = encoder.marked([rendered])
+    assert [i for i in ids if i in (message, diff, tokenizer.eos_token_id)] == [message, diff]
+    assert encoder.decode(ids) == "".join(rendered)
+    # Called on text, every marker string is a marker: for text a template built whole.
+    assert encoder(["".join(rendered)])[0].count(message) == 2
+    assert encoder.plain([quoted]) == encoder.marked([text(quoted)])
+    # A marker the tokenizer lacks is text, encoded with the text around it.
+    lacking = join(text("a "), marker("<pr_diff>"), text(" b"))
+    assert encoder.marked([lacking]) == encoder.plain(["a <pr_diff> b"])
+
+
+def test_marked_text_joins_and_splits_without_cutting_a_marker() -> None:
+    value = join(text("ab"), marker("<m>"), text("cd"))
+    assert value == ("ab", "<m>", "cd") and template_text("ab<m>cd", ("<m>",)) == value
+    assert split(value, 1) == (("a",), ("b", "<m>", "cd"))
+    assert split(value, 2) == (("ab",), ("", "<m>", "cd"))
+    assert split(value, 5) == (("ab", "<m>", ""), ("cd",))
+    assert split(value, 7) == (value, ("",))
+    with pytest.raises(ValueError, match="inside the marker"):
+        split(value, 3)

@@ -19,14 +19,16 @@ number, its ``sha`` the blob id), so they are packed with the commits by the sam
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from repotune.shards.fim import SPM, FimFormat, fim_example, is_fim, whole_file
+from repotune.shards.fim import SPM, FimFormat, fim_example, is_fim, whole_file, whole_file_parts
+from repotune.shards.marked import Marked, join, text
 from repotune.shards.stream import DocumentBatch
+from repotune.shards.tokenizer import TextEncoder
 
 FILE_COLUMNS = ("path", "content", "blob_sha")
 KINDS = ("commit", "fim", "whole_file")
@@ -35,8 +37,6 @@ FIM_MARKERS = 3
 MIN_ROOM = 8
 """Fewest content tokens a block must leave beside a file's header; files with less are
 skipped (a path nearly as long as a block)."""
-
-Encode = Callable[[Sequence[str]], list[list[int]]]
 
 
 class FileSettings(Protocol):
@@ -87,7 +87,7 @@ def _cut(lines: list[str], sizes: list[int], room: int) -> list[str]:
     return [*pieces, current] if current else pieces
 
 
-def file_pieces(content: str, encode: Encode, room: int) -> list[str]:
+def file_pieces(content: str, encoder: TextEncoder, room: int) -> list[str]:
     """``content`` cut at line boundaries into pieces of at most ``room`` tokens each,
     counted line by line (a line too long alone is cut between characters).
 
@@ -96,17 +96,19 @@ def file_pieces(content: str, encode: Encode, room: int) -> list[str]:
     documents and cuts again with less room (:func:`file_documents`).
     """
     lines = content.splitlines(keepends=True)
-    return _cut(lines, [len(ids) for ids in encode(lines)], room)
+    return _cut(lines, [len(ids) for ids in encoder.plain(lines)], room)
 
 
 @dataclass(frozen=True)
 class FileDocument:
-    """One document of a file: its text and kind (``fim`` or ``whole_file``), and for FIM
-    its order (PSM or SPM)."""
+    """One document of a file: its text, kind (``fim`` or ``whole_file``), for FIM its order
+    (PSM or SPM), and its text with the format's markers marked (only those become marker ids:
+    a marker string in the code or the path stays text)."""
 
     text: str
     kind: str
-    mode: str | None = None
+    mode: str | None
+    parts: Marked
 
 
 def render_piece(
@@ -116,12 +118,15 @@ def render_piece(
     the seed and ``key``) or a whole-file one; both start with the file's header."""
     if is_fim(settings.seed, key, settings.fim_rate):
         example = fim_example(path, piece, fmt, settings.seed, settings.fim_spm_rate, key)
-        return FileDocument(example.prompt + example.middle, "fim", example.mode)
-    return FileDocument(whole_file(path, piece, fmt), "whole_file")
+        parts = join(example.parts, text(example.middle))
+        return FileDocument(example.prompt + example.middle, "fim", example.mode, parts)
+    return FileDocument(
+        whole_file(path, piece, fmt), "whole_file", None, whole_file_parts(path, piece, fmt)
+    )
 
 
 def file_documents(
-    path: str, content: str, fmt: FimFormat, encode: Encode, settings: FileSettings
+    path: str, content: str, fmt: FimFormat, encoder: TextEncoder, settings: FileSettings
 ) -> list[tuple[FileDocument, list[int]]] | None:
     """The documents of one file with their ids, each at most ``seq_len - 1`` tokens (EOS
     follows); None when its header leaves a block no room.
@@ -131,7 +136,7 @@ def file_documents(
     merging across lines), the file is cut again with half the room.
     """
     max_tokens = settings.seq_len - 1
-    room = max_tokens - len(encode([whole_file(path, "", fmt)])[0]) - FIM_MARKERS
+    room = max_tokens - len(encoder.marked([whole_file_parts(path, "", fmt)])[0]) - FIM_MARKERS
     if room < MIN_ROOM:
         return None
     pieces = [content]
@@ -141,17 +146,17 @@ def file_documents(
             render_piece(path, piece, key, fmt, settings)
             for piece, key in zip(pieces, keys, strict=True)
         ]
-        ids = encode([document.text for document in documents])
+        ids = encoder.marked([document.parts for document in documents])
         if all(len(i) <= max_tokens for i in ids):
             return list(zip(documents, ids, strict=True))
-        pieces = file_pieces(content, encode, room)
+        pieces = file_pieces(content, encoder, room)
         room = max(1, room // 2)
 
 
 def encode_files(
     rows_batches: Iterable[list[dict[str, Any]]],
     fmt: FimFormat,
-    encode: Encode,
+    encoder: TextEncoder,
     settings: FileSettings,
     first: int,
     weight: float,
@@ -168,7 +173,7 @@ def encode_files(
         for row in rows:
             if not row["content"].strip():
                 continue
-            made = file_documents(row["path"], row["content"], fmt, encode, settings)
+            made = file_documents(row["path"], row["content"], fmt, encoder, settings)
             if made is None:
                 counts.skipped += 1
                 continue

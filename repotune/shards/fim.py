@@ -5,9 +5,13 @@ it (suffix), and the model writes the middle. Models learn this from documents w
 was moved to the end (Bavarian et al. 2022, "Efficient Training of Language Models to Fill in
 the Middle"), in one of two orders:
 
-* **PSM**: ``<prefix> prefix <suffix> suffix <middle> middle``;
+* **PSM**: ``<file>path <prefix> prefix <suffix> suffix <middle> middle``;
 * **SPM** (the paper's variant 2, as bigcode's Megatron-LM trains StarCoder):
-  ``<prefix> <suffix> suffix <middle> prefix middle``.
+  ``<file>path <prefix> <suffix> suffix <middle> prefix middle``.
+
+The file's header (its path) comes first, outside the FIM markers, in both orders (as
+Qwen2.5-Coder puts ``<|file_sep|>path`` before ``<|fim_prefix|>``): were it part of the prefix,
+an SPM document would continue ``<middle>`` with the file marker, a stop string.
 
 Formats (``FIM_FORMATS``): ``starcoder`` and ``starcoder2`` use the tokens those models were
 pre-trained with (``<fim_prefix>``, ``<fim_suffix>``, ``<fim_middle>``; a file's path after
@@ -26,6 +30,8 @@ import random
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from repotune.shards.marked import Marked, join, marker, text
 
 PSM = "psm"
 SPM = "spm"
@@ -74,11 +80,13 @@ def trained_fim_format(shard_stats: Mapping[str, Any]) -> FimFormat | None:
 @dataclass(frozen=True)
 class FimExample:
     """A FIM question and its answer: ``prompt + middle`` is the training text; ``mode`` the
-    order (PSM or SPM) the prompt was built in."""
+    order (PSM or SPM) the prompt was built in; ``parts`` the prompt with its markers marked
+    (:func:`fim_parts`)."""
 
     prompt: str
     middle: str
     mode: str = PSM
+    parts: Marked = ("",)
 
 
 def _draw(seed: int, key: str) -> random.Random:
@@ -91,21 +99,48 @@ def file_header(path: str, fmt: FimFormat) -> str:
     return f"{fmt.file}{path}\n"
 
 
+def header_parts(path: str, fmt: FimFormat) -> Marked:
+    """:func:`file_header` with its marker marked (the path is text, whatever it holds)."""
+    return join(marker(fmt.file), text(f"{path}\n"))
+
+
 def whole_file(path: str, content: str, fmt: FimFormat) -> str:
     """A file as one plain left-to-right document."""
     return file_header(path, fmt) + content
 
 
-def fim_prompt(prefix: str, suffix: str, fmt: FimFormat, mode: str = PSM) -> str:
-    """The prompt that asks for the middle between ``prefix`` and ``suffix``.
+def whole_file_parts(path: str, content: str, fmt: FimFormat) -> Marked:
+    """:func:`whole_file` with its marker marked."""
+    return join(header_parts(path, fmt), text(content))
 
-    Training and inference (``repotune complete``, the FIM evaluation) both build prompts
-    here, so the model is asked exactly what it learnt.
+
+def fim_prompt(
+    prefix: str, suffix: str, fmt: FimFormat, mode: str = PSM, path: str | None = None
+) -> str:
+    """The prompt that asks for the middle between ``prefix`` and ``suffix`` of the file at
+    ``path`` (its header, :func:`file_header`, before the first FIM marker when given).
+
+    The path stays outside the FIM markers, in both orders, as Qwen2.5-Coder's
+    ``<|file_sep|>path`` before ``<|fim_prefix|>``: inside the prefix, SPM order would put the
+    header right after the middle marker, and the model would learn to answer with the file
+    marker (a stop string), i.e. nothing. Training and inference (``repotune complete``, the
+    FIM evaluation) both build prompts here, so the model is asked exactly what it learnt.
     """
+    return "".join(fim_parts(prefix, suffix, fmt, mode, path))
+
+
+def fim_parts(
+    prefix: str, suffix: str, fmt: FimFormat, mode: str = PSM, path: str | None = None
+) -> Marked:
+    """:func:`fim_prompt` with its markers marked: encode it with
+    ``TextEncoder(tokenizer, fmt.markers).marked([...])``, so marker strings in the code or
+    the path stay text."""
+    header = header_parts(path, fmt) if path is not None else ("",)
+    before, after, middle = marker(fmt.prefix), marker(fmt.suffix), marker(fmt.middle)
     if mode == PSM:
-        return f"{fmt.prefix}{prefix}{fmt.suffix}{suffix}{fmt.middle}"
+        return join(header, before, text(prefix), after, text(suffix), middle)
     if mode == SPM:
-        return f"{fmt.prefix}{fmt.suffix}{suffix}{fmt.middle}{prefix}"
+        return join(header, before, after, text(suffix), middle, text(prefix))
     raise ValueError(f"FIM mode '{mode}' is not one of {PSM}, {SPM}")
 
 
@@ -123,13 +158,15 @@ def fim_example(
 ) -> FimExample:
     """A FIM document of one file: its span and order drawn from ``seed`` and ``key``.
 
-    The file header stays at the very start (part of the prefix), so the model always knows
-    which file it is filling in.
+    The file header stays at the very start, before the FIM markers (:func:`fim_prompt`), so
+    the model always knows which file it is filling in, and in either order the middle marker
+    is followed by code, never by a marker.
     """
     rng = _draw(seed, key)
     prefix, middle, suffix = line_spans(content, rng)
     mode = SPM if rng.random() < spm_rate else PSM
-    return FimExample(fim_prompt(file_header(path, fmt) + prefix, suffix, fmt, mode), middle, mode)
+    parts = fim_parts(prefix, suffix, fmt, mode, path)
+    return FimExample("".join(parts), middle, mode, parts)
 
 
 def is_fim(seed: int, key: str, fim_rate: float) -> bool:

@@ -8,41 +8,50 @@ is rendered in pieces (repotune.shards.render.render_parts), the pieces are enco
 one, and a prompt is the leading part of those ids, exactly as the tokenize stage builds the
 commit's documents. The prompt ids are then a prefix of the commit's training ids.
 
-Continuations: a commit longer than a block is split into documents (repotune.shards.packing);
-each document after the first starts with a context: the task header
-(repotune.shards.render.task_header) and the header of the file it continues (its
-``diff --git`` line and the mode/rename/``---``/``+++`` lines). A context never takes more
-than half a document: when the whole file header does not fit, only its first line is kept,
-then only the task header; a document too short for even that (tiny blocks) has none. A
-prompt longer than its budget is cut the same way, so it reads like a training continuation
-rather than text that starts mid-line.
+Longer than a block, the two task directions differ:
+
+* ``change_to_message``: one document, the message whole and the change cut to fit
+  (:func:`change_to_message_ids`, repotune.shards.shorten: whole hunks and files dropped,
+  then lines, a mark left where something went). A prompt over its budget is cut the same
+  way (:func:`prompt_ids`), so ``repotune suggest`` and the evaluation ask in exactly the
+  form the model learnt.
+* ``message_to_change``: the commit is split into documents (repotune.shards.packing); each
+  document after the first starts with a context: the task header
+  (repotune.shards.render.task_header) and the header of the file it continues (its
+  ``diff --git`` line and the mode/rename/``---``/``+++`` lines). A context never takes more
+  than half a document: when the whole file header does not fit, only its first line is
+  kept, then only the task header; a document too short for even that (tiny blocks) has
+  none. A prompt longer than its budget is cut the same way, so it reads like a training
+  continuation rather than text that starts mid-line.
 """
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
+from repotune.shards.marked import Marked, split
 from repotune.shards.packing import Context, fit
-from repotune.shards.render import Commit, Piece, Template, render_parts, render_prompt, task_header
+from repotune.shards.render import (
+    CHANGE_TO_MESSAGE,
+    Commit,
+    Piece,
+    Template,
+    render_parts,
+    render_prompt,
+    task_opening,
+)
+from repotune.shards.shorten import FileIds, cut_change, file_ids
 from repotune.shards.tokenizer import TextEncoder
 
 
-def line_ends(encoder: TextEncoder, vocab_size: int) -> np.ndarray:
-    """For each token id, whether its text ends in a newline (where a long commit may be cut)."""
-    return np.array([encoder.decode([i]).endswith("\n") for i in range(vocab_size)], dtype=bool)
-
-
-def context_texts(parts: Sequence[Piece], header: str) -> list[str]:
+def context_texts(parts: Sequence[Piece], header: Marked) -> list[Marked]:
     """The texts a long commit's contexts are made of, to encode along with its pieces.
 
-    The task header, then for each file its header's first line and its other lines: the
-    first line ends in a newline and the next starts with a non-space, so encoding the two
-    apart gives the ids of the whole header.
+    The task header (:func:`repotune.shards.render.task_opening`), then for each file its
+    header's first line and its other lines: the first line ends in a newline and the next
+    starts with a non-space, so encoding the two apart gives the ids of the whole header.
     """
     texts = [header]
-    for file_header in dict.fromkeys(p.file_header for p in parts if p.file_header):
-        first, _, rest = file_header.partition("\n")
-        texts += [first + "\n", rest]
+    for file_header in dict.fromkeys(p.header for p in parts if p.header):
+        texts += split(file_header, "".join(file_header).index("\n") + 1)
     return texts
 
 
@@ -53,40 +62,65 @@ def contexts(parts: Sequence[Piece], context_ids: Sequence[list[int]]) -> list[C
     header's first line, alone (a document takes the first that fits half of it).
     """
     header, file_ids = context_ids[0], iter(context_ids[1:])
-    files: Mapping[str, tuple[list[int], list[int]]] = {
+    files: Mapping[Marked, tuple[list[int], list[int]]] = {
         name: (next(file_ids), next(file_ids))
-        for name in dict.fromkeys(p.file_header for p in parts if p.file_header)
+        for name in dict.fromkeys(p.header for p in parts if p.header)
     }
     task = (header,)
     out = []
     for part in parts:
-        if not part.file_header:
+        if not part.header:
             out.append(Context(task, task))
             continue
-        first, rest = files[part.file_header]
+        first, rest = files[part.header]
         inside = (header + first + rest, header + first, header)
         out.append(Context(task if part.opens_file else inside, inside))
     return out
 
 
-def _head(ids: list[int], text: str, encoder: TextEncoder) -> list[int]:
-    """The leading ids of a piece that spell ``text`` (a prefix of the piece).
+def change_files(
+    parts: Sequence[Piece], piece_ids: Sequence[list[int]], context_ids: Sequence[list[int]]
+) -> list[FileIds]:
+    """The files of a rendering as repotune.shards.shorten cuts them: each file's pieces' ids
+    (``piece_ids``, same order as ``parts``) and its header's own ids, from the ids of
+    :func:`context_texts` (``context_ids``: its first line and its other lines)."""
+    names = dict.fromkeys(p.header for p in parts if p.header)
+    lines = iter(context_ids[1:])
+    headers = {name: next(lines) + next(lines) for name in names}
+    grouped: list[tuple[Marked, list[list[int]]]] = []
+    for part, ids in zip(parts, piece_ids, strict=True):
+        if part.opens_file:
+            grouped.append((part.header, [ids]))
+        elif part.header:
+            grouped[-1][1].append(ids)
+    return [file_ids(pieces, headers[name]) for name, pieces in grouped]
 
-    Cut at a line start before a non-space (every prompt's end), a byte-level BPE has a token
-    boundary there and the result is a prefix of ``ids``. Otherwise the ids up to the last
-    boundary before the end are kept and the rest of ``text`` is encoded on its own.
+
+def change_to_message_ids(
+    parts: Sequence[Piece],
+    piece_ids: Sequence[list[int]],
+    context_ids: Sequence[list[int]],
+    max_tokens: int,
+    encoder: TextEncoder,
+    subject_ids: list[int] | None = None,
+) -> list[int]:
+    """The one training document of a ``change_to_message`` rendering (``parts``, encoded as
+    ``piece_ids``, with the ids of its :func:`context_texts`) in at most ``max_tokens``.
+
+    The message (the last piece) stays whole and the change is cut to the room it leaves
+    (repotune.shards.shorten.cut_change). A message of more than half the document would leave
+    the change too little: ``subject_ids`` (the message piece of
+    ``repotune.shards.render.subject_only(commit)``) stands in for it then; when that is too
+    long as well, or not given, the commit has no document (empty list).
     """
-    low, high = 0, len(ids)
-    while low < high:  # the most tokens whose text is no longer than ``text``
-        middle = (low + high + 1) // 2
-        if len(encoder.decode(ids[:middle])) <= len(text):
-            low = middle
-        else:
-            high = middle - 1
-    while low and not text.startswith(encoder.decode(ids[:low])):
-        low -= 1
-    done = encoder.decode(ids[:low])
-    return ids[:low] + (encoder([text[len(done) :]])[0] if len(done) < len(text) else [])
+    opening, message = piece_ids[0], piece_ids[-1]
+    if 2 * len(message) > max_tokens:
+        if subject_ids is None or 2 * len(subject_ids) > max_tokens:
+            return []
+        message = subject_ids
+    files = change_files(parts, piece_ids, context_ids)
+    change = cut_change(files, max_tokens - len(opening) - len(message), encoder)
+    return [*opening, *change, *message]
 
 
 def prompt_ids(
@@ -108,6 +142,12 @@ def prompt_ids(
     a longer prompt keeps its end behind a continuation context (see the module docstring),
     at a piece boundary when one fits, else cut between tokens.
 
+    ``change_to_message`` over the budget: the change is cut to fit, the ``...  not shown``
+    marks where something was dropped, exactly as a training document whose message leaves the
+    same room (:func:`change_to_message_ids`: with ``max_tokens`` = the block's
+    ``seq_len - 1`` less the message's tokens, these ids followed by the message's are that
+    document's ids).
+
     Without a budget the ids are a prefix of the commit's training ids (for a commit longer
     than a block: of its documents joined without their contexts) when ``end`` is at a line
     start before a non-space character, which every evaluation prompt is.
@@ -115,9 +155,9 @@ def prompt_ids(
     parts = render_parts(commit, task, template)
     texts = [part.text for part in parts]
     end = len(render_prompt(commit, task, template)) if end is None else end
-    header = task_header(commit, task, template)
+    header = task_opening(commit, task, template)
     extra = context_texts(parts, header) if max_tokens is not None else []
-    encoded = encoder(texts + extra)
+    encoded = encoder.marked([part.marked for part in parts] + extra)
     ids: list[int] = []
     starts: list[int] = []
     offset = 0
@@ -127,18 +167,24 @@ def prompt_ids(
             ids += piece_ids
             offset += len(text)
         else:
-            ids += _head(piece_ids, text[: end - offset], encoder)
+            ids += encoder.head(piece_ids, text[: end - offset])
             offset = end
         if offset >= end:
             break
     if max_tokens is None or len(ids) <= max_tokens:
         return ids
     last = len(starts) - 1
-    context = contexts(parts, encoded[len(texts) :])
+    context = encoded[len(texts) :]
+    if task == CHANGE_TO_MESSAGE and last == len(parts) - 1:
+        asked = ids[starts[last] :]  # the message marker
+        files = change_files(parts[:-1], encoded[:last], context)
+        change = cut_change(files, max_tokens - len(encoded[0]) - len(asked), encoder)
+        return [*encoded[0], *change, *asked][-max_tokens:] if max_tokens else []
+    found = contexts(parts, context)
     for index in range(1, last + 1):
         tail = ids[starts[index] :]
-        at_start = fit(context[index].at_start, max_tokens)
+        at_start = fit(found[index].at_start, max_tokens)
         if len(at_start) + len(tail) <= max_tokens:
             return [*at_start, *tail]
-    inside = list(fit(context[last].inside, max_tokens))
+    inside = list(fit(found[last].inside, max_tokens))
     return inside + ids[len(ids) - max(max_tokens - len(inside), 0) :]

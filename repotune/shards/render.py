@@ -37,6 +37,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from repotune.shards.marked import Marked, join, marker, template_text, text
+
 MESSAGE_TO_CHANGE = "message_to_change"
 CHANGE_TO_MESSAGE = "change_to_message"
 TASKS = (MESSAGE_TO_CHANGE, CHANGE_TO_MESSAGE)
@@ -66,6 +68,19 @@ class Template:
     c2m_sep: str
     file_header: Callable[[Commit], str]
     hunk_prefix: str = ""
+    file_marker: str = ""
+    """The marker each file header starts with (starcoder2's ``<pr_file>``), if any."""
+
+    def marked(self, value: str) -> Marked:
+        """One of this template's own strings, its markers as markers."""
+        return template_text(value, self.markers)
+
+    def header_parts(self, change: Commit) -> Marked:
+        """:attr:`file_header` of ``change``, its opening marker a marker (the path is text)."""
+        header = self.file_header(change)
+        if self.file_marker:
+            return join(marker(self.file_marker), text(header.removeprefix(self.file_marker)))
+        return text(header)
 
 
 def _git_file_header(change: Commit) -> str:
@@ -147,6 +162,7 @@ STARCODER2 = Template(
     c2m_sep="<pr>",
     file_header=_pr_file_header,
     hunk_prefix="<pr_diff_hunk>",
+    file_marker="<pr_file>",
 )
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (PLAIN, STARCODER, STARCODER2)}
@@ -198,11 +214,17 @@ def file_pieces(change: Commit, template: Template) -> list[str]:
 
     Long commits are split between these pieces, so a split falls on a file or hunk boundary.
     """
-    header = template.file_header(change)
-    hunks = [template.hunk_prefix + hunk for hunk in _hunks(change.get("patch"))]
+    return ["".join(part) for part in file_parts(change, template)]
+
+
+def file_parts(change: Commit, template: Template) -> list[Marked]:
+    """:func:`file_pieces` with their markers marked (the hunk prefix, the file marker)."""
+    header = template.header_parts(change)
+    prefix = marker(template.hunk_prefix) if template.hunk_prefix else ("",)
+    hunks = [join(prefix, text(hunk)) for hunk in _hunks(change.get("patch"))]
     if not hunks:
         return [header]
-    return [header + hunks[0], *hunks[1:]]
+    return [join(header, hunks[0]), *hunks[1:]]
 
 
 def _files_text(commit: Commit, template: Template) -> str:
@@ -223,31 +245,61 @@ def render_pieces(commit: Commit, task: str, template: Template) -> list[str]:
 class Piece:
     """A piece of a rendering (see :func:`render_pieces`) and the file it belongs to.
 
-    ``file_header`` is the header of that file (empty for the message and marker pieces);
-    ``opens_file`` says the piece begins with it (a file's first piece). A document that
-    continues a long commit from this piece repeats what it needs: see
-    repotune.shards.prompt.
+    ``marked``: its text, the template's markers marked (repotune.shards.marked: only these
+    become marker ids; the same strings in the commit stay text). ``header``: the header of
+    its file, marked (empty for the message and marker pieces); ``opens_file`` says the piece
+    begins with it (a file's first piece). A document that continues a long commit from this
+    piece repeats what it needs: see repotune.shards.prompt.
     """
 
-    text: str
-    file_header: str = ""
+    marked: Marked
+    header: Marked = ()
     opens_file: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.marked)
+
+    @property
+    def file_header(self) -> str:
+        return "".join(self.header)
 
 
 def render_parts(commit: Commit, task: str, template: Template) -> list[Piece]:
-    """:func:`render_pieces` with the file each piece belongs to."""
+    """:func:`render_pieces` with the file each piece belongs to and their markers marked."""
     files = [
-        Piece(text, header, number == 0)
+        Piece(part, header, number == 0)
         for change in commit["files"]
-        for header in (template.file_header(change),)
-        for number, text in enumerate(file_pieces(change, template))
+        for header in (template.header_parts(change),)
+        for number, part in enumerate(file_parts(change, template))
     ]
-    message = message_text(commit)
     if task == MESSAGE_TO_CHANGE:
-        return [Piece(template.m2c_open + message + template.m2c_sep), *files]
+        return [message_part(commit, task, template), *files]
     if task == CHANGE_TO_MESSAGE:
-        return [Piece(template.c2m_open), *files, Piece(template.c2m_sep + message)]
+        return [
+            Piece(template.marked(template.c2m_open)),
+            *files,
+            message_part(commit, task, template),
+        ]
     raise ValueError(f"task '{task}' is not one of {TASKS}")
+
+
+def message_part(commit: Commit, task: str, template: Template) -> Piece:
+    """The piece that holds the message: ``message_to_change``: the prompt (opening marker,
+    message, diff marker); ``change_to_message``: the message marker and the message."""
+    message = text(message_text(commit))
+    if task == MESSAGE_TO_CHANGE:
+        opening, separator = template.marked(template.m2c_open), template.marked(template.m2c_sep)
+        return Piece(join(opening, message, separator))
+    if task == CHANGE_TO_MESSAGE:
+        return Piece(join(template.marked(template.c2m_sep), message))
+    raise ValueError(f"task '{task}' is not one of {TASKS}")
+
+
+def subject_only(commit: Commit) -> Commit:
+    """``commit`` without its body: a change->message document whose message would take more
+    than half its block keeps the subject alone (repotune.shards.prompt)."""
+    return {**commit, "body": ""}
 
 
 def task_header(commit: Commit, task: str, template: Template) -> str:
@@ -257,10 +309,16 @@ def task_header(commit: Commit, task: str, template: Template) -> str:
     body is left out: it may be long, and the first document has it); ``change_to_message``:
     the opening marker.
     """
+    return "".join(task_opening(commit, task, template))
+
+
+def task_opening(commit: Commit, task: str, template: Template) -> Marked:
+    """:func:`task_header` with its markers marked."""
     if task == MESSAGE_TO_CHANGE:
-        return template.m2c_open + commit["subject"] + "\n" + template.m2c_sep
+        subject = text(commit["subject"] + "\n")
+        return join(template.marked(template.m2c_open), subject, template.marked(template.m2c_sep))
     if task == CHANGE_TO_MESSAGE:
-        return template.c2m_open
+        return template.marked(template.c2m_open)
     raise ValueError(f"task '{task}' is not one of {TASKS}")
 
 

@@ -37,16 +37,21 @@ from repotune.models import ModelSpec, with_overrides
 from repotune.progress import PROGRESS, Progress, duration
 from repotune.shards.files import FILE_COLUMNS, FileCounts, encode_files
 from repotune.shards.fim import FIM_FORMATS, PLAIN_FIM, FimFormat, choose_fim_format
-from repotune.shards.prompt import context_texts, contexts, line_ends
+from repotune.shards.marked import Marked
+from repotune.shards.prompt import change_to_message_ids, context_texts, contexts
 from repotune.shards.render import (
+    CHANGE_TO_MESSAGE,
+    MESSAGE_TO_CHANGE,
     TASKS,
     Piece,
     Template,
     choose_template,
     get_template,
+    message_part,
     render_parts,
+    subject_only,
     task_for,
-    task_header,
+    task_opening,
 )
 from repotune.shards.stream import DocumentBatch, LongCommit, StreamPacker
 from repotune.shards.table import rows_per_shard, shard_directory
@@ -93,10 +98,19 @@ class TokenizeSettings:
 
 @dataclass
 class EncodeCounts:
-    """What encoding a split took: commits and task directions (the packer counts splits)."""
+    """What encoding a split took: commits and task directions (the packer counts splits),
+    and what became of the change->message commits longer than a block: ``changes_cut``
+    (their one document holds the change cut to fit), ``messages_cut`` (of those, the message
+    took more than half a block and kept its subject alone), ``dropped`` (not even the subject
+    fit half a block: no document); ``subject_only``: long message->change commits whose
+    message took more than half a block, asked with their subject alone."""
 
     commits: int = 0
     tasks: Counter = field(default_factory=Counter)
+    changes_cut: int = 0
+    messages_cut: int = 0
+    dropped: int = 0
+    subject_only: int = 0
 
 
 def open_parquet(path: str | Path, what: str, columns: Sequence[str], stage: str) -> pq.ParquetFile:
@@ -228,7 +242,7 @@ def _encoded_batches(
     path: str | Path,
     template: Template,
     settings: TokenizeSettings,
-    encode: Callable[[list[str]], list[list[int]]],
+    encode: Callable[[list[Marked]], list[list[int]]],
 ) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[Piece]], list[list[int]]]]:
     """Rendered batches with the ids of their pieces, in file order.
 
@@ -239,7 +253,7 @@ def _encoded_batches(
         pending = None
         for rows in read_curated(path, settings.batch_commits):
             tasks, pieces = _rendered(rows, template, settings)
-            job = encoder.submit(encode, [piece.text for commit in pieces for piece in commit])
+            job = encoder.submit(encode, [piece.marked for commit in pieces for piece in commit])
             if pending is not None:
                 yield *pending[:3], pending[3].result()
             pending = (rows, tasks, pieces, job)
@@ -255,8 +269,10 @@ def encode_split(
     counts: EncodeCounts,
 ) -> Iterator[DocumentBatch]:
     """Render and encode a split, a batch of commits at a time: one document per commit that
-    fits a block; a longer commit is kept as its encoded pieces and contexts, for the packer
-    to split where blocks have room. ``counts`` is updated as the batches go by.
+    fits a block; a longer change->message commit is one document too, its change cut to
+    leave the message room (repotune.shards.prompt.change_to_message_ids); a longer
+    message->change commit is kept as its encoded pieces and contexts, for the packer to
+    split where blocks have room. ``counts`` is updated as the batches go by.
 
     All pieces of a batch of commits go to the Rust tokenizer in one call (parallel across
     the pieces). A commit's ids are its pieces' ids back to back, the same ids the prompt of
@@ -265,13 +281,24 @@ def encode_split(
     """
     encode = TextEncoder(tokenizer, template.markers)
     max_tokens = settings.seq_len - 1
-    for rows, tasks, parts, piece_batch in _encoded_batches(path, template, settings, encode):
+    for rows, tasks, parts, piece_batch in _encoded_batches(
+        path, template, settings, encode.marked
+    ):
         encoded = iter(piece_batch)
         piece_ids = [[next(encoded) for _ in commit] for commit in parts]
         long = [i for i, ids in enumerate(piece_ids) if sum(map(len, ids)) > max_tokens]
-        texts = [context_texts(parts[i], task_header(rows[i], tasks[i], template)) for i in long]
-        context_ids = iter(encode([text for commit in texts for text in commit]))
+        texts = [context_texts(parts[i], task_opening(rows[i], tasks[i], template)) for i in long]
+        # A long commit's message piece over half a block: its subject alone stands in for
+        # it (encoded with the contexts), so the message shares a document with its change.
+        message_at = {CHANGE_TO_MESSAGE: -1, MESSAGE_TO_CHANGE: 0}
+        short = [i for i in long if 2 * len(piece_ids[i][message_at[tasks[i]]]) > max_tokens]
+        subjects = [message_part(subject_only(rows[i]), tasks[i], template) for i in short]
+        extra = encode.marked(
+            [t for commit in texts for t in commit] + [p.marked for p in subjects]
+        )
+        context_ids = iter(extra)
         split_at = {i: [next(context_ids) for _ in t] for i, t in zip(long, texts, strict=True)}
+        subject_ids = dict(zip(short, context_ids, strict=True))
         documents: list[list[int]] = []
         document_commit: list[int] = []
         long_commits: list[LongCommit] = []
@@ -280,12 +307,27 @@ def encode_split(
             commit = counts.commits
             counts.commits += 1
             counts.tasks[task] += 1
-            if index in split_at:
+            if index not in split_at:
+                documents.append([token for ids in piece_ids[index] for token in ids])
+                document_commit.append(commit)
+            elif task == CHANGE_TO_MESSAGE:
+                document = change_to_message_ids(
+                    parts[index], piece_ids[index], split_at[index], max_tokens, encode,
+                    subject_ids.get(index),
+                )  # fmt: skip
+                counts.changes_cut += 1
+                counts.messages_cut += index in subject_ids and bool(document)
+                counts.dropped += not document
+                if document:
+                    documents.append(document)
+                    document_commit.append(commit)
+            else:
                 context = contexts(parts[index], split_at[index])
-                long_commits.append(LongCommit(commit, piece_ids[index], context))
-                continue
-            documents.append([token for ids in piece_ids[index] for token in ids])
-            document_commit.append(commit)
+                pieces = piece_ids[index]
+                if index in subject_ids:
+                    pieces = [subject_ids[index], *pieces[1:]]
+                    counts.subject_only += 1
+                long_commits.append(LongCommit(commit, pieces, context))
         lengths = [len(d) for d in documents]
         flat = itertools.chain.from_iterable(documents)
         yield DocumentBatch(
@@ -347,6 +389,12 @@ def tokenize_split(
         "commits": counts.commits,
         **stats,
         "tasks": {task: counts.tasks[task] for task in TASKS},
+        "change_to_message_cut": {
+            "changes_cut": counts.changes_cut,
+            "messages_cut": counts.messages_cut,
+            "dropped": counts.dropped,
+        },
+        "message_to_change_subject_only": counts.subject_only,
         "shards": writer.shards,
         "tokens_by_kind": {
             "commit": stats["tokens"] - file_tokens,
@@ -440,7 +488,7 @@ def tokenize_stage(
         tokenizer.save_pretrained(str(temporary))
     log.info("tokenizer %s (vocab %d), template %s", model.tokenizer, len(tokenizer), template.name)
     per_split: dict[str, Any] = {}
-    ends_line = line_ends(TextEncoder(tokenizer, template.markers), len(tokenizer))
+    ends_line = TextEncoder(tokenizer, template.markers).line_ends
     for name in SPLITS:
         commits = open_curated(splits[name]).metadata.num_rows
         progress = Progress(log, f"tokenize: {name}", commits, "commits", PROGRESS_SECONDS)

@@ -29,6 +29,7 @@ from repotune.shards.packing import (
     GapBudget,
     best_fit,
     layout,
+    min_document,
     split_document,
 )
 from repotune.shards.table import SHARD_SCHEMA
@@ -160,10 +161,11 @@ def pack_window(
     """Pack a window's commits into blocks; no document straddles a block.
 
     Whole commits are placed first, by best-fit decreasing; then each long commit is split
-    into documents that fill the roomiest blocks (those with at least 1/32 of a block left),
-    opening new blocks only when no block has that much room (``ends_line``: the tokens a
-    commit may be cut after, repotune.shards.prompt.line_ends). A block holds its documents in
-    commit order.
+    into documents of at least ``min_document(seq_len)`` tokens that fill the roomiest blocks
+    (those with that much room left), opening new blocks only when no block has that much
+    room (``ends_line``: the tokens a commit may be cut after,
+    repotune.shards.tokenizer.TextEncoder.line_ends). A block holds its documents in commit
+    order.
     """
     bins = Bins(seq_len)
     lengths = [np.asarray(window.lengths, dtype=np.int64)]
@@ -171,9 +173,10 @@ def pack_window(
     tokens = [np.asarray(window.tokens, dtype=np.int32)]
     commits = [np.asarray(window.commits, dtype=np.int64)]
     ends = [np.ones(len(lengths[0]), dtype=bool)]
-    budget = GapBudget(bins, minimum=max(seq_len // 32, 4), max_tokens=seq_len - 1)
+    floor = min_document(seq_len)
+    budget = GapBudget(bins, minimum=floor, max_tokens=seq_len - 1)
     for commit in window.long:
-        cut = split_document(commit.piece_ids, commit.contexts, budget, ends_line)
+        cut = split_document(commit.piece_ids, commit.contexts, budget, ends_line, floor)
         blocks.append(np.asarray(budget.settle(cut.documents), dtype=np.int64))
         lengths.append(np.asarray([len(d) for d in cut.documents], dtype=np.int64))
         tokens.append(np.asarray([t for d in cut.documents for t in d], dtype=np.int32))

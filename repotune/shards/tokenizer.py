@@ -5,14 +5,19 @@ Whatever the source, the result is a ``transformers`` fast tokenizer saved with
 ``AutoTokenizer.from_pretrained`` and never need to know where it came from.
 """
 
+import bisect
+import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from repotune.errors import InputError
+from repotune.shards.marked import Marked, markers_in
 
 TRAIN_BPE = "train-bpe"
 EOS = "<|endoftext|>"
@@ -107,13 +112,15 @@ def special_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
 
 
 class TextEncoder:
-    """Encodes rendered commits: template markers become their tokens, all else is plain text.
+    """Encodes rendered text: the template's markers become their tokens, all else is text.
 
     A tokenizer normally turns any special-token string it finds into that token, so a commit
     that mentions ``<|endoftext|>`` (common in ML repositories) would put an end-of-text token
-    in the middle of a document. Here only the template's own markers are special; every other
-    special-token string in the text is encoded as ordinary text. For text without such
-    strings the ids are exactly the tokenizer's own: it also splits at special tokens first.
+    in the middle of a document, and a repository that quotes a template's own markers (this
+    one does) would get marker ids inside its code. Here a marker is a marker only where the
+    renderer put it (:meth:`marked`, repotune.shards.marked); every other special-token string
+    is ordinary text. For text without such strings the ids are exactly the tokenizer's own: it
+    also splits at special tokens first. ``markers`` the tokenizer lacks are text too.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, markers: Sequence[str]) -> None:
@@ -122,28 +129,96 @@ class TextEncoder:
         self._plain.encode_special_tokens = True
         specials = special_tokens(tokenizer)
         self._markers = {m: backend.token_to_id(m) for m in markers if m in specials}
-        longest_first = "|".join(map(re.escape, sorted(self._markers, key=len, reverse=True)))
-        self._split = re.compile(f"({longest_first})") if self._markers else None
+        self._found = tuple(sorted(self._markers))
+        self._remembered: dict[str, list[int]] = {}
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, without BOS/EOS."""
-        if self._split is None:
-            return self._encode_plain(list(texts))
-        parts = [self._split.split(text) for text in texts]
-        plain = iter(self._encode_plain([p for pieces in parts for p in pieces[0::2] if p]))
-        encoded = []
-        for pieces in parts:
-            ids: list[int] = []
-            for index, piece in enumerate(pieces):
-                if index % 2:
-                    ids.append(self._markers[piece])
-                elif piece:
-                    ids.extend(next(plain))
-            encoded.append(ids)
-        return encoded
+        """Token ids of each text, without BOS/EOS, every marker string in it a marker: for
+        text a template built whole (repository text goes through :meth:`marked`)."""
+        return self.marked([markers_in(text, self._found) for text in texts])
+
+    def marked(self, texts: Sequence[Marked]) -> list[list[int]]:
+        """Token ids of each :data:`~repotune.shards.marked.Marked` text, without BOS/EOS: its
+        marker spans as marker ids (those the tokenizer has), the rest as plain text."""
+        runs: list[list[str | int]] = []
+        plain: list[str] = []
+        for parts in texts:
+            items: list[str | int] = []
+            pending = parts[0]
+            for index in range(1, len(parts), 2):
+                token = self._markers.get(parts[index])
+                if token is None:  # not a special token here: text like the rest
+                    pending += parts[index] + parts[index + 1]
+                    continue
+                items += [pending, token] if pending else [token]
+                pending = parts[index + 1]
+            if pending:
+                items.append(pending)
+            plain += [item for item in items if isinstance(item, str)]
+            runs.append(items)
+        encoded = iter(self._encode_plain(plain))
+        return [
+            [
+                token
+                for item in items
+                for token in (next(encoded) if isinstance(item, str) else (item,))
+            ]
+            for items in runs
+        ]
 
     def _encode_plain(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._plain.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def plain(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text with no part of it read as a marker."""
+        return self._encode_plain(list(texts))
+
+    def remembered(self, text: str) -> list[int]:
+        """``plain([text])[0]``, encoded once: for the few short texts asked for again and
+        again (the marks of a cut change, repotune.shards.shorten)."""
+        if text not in self._remembered:
+            self._remembered[text] = self.plain([text])[0]
+        return self._remembered[text]
+
+    @cached_property
+    def _token_texts(self) -> list[str]:
+        """Each token id's text, decoded alone."""
+        size = self._plain.get_vocab_size(with_added_tokens=True)
+        return [self.decode([i]) for i in range(size)]
+
+    @cached_property
+    def line_ends(self) -> np.ndarray:
+        """For each token id, whether its text ends in a newline: where a long commit may be
+        cut between lines (repotune.shards.packing.split_lines)."""
+        return np.array([text.endswith("\n") for text in self._token_texts], dtype=bool)
+
+    def head(self, ids: Sequence[int], text: str) -> list[int]:
+        """The leading ids of an encoding (``ids``) that spell ``text``, a prefix of its text.
+
+        Cut at a line start before a non-space (every prompt's end), a byte-level BPE has a
+        token boundary there and the result is a prefix of ``ids``. Otherwise the ids up to the
+        last boundary before the end are kept and the rest of ``text`` is encoded on its own,
+        as plain text (no marker is cut in two: a marker is one token). Where the tokens' own
+        texts add up to the decoded text (no token holds part of a character), the boundary is
+        found from their lengths; otherwise by decoding prefixes.
+        """
+        pieces = [self._token_texts[i] for i in ids]
+        if "".join(pieces) == self.decode(ids):
+            low = bisect.bisect_right(list(itertools.accumulate(map(len, pieces))), len(text))
+            done = sum(map(len, pieces[:low]))
+        else:
+            low, high = 0, len(ids)
+            while low < high:  # the most tokens whose text is no longer than ``text``
+                middle = (low + high + 1) // 2
+                if len(self.decode(ids[:middle])) <= len(text):
+                    low = middle
+                else:
+                    high = middle - 1
+            while low and not text.startswith(self.decode(ids[:low])):
+                low -= 1
+            done = len(self.decode(ids[:low]))
+        rest = self.plain([text[done:]])[0] if done < len(text) else []
+        return [*ids[:low], *rest]
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, markers and other special tokens included."""

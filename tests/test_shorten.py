@@ -1,0 +1,146 @@
+"""A change->message commit longer than its room: the change cut to fit with marks where
+something was dropped, the message whole (repotune.shards.shorten, repotune.shards.prompt)."""
+
+import re
+
+import pytest
+
+from repotune.shards.prompt import change_files, change_to_message_ids, context_texts
+from repotune.shards.render import (
+    CHANGE_TO_MESSAGE,
+    MESSAGE_TO_CHANGE,
+    PLAIN,
+    STARCODER2,
+    Template,
+    message_part,
+    render,
+    render_parts,
+    subject_only,
+    task_opening,
+)
+from repotune.shards.shorten import cut_change, omission
+from repotune.shards.tokenizer import TextEncoder, train_bpe
+from testdata.curated import commit_row, file_change, synthetic_rows
+
+MARK = re.compile(r"^\.\.\. ([\d,]+) (file|hunk|line)s? not shown \.\.\.$")
+
+
+@pytest.fixture(scope="module", params=[PLAIN, STARCODER2], ids=lambda t: t.name)
+def coded(request) -> tuple[Template, TextEncoder]:
+    template = request.param
+    texts = [render(row, MESSAGE_TO_CHANGE, template) for row in synthetic_rows(60, seed=9)]
+    tokenizer = train_bpe(texts, vocab_size=800, markers=template.markers)
+    return template, TextEncoder(tokenizer, template.markers)
+
+
+def _files(row, template: Template, encoder: TextEncoder):
+    parts = render_parts(row, CHANGE_TO_MESSAGE, template)
+    ids = encoder.marked([p.marked for p in parts])
+    context = encoder.marked(context_texts(parts, task_opening(row, CHANGE_TO_MESSAGE, template)))
+    return parts, ids, context, change_files(parts, ids, context)
+
+
+def _read(text: str, row, template: Template) -> dict[str, int]:
+    """Check a cut change against the commit's whole one and count what its marks count.
+
+    Every line is a line of the whole change, in order, or a mark; the files shown and those
+    the marks count are the commit's files, and in the files shown, the hunks shown and
+    those the marks count are their hunks.
+    """
+    pieces = [p for p in render_parts(row, CHANGE_TO_MESSAGE, template) if p.file_header]
+    whole = "".join(piece.text for piece in pieces).splitlines(keepends=True)
+    hunk_start = template.hunk_prefix + "@@ "
+    first_lines = [
+        template.file_header(change).splitlines(keepends=True)[0] for change in row["files"]
+    ]
+    hunks = [template.file_header(change) for change in row["files"]]
+    hunks = [
+        sum(
+            p.text.count("\n" + hunk_start) + p.text.startswith(hunk_start)
+            for p in pieces
+            if p.file_header == h
+        )
+        for h in hunks
+    ]
+    counts = dict.fromkeys(("file", "hunk", "line"), 0)
+    shown_files, shown_hunks, at = [], 0, 0
+    for line in text.splitlines(keepends=True):
+        mark = MARK.match(line.rstrip("\n"))
+        if mark:
+            counts[mark[2]] += int(mark[1].replace(",", ""))
+            continue
+        at = whole.index(line, at) + 1  # a line of the change, in order
+        if line in first_lines:
+            shown_files.append(first_lines.index(line))
+        shown_hunks += line.startswith(hunk_start)
+    assert len(shown_files) + counts["file"] == len(row["files"])
+    # a hunk cut at a line shows its header and counts its hidden lines, not itself
+    assert shown_hunks + counts["hunk"] == sum(hunks[f] for f in shown_files)
+    return counts
+
+
+def test_marks_are_one_line_that_reads_as_no_diff_line() -> None:
+    assert omission(1, "file") == "... 1 file not shown ...\n"
+    assert omission(1234, "line") == "... 1,234 lines not shown ...\n"
+    assert omission(3, "hunk") == "... 3 hunks not shown ...\n"
+
+
+def test_a_change_that_fits_is_left_whole(coded) -> None:
+    template, encoder = coded
+    row = next(r for r in synthetic_rows(50, seed=3) if len(r["files"]) == 2)
+    _, ids, _, files = _files(row, template, encoder)
+    change = [t for piece in ids[1:-1] for t in piece]
+    assert cut_change(files, len(change), encoder) == change
+
+
+def test_a_cut_change_fits_its_room_keeps_its_order_and_counts_what_it_drops(coded) -> None:
+    template, encoder = coded
+    rows = [r for r in synthetic_rows(400, seed=5) if len(r["files"]) >= 3][:4]
+    assert any(sum(f["patch"].count("\n@@ ") for f in r["files"]) > 20 for r in rows)
+    seen = set()
+    for row in rows:
+        _, ids, _, files = _files(row, template, encoder)
+        full = sum(len(piece) for piece in ids[1:-1])
+        for room in (60, 120, 250, 500, 1000, full - 1):
+            change = cut_change(files, room, encoder)
+            assert 0 < len(change) <= room
+            text = encoder.decode(change)
+            counts = _read(text, row, template)
+            # The first file is shown, its header whole, unless the room is a few dozen tokens.
+            assert text.startswith(template.file_header(row["files"][0])) or room < 100
+            seen |= {what for what, count in counts.items() if count}
+    assert seen == {"file", "hunk", "line"}
+
+
+def test_lines_fill_the_room_hunks_leave(coded) -> None:
+    template, encoder = coded
+    """One file, one hunk too long for the room: its first lines, then the mark."""
+    hunk = "@@ -1,2 +1,80 @@\n" + "".join(f"+value_{i} = compute({i})\n" for i in range(80))
+    row = commit_row("big", "Add values", [file_change("pkg/values.py", hunk)])
+    *_, files = _files(row, template, encoder)
+    change = cut_change(files, 150, encoder)
+    text = encoder.decode(change)
+    *kept, mark = text.split("@@ -1,2 +1,80 @@\n")[1].splitlines(keepends=True)
+    assert hunk.split("\n", 1)[1].startswith("".join(kept)) and len(kept) > 3
+    assert mark == omission(80 - len(kept), "line")
+    assert 150 - len(change) < 20  # the room is used
+
+
+def test_the_message_stays_whole_and_the_change_is_cut_to_leave_it_room(coded) -> None:
+    template, encoder = coded
+    row = next(r for r in synthetic_rows(400, seed=5) if len(r["files"]) >= 3)
+    parts, ids, context, _ = _files(row, template, encoder)
+    document = change_to_message_ids(parts, ids, context, 255, encoder)
+    assert len(document) <= 255
+    assert document[: len(ids[0])] == ids[0] and document[-len(ids[-1]) :] == ids[-1]
+    # A message of over half the block keeps its subject alone; a subject as long, nothing.
+    long_body = {**row, "body": " ".join(["word"] * 400)}
+    parts, ids, context, _ = _files(long_body, template, encoder)
+    subject = message_part(subject_only(long_body), CHANGE_TO_MESSAGE, template)
+    [subject_ids] = encoder([subject.text])
+    document = change_to_message_ids(parts, ids, context, 255, encoder, subject_ids)
+    assert document[-len(subject_ids) :] == subject_ids and len(document) <= 255
+    assert encoder.decode(document).endswith(template.c2m_sep + row["subject"] + "\n")
+    assert change_to_message_ids(parts, ids, context, 255, encoder) == []  # none given
+    too_short = 2 * len(subject_ids) - 1
+    assert change_to_message_ids(parts, ids, context, too_short, encoder, subject_ids) == []
