@@ -191,20 +191,39 @@ def test_each_file_document_is_its_fim_or_whole_file_text_then_eos(stage):
     assert counts["fim_psm"] > 0 and counts["fim_spm"] > 0 and counts["whole_file"] > 0
 
 
+def test_no_fim_document_answers_with_a_marker(stage):
+    """After the middle marker comes code: a marker there (the file header of an SPM
+    document, as once) teaches the model to answer with a stop string, i.e. nothing."""
+    root, stats = stage
+    tokenizer = _tokenizer(root)
+    middle = tokenizer.convert_tokens_to_ids("<|fim_middle|>")
+    specials = set(tokenizer.all_special_ids) | {
+        tokenizer.convert_tokens_to_ids(m) for m in MARKER_IDS
+    }
+    fim = [d for d in _documents(root) if middle in d]
+    counts = stats["splits"]["train"]["files"]
+    assert len(fim) == counts["fim_psm"] + counts["fim_spm"] and counts["fim_spm"] > 0
+    for document in fim:
+        assert document.count(middle) == 1
+        assert document[document.index(middle) + 1] not in specials, tokenizer.decode(document)
+
+
 def test_labels_start_each_fim_document_afresh(stage):
     """The training batches (repotune.shards.torch_blocks.collate) mask the label of a FIM
-    document's first token, so it is never predicted from the document before it; the rest of
-    the document, its EOS included, is learnt."""
+    document's first token (its file header's marker), so it is never predicted from the
+    document before it; the rest of the document, its EOS included, is learnt."""
     root, _ = stage
     tokenizer = _tokenizer(root)
+    file_id = tokenizer.convert_tokens_to_ids("<|file|>")
     prefix_id = tokenizer.convert_tokens_to_ids("<|fim_prefix|>")
     blocks = load_blocks(root / "out" / "shards" / "train")
     batch = blocks.batch(list(range(len(blocks))))
     ids, positions, labels = batch["input_ids"], batch["position_ids"], batch["labels"]
-    starts = (ids == prefix_id) & (positions == 0)
+    starts = (ids == file_id) & (positions == 0)
     assert int(starts.sum()) > 0
     assert bool((labels[starts] == IGNORE).all())
-    assert bool((ids == prefix_id).eq(starts).all())  # the marker only ever opens a document
+    assert bool((ids == file_id).eq(starts).all())  # the marker only ever opens a document
+    assert bool((labels[ids == prefix_id] == prefix_id).all())  # learnt after the header
     after = torch.roll(starts, 1, dims=1) & (positions > 0)
     assert bool((labels[after] == ids[after]).all())
 

@@ -60,6 +60,15 @@ def test_psm_and_spm_layouts_follow_the_fim_paper():
     fmt = STARCODER_FIM
     assert fim_prompt("A", "C", fmt, PSM) == "<fim_prefix>A<fim_suffix>C<fim_middle>"
     assert fim_prompt("A", "C", fmt, SPM) == "<fim_prefix><fim_suffix>C<fim_middle>A"
+    # the file's header comes first, outside the FIM markers, in both orders
+    assert (
+        fim_prompt("A", "C", fmt, PSM, "p.py")
+        == "<filename>p.py\n<fim_prefix>A<fim_suffix>C<fim_middle>"
+    )
+    assert (
+        fim_prompt("A", "C", fmt, SPM, "p.py")
+        == "<filename>p.py\n<fim_prefix><fim_suffix>C<fim_middle>A"
+    )
     with pytest.raises(ValueError, match="not one of"):
         fim_prompt("A", "C", fmt, "msp")
 
@@ -74,23 +83,23 @@ def test_line_spans_cut_whole_lines_and_rejoin_to_the_file():
 
 
 def test_a_fim_example_is_the_file_with_its_middle_moved_to_the_end():
+    header = "<|file|>src/a.py\n"
     for seed in range(20):
         example = fim_example("src/a.py", CODE, PLAIN_FIM, seed, spm_rate=0.5, key="src/a.py")
-        assert example.prompt.startswith("<|fim_prefix|>")
-        assert "<|file|>src/a.py\n" in example.prompt
-        if example.prompt.startswith("<|fim_prefix|><|fim_suffix|>"):  # SPM
-            suffix, prefix = example.prompt.split("<|fim_suffix|>")[1].split("<|fim_middle|>")
-        else:  # PSM
-            prefix, rest = example.prompt[len("<|fim_prefix|>") :].split("<|fim_suffix|>")
+        assert example.prompt.startswith(header + "<|fim_prefix|>")
+        body = example.prompt.removeprefix(header + "<|fim_prefix|>")
+        if example.mode == SPM:
+            assert body.startswith("<|fim_suffix|>")
+            suffix, prefix = body.removeprefix("<|fim_suffix|>").split("<|fim_middle|>")
+        else:
+            prefix, rest = body.split("<|fim_suffix|>")
             suffix = rest.removesuffix("<|fim_middle|>")
-        assert prefix.removeprefix("<|file|>src/a.py\n") + example.middle + suffix == CODE
-    orders = {
-        fim_example("a.py", CODE, PLAIN_FIM, 0, 0.5, f"k{i}").prompt.startswith(
-            "<|fim_prefix|><|fim_suffix|>"
-        )
-        for i in range(40)
-    }
-    assert orders == {True, False}  # both orders occur at spm_rate 0.5
+        assert prefix + example.middle + suffix == CODE
+        # what follows the middle marker is code, never a marker (the header is not in it)
+        after = example.prompt.split("<|fim_middle|>")[1] + example.middle
+        assert after and not any(after.startswith(m) for m in PLAIN_FIM.markers)
+    modes = {fim_example("a.py", CODE, PLAIN_FIM, 0, 0.5, f"k{i}").mode for i in range(40)}
+    assert modes == {PSM, SPM}  # both orders occur at spm_rate 0.5
     assert fim_example("a.py", CODE, PLAIN_FIM, 3, 0.5, "k") == fim_example(
         "a.py", CODE, PLAIN_FIM, 3, 0.5, "k"
     )
@@ -110,8 +119,8 @@ def test_native_fim_tokens_encode_to_the_family_ids(family):
     assert fmt is FIM_FORMATS[family]
     prefix_id, suffix_id, middle_id, file_id = EXPECTED_IDS[family]
     encoder = TextEncoder(tokenizer, fmt.markers)
-    ids = encoder([fim_prompt(f"{fmt.file}a.py\nx = 1\n", "y = 2\n", fmt, PSM)])[0]
-    assert ids[0] == prefix_id and ids[1] == file_id
+    ids = encoder([fim_prompt("x = 1\n", "y = 2\n", fmt, PSM, "a.py")])[0]
+    assert ids[0] == file_id and prefix_id in ids
     assert ids[-1] == middle_id
     assert suffix_id in ids
     assert whole_file("a.py", "x", fmt).startswith(fmt.file)

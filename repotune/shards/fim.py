@@ -5,9 +5,13 @@ it (suffix), and the model writes the middle. Models learn this from documents w
 was moved to the end (Bavarian et al. 2022, "Efficient Training of Language Models to Fill in
 the Middle"), in one of two orders:
 
-* **PSM**: ``<prefix> prefix <suffix> suffix <middle> middle``;
+* **PSM**: ``<file>path <prefix> prefix <suffix> suffix <middle> middle``;
 * **SPM** (the paper's variant 2, as bigcode's Megatron-LM trains StarCoder):
-  ``<prefix> <suffix> suffix <middle> prefix middle``.
+  ``<file>path <prefix> <suffix> suffix <middle> prefix middle``.
+
+The file's header (its path) comes first, outside the FIM markers, in both orders (as
+Qwen2.5-Coder puts ``<|file_sep|>path`` before ``<|fim_prefix|>``): were it part of the prefix,
+an SPM document would continue ``<middle>`` with the file marker, a stop string.
 
 Formats (``FIM_FORMATS``): ``starcoder`` and ``starcoder2`` use the tokens those models were
 pre-trained with (``<fim_prefix>``, ``<fim_suffix>``, ``<fim_middle>``; a file's path after
@@ -96,16 +100,23 @@ def whole_file(path: str, content: str, fmt: FimFormat) -> str:
     return file_header(path, fmt) + content
 
 
-def fim_prompt(prefix: str, suffix: str, fmt: FimFormat, mode: str = PSM) -> str:
-    """The prompt that asks for the middle between ``prefix`` and ``suffix``.
+def fim_prompt(
+    prefix: str, suffix: str, fmt: FimFormat, mode: str = PSM, path: str | None = None
+) -> str:
+    """The prompt that asks for the middle between ``prefix`` and ``suffix`` of the file at
+    ``path`` (its header, :func:`file_header`, before the first FIM marker when given).
 
-    Training and inference (``repotune complete``, the FIM evaluation) both build prompts
-    here, so the model is asked exactly what it learnt.
+    The path stays outside the FIM markers, in both orders, as Qwen2.5-Coder's
+    ``<|file_sep|>path`` before ``<|fim_prefix|>``: inside the prefix, SPM order would put the
+    header right after the middle marker, and the model would learn to answer with the file
+    marker (a stop string), i.e. nothing. Training and inference (``repotune complete``, the
+    FIM evaluation) both build prompts here, so the model is asked exactly what it learnt.
     """
+    header = file_header(path, fmt) if path is not None else ""
     if mode == PSM:
-        return f"{fmt.prefix}{prefix}{fmt.suffix}{suffix}{fmt.middle}"
+        return f"{header}{fmt.prefix}{prefix}{fmt.suffix}{suffix}{fmt.middle}"
     if mode == SPM:
-        return f"{fmt.prefix}{fmt.suffix}{suffix}{fmt.middle}{prefix}"
+        return f"{header}{fmt.prefix}{fmt.suffix}{suffix}{fmt.middle}{prefix}"
     raise ValueError(f"FIM mode '{mode}' is not one of {PSM}, {SPM}")
 
 
@@ -123,13 +134,14 @@ def fim_example(
 ) -> FimExample:
     """A FIM document of one file: its span and order drawn from ``seed`` and ``key``.
 
-    The file header stays at the very start (part of the prefix), so the model always knows
-    which file it is filling in.
+    The file header stays at the very start, before the FIM markers (:func:`fim_prompt`), so
+    the model always knows which file it is filling in, and in either order the middle marker
+    is followed by code, never by a marker.
     """
     rng = _draw(seed, key)
     prefix, middle, suffix = line_spans(content, rng)
     mode = SPM if rng.random() < spm_rate else PSM
-    return FimExample(fim_prompt(file_header(path, fmt) + prefix, suffix, fmt, mode), middle, mode)
+    return FimExample(fim_prompt(prefix, suffix, fmt, mode, path), middle, mode)
 
 
 def is_fim(seed: int, key: str, fim_rate: float) -> bool:
