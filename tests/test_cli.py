@@ -215,6 +215,26 @@ def test_suggest_and_complete_answer_as_the_evaluation_did(run, work):
     printed_as_evaluation_answered(completed, fim["adapted"])
 
 
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [(("suggest",), "commit message"), (("complete", "pkg/m1.py:2"), "completion")],
+)
+def test_an_empty_answer_is_one_line_on_stderr_and_exit_3(
+    run, work, here, monkeypatch, command, what
+):
+    """A model that answers with nothing (its first token EOS or a marker): no empty line on
+    stdout with exit 0, which a script or editor would take for an answer."""
+    from repotune.inference import decoding
+
+    monkeypatch.setattr(decoding, "continuations", lambda *_: [""])
+    result = here(*command, "--results", str(run.results), cwd=work.path)
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"repotune: the model produced no {what} (its answer was empty); write it yourself, "
+        "or retrain (see the run's eval/report.md)"
+    ]
+
+
 def test_complete_gives_evaluations_batched_fim_generations(run, here):
     """Gaps with code on both sides, asked through the evaluate stage's own functions (its
     budgets, prompts and batched generation) and through `complete` one at a time."""
