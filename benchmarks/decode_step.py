@@ -6,7 +6,7 @@ rules, synchronisation), not arithmetic, dominates. Same tokenizer (a byte-level
 here on synthetic commits, with the plain template's markers as special tokens), same
 commit-message prompts, same left-padded batch, same greedy decoding and budget:
 
-* **repotune**: ``repotune.evaluate.generation.generate`` with stop strings as long as the
+* **repotune**: ``repotune.inference.decoding.generate`` with stop strings as long as the
   template's markers (its stopping criterion decodes and searches every row every step, as in
   evaluation), made of characters the model does not write, so that every side decodes the same
   number of steps;
@@ -41,7 +41,8 @@ from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 
-from repotune.evaluate.generation import GenerationSettings, _pad_left, generate  # noqa: E402
+from repotune.inference.decoding import GenerationSettings, _pad_left, generate  # noqa: E402
+from repotune.inference.prompts import Prompt  # noqa: E402
 from repotune.modeling import build_model  # noqa: E402
 from repotune.shards.render import CHANGE_TO_MESSAGE, PLAIN, render, render_prompt  # noqa: E402
 from repotune.shards.tokenizer import train_bpe  # noqa: E402
@@ -74,8 +75,8 @@ def setup(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[list[
 
 def ours(model, tokenizer, prompts: list[list[int]], batch: int, new: int) -> tuple[list, int]:
     """repotune's generate: texts and the number of decoding steps it ran."""
-    settings = GenerationSettings(max_new_tokens=new, max_prompt_tokens=1024, batch_size=batch)
-    results = generate(model, tokenizer, prompts, settings, stop=STOPS)
+    settings = GenerationSettings(max_new_tokens=new, batch_size=batch)
+    results = generate(model, tokenizer, [Prompt(tuple(ids), STOPS) for ids in prompts], settings)
     steps = sum(
         max(g.new_tokens for g in results[start : start + batch])
         for start in range(0, len(results), batch)

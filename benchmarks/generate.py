@@ -33,11 +33,13 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from repotune.evaluate.generation import GenerationSettings, find_stop, generate  # noqa: E402
+from repotune.inference.decoding import GenerationSettings, generate  # noqa: E402
+from repotune.inference.prompts import text_prompt  # noqa: E402
+from repotune.inference.stops import find_stop  # noqa: E402
 from repotune.modeling import build_model  # noqa: E402
 from repotune.models import architecture, resolve_model  # noqa: E402
 from repotune.shards.render import CHANGE_TO_MESSAGE, PLAIN, render, render_prompt  # noqa: E402
-from repotune.shards.tokenizer import train_bpe  # noqa: E402
+from repotune.shards.tokenizer import TextEncoder, train_bpe  # noqa: E402
 from testdata.curated import synthetic_rows  # noqa: E402
 
 SEQ_LEN = 1024
@@ -57,22 +59,26 @@ def setup(prompts: int) -> tuple[torch.nn.Module, object, list[str]]:
     return model.eval(), tokenizer, texts
 
 
-def ours(model, tokenizer, prompts: list[str], settings: GenerationSettings) -> tuple[list, float]:
+def ours(
+    model, tokenizer, prompts: list[str], settings: GenerationSettings, prompt_tokens: int
+) -> tuple[list, float]:
     started = time.perf_counter()
-    results = generate(model, tokenizer, prompts, settings, stop=PLAIN.markers)
+    encoder = TextEncoder(tokenizer, PLAIN.markers)
+    asked = [text_prompt(text, encoder, PLAIN.markers, prompt_tokens) for text in prompts]
+    results = generate(model, tokenizer, asked, settings)
     seconds = time.perf_counter() - started
     return [(g.text, g.new_tokens) for g in results], seconds
 
 
-def baseline(model, tokenizer, prompts: list[str], settings: GenerationSettings):
+def baseline(
+    model, tokenizer, prompts: list[str], settings: GenerationSettings, prompt_tokens: int
+):
     """One ``model.generate`` per prompt; the output read the way ours is (EOS, then markers)."""
     longest = max(len(marker) for marker in PLAIN.markers)
     started = time.perf_counter()
     results = []
     for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][
-            -settings.max_prompt_tokens :
-        ]
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][-prompt_tokens:]
         inputs = torch.tensor([ids])
         with torch.no_grad():
             output = model.generate(
@@ -103,16 +109,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     model, tokenizer, prompts = setup(args.prompts)
-    settings = GenerationSettings(
-        max_new_tokens=args.new_tokens,
-        max_prompt_tokens=args.prompt_tokens,
-        batch_size=args.batch,
-    )
-    ours(model, tokenizer, prompts[:2], settings)  # warm-up: first-call allocations
+    settings = GenerationSettings(max_new_tokens=args.new_tokens, batch_size=args.batch)
+    ours(model, tokenizer, prompts[:2], settings, args.prompt_tokens)  # warm-up allocations
     mine, theirs = [], []
     for _ in range(args.rounds):
-        mine.append(ours(model, tokenizer, prompts, settings))
-        theirs.append(baseline(model, tokenizer, prompts, settings))
+        mine.append(ours(model, tokenizer, prompts, settings, args.prompt_tokens))
+        theirs.append(baseline(model, tokenizer, prompts, settings, args.prompt_tokens))
     (mine_out, mine_s), (their_out, their_s) = (
         min(mine, key=lambda r: r[1]),
         min(theirs, key=lambda r: r[1]),

@@ -18,7 +18,7 @@ whose model entry is the preset with ``base`` pointing at that directory). Parts
   again, resume from the checkpoint and finish;
 * ``paged_adamw_int8``: paged 8-bit AdamW (bitsandbytes) once, int8 (LLM.int8) loading and
   training once, and the int8 adapter loaded back with ``repotune.modeling.load_adapted``;
-* ``generation``: ``repotune.evaluate.generation.generate`` batched against one prompt at a
+* ``generation``: ``repotune.inference.decoding.generate`` batched against one prompt at a
   time, same prompts, greedy;
 * ``workflow``: ``snakemake --cores 4`` on the tiny preset with CUDA visible; train and
   evaluate must report the GPU and ``repotune.manifest.verify`` must accept the manifest.
@@ -65,7 +65,8 @@ import yaml  # noqa: E402
 from repotune.atomic import atomic_path  # noqa: E402
 from repotune.config import resolve_config  # noqa: E402
 from repotune.errors import InputError  # noqa: E402
-from repotune.evaluate.generation import GenerationSettings, generate  # noqa: E402
+from repotune.inference.decoding import GenerationSettings, generate  # noqa: E402
+from repotune.inference.prompts import text_prompt  # noqa: E402
 from repotune.modeling import build_model, load_adapted  # noqa: E402
 from repotune.models import load_preset  # noqa: E402
 from repotune.train.trainer import Hooks, TrainRequest, train  # noqa: E402
@@ -470,15 +471,17 @@ def generation(ctx: Context) -> dict[str, Any]:
     with torch.device(device):
         model = build_model(arch, shapes.gpt2["vocab_size"], shapes.gpt2["n_positions"], special)
     model = model.to(dtype=dtype).eval()
-    prompts = [text[:200] for text in documents(shapes.prompts, seed=3)]
-    warm_up = GenerationSettings(max_new_tokens=4, max_prompt_tokens=256, batch_size=8)
+    from repotune.shards.tokenizer import TextEncoder
+
+    encoder = TextEncoder(tokenizer, ())
+    texts = [text[:200] for text in documents(shapes.prompts, seed=3)]
+    prompts = [text_prompt(text, encoder, (), 256) for text in texts]
+    warm_up = GenerationSettings(max_new_tokens=4, batch_size=8)
     generate(model, tokenizer, prompts[:2], warm_up)  # first-call allocations and kernels
     timings = {}
     outputs = {}
     for batch in (8, 1):
-        config = GenerationSettings(
-            max_new_tokens=shapes.new_tokens, max_prompt_tokens=256, batch_size=batch
-        )
+        config = GenerationSettings(max_new_tokens=shapes.new_tokens, batch_size=batch)
         if ctx.cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()

@@ -10,8 +10,9 @@ one edited module. Reported:
   libraries already imported;
 * **suggest**: one greedy suggestion in-process (parse the staged change, filters, prompt ids,
   decode): the project;
-* **baseline**: repotune.evaluate.generation.generate on the same rendered prompt with the same
-  model, budget and stop strings: what evaluation does for one commit.
+* **baseline**: repotune.inference.decoding.generate on the same prompt
+  (repotune.inference.prompts.commit_message_prompt, the same budget and stop strings): what
+  evaluation does for one commit.
 
 The ratio is suggest / baseline (1.0 = no overhead over evaluation's generation). The machine is
 shared, so each in-process side runs ``--rounds`` times, alternating, and the fastest counts.
@@ -35,20 +36,13 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from repotune.cli.decode import Decoding  # noqa: E402
 from repotune.cli.diff import staged_files  # noqa: E402
 from repotune.cli.run import find_run, load  # noqa: E402
 from repotune.cli.suggest import change_commit, suggestions  # noqa: E402
-from repotune.evaluate.generation import (  # noqa: E402
-    GenerationSettings,
-    budgets,
-    context_length,
-    generate,
-)
+from repotune.inference.budget import budget, context_length  # noqa: E402
+from repotune.inference.decoding import Decoding, GenerationSettings, generate  # noqa: E402
+from repotune.inference.prompts import commit_message_prompt, prompt_encoder  # noqa: E402
 from repotune.modeling import load_adapted  # noqa: E402, F401  (imported here: load times loading)
-from repotune.shards.prompt import prompt_ids  # noqa: E402
-from repotune.shards.render import CHANGE_TO_MESSAGE  # noqa: E402
-from repotune.shards.tokenizer import TextEncoder  # noqa: E402
 from testdata.gitrepo import GitRepo  # noqa: E402
 from testdata.workflow import FAST, snakemake  # noqa: E402
 
@@ -105,32 +99,27 @@ def main() -> None:
         loaded = load(finished, "cpu")
         load_seconds = time.perf_counter() - started
         decoding = Decoding(max_new_tokens=NEW_TOKENS)
-        settings = GenerationSettings(
-            max_new_tokens=NEW_TOKENS, max_prompt_tokens=loaded.seq_len - 1
-        )
+        record = loaded.record
+        limits = budget(record, NEW_TOKENS, context_length(loaded.model))
+        settings = GenerationSettings(max_new_tokens=limits.new_tokens)
         project, baseline = [], []
-        encoder = TextEncoder(loaded.tokenizer, loaded.template.markers)
-        max_prompt, _ = budgets(settings, context_length(loaded.model))
+        encoder = prompt_encoder(loaded.tokenizer, record)
         for _ in range(args.rounds):
             started = time.perf_counter()
             commit = change_commit(staged_files(repo.path), finished, "staged")
             ours = suggestions(loaded, commit, decoding)
             project.append(time.perf_counter() - started)
-            prompt = prompt_ids(
-                commit, CHANGE_TO_MESSAGE, loaded.template, encoder, max_tokens=max_prompt
-            )
+            prompt = commit_message_prompt(commit, record, encoder, limits.prompt_tokens)
             started = time.perf_counter()
-            (theirs,) = generate(
-                loaded.model, loaded.tokenizer, [prompt], settings, stop=loaded.template.markers
-            )
+            (theirs,) = generate(loaded.model, loaded.tokenizer, [prompt], settings)
             baseline.append(time.perf_counter() - started)
             assert ours == [theirs.text.strip()], (ours, theirs.text)
     params = sum(p.numel() for p in loaded.model.parameters())
-    print(f"model: {finished.model} ({params / 1e6:.2f} M parameters, block {loaded.seq_len})")
+    print(f"model: {finished.model} ({params / 1e6:.2f} M parameters, block {record.seq_len})")
     print(f"process (python -m repotune suggest, cold): {process_seconds:.2f} s")
     print(f"load (base + adapter + tokenizer):         {load_seconds:.2f} s")
     print(f"suggest (in-process, best of {args.rounds}):          {min(project):.3f} s")
-    print(f"baseline evaluate.generate (best of {args.rounds}):   {min(baseline):.3f} s")
+    print(f"baseline inference.generate (best of {args.rounds}):  {min(baseline):.3f} s")
     print(f"ratio suggest / baseline: {min(project) / min(baseline):.2f}")
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 

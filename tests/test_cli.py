@@ -7,6 +7,7 @@ nothing the process carries (the torch RNG the tests before used, imported state
 """
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -129,19 +130,13 @@ def test_curate_filters_drop_lock_files_from_the_diff(tmp_path):
 
 
 def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run, work, here):
-    """The same prompt ids, built as training built them and cut to the prompt budget the way
-    a training continuation is cut, give evaluation's greedy generation."""
-    from repotune.cli.decode import Decoding
+    """The same prompt, built by the inference layer as evaluation builds its questions and
+    cut to the same budget, gives evaluation's greedy generation."""
     from repotune.cli.run import find_run, load
     from repotune.cli.suggest import change_commit, suggestions
-    from repotune.evaluate.generation import (
-        GenerationSettings,
-        budgets,
-        context_length,
-        generate,
-    )
-    from repotune.shards.prompt import prompt_ids
-    from repotune.shards.tokenizer import TextEncoder
+    from repotune.inference.budget import budget, context_length
+    from repotune.inference.decoding import Decoding, GenerationSettings, generate
+    from repotune.inference.prompts import commit_message_prompt, prompt_encoder
 
     result = repotune("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
     assert result.returncode == 0, result.stderr
@@ -153,14 +148,126 @@ def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run,
     loaded = load(finished, "cpu")
     commit = change_commit(staged_files(work.path), finished, "staged")
     ours = suggestions(loaded, commit, Decoding(max_new_tokens=16))
-    encoder = TextEncoder(loaded.tokenizer, loaded.template.markers)
-    settings = GenerationSettings(max_new_tokens=16, max_prompt_tokens=loaded.seq_len - 1)
-    max_prompt, _ = budgets(settings, context_length(loaded.model))
-    ids = prompt_ids(commit, CHANGE_TO_MESSAGE, loaded.template, encoder, max_tokens=max_prompt)
-    (theirs,) = generate(
-        loaded.model, loaded.tokenizer, [ids], settings, stop=loaded.template.markers
-    )
+    record = loaded.record
+    limits = budget(record, 16, context_length(loaded.model))
+    encoder = prompt_encoder(loaded.tokenizer, record)
+    prompt = commit_message_prompt(commit, record, encoder, limits.prompt_tokens)
+    settings = GenerationSettings(max_new_tokens=limits.new_tokens)
+    (theirs,) = generate(loaded.model, loaded.tokenizer, [prompt], settings)
     assert ours == [theirs.text.strip()]
+
+
+def evaluation_rows(run) -> dict[str, dict]:
+    """The first row of each task of the run's generations.jsonl: what evaluation asked and the
+    adapted model answered, as the stage wrote it."""
+    report = json.loads((run.results / MODEL / "eval" / "report.json").read_text())
+    assert report["redactions"] == {}, "generations.jsonl holds redacted texts"
+    lines = (run.results / MODEL / "eval" / "generations.jsonl").read_text().splitlines()
+    rows: dict[str, dict] = {}
+    for row in map(json.loads, lines):
+        rows.setdefault(row["task"], row)
+    return rows
+
+
+def printed_as_evaluation_answered(result: subprocess.CompletedProcess, answer: str) -> None:
+    """``answer`` on stdout, or, when it is empty, nothing there and one line on stderr."""
+    from repotune.cli.run import EMPTY_EXIT
+
+    if answer:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == universal_newlines(answer) + "\n"
+    else:
+        assert result.returncode == EMPTY_EXIT and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1 and "no " in result.stderr
+
+
+def test_suggest_and_complete_answer_as_the_evaluation_did(run, work):
+    """The run's evaluation asked its test commit's message and a fill-in-the-middle question
+    of it; `suggest` given that commit's change and `complete` given that gap print the
+    adapted model's answers in generations.jsonl: one prompt builder, one budget, one
+    decoder."""
+    from repotune.evaluate.fim_questions import read_fim_questions
+
+    settings = resolve_config({})["evaluate"]
+    rows = evaluation_rows(run)
+    message = rows["commit_message"]
+    diff = run.repo.git("show", "--format=", message["sha"]) + "\n"
+    suggested = repotune(
+        "suggest", "--stdin", "--results", str(run.results),
+        "--max-tokens", str(settings["commit_messages"]["max_new_tokens"]),
+        cwd=work.path, stdin=diff,
+    )  # fmt: skip
+    printed_as_evaluation_answered(suggested, message["adapted"].strip())
+
+    fim = rows["fim"]
+    [gap] = [
+        task
+        for task in read_fim_questions(run.results / "fim" / "questions.parquet")
+        if (task.sha, task.path) == (fim["sha"], fim["path"])
+    ]
+    # The gap in the file: the post-image with the asked lines taken out, cursor at line N.
+    line = gap.prefix.count("\n") + 1
+    work.write(gap.path, gap.prefix + gap.suffix)
+    completed = repotune(
+        "complete", f"{gap.path}:{line}", "--results", str(run.results),
+        "--max-tokens", str(settings["fim"]["max_new_tokens"]), cwd=work.path,
+    )  # fmt: skip
+    printed_as_evaluation_answered(completed, fim["adapted"])
+
+
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [(("suggest",), "commit message"), (("complete", "pkg/m1.py:2"), "completion")],
+)
+def test_an_empty_answer_is_one_line_on_stderr_and_exit_3(
+    run, work, here, monkeypatch, command, what
+):
+    """A model that answers with nothing (its first token EOS or a marker): no empty line on
+    stdout with exit 0, which a script or editor would take for an answer."""
+    from repotune.inference import decoding
+
+    monkeypatch.setattr(decoding, "continuations", lambda *_: [""])
+    result = here(*command, "--results", str(run.results), cwd=work.path)
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"repotune: the model produced no {what} (its answer was empty); write it yourself, "
+        "or retrain (see the run's eval/report.md)"
+    ]
+
+
+def test_complete_gives_evaluations_batched_fim_generations(run, here):
+    """Gaps with code on both sides, asked through the evaluate stage's own functions (its
+    budgets, prompts and batched generation) and through `complete` one at a time."""
+    from repotune.cli.run import find_run, load
+    from repotune.evaluate.fim import FIM
+    from repotune.evaluate.fim_tasks import FimTask
+    from repotune.evaluate.stage import Questions, run_generation, task_budgets, task_prompts
+    from repotune.evaluate.stage import task_settings as decoding_of
+    from repotune.inference.budget import context_length
+
+    source = (run.repo.path / "pkg" / "m4.py").read_text().splitlines(keepends=True)
+    cuts = [(2, 4), (1, 2), (3, 6)]
+    tasks = [
+        FimTask("0" * 40, "pkg/m4.py", "python", "".join(source[:a]), "".join(source[a:b]),
+                "".join(source[b:]))
+        for a, b in cuts
+    ]  # fmt: skip
+    settings = resolve_config({"evaluate": {"generation": {"batch_size": 2}}})["evaluate"]
+    loaded = load(find_run(run.results, None), "cpu")
+    budgets = task_budgets(settings, loaded.record, context_length(loaded.model), [FIM])
+    asked = Questions([], [], [], test_commits=0, fim=tasks)
+    prompts = task_prompts(asked, loaded.record, loaded.tokenizer, budgets)
+    generations, _ = run_generation(
+        loaded.model, loaded.tokenizer, prompts, decoding_of(settings, budgets)
+    )
+    for task, generation in zip(tasks, generations["adapted"][FIM], strict=True):
+        text = f"{task.prefix}<|cursor|>{task.suffix}"
+        max_tokens = str(settings["fim"]["max_new_tokens"])
+        result = here(
+            "complete", "--path", task.path, "--max-tokens", max_tokens,
+            "--results", str(run.results), cwd=run.repo.path, stdin=text,
+        )  # fmt: skip
+        printed_as_evaluation_answered(result, generation.text)
 
 
 def test_suggest_reads_a_diff_on_stdin_and_the_environment_variable(run, work, here):

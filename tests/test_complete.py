@@ -1,12 +1,14 @@
-"""`repotune complete`'s prompts: the model's fill-in-the-middle format where its tokenizer has
-the tokens (built by the same fim_prompt as training), a plain continuation otherwise, each
-cut to the budget by whole lines."""
+"""`repotune complete`'s prompts (repotune.inference.infill): the run's fill-in-the-middle format
+where it has one (built by the same fim_prompt as training, the path before the markers), a
+plain continuation otherwise, each cut to the budget by whole lines."""
 
 import pytest
 
-from repotune.cli.complete import Gap, gap_at, prompt_for
+from repotune.cli.complete import gap_at
+from repotune.inference.infill import Gap, infill_prompt
+from repotune.inference.record import run_record
 from repotune.shards.fim import PLAIN_FIM, STARCODER2_FIM, file_header, fim_prompt
-from repotune.shards.render import PLAIN
+from repotune.shards.render import PLAIN, get_template
 from repotune.shards.tokenizer import TextEncoder, train_bpe
 from testdata.gitrepo import GitRepo
 
@@ -18,19 +20,20 @@ CODE = [f"def f{i}(x):\n    return x + {i}\n" for i in range(40)]
 )
 def test_fim_prompt_is_the_training_prompt_cut_by_lines(template, fmt):
     tokenizer = train_bpe(CODE, 400, fmt.markers)
+    record = run_record(get_template(template), tokenizer, 1024, fim_files=True)
+    assert record.fim == fmt
     encode = TextEncoder(tokenizer, fmt.markers)
     gap = Gap("".join(CODE[:20]), "".join(CODE[20:]), "pkg/m.py")
-    text = fim_prompt(file_header("pkg/m.py", fmt) + gap.prefix, gap.suffix, fmt)
-    ids, stops = prompt_for(tokenizer, template, PLAIN.markers, gap, 10_000)
-    assert ids == encode([text])[0]
-    assert fmt.prefix in stops and tokenizer.eos_token in stops
-    short, _ = prompt_for(tokenizer, template, PLAIN.markers, gap, 120)
-    assert len(short) <= 120
-    prompt = tokenizer.decode(short)
-    assert prompt.startswith(fmt.prefix + file_header("pkg/m.py", fmt))
-    kept_prefix = prompt.split(fmt.suffix)[0].removeprefix(
-        fmt.prefix + file_header("pkg/m.py", fmt)
-    )
+    text = fim_prompt(gap.prefix, gap.suffix, fmt, path="pkg/m.py")
+    whole = infill_prompt(gap, record, tokenizer, 10_000)
+    assert list(whole.ids) == encode([text])[0] and not whole.truncated
+    assert fmt.prefix in whole.stops and tokenizer.eos_token in whole.stops
+    short = infill_prompt(gap, record, tokenizer, 120)
+    assert len(short.ids) <= 120 and short.truncated
+    prompt = tokenizer.decode(short.ids)
+    head = file_header("pkg/m.py", fmt) + fmt.prefix
+    assert prompt.startswith(head)  # the path stays, before the markers
+    kept_prefix = prompt.split(fmt.suffix)[0].removeprefix(head)
     kept_suffix = prompt.split(fmt.suffix)[1].removesuffix(fmt.middle)
     assert gap.prefix.endswith(kept_prefix) and kept_prefix.startswith("def f")  # whole lines
     assert gap.suffix.startswith(kept_suffix) and len(kept_suffix) < len(kept_prefix)
@@ -38,13 +41,19 @@ def test_fim_prompt_is_the_training_prompt_cut_by_lines(template, fmt):
 
 def test_plain_continuation_without_fim_tokens():
     tokenizer = train_bpe(CODE, 400, PLAIN.markers)
+    record = run_record(PLAIN, tokenizer, 1024, fim_files=False)
+    assert record.fim is None
     encode = TextEncoder(tokenizer, PLAIN.markers)
     gap = Gap("".join(CODE), "ignored without FIM", "m.py")
-    ids, stops = prompt_for(tokenizer, "plain", PLAIN.markers, gap, 10_000)
-    assert ids == encode([gap.prefix])[0] and stops == PLAIN.markers
-    short, _ = prompt_for(tokenizer, "plain", PLAIN.markers, gap, 40)
-    assert len(short) <= 40 and gap.prefix.endswith(tokenizer.decode(short))
-    assert tokenizer.decode(short).startswith(("def", "    return"))
+    whole = infill_prompt(gap, record, tokenizer, 10_000)
+    assert list(whole.ids) == encode([gap.prefix])[0]
+    assert whole.stops == (*PLAIN.markers, tokenizer.eos_token)
+    short = infill_prompt(gap, record, tokenizer, 40)
+    assert len(short.ids) <= 40 and short.truncated
+    assert gap.prefix.endswith(tokenizer.decode(short.ids))
+    assert tokenizer.decode(short.ids).startswith(("def", "    return"))
+    empty = infill_prompt(Gap("", "x = 1\n"), record, tokenizer, 40)
+    assert empty.ids == (tokenizer.eos_token_id,)  # a new file: a document's start
 
 
 def test_file_line_splits_before_the_line(tmp_path):

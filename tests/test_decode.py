@@ -1,5 +1,6 @@
-"""Decoding for `suggest` and `complete`: stops once every sequence holds a stop string, and
-returns the same texts as decoding the whole budget and cutting afterwards."""
+"""Decoding for `suggest` and `complete` (repotune.inference.decoding.continuations): stops once
+every sequence holds a stop string, and returns the same texts as decoding the whole budget and
+cutting afterwards."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -8,8 +9,9 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast, StoppingCriteriaList
 
-from repotune.cli import decode
-from repotune.cli.decode import Decoding, continuations
+from repotune.inference import decoding as decoding_module
+from repotune.inference.decoding import Decoding, continuations
+from repotune.inference.prompts import Prompt
 from testdata.training import train_tokenizer
 from tests.test_generation import reference_generate, tiny_model
 
@@ -48,7 +50,7 @@ def decode_counting(
     decoding: Decoding,
 ) -> tuple[list[str], int]:  # fmt: skip
     with counting_steps(model) as calls:
-        texts = continuations(model, tokenizer, ids, stops, decoding)
+        texts = continuations(model, tokenizer, Prompt(tuple(ids), tuple(stops)), decoding)
     return texts, len(calls)
 
 
@@ -79,7 +81,7 @@ def test_stopping_early_keeps_the_texts_of_the_whole_budget(model, tokenizer, id
     """
     decoding = Decoding(candidates=4, max_new_tokens=BUDGET, seed=3)
     with monkeypatch.context() as patch:  # no stop criterion: the whole budget, then the cut
-        patch.setattr(decode, "_stopping", lambda *_: StoppingCriteriaList())
+        patch.setattr(decoding_module, "StoppingCriteriaList", lambda _: StoppingCriteriaList())
         uncut, _ = decode_counting(model, tokenizer, ids, [], decoding)
         stops = [text[len(text) // 3 :][:3] for text in uncut]
         assert len(uncut) == 4 and all(len(stop) == 3 for stop in stops)

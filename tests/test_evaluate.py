@@ -9,7 +9,6 @@ import pytest
 from repotune.config import resolve_config
 from repotune.curate.redact import Redactor, RedactSettings
 from repotune.evaluate.behaviour import BehaviourTest, CheckResult
-from repotune.evaluate.generation import Generation, find_stop
 from repotune.evaluate.perplexity import BlockScores
 from repotune.evaluate.report import METRICS, VARIANTS
 from repotune.evaluate.stage import (
@@ -21,16 +20,14 @@ from repotune.evaluate.stage import (
     behaviour_by_kind,
     behaviour_results,
     behaviour_rows,
-    generation_settings,
     metrics_table,
     questions,
     redacted,
+    task_budgets,
     task_scores,
-    template_of,
 )
 from repotune.evaluate.tasks import (
     CODE_CHANGE,
-    CODE_STOP,
     COMMIT_MESSAGE,
     added_code,
     answer,
@@ -41,6 +38,11 @@ from repotune.evaluate.tasks import (
     sample,
     score,
 )
+from repotune.inference.budget import Budget
+from repotune.inference.decoding import Generation
+from repotune.inference.prompts import CODE_STOPS
+from repotune.inference.record import RunRecord, run_record
+from repotune.inference.stops import find_stop
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
@@ -83,12 +85,16 @@ def _encoder(template) -> TextEncoder:
     return TextEncoder(_tokenizer(template), template.markers)
 
 
+def _record(template) -> RunRecord:
+    return run_record(template, _tokenizer(template), 1024, fim_files=False)
+
+
 def generated(text: str, finish: str = "stop") -> Generation:
     return Generation(text=text, new_tokens=1, prompt_tokens=1, truncated=False, finish=finish)
 
 
 def test_commit_message_question_is_the_training_rendering_split_at_the_marker():
-    [example] = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
+    [example] = commit_message_examples([COMMIT], _record(PLAIN), _encoder(PLAIN))
     assert example.task == COMMIT_MESSAGE and example.sha == COMMIT["sha"]
     assert example.prompt == render_prompt(COMMIT, CHANGE_TO_MESSAGE, PLAIN)
     assert example.prompt + example.reference == render(COMMIT, CHANGE_TO_MESSAGE, PLAIN)
@@ -100,30 +106,32 @@ def test_code_change_question_is_a_prefix_of_the_training_rendering(template):
     full = render(COMMIT, MESSAGE_TO_CHANGE, template)
     runs = {"import sys\nimport json", "NEW = 2", "    stop()"}
     asked = set()
+    record, encoder = _record(template), _encoder(template)
     for seed in range(40):
-        example = code_change_example(COMMIT, template, seed, _encoder(template))
+        example = code_change_example(COMMIT, record, seed, encoder)
         assert example.task == CODE_CHANGE
         assert full.startswith(example.prompt)
         assert example.prompt.startswith(render_prompt(COMMIT, MESSAGE_TO_CHANGE, template))
-        # The prompt ends at a line start, right before the run; the run follows in the diff.
-        assert example.prompt.endswith("\n")
+        # The prompt ends with the first "+" of the run: it says that an added line starts.
+        assert example.prompt.endswith("\n+")
+        assert encoder.decode(example.prompt_ids) == example.prompt
         rest = full[len(example.prompt) :]
-        assert added_code(rest) == example.reference
+        assert answer(CODE_CHANGE, rest) == example.reference
         asked.add(example.reference)
     # Each run of added lines can be asked (never the "+++ b/..." header line).
     assert asked == runs
-    encoder = _encoder(template)
-    first = code_change_example(COMMIT, template, 3, encoder)
-    assert first == code_change_example(COMMIT, template, 3, encoder)
+    first = code_change_example(COMMIT, record, 3, encoder)
+    assert first == code_change_example(COMMIT, record, 3, encoder)
 
 
 def test_commits_that_add_nothing_are_not_asked_for_code():
     deletion = commit_row("del", "Drop old code", [file_change("a.py", "@@ -1,2 +1 @@\n x\n-y\n")])
     binary = commit_row("bin", "Add logo", [file_change("logo.png", None, is_binary=True)])
-    assert code_change_example(deletion, PLAIN, 0, _encoder(PLAIN)) is None
-    assert code_change_example(binary, PLAIN, 0, _encoder(PLAIN)) is None
+    record = _record(PLAIN)
+    assert code_change_example(deletion, record, 0, _encoder(PLAIN)) is None
+    assert code_change_example(binary, record, 0, _encoder(PLAIN)) is None
     examples = code_change_examples(
-        [deletion, COMMIT, binary], PLAIN, seed=0, size=5, encoder=_encoder(PLAIN)
+        [deletion, COMMIT, binary], record, seed=0, size=5, encoder=_encoder(PLAIN)
     )
     assert [example.sha for example in examples] == [COMMIT["sha"]]
 
@@ -132,11 +140,13 @@ def test_a_generation_is_read_up_to_its_first_non_added_line():
     assert added_code("+a = 1\n+b = 2\n c = 3\n+d = 4") == "a = 1\nb = 2"
     assert added_code(" context first\n+late") == ""
     assert added_code("") == ""
-    assert answer(CODE_CHANGE, "+x\n-y") == "x"
+    # A code change's answer is the "+" its prompt ends with, then the generation.
+    assert answer(CODE_CHANGE, "x\n+y\n-z") == "x\ny"
+    assert answer(CODE_CHANGE, "") == ""
     assert answer(COMMIT_MESSAGE, "+x\n-y") == "+x\n-y"
     # The generation stops where the run ends: at a context, removed, hunk or file line.
-    assert find_stop("+x\n+y\n z", CODE_STOP) == 5
-    assert find_stop(" z", CODE_STOP, prefix="+x\n") == 0
+    assert find_stop("x\n+y\n z", CODE_STOPS, prefix="\n+") == 4
+    assert find_stop(" z", CODE_STOPS, prefix="+x\n") == 0
 
 
 def test_sample_is_seeded_in_order_and_takes_all_when_few():
@@ -163,16 +173,16 @@ def test_scores_of_perfect_and_empty_answers():
 
 
 def test_metric_table_has_every_metric_with_deltas_and_counts():
-    examples = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
-    code_examples = code_change_examples([COMMIT], PLAIN, 0, 1, _encoder(PLAIN))
+    examples = commit_message_examples([COMMIT], _record(PLAIN), _encoder(PLAIN))
+    code_examples = code_change_examples([COMMIT], _record(PLAIN), 0, 1, _encoder(PLAIN))
     generations = {
         "base": {
             COMMIT_MESSAGE: [generated("Something else")],
-            CODE_CHANGE: [generated(" context")],
+            CODE_CHANGE: [generated("")],  # stopped at once: an empty added line
         },
         "adapted": {
             COMMIT_MESSAGE: [generated("Use sys and json\n\nThe tool needs both.\n")],
-            CODE_CHANGE: [generated("+" + code_examples[0].reference.replace("\n", "\n+"))],
+            CODE_CHANGE: [generated(code_examples[0].reference.replace("\n", "\n+"))],
         },
     }
     message = task_scores(COMMIT_MESSAGE, examples, generations)
@@ -250,7 +260,7 @@ def test_generations_and_failure_reasons_are_redacted():
     rows = behaviour_rows(tests, checks, redactor)
     assert rows[0]["kind"] == "pattern" and not rows[0]["adapted"]["passed"]
     assert "Xk9#mQ2" not in str(rows) and "<PASSWORD>" in rows[0]["base"]["reason"]
-    examples = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
+    examples = commit_message_examples([COMMIT], _record(PLAIN), _encoder(PLAIN))
     asked = Questions(commit_messages=examples, code_changes=[], behaviour=tests, test_commits=1)
     written = str(list(_generation_rows(asked, redacted(generations, redactor))))
     assert "Xk9#mQ2" not in written and "ada@example.org" not in written
@@ -274,13 +284,11 @@ def test_behaviour_pass_rate_per_kind():
 
 
 def test_finish_reasons_are_all_counted():
-    settings = resolve_config({})["evaluate"]
-    decoding = {COMMIT_MESSAGE: generation_settings(settings, 8)}
     generations = {
         "base": {COMMIT_MESSAGE: [generated("a", "length"), generated("b", "length")]},
         "adapted": {COMMIT_MESSAGE: [generated("a", "eos"), generated("b", "length")]},
     }
-    facts = _generation_facts(generations, decoding, None)[COMMIT_MESSAGE]
+    facts = _generation_facts(generations, {COMMIT_MESSAGE: Budget(100, 8)})[COMMIT_MESSAGE]
     assert facts["base"]["finish"] == {"eos": 0, "stop": 0, "length": 2}
     assert facts["adapted"]["finish"] == {"eos": 1, "stop": 0, "length": 1}
 
@@ -307,13 +315,21 @@ def test_behaviour_checks_use_each_variants_generation():
     assert [r.passed for r in results["adapted"]] == [True]
 
 
-def test_reads_test_commits_and_the_template_tokenize_used(tmp_path):
+def test_reads_test_commits(tmp_path):
     path = write_split(tmp_path / "test.parquet", [COMMIT])
     [commit] = read_commits(path)
     assert commit["subject"] == COMMIT["subject"] and len(commit["files"]) == 2
-    stats = tmp_path / "stats.json"
-    stats.write_text('{"template": {"name": "starcoder2", "requested": "starcoder2"}}')
-    assert template_of(stats) is STARCODER2
+
+
+def test_every_task_gets_the_budget_suggest_gets():
+    settings = resolve_config({})["evaluate"]
+    record = run_record(STARCODER2, _tokenizer(STARCODER2), 256, fim_files=False)
+    budgets = task_budgets(settings, record, 256, [COMMIT_MESSAGE, CODE_CHANGE])
+    # 64 new tokens fit beside a prompt of the context less 64; 128 take half of it.
+    assert budgets == {COMMIT_MESSAGE: Budget(192, 64), CODE_CHANGE: Budget(128, 128)}
+    assert task_budgets(settings, record, None, [COMMIT_MESSAGE]) == {
+        COMMIT_MESSAGE: Budget(255, 64)
+    }
 
 
 def test_questions_follow_the_sample_sizes_and_skip_a_null_test_file(tmp_path):
@@ -326,9 +342,9 @@ def test_questions_follow_the_sample_sizes_and_skip_a_null_test_file(tmp_path):
     request = EvaluateRequest(
         **{**fields, "test_commits": str(path), "behaviour_tests": None, "settings": settings}
     )
-    asked = questions(request, PLAIN, _tokenizer(PLAIN))
+    asked = questions(request, _record(PLAIN), _tokenizer(PLAIN))
     assert asked.test_commits == 6 and asked.behaviour == [] and asked.code_changes == []
     assert len(asked.commit_messages) == 4
     assert [e.sha for e in asked.commit_messages] == [
-        e.sha for e in questions(request, PLAIN, _tokenizer(PLAIN)).commit_messages
+        e.sha for e in questions(request, _record(PLAIN), _tokenizer(PLAIN)).commit_messages
     ]

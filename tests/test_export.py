@@ -21,7 +21,9 @@ from repotune.errors import InputError
 from repotune.export.gguf import ARCHITECTURES, write_model
 from repotune.export.merged import base_model, merge
 from repotune.export.stage import ExportSettings
+from repotune.inference.record import RunRecord
 from repotune.modeling import load_adapted
+from repotune.shards.fim import PLAIN_FIM, fim_prompt
 from repotune.shards.render import CHANGE_TO_MESSAGE, get_template, render_prompt
 from repotune.shards.tokenizer import load_tokenizer, special_tokens
 from testdata.gitrepo import GitRepo
@@ -187,8 +189,10 @@ def test_modelfile_template_is_the_training_prompt(in_run, tmp_path):
     assert template_text.replace("{{ .Prompt }}", files_text) == render_prompt(
         commit, CHANGE_TO_MESSAGE, template
     )
-    stops = {line.split(" ", 2)[2] for line in lines if line.startswith("PARAMETER stop ")}
-    assert stops == {'"<|message|>"', '"<|diff|>"', '"<|endoftext|>"'}
+    stops = [line.split(" ", 2)[2] for line in lines if line.startswith("PARAMETER stop ")]
+    record = RunRecord.read(in_run.results / MODEL / "shards" / "stats.json")
+    assert stops == [json.dumps(stop) for stop in record.stops]
+    assert {"<|message|>", "<|diff|>", "<|endoftext|>", "<|fim_middle|>"} <= set(record.stops)
 
 
 def test_serving_md_commands_build_the_training_prompt(in_run, tmp_path):
@@ -210,6 +214,8 @@ def test_serving_md_commands_build_the_training_prompt(in_run, tmp_path):
         check=True,
     )
     assert shell.stdout == render_prompt(commit, CHANGE_TO_MESSAGE, get_template("plain"))
+    # The fill-in-the-middle prompt, as `repotune complete` builds it.
+    assert fim_prompt("PREFIX", "SUFFIX", PLAIN_FIM, path="PATH") in text
 
 
 def test_manifest_hashes_the_export(in_run):

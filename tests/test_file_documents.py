@@ -16,18 +16,17 @@ from datasets import load_from_disk
 from repotune.config import resolve_config
 from repotune.curate.table import SPLITS
 from repotune.errors import InputError
-from repotune.evaluate.fim_prompt import Gap, native_fim, prompt_for
+from repotune.inference.infill import Gap, infill_prompt
+from repotune.inference.record import RunRecord
 from repotune.models import resolve_model
 from repotune.shards.files import FIM_MARKERS, file_documents
 from repotune.shards.fim import (
     FIM_FORMATS,
     PLAIN_FIM,
     STARCODER2_FIM,
-    file_header,
     fim_example,
     fim_prompt,
     is_fim,
-    trained_fim_format,
     whole_file,
 )
 from repotune.shards.render import TEMPLATES, get_template, render, task_for
@@ -130,9 +129,10 @@ def test_plain_markers_are_single_special_ids_in_tokenizer_and_shards(stage):
 
 
 def test_complete_asks_in_the_format_a_trained_bpe_learnt(stage):
-    root, stats = stage
-    fmt = native_fim(stats["template"]["name"], _tokenizer(root))
-    assert fmt is not None and fmt == trained_fim_format(stats) == PLAIN_FIM
+    root, _ = stage
+    record = RunRecord.read(root / "out" / "shards" / "stats.json")
+    assert record.fim == PLAIN_FIM and record.fim_special
+    assert set(PLAIN_FIM.markers) <= set(record.stops)
 
 
 @pytest.mark.parametrize(
@@ -154,18 +154,36 @@ def test_complete_asks_a_hub_model_in_the_format_its_shards_hold(
     stats = _run(tmp_path, _settings(), model)
     assert stats["fim"]["format"] == expected.name and stats["fim"]["special"] is native
     tokenizer = _tokenizer(tmp_path)
-    assert (native_fim(template, tokenizer) is not None) is native
-    trained = trained_fim_format(stats)
-    assert trained == expected
+    record = RunRecord.read(tmp_path / "out" / "shards" / "stats.json")
+    assert record.fim == expected and record.fim_special is native
     text = "".join(
         tokenizer.backend_tokenizer.decode(d, skip_special_tokens=False)
         for d in _documents(tmp_path)
     )
     assert expected.middle in text and expected.file + "pkg/m1.py\n" in text
     gap = Gap("def f(x):\n", "    return x\n", "pkg/a.py")
-    ids, _ = prompt_for(tokenizer, template, (), gap, 10_000, trained)
-    question = fim_prompt(file_header("pkg/a.py", expected) + gap.prefix, gap.suffix, expected)
-    assert ids == TextEncoder(tokenizer, expected.markers)([question])[0]
+    prompt = infill_prompt(gap, record, tokenizer, 10_000)
+    question = fim_prompt(gap.prefix, gap.suffix, expected, path="pkg/a.py")
+    assert list(prompt.ids) == TextEncoder(tokenizer, expected.markers)([question])[0]
+    assert question.startswith(expected.file + "pkg/a.py\n" + expected.prefix)
+
+
+@pytest.mark.parametrize(
+    ("special", "template", "expected"),
+    [(("<|endoftext|>",), "plain", None), (STARCODER2_SPECIAL, "starcoder2", STARCODER2_FIM)],
+    ids=["gpt2-like", "starcoder2-like"],
+)
+def test_without_file_documents_a_model_is_asked_in_its_native_format_or_plainly(
+    tmp_path, special, template, expected
+):
+    """No FIM documents: StarCoder2 was pre-trained on its FIM tokens and is asked with them;
+    a tokenizer without FIM tokens continues the prefix."""
+    hub = save_hub_like_tokenizer(tmp_path / "hub", special)
+    model = {"name": "hub", "base": str(hub), "template": template}
+    stats = _run(tmp_path, _settings(files=False), model)
+    assert stats["fim"]["files"] is False
+    record = RunRecord.read(tmp_path / "out" / "shards" / "stats.json")
+    assert record.fim == expected
 
 
 def test_each_file_document_is_its_fim_or_whole_file_text_then_eos(stage):

@@ -15,7 +15,7 @@ import pytest
 from repotune.config import resolve_config
 from repotune.curate.stage import CurateSettings, curate
 from repotune.evaluate.behaviour import CheckResult
-from repotune.evaluate.fim import FIM, fim_format, fim_prompts, fim_scores, score_fim
+from repotune.evaluate.fim import FIM, fim_prompts, fim_scores, score_fim
 from repotune.evaluate.fim_questions import (
     FimQuestionSettings,
     build_fim_questions,
@@ -27,7 +27,8 @@ from repotune.evaluate.report import METRICS, markdown
 from repotune.evaluate.stage import metrics_table
 from repotune.evaluate.tasks import CODE_METRICS, MESSAGE_METRICS
 from repotune.extract.stage import ExtractSettings, extract_to_parquet
-from repotune.shards.fim import PLAIN_FIM, file_header, fim_prompt
+from repotune.inference.record import run_record
+from repotune.shards.fim import PLAIN_FIM, fim_prompt
 from repotune.shards.render import PLAIN
 from repotune.shards.tokenizer import TextEncoder, train_bpe
 from testdata.gitrepo import GitRepo
@@ -217,19 +218,24 @@ def test_prompts_are_the_training_fim_prompt_or_a_continuation_of_the_prefix():
     code = [python_task(i).prefix + python_task(i).middle for i in range(30)]
     tokenizer = train_bpe(code, 400, (*PLAIN.markers, *PLAIN_FIM.markers))
     task = python_task(7)
-    [ids], stops = fim_prompts(tokenizer, "plain", PLAIN.markers, [task], 10_000)
-    text = fim_prompt(file_header(task.path, PLAIN_FIM) + task.prefix, task.suffix, PLAIN_FIM)
-    assert ids == TextEncoder(tokenizer, PLAIN_FIM.markers)([text])[0]
-    assert PLAIN_FIM.middle in stops and tokenizer.eos_token in stops
-    plain = train_bpe(code, 400, PLAIN.markers)  # no FIM tokens: continue the prefix
+    record = run_record(PLAIN, tokenizer, 10_001, fim_files=True)
+    [prompt] = fim_prompts([task], record, tokenizer, 10_000)
+    text = fim_prompt(task.prefix, task.suffix, PLAIN_FIM, path=task.path)
+    assert list(prompt.ids) == TextEncoder(tokenizer, PLAIN_FIM.markers)([text])[0]
+    assert PLAIN_FIM.middle in prompt.stops and tokenizer.eos_token in prompt.stops
+    plain = train_bpe(code, 400, PLAIN.markers)  # no FIM tokens, no FIM documents: continue
     new_file = FimTask("0" * 40, "new.py", "python", "", "x = 1\n", "")
-    prompts, stops = fim_prompts(plain, "plain", PLAIN.markers, [task, new_file], 10_000)
-    assert prompts == [TextEncoder(plain, PLAIN.markers)([task.prefix])[0], [plain.eos_token_id]]
-    assert stops == PLAIN.markers
+    without = run_record(PLAIN, plain, 10_001, fim_files=False)
+    prompts = fim_prompts([task, new_file], without, plain, 10_000)
+    expected = [TextEncoder(plain, PLAIN.markers)([task.prefix])[0], [plain.eos_token_id]]
+    assert [list(p.ids) for p in prompts] == expected
+    assert prompts[0].stops == (*PLAIN.markers, plain.eos_token)
     # Trained on FIM documents in the plain format: asked in it, markers as text.
-    [ids], stops = fim_prompts(plain, "plain", PLAIN.markers, [task], 10_000, PLAIN_FIM)
-    assert ids == TextEncoder(plain, PLAIN_FIM.markers)([text])[0] and PLAIN_FIM.middle in stops
-    assert (fim_format("plain", plain), fim_format("plain", plain, PLAIN_FIM)) == (None, "plain")
+    as_text = run_record(PLAIN, plain, 10_001, fim_files=True)
+    assert as_text.fim == PLAIN_FIM and not as_text.fim_special
+    [prompt] = fim_prompts([task], as_text, plain, 10_000)
+    assert list(prompt.ids) == TextEncoder(plain, PLAIN_FIM.markers)([text])[0]
+    assert PLAIN_FIM.middle in prompt.stops
 
 
 def test_parses_is_measured_only_where_the_real_file_parses():

@@ -13,6 +13,7 @@ import pytest
 from repotune.config import resolve_config
 from repotune.evaluate.tasks import code_change_example, commit_message_examples
 from repotune.extract.stage import ExtractSettings, extract_to_parquet
+from repotune.inference.record import run_record
 from repotune.shards.prompt import prompt_ids
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
@@ -103,12 +104,13 @@ def test_evaluation_prompt_ids_are_a_prefix_of_the_training_ids(history, templat
     texts = [render(row, MESSAGE_TO_CHANGE, template) for row in rows]
     tokenizer = train_bpe(texts, vocab_size=400, markers=template.markers)
     encoder = TextEncoder(tokenizer, template.markers)
+    record = run_record(template, tokenizer, 4096, fim_files=False)
     trained = {
         task: _training_ids(root, rows, tokenizer, template, task)
         for task in (MESSAGE_TO_CHANGE, CHANGE_TO_MESSAGE)
     }
     not_a_prefix = 0
-    for example in commit_message_examples(rows, template, encoder):
+    for example in commit_message_examples(rows, record, encoder):
         ids = trained[CHANGE_TO_MESSAGE][example.sha]
         assert ids[: len(example.prompt_ids)] == list(example.prompt_ids)
         assert encoder.decode(list(example.prompt_ids)) == example.prompt
@@ -117,17 +119,18 @@ def test_evaluation_prompt_ids_are_a_prefix_of_the_training_ids(history, templat
     asked = 0
     for row in rows:
         for seed in range(6):
-            example = code_change_example(row, template, seed, encoder)
+            example = code_change_example(row, record, seed, encoder)
             if example is None:
                 continue
             asked += 1
             ids = trained[MESSAGE_TO_CHANGE][example.sha]
             assert ids[: len(example.prompt_ids)] == list(example.prompt_ids)
             assert encoder.decode(list(example.prompt_ids)) == example.prompt
-            alone = encoder([example.prompt])[0]
+            # Up to the line start before the "+", encoded alone: the case the history hits.
+            alone = encoder([example.prompt.removesuffix("+")])[0]
             not_a_prefix += ids[: len(alone)] != alone
     assert asked > len(rows)
-    # The history does hit the case: the prompt text encoded alone is not a prefix.
+    # The history does hit the case: a prompt text encoded alone is not a prefix.
     assert not_a_prefix > 0
 
 

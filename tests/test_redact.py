@@ -398,7 +398,6 @@ def test_secrets_never_reach_the_output_parquet(tmp_path: Path) -> None:
 def test_generations_written_by_evaluate_are_redacted() -> None:
     """A model can repeat a secret it memorised in pre-training: what the evaluation writes
     (generations.jsonl rows, report examples) is redacted like the data."""
-    from repotune.evaluate.generation import Generation
     from repotune.evaluate.stage import (
         COMMIT_MESSAGE,
         Questions,
@@ -407,6 +406,7 @@ def test_generations_written_by_evaluate_are_redacted() -> None:
         redacted,
     )
     from repotune.evaluate.tasks import Example
+    from repotune.inference.decoding import Generation
 
     token = "ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
     example = Example(

@@ -1,9 +1,11 @@
 """``repotune complete``: code completion at a place in a file, or for a prefix on stdin.
 
-The prompt (:mod:`repotune.evaluate.fim_prompt`, shared with the FIM evaluation, so the
-evaluation measures what this command does): the fill-in-the-middle format the run's file
-documents were trained in (stats.json), else the one its tokenizer has the tokens of, else a
-plain continuation of the prefix, cut by whole lines to the training block less the new tokens.
+The prompt is :func:`repotune.inference.infill.infill_prompt`, the one the FIM evaluation asks
+with, so the evaluation measures what this command does: the fill-in-the-middle format of the
+run's record (the one its file documents were trained in, else the one its tokenizer has the
+tokens of), else a plain continuation of the prefix, cut by whole lines to the prompt budget
+(:func:`repotune.inference.budget.budget`). The completion is the greedy generation
+(:func:`repotune.inference.decoding.continuations`), evaluation's generation for the same gap.
 """
 
 import argparse
@@ -11,18 +13,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from repotune.cli.decode import Decoding, continuations
 from repotune.cli.diff import git_toplevel
-from repotune.cli.run import LoadedModel, find_run, load, results_dir
+from repotune.cli.run import EMPTY_EXIT, LoadedModel, empty_answer, find_run, load, results_dir
 from repotune.errors import InputError
-from repotune.evaluate.fim_prompt import Gap, block_budget, prompt_for
+from repotune.inference.infill import Gap
 
 DEFAULT_CURSOR = "<|cursor|>"
 HELP = "complete code at FILE:LINE, or the text on stdin (prefix[<|cursor|>suffix])"
-EXAMPLES = """examples:
+EXAMPLES = f"""examples:
   repotune complete src/app.py:42             # fill in at the start of line 42
   printf 'def add(a, b):\\n' | repotune complete --path src/add.py
   cat snippet.py | repotune complete --cursor '@@'   # '@@' marks where to fill in
+
+exit status: 0 code printed, 1 bad input (one line on stderr), {EMPTY_EXIT} the model's answer
+was empty (one line on stderr, nothing on stdout)
 """
 
 
@@ -68,16 +72,17 @@ def gap_from_text(text: str, cursor: str, path: str | None) -> Gap:
 
 
 def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
-    """The model's completion of ``gap``: FIM where native, else a plain continuation."""
-    from repotune.evaluate.generation import context_length
+    """The model's completion of ``gap`` (greedy): FIM where the run has a format, else a
+    plain continuation."""
+    from repotune.inference.budget import budget, context_length
+    from repotune.inference.decoding import Decoding, continuations
+    from repotune.inference.infill import infill_prompt
 
-    max_prompt, max_new = block_budget(loaded.seq_len, max_new_tokens, context_length(loaded.model))
-    template = loaded.template
-    ids, stops = prompt_for(
-        loaded.tokenizer, template.name, template.markers, gap, max_prompt, loaded.fim
-    )
-    decoding = Decoding(candidates=1, max_new_tokens=max_new)
-    return continuations(loaded.model, loaded.tokenizer, ids, stops, decoding)[0]
+    record, tokenizer = loaded.record, loaded.tokenizer
+    limits = budget(record, max_new_tokens, context_length(loaded.model))
+    prompt = infill_prompt(gap, record, tokenizer, limits.prompt_tokens)
+    decoding = Decoding(candidates=1, max_new_tokens=limits.new_tokens)
+    return continuations(loaded.model, tokenizer, prompt, decoding)[0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,9 +92,16 @@ def run(args: argparse.Namespace) -> int:
         gap = gap_at(args.location, args.repo)
     else:
         gap = gap_from_text(sys.stdin.read(), args.cursor, args.path)
-    if not gap.prefix and not gap.suffix:
-        raise InputError("the code to complete", "is empty", "give FILE:LINE or text on stdin")
+    if not gap.prefix and not gap.suffix and gap.path is None:
+        raise InputError(
+            "the code to complete",
+            "is empty and has no path",
+            "give FILE:LINE, text on stdin, or --path for a new file",
+        )
     finished = find_run(results_dir(args.results), args.model)
-    sys.stdout.write(completion(load(finished, args.device), gap, args.max_tokens))
+    text = completion(load(finished, args.device), gap, args.max_tokens)
+    if not text:
+        return empty_answer("completion")
+    sys.stdout.write(text)
     sys.stdout.write("\n")
     return 0

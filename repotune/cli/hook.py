@@ -224,15 +224,15 @@ def uninstall_command(args: argparse.Namespace) -> int:
 
 def _prefill(args: argparse.Namespace) -> None:
     """Write the first suggestion above what git put in the message file."""
-    from repotune.cli.decode import Decoding
     from repotune.cli.diff import staged_files
     from repotune.cli.run import find_run, load
     from repotune.cli.suggest import change_commit, suggestions
+    from repotune.inference.decoding import Decoding
 
     finished = find_run(results_dir(args.results), args.model)
     commit = change_commit(staged_files(args.repo), finished, "the staged change")
     found = suggestions(load(finished, args.device), commit, Decoding())
-    if not found or not found[0]:
+    if not found:
         raise InputError("the model", "suggested an empty message", "write the message yourself")
     path = Path(args.message_file)
     existing = path.read_text(encoding="utf-8", errors="replace")

@@ -2,21 +2,26 @@
 
 Every subcommand of ``repotune`` starts here. A run is *finished* for a model when training has
 written ``results/{model}/adapter/training_summary.json`` and tokenize has written the
-tokenizer and ``shards/stats.json`` (the template and block length the model was trained
-with). Paths recorded by the workflow are relative to the directory Snakemake ran in, which is
-the parent of ``results/``; loading resolves them from there, so the command works from any
-directory, the user's own repository included.
+tokenizer and ``shards/stats.json`` (its run record: the template, block length, FIM format and
+stop strings the model was trained with, :class:`repotune.inference.record.RunRecord`). Paths
+recorded by the workflow are relative to the directory Snakemake ran in, which is the parent of
+``results/``; loading resolves them from there, so the command works from any directory, the
+user's own repository included.
 """
 
 import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repotune.errors import InputError
+from repotune.inference.record import RunRecord
 
+EMPTY_EXIT = 3
+"""Exit status of ``suggest`` and ``complete`` when the model's answer is empty."""
 RESULTS_ENV = "REPOTUNE_RESULTS"
 DEFAULT_RESULTS = "results"
 _FINISH = "run the workflow first (`make run`), or point --results (or $REPOTUNE_RESULTS) at one"
@@ -47,9 +52,9 @@ class FinishedRun:
     def tokenizer(self) -> Path:
         return self.root / "tokenizer"
 
-    def shard_stats(self) -> dict[str, Any]:
-        """tokenize's stats.json: the template and block length the model was trained with."""
-        return json.loads((self.root / "shards" / "stats.json").read_text(encoding="utf-8"))
+    def record(self) -> RunRecord:
+        """What the model was trained with (tokenize's run record in stats.json)."""
+        return RunRecord.read(self.root / "shards" / "stats.json")
 
     def curate_settings(self) -> dict[str, Any] | None:
         """The curate stage's settings (its file filters among them), None when absent."""
@@ -102,13 +107,25 @@ def find_run(results: Path, model: str | None) -> FinishedRun:
 
 @dataclass
 class LoadedModel:
-    """Base + adapter, its tokenizer and the prompt layout it was trained with."""
+    """Base + adapter, its tokenizer and the run record it is asked by."""
 
     model: Any
     tokenizer: Any
-    template: Any
-    seq_len: int
-    fim: Any = None  # the FimFormat of its file documents (None: trained on commits only)
+    record: RunRecord
+
+
+def empty_answer(what: str) -> int:
+    """Say on stderr, in one line, that the model answered with nothing; :data:`EMPTY_EXIT`.
+
+    An empty line on stdout with exit 0 reads as success; a script or editor must be able to
+    tell "no suggestion" from a suggestion.
+    """
+    print(
+        f"repotune: the model produced no {what} (its answer was empty); "
+        "write it yourself, or retrain (see the run's eval/report.md)",
+        file=sys.stderr,
+    )
+    return EMPTY_EXIT
 
 
 def pick_device(requested: str) -> str:
@@ -125,20 +142,12 @@ def load(run: FinishedRun, device: str = "auto") -> LoadedModel:
     from transformers.utils import logging as transformers_logging
 
     from repotune.modeling import load_adapted
-    from repotune.shards.fim import trained_fim_format
-    from repotune.shards.render import get_template
     from repotune.shards.tokenizer import load_tokenizer
 
     transformers_logging.disable_progress_bar()
-    stats = run.shard_stats()
+    record = run.record()
     tokenizer = load_tokenizer(str(run.tokenizer))
     with contextlib.chdir(run.results.parent):
         model = load_adapted(run.adapter, device=pick_device(device))
     model.eval()
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        template=get_template(stats["template"]["name"]),
-        seq_len=int(stats["seq_len"]),
-        fim=trained_fim_format(stats),
-    )
+    return LoadedModel(model=model, tokenizer=tokenizer, record=record)

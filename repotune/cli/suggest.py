@@ -1,28 +1,42 @@
 """``repotune suggest``: commit-message candidates for the staged change (or a diff on stdin).
 
-The change is prompted exactly as the model was trained to answer it: the diff as file
-records (repotune.cli.diff) with the run's curate filters applied, rendered in the
-``change_to_message`` direction by the one prompt-ids function
-(:func:`repotune.shards.prompt.prompt_ids`), cut to the prompt budget the way evaluation cuts
-it (:func:`repotune.evaluate.generation.budgets`: the training block length, less the new
-tokens, keeping the prompt's end).
+The change is prompted exactly as the model was trained to answer it, and as evaluation asks
+its commit-message questions: the diff as file records (repotune.cli.diff) with the run's
+curate filters applied, made a prompt by
+:func:`repotune.inference.prompts.commit_message_prompt` within the budget of
+:func:`repotune.inference.budget.budget` (the training block, the model's context), and
+decoded by :func:`repotune.inference.decoding.continuations`: the first candidate is
+evaluation's greedy generation for the same change.
 """
 
 import argparse
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from repotune.cli.decode import Decoding, continuations
 from repotune.cli.diff import filtered_files, parse_diff, staged_files
-from repotune.cli.run import FinishedRun, LoadedModel, find_run, load, results_dir
+from repotune.cli.run import (
+    EMPTY_EXIT,
+    FinishedRun,
+    LoadedModel,
+    empty_answer,
+    find_run,
+    load,
+    results_dir,
+)
 from repotune.errors import InputError
 
+if TYPE_CHECKING:  # torch: imported when a model runs, not for `repotune --help`
+    from repotune.inference.decoding import Decoding
+
 HELP = "suggest commit messages for the staged change (or a diff on stdin)"
-EXAMPLES = """examples:
+EXAMPLES = f"""examples:
   git add -p && repotune suggest
   repotune suggest -n 3 --seed 7
   git diff HEAD~1 | repotune suggest --stdin
+
+exit status: 0 a message printed, 1 bad input (one line on stderr), {EMPTY_EXIT} the model's
+answer was empty (one line on stderr, nothing on stdout)
 """
 
 
@@ -59,23 +73,20 @@ def change_commit(files: list[dict[str, Any]], run: FinishedRun, where: str) -> 
     return {"sha": "", "subject": "", "body": "", "files": kept}
 
 
-def suggestions(loaded: LoadedModel, commit: dict[str, Any], decoding: Decoding) -> list[str]:
-    """Message candidates for ``commit`` (greedy first), each stripped of surrounding space."""
-    from repotune.evaluate.generation import GenerationSettings, budgets, context_length
-    from repotune.shards.prompt import prompt_ids
-    from repotune.shards.render import CHANGE_TO_MESSAGE
-    from repotune.shards.tokenizer import TextEncoder
+def suggestions(loaded: LoadedModel, commit: dict[str, Any], decoding: "Decoding") -> list[str]:
+    """Message candidates for ``commit`` (greedy first), each stripped of surrounding space;
+    empty answers left out."""
+    from repotune.inference.budget import budget, context_length
+    from repotune.inference.decoding import continuations
+    from repotune.inference.prompts import commit_message_prompt, prompt_encoder
 
-    template = loaded.template
-    wanted = GenerationSettings(
-        max_new_tokens=decoding.max_new_tokens, max_prompt_tokens=loaded.seq_len - 1
-    )
-    max_prompt, max_new = budgets(wanted, context_length(loaded.model))
-    encoder = TextEncoder(loaded.tokenizer, template.markers)
-    ids = prompt_ids(commit, CHANGE_TO_MESSAGE, template, encoder, max_tokens=max_prompt)
-    bounded = replace(decoding, max_new_tokens=max_new)
-    texts = continuations(loaded.model, loaded.tokenizer, ids, template.markers, bounded)
-    return [text.strip() for text in texts]
+    record, tokenizer = loaded.record, loaded.tokenizer
+    limits = budget(record, decoding.max_new_tokens, context_length(loaded.model))
+    encoder = prompt_encoder(tokenizer, record)
+    prompt = commit_message_prompt(commit, record, encoder, limits.prompt_tokens)
+    bounded = replace(decoding, max_new_tokens=limits.new_tokens)
+    texts = continuations(loaded.model, tokenizer, prompt, bounded)
+    return [text for text in dict.fromkeys(text.strip() for text in texts) if text]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         files, where = staged_files(args.repo), f"the staged change of '{args.repo}'"
     commit = change_commit(files, finished, where)
+    from repotune.inference.decoding import Decoding  # torch, once the input is known good
+
     decoding = Decoding(
         candidates=args.candidates,
         max_new_tokens=args.max_tokens,
@@ -94,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     found = suggestions(load(finished, args.device), commit, decoding)
+    if not found:
+        return empty_answer("commit message")
     if len(found) == 1:
         print(found[0])
     else:

@@ -5,6 +5,7 @@ Writes: ``results/{model}/eval/report.{json,md}``, ``generations.jsonl`` and plo
 every model, ``results/comparison.{md,png}``.
 
 Modules: ``stage`` (what ``scripts/evaluate.py`` calls), ``perplexity``, ``tasks`` (evaluation
-examples), ``generation`` (batched generation), ``metrics``, ``behaviour`` (behavioural tests),
-``report``, ``comparison``.
+examples and their scoring), ``fim``/``fim_tasks``/``fim_questions`` (fill-in-the-middle
+questions), ``metrics``, ``behaviour`` (behavioural tests), ``report``, ``comparison``. Prompts,
+budgets and decoding are :mod:`repotune.inference`'s, shared with the ``repotune`` command.
 """

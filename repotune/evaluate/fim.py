@@ -1,10 +1,10 @@
-"""Fill-in-the-middle in evaluation: prompts, scores and report entries of the FIM questions.
+"""Fill-in-the-middle in evaluation: the questions' prompts and scores.
 
 Each question (:mod:`repotune.evaluate.fim_tasks`) is asked as ``repotune complete`` asks it
-(:func:`repotune.evaluate.fim_prompt.prompt_for`: the format the run's FIM documents were
-trained in, else the one the tokenizer carries; the file's path in the header, prefix and
-suffix cut by whole lines to the training block), decoded
-greedily to the end of the middle (EOS or a FIM marker), and scored against the real middle:
+(:func:`repotune.inference.infill.infill_prompt`: the FIM format of the run's record, the
+file's path before the markers, prefix and suffix cut by whole lines to the prompt budget),
+decoded greedily to the end of the middle (EOS or a marker), and scored against the real
+middle:
 
 * ``exact_match``: the middle as written (trailing whitespace aside);
 * ``edit_similarity``: 1 - normalised Levenshtein distance, partial credit;
@@ -16,10 +16,11 @@ import ast
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from repotune.evaluate.fim_prompt import Gap, native_fim, prompt_for
 from repotune.evaluate.fim_tasks import FimTask
 from repotune.evaluate.metrics import edit_similarity, exact_match
-from repotune.shards.fim import FimFormat
+from repotune.inference.infill import Gap, infill_prompt
+from repotune.inference.prompts import Prompt
+from repotune.inference.record import RunRecord
 
 FIM = "fim"
 FIM_METRICS = ("exact_match", "edit_similarity", "parses")
@@ -52,29 +53,13 @@ def score_fim(task: FimTask, generation: str) -> dict[str, float | None]:
 
 
 def fim_prompts(
-    tokenizer: Any,
-    template: str,
-    markers: Sequence[str],
-    tasks: Sequence[FimTask],
-    max_prompt: int,
-    trained: FimFormat | None = None,
-) -> tuple[list[list[int]], tuple[str, ...]]:
-    """Every question's prompt ids within ``max_prompt`` tokens, and the stop strings;
-    ``trained`` is the format of the run's FIM training documents (None: none were made)."""
-    stops: tuple[str, ...] = tuple(markers)
-    prompts = []
-    for task in tasks:
-        gap = Gap(task.prefix, task.suffix, task.path)
-        ids, stops = prompt_for(tokenizer, template, markers, gap, max_prompt, trained)
-        prompts.append(ids)
-    return prompts, stops
-
-
-def fim_format(template: str, tokenizer: Any, trained: FimFormat | None = None) -> str | None:
-    """The FIM format the questions are asked in; None: a plain continuation of the prefix
-    (no FIM training documents and no FIM tokens: the model never learnt to fill in)."""
-    fmt = trained or native_fim(template, tokenizer)
-    return None if fmt is None else fmt.name
+    tasks: Sequence[FimTask], record: RunRecord, tokenizer: Any, max_tokens: int
+) -> list[Prompt]:
+    """Every question's prompt within ``max_tokens``, as ``repotune complete`` builds it."""
+    return [
+        infill_prompt(Gap(task.prefix, task.suffix, task.path), record, tokenizer, max_tokens)
+        for task in tasks
+    ]
 
 
 def fim_scores(

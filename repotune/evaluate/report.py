@@ -418,7 +418,7 @@ def _finish_section(tasks: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """How each generation ended: by itself (end of text, a stop string) or at the limit.
 
     The columns are the finish reasons the stage counted (all of
-    :data:`repotune.evaluate.generation.FINISH_REASONS`, zeros included)."""
+    :data:`repotune.inference.decoding.FINISH_REASONS`, zeros included)."""
     reasons: list[str] = []
     for facts in tasks.values():
         for name in VARIANTS:

@@ -7,10 +7,12 @@ dtype and quantization. A run, in order:
 
 1. **perplexity** on the test shards (:mod:`repotune.evaluate.perplexity`);
 2. **generation** for every question, base then adapted, through the one batched
-   :func:`repotune.evaluate.generation.generate`: commit messages and code changes from a
+   :func:`repotune.inference.decoding.generate`: commit messages and code changes from a
    seeded sample of test commits (:mod:`repotune.evaluate.tasks`), the fill-in-the-middle
    questions rule ``fim_questions`` built from test commits' post-images
-   (:mod:`repotune.evaluate.fim`), and the behavioural tests' prompts;
+   (:mod:`repotune.evaluate.fim`), and the behavioural tests' prompts. Every prompt is built
+   by :mod:`repotune.inference` within the budget ``repotune suggest`` and ``complete`` use,
+   from the run record tokenize wrote (:class:`repotune.inference.record.RunRecord`);
 3. **behavioural checks** once all generation is done: they start sandboxed child processes,
    which is best done while no torch work is in flight;
 4. **scores** (:mod:`repotune.evaluate.metrics`) and the **report**
@@ -24,7 +26,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,27 +49,19 @@ from repotune.evaluate.behaviour import (
     load_tests,
     pass_rate,
 )
-from repotune.evaluate.fim import FIM, fim_format, fim_prompts, fim_scores
-from repotune.evaluate.fim_prompt import block_budget
+from repotune.evaluate.fim import FIM, fim_prompts, fim_scores
 from repotune.evaluate.fim_questions import read_fim_questions
 from repotune.evaluate.fim_tasks import FimTask
-from repotune.evaluate.generation import (
-    FINISH_REASONS,
-    Generation,
-    GenerationSettings,
-    budgets,
-    context_length,
-    generate,
-)
 from repotune.evaluate.metrics import mean
 from repotune.evaluate.perplexity import BlockScores, block_scores
 from repotune.evaluate.sandbox import DEFAULT_LIMITS, SandboxLimits, chosen_isolation
 from repotune.evaluate.significance import paired_means, paired_ratio
-from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
+from repotune.evaluate.tasks import CODE_CHANGE, COMMIT_MESSAGE, Example
+from repotune.inference.budget import Budget, budget, context_length
+from repotune.inference.decoding import FINISH_REASONS, Generation, GenerationSettings, generate
+from repotune.inference.prompts import Prompt, prompt_encoder, text_prompt
+from repotune.inference.record import RunRecord
 from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
-from repotune.shards.fim import FimFormat, trained_fim_format
-from repotune.shards.render import Template, get_template
-from repotune.shards.tokenizer import TextEncoder
 from repotune.shards.torch_blocks import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
@@ -123,19 +117,6 @@ def pick_device(setting: str) -> str:
     return setting
 
 
-def template_of(stats_path: str | Path) -> Template:
-    """The template the tokenize stage actually used (stats.json records it)."""
-    stats = json.loads(Path(stats_path).read_text(encoding="utf-8"))
-    return get_template(stats["template"]["name"])
-
-
-def fim_training(stats_path: str | Path) -> tuple[int, FimFormat | None]:
-    """The training block length (FIM prompts stay within it) and the format of the FIM
-    documents tokenize made (None: none), from stats.json."""
-    stats = json.loads(Path(stats_path).read_text(encoding="utf-8"))
-    return int(stats["seq_len"]), trained_fim_format(stats)
-
-
 @contextlib.contextmanager
 def variant(model: PeftModel, name: str) -> Iterator[None]:
     """The base model (adapter layers bypassed) or the adapted one."""
@@ -147,11 +128,10 @@ def variant(model: PeftModel, name: str) -> Iterator[None]:
 
 
 def generation_settings(settings: Mapping[str, Any], max_new_tokens: int) -> GenerationSettings:
-    """Decoding settings of one task: the shared ``generation`` section and its budget."""
+    """Decoding settings of one task: the shared ``generation`` section and its new tokens."""
     section = settings["generation"]
     return GenerationSettings(
         max_new_tokens=max_new_tokens,
-        max_prompt_tokens=section["max_prompt_tokens"],
         batch_size=section["batch_size"],
         do_sample=section["do_sample"],
         temperature=section["temperature"],
@@ -160,44 +140,55 @@ def generation_settings(settings: Mapping[str, Any], max_new_tokens: int) -> Gen
     )
 
 
-def task_settings(settings: Mapping[str, Any]) -> dict[str, GenerationSettings]:
-    """Each generated task's decoding settings."""
-    return {
-        COMMIT_MESSAGE: generation_settings(
-            settings, settings["commit_messages"]["max_new_tokens"]
-        ),
-        CODE_CHANGE: generation_settings(settings, settings["code_changes"]["max_new_tokens"]),
-        BEHAVIOUR: generation_settings(settings, settings["behaviour"]["max_new_tokens"]),
-    }
+TASK_SECTIONS = {
+    COMMIT_MESSAGE: "commit_messages",
+    CODE_CHANGE: "code_changes",
+    BEHAVIOUR: "behaviour",
+    FIM: "fim",
+}
 
 
-def fim_settings(
-    settings: Mapping[str, Any], seq_len: int, context: int | None
-) -> GenerationSettings:
-    """FIM decoding: the shared section, its prompt within a training block less one token
-    (as ``repotune complete`` asks), prompt and middle within the model's context."""
-    wanted = generation_settings(settings, settings["fim"]["max_new_tokens"])
-    max_prompt, max_new = block_budget(seq_len, wanted.max_new_tokens, context)
-    return dataclasses.replace(
-        wanted, max_prompt_tokens=min(max_prompt, wanted.max_prompt_tokens), max_new_tokens=max_new
-    )
+def task_budgets(
+    settings: Mapping[str, Any], record: RunRecord, context: int | None, tasks: Sequence[str]
+) -> dict[str, Budget]:
+    """Each task's prompt and new-token budget: its ``max_new_tokens`` setting within the
+    run's prompt budget and the model's context, exactly as ``suggest``/``complete`` fit
+    theirs (:func:`repotune.inference.budget.budget`)."""
+    budgets = {}
+    for task in tasks:
+        wanted = settings[TASK_SECTIONS[task]]["max_new_tokens"]
+        budgets[task] = budget(record, wanted, context)
+        if budgets[task].new_tokens < wanted:
+            log.warning(
+                "%s: the model's context of %s tokens allows %d new tokens, not %d, after a "
+                "prompt of at most %d",
+                task, context, budgets[task].new_tokens, wanted, budgets[task].prompt_tokens,
+            )  # fmt: skip
+    return budgets
+
+
+def task_settings(
+    settings: Mapping[str, Any], budgets: Mapping[str, Budget]
+) -> dict[str, GenerationSettings]:
+    """Each generated task's decoding settings, its new tokens within its budget."""
+    return {task: generation_settings(settings, b.new_tokens) for task, b in budgets.items()}
 
 
 def questions(
-    request: EvaluateRequest, template: Template, tokenizer: PreTrainedTokenizerBase
+    request: EvaluateRequest, record: RunRecord, tokenizer: PreTrainedTokenizerBase
 ) -> Questions:
     """The sampled commit-message and code-change examples and the behavioural tests."""
     settings = request.settings
-    encoder = TextEncoder(tokenizer, template.markers)
+    encoder = prompt_encoder(tokenizer, record)
     path, seed = request.test_commits, settings["seed"]
     total = eval_tasks.count_commits(path)
     drawn = eval_tasks.sample_indices(total, settings["commit_messages"]["samples"], seed)
     chosen = eval_tasks.read_commits(path, drawn)
     tests = load_tests(request.behaviour_tests) if request.behaviour_tests else []
     return Questions(
-        commit_messages=eval_tasks.commit_message_examples(chosen, template, encoder),
+        commit_messages=eval_tasks.commit_message_examples(chosen, record, encoder),
         code_changes=eval_tasks.sampled_code_changes(
-            path, template, seed, settings["code_changes"]["samples"], encoder
+            path, record, seed, settings["code_changes"]["samples"], encoder
         ),
         behaviour=tests,
         test_commits=total,
@@ -205,42 +196,47 @@ def questions(
     )
 
 
+def task_prompts(
+    asked: Questions,
+    record: RunRecord,
+    tokenizer: PreTrainedTokenizerBase,
+    budgets: Mapping[str, Budget],
+) -> dict[str, list[Prompt]]:
+    """The prompts of every task ``budgets`` holds, each question within its task's budget."""
+    encoder = prompt_encoder(tokenizer, record)
+
+    def examples(chosen: Sequence[Example]) -> Callable[[int], list[Prompt]]:
+        return lambda limit: [eval_tasks.example_prompt(e, record, encoder, limit) for e in chosen]
+
+    builders: dict[str, Callable[[int], list[Prompt]]] = {
+        COMMIT_MESSAGE: examples(asked.commit_messages),
+        CODE_CHANGE: examples(asked.code_changes),
+        BEHAVIOUR: lambda limit: [
+            text_prompt(test.prompt, encoder, (*record.stops, *test.stop), limit)
+            for test in asked.behaviour
+        ],
+        FIM: lambda limit: fim_prompts(asked.fim, record, tokenizer, limit),
+    }
+    return {task: builders[task](limits.prompt_tokens) for task, limits in budgets.items()}
+
+
 def run_generation(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    template: Template,
-    asked: Questions,
+    prompts: Mapping[str, Sequence[Prompt]],
     decoding: Mapping[str, GenerationSettings],
-    fim: tuple[list[list[int]], tuple[str, ...]] | None = None,
 ) -> tuple[dict[str, dict[str, list[Generation]]], dict[str, dict[str, float]]]:
-    """Generations by variant and task, and each variant's generation time and token count;
-    ``fim`` holds the FIM questions' prompt ids and stop strings when they are asked."""
-    prompts = {
-        COMMIT_MESSAGE: ([e.prompt_ids for e in asked.commit_messages], template.markers, None),
-        CODE_CHANGE: (
-            [e.prompt_ids for e in asked.code_changes],
-            (*template.markers, *CODE_STOP),
-            None,
-        ),
-        BEHAVIOUR: (
-            [test.prompt for test in asked.behaviour],
-            template.markers,
-            [test.stop for test in asked.behaviour],
-        ),
-    }
-    if fim is not None:
-        prompts[FIM] = (*fim, None)
+    """Generations by variant and task, and each variant's generation time and token count."""
     generations: dict[str, dict[str, list[Generation]]] = {}
     timing: dict[str, dict[str, float]] = {}
     for name in VARIANTS:
         started = time.perf_counter()
         generations[name] = {}
         with variant(model, name):
-            for task, (texts, stop, per_prompt) in prompts.items():
+            for task, asked in prompts.items():
                 generations[name][task] = generate(
-                    model, tokenizer, texts, decoding[task], stop, per_prompt,
-                    desc=f"{task} ({name})",
-                )  # fmt: skip
+                    model, tokenizer, asked, decoding[task], desc=f"{task} ({name})"
+                )
         seconds = time.perf_counter() - started
         tokens = sum(g.new_tokens for task in generations[name].values() for g in task)
         timing[name] = {
@@ -368,16 +364,13 @@ def behaviour_by_kind(
 
 
 def _generation_facts(
-    generations: Mapping[str, Mapping[str, list[Generation]]],
-    decoding: Mapping[str, GenerationSettings],
-    context: int | None,
+    generations: Mapping[str, Mapping[str, list[Generation]]], budgets: Mapping[str, Budget]
 ) -> dict[str, Any]:
     facts: dict[str, Any] = {}
-    for task, settings in decoding.items():
-        max_prompt, max_new = budgets(settings, context)
+    for task, limits in budgets.items():
         facts[task] = {
-            "max_new_tokens": max_new,
-            "max_prompt_tokens": max_prompt,
+            "max_new_tokens": limits.new_tokens,
+            "max_prompt_tokens": limits.prompt_tokens,
             **{
                 name: {
                     "truncated_prompts": sum(g.truncated for g in generations[name][task]),
@@ -505,9 +498,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     training = training_facts(request.adapter_dir)
     base = base_facts(request.base_dir)
     redactor = Redactor(RedactSettings.from_config(dict(request.redact)))
-    template = template_of(request.shard_stats)
+    record = RunRecord.read(request.shard_stats)
     tokenizer = AutoTokenizer.from_pretrained(request.tokenizer_dir)
-    asked = questions(request, template, tokenizer)
+    asked = questions(request, record, tokenizer)
     allow_code = settings["behaviour"]["allow_code_execution"]
     limits = SandboxLimits.from_config(settings["behaviour"])
     if allow_code and any(test.python_test for test in asked.behaviour):
@@ -529,24 +522,20 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
                 model, blocks, section["batch_size"], section["max_blocks"], f"perplexity ({name})"
             )
         log.info("perplexity (%s): %s", name, ppl[name].summary().as_dict())
-    decoding = task_settings(settings)
     context = context_length(model)
-    fim = None
-    seq_len, trained = fim_training(request.shard_stats)
-    if request.fim_questions:
-        decoding[FIM] = fim_settings(settings, seq_len, context)
-        max_prompt = decoding[FIM].max_prompt_tokens
-        fim = fim_prompts(
-            tokenizer, template.name, template.markers, asked.fim, max_prompt, trained
-        )
-    generations, timing = run_generation(model, tokenizer, template, asked, decoding, fim)
+    tasks = [COMMIT_MESSAGE, CODE_CHANGE, BEHAVIOUR, *([FIM] if request.fim_questions else [])]
+    budgets = task_budgets(settings, record, context, tasks)
+    prompts = task_prompts(asked, record, tokenizer, budgets)
+    generations, timing = run_generation(
+        model, tokenizer, prompts, task_settings(settings, budgets)
+    )
     del model
     checks = behaviour_results(asked.behaviour, generations, allow_code, limits)
     shown = redacted(generations, redactor)
     message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
     code = task_scores(CODE_CHANGE, asked.code_changes, generations)
     fim_scored = None
-    if fim is not None:
+    if FIM in prompts:
         texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
         fim_scored = fim_scores(asked.fim, texts)
     result = {
@@ -554,7 +543,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "base_model": training.pop("base_model"),
         "base": base,
         "adapter": request.adapter_dir,
-        "template": template.name,
+        "template": record.template_name,
         "device": device,
         "samples": {
             "test_commits": asked.test_commits,
@@ -571,8 +560,8 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             ppl, message, code, checks, settings["seed"], asked.test_commits, fim_scored
         ),
         "fim": {
-            "evaluated": fim is not None,
-            "format": fim_format(template.name, tokenizer, trained),
+            "evaluated": FIM in prompts,
+            "format": record.fim_name,
             "python_questions": sum(task.language == "python" for task in asked.fim),
         },
         "perplexity": {name: ppl[name].summary().as_dict() for name in VARIANTS},
@@ -581,7 +570,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "generation": {
             "do_sample": settings["generation"]["do_sample"],
             "context_length": context,
-            "tasks": _generation_facts(generations, decoding, context),
+            "tasks": _generation_facts(generations, budgets),
             "timing": timing,
         },
         "examples": _examples(asked, shown, settings["examples"]),

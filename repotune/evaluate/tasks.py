@@ -7,10 +7,14 @@ model is asked exactly the kind of question it learnt to answer:
   marker; the reference is the real message. Scored with B-Norm BLEU, ROUGE-L, edit similarity
   and subject exact match.
 * **code change**: the prompt is the commit's ``message_to_change`` rendering (message, then the
-  diff) up to the first line of one run of added lines in one hunk; the reference is that run
-  of added lines. The model continues the diff, and the ``+`` lines it writes before any other
-  line are its answer (as line-level completion in CrossCodeEval and RepoBench, on a diff).
-  Scored with exact match and edit similarity of the added code, ``+`` markers removed.
+  diff) up to one run of added lines in one hunk, ending with the ``+`` of its first line (the
+  prompt says that an added line starts); the reference is that run of added lines. The model
+  continues the diff, and ``+`` followed by what it writes, up to its first line that is not
+  an added line, is its answer (as line-level completion in CrossCodeEval and RepoBench, on a
+  diff). Scored with exact match and edit similarity of the added code, ``+`` markers removed.
+
+Both prompts are built by :mod:`repotune.inference.prompts`, the functions ``repotune suggest``
+uses, within the budget of :mod:`repotune.inference.budget` (:func:`example_prompt`).
 
 Which commits are evaluated is a seeded draw when there are more than the sample size, and which
 run of added lines a commit is asked for is a hash of the seed and its sha, so reruns ask the same
@@ -20,7 +24,7 @@ questions.
 import hashlib
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,15 @@ import pyarrow.parquet as pq
 
 from repotune.errors import InputError
 from repotune.evaluate.metrics import corpus_summary, score_pair
-from repotune.shards.prompt import prompt_ids
+from repotune.inference.prompts import ADDED, Prompt, code_change_prompt, commit_message_prompt
+from repotune.inference.record import RunRecord
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
     Template,
     file_pieces,
     message_text,
+    render,
     render_prompt,
 )
 from repotune.shards.tokenizer import TextEncoder
@@ -47,17 +53,17 @@ MESSAGE_METRICS = ("bnorm_bleu", "rouge_l", "edit_similarity", "subject_exact_ma
 CODE_METRICS = ("exact_match", "edit_similarity")
 COLUMNS = ("sha", "subject", "body", "files")
 BATCH_COMMITS = 512
-# A diff line that is not an added line ends the run the model was asked for.
-CODE_STOP = ("\n ", "\n-", "\n@@", "\ndiff --git", "\n\\")
 
 
 @dataclass(frozen=True)
 class Example:
     """One question: ``prompt`` for the model, ``reference`` to score its answer against.
 
-    ``prompt_ids`` are the prompt's token ids as the training shards hold them
-    (repotune.shards.prompt.prompt_ids); the model is given these, not a fresh encoding of
-    ``prompt``, which can differ where the prompt ends in whitespace.
+    ``prompt_ids`` are the whole prompt's token ids as the training shards hold them
+    (repotune.shards.prompt.prompt_ids), not a fresh encoding of ``prompt``, which can differ
+    where the prompt ends in whitespace; the model is given them cut to its budget
+    (:func:`example_prompt`), from ``commit`` and, for a code change, ``line_start`` (where the
+    asked run's first ``+`` line starts in the ``message_to_change`` rendering).
     """
 
     task: str
@@ -65,6 +71,8 @@ class Example:
     prompt: str
     reference: str
     prompt_ids: tuple[int, ...]
+    commit: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    line_start: int | None = None
 
 
 def _open_commits(path: str | Path) -> pq.ParquetFile:
@@ -126,17 +134,18 @@ def sample(items: Sequence[Any], size: int, seed: int) -> list[Any]:
 
 
 def commit_message_examples(
-    commits: Sequence[Mapping[str, Any]], template: Template, encoder: TextEncoder
+    commits: Sequence[Mapping[str, Any]], record: RunRecord, encoder: TextEncoder
 ) -> list[Example]:
-    """A commit-message question per commit (``encoder``: the tokenizer's, with the
-    template's markers)."""
+    """A commit-message question per commit (``encoder``:
+    :func:`repotune.inference.prompts.prompt_encoder`)."""
     return [
         Example(
             task=COMMIT_MESSAGE,
             sha=commit["sha"],
-            prompt=render_prompt(commit, CHANGE_TO_MESSAGE, template),
+            prompt=render_prompt(commit, CHANGE_TO_MESSAGE, record.template),
             reference=message_text(commit),
-            prompt_ids=tuple(prompt_ids(commit, CHANGE_TO_MESSAGE, template, encoder)),
+            prompt_ids=commit_message_prompt(commit, record, encoder, None).ids,
+            commit=commit,
         )
         for commit in commits
     ]
@@ -161,10 +170,9 @@ def _added_runs(piece: str, hunk_start: int) -> list[tuple[int, int]]:
     return runs
 
 
-def code_change_example(
-    commit: Mapping[str, Any], template: Template, seed: int, encoder: TextEncoder
-) -> Example | None:
-    """The code-change question of ``commit``, or None when it adds no line."""
+def asked_run(commit: Mapping[str, Any], template: Template, seed: int) -> tuple[int, str] | None:
+    """Where the run of added lines ``commit`` is asked for starts in its
+    ``message_to_change`` rendering, and the run's text; None when it adds no line."""
     head = render_prompt(commit, MESSAGE_TO_CHANGE, template)
     pieces: list[str] = []
     candidates: list[tuple[int, int, int]] = []
@@ -181,43 +189,67 @@ def code_change_example(
         return None
     digest = hashlib.sha256(f"{seed}:{commit['sha']}".encode()).digest()
     index, start, end = candidates[int.from_bytes(digest[:8], "big") % len(candidates)]
-    prompt = head + "".join(pieces[:index]) + pieces[index][:start]
+    line_start = len(head) + sum(len(piece) for piece in pieces[:index]) + start
+    return line_start, pieces[index][start:end]
+
+
+def code_change_example(
+    commit: Mapping[str, Any], record: RunRecord, seed: int, encoder: TextEncoder
+) -> Example | None:
+    """The code-change question of ``commit``, or None when it adds no line."""
+    found = asked_run(commit, record.template, seed)
+    if found is None:
+        return None
+    line_start, run = found
+    prompt = code_change_prompt(commit, record, encoder, line_start, None)
     return Example(
         task=CODE_CHANGE,
         sha=commit["sha"],
-        prompt=prompt,
-        reference=added_code(pieces[index][start:end]),
-        prompt_ids=tuple(prompt_ids(commit, MESSAGE_TO_CHANGE, template, encoder, len(prompt))),
+        prompt=render(commit, MESSAGE_TO_CHANGE, record.template)[: line_start + len(ADDED)],
+        reference=added_code(run),
+        prompt_ids=prompt.ids,
+        commit=commit,
+        line_start=line_start,
     )
 
 
 def code_change_examples(
     commits: Sequence[Mapping[str, Any]],
-    template: Template,
+    record: RunRecord,
     seed: int,
     size: int,
     encoder: TextEncoder,
 ) -> list[Example]:
     """Up to ``size`` code-change questions from the commits that add lines (a seeded draw)."""
-    examples = [code_change_example(commit, template, seed, encoder) for commit in commits]
+    examples = [code_change_example(commit, record, seed, encoder) for commit in commits]
     return sample([example for example in examples if example is not None], size, seed)
 
 
 def sampled_code_changes(
-    path: str | Path, template: Template, seed: int, size: int, encoder: TextEncoder
+    path: str | Path, record: RunRecord, seed: int, size: int, encoder: TextEncoder
 ) -> list[Example]:
     """:func:`code_change_examples` of the whole test split, streamed in two passes.
 
-    Pass one keeps only the positions of the commits that add lines; pass two renders the
-    drawn ones again. The draw is the same as on the split held in memory.
+    Pass one keeps only the positions of the commits that add lines (nothing encoded); pass
+    two renders and encodes the drawn ones. The draw is the same as on the split held in
+    memory.
     """
-    eligible = [
-        index
-        for index, commit in iter_commits(path)
-        if code_change_example(commit, template, seed, encoder) is not None
-    ]
+    template = record.template
+    eligible = [index for index, commit in iter_commits(path) if asked_run(commit, template, seed)]
     chosen = read_commits(path, sample(eligible, size, seed))
-    return [e for c in chosen if (e := code_change_example(c, template, seed, encoder))]
+    return [e for c in chosen if (e := code_change_example(c, record, seed, encoder))]
+
+
+def example_prompt(
+    example: Example, record: RunRecord, encoder: TextEncoder, max_tokens: int
+) -> Prompt:
+    """What the model is asked for ``example``, within ``max_tokens``: the prompt ``repotune
+    suggest`` builds for the same commit (commit messages), the same builder's code-change
+    question (code changes)."""
+    if example.task == COMMIT_MESSAGE:
+        return commit_message_prompt(example.commit, record, encoder, max_tokens)
+    assert example.line_start is not None, "a code-change example knows its added line"
+    return code_change_prompt(example.commit, record, encoder, example.line_start, max_tokens)
 
 
 def added_code(diff_text: str) -> str:
@@ -235,8 +267,9 @@ def added_code(diff_text: str) -> str:
 
 
 def answer(task: str, generation: str) -> str:
-    """The part of a generation that is scored: a message as written, a code change's lines."""
-    return added_code(generation) if task == CODE_CHANGE else generation
+    """The part of a generation that is scored: a message as written; a code change's lines,
+    read from the ``+`` its prompt ends with followed by the generation."""
+    return added_code(ADDED + generation) if task == CODE_CHANGE else generation
 
 
 def metrics_of(task: str) -> tuple[str, ...]:

@@ -1,15 +1,16 @@
 """SERVING.md: the exact commands to run the exported model in each engine.
 
 Written for the files this export holds (merged model, GGUF, Modelfile), with the prompt
-format spelled out: every engine gets the same text training rendered, and the same stop
-strings evaluation used.
+formats spelled out from the run's record (:mod:`repotune.inference.record`): every engine gets
+the same text training rendered, the same prompt budget and the same stop strings evaluation,
+``repotune suggest`` and ``repotune complete`` use.
 """
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from repotune.shards.render import Template
+from repotune.inference.record import RunRecord
+from repotune.shards.fim import fim_prompt
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,36 @@ def _python_literal(text: str) -> str:
     return json.dumps(text)
 
 
-def serving_markdown(
-    model: str,
-    template: Template,
-    stops: Sequence[str],
-    context: int,
-    files: ServedFiles,
-    export_dir: str,
-) -> str:
+def _fim_section(record: RunRecord) -> list[str]:
+    """How to ask for code at a cursor: the run's FIM prompt, or a plain continuation."""
+    fmt = record.fim
+    if fmt is None:
+        return [
+            "The model was not trained to fill in the middle: for code, send the text before "
+            "the cursor and let it continue (EOS alone for an empty file).",
+            "",
+        ]
+    how = "single special tokens" if record.fim_special else "plain text, as training wrote them"
+    return [
+        f"For code at a cursor (fill in the middle), the prompt is, with the markers as {how}:",
+        "",
+        "```text",
+        fim_prompt("PREFIX", "SUFFIX", fmt, path="PATH"),
+        "```",
+        "",
+        "where `PATH` is the file's path in the repository, `PREFIX` the text before the cursor "
+        "and `SUFFIX` the text after it; the answer is the middle. `repotune complete` builds "
+        "this prompt exactly (whole lines dropped from the prefix's start and the suffix's end "
+        "beyond the budget).",
+        "",
+    ]
+
+
+def serving_markdown(model: str, record: RunRecord, files: ServedFiles, export_dir: str) -> str:
     """The SERVING.md of one model's export."""
+    template, context = record.template, record.seq_len
     prompt = f"{template.c2m_open}DIFF{template.c2m_sep}"
-    stop_json = json.dumps(list(stops))
+    stop_json = json.dumps(list(record.stops))
     out = [
         f"# Serving `{model}`",
         "",
@@ -51,9 +71,11 @@ def serving_markdown(
         "where `DIFF` is the change laid out as `git diff` prints it, without the `index` "
         "lines (training never saw them): `git diff --cached | grep -v '^index '`. "
         "`repotune suggest` builds this prompt exactly (curate filters, per-file headers, the "
-        f"prompt budget of {context} tokens) and is the reference. Stop at EOS or at any of "
+        f"prompt budget of {record.max_prompt_tokens} tokens, a longer change cut as training "
+        "cut it) and is the reference. Stop at EOS or at any of "
         f"`{stop_json}`; greedy decoding is what evaluation scored.",
         "",
+        *_fim_section(record),
     ]
     # $(...) drops trailing newlines; the x keeps the marker's newline, then goes.
     diff_prompt = (
@@ -73,7 +95,7 @@ def serving_markdown(
             f"{_python_literal(template.c2m_sep)}",
             "ids = tokenizer(prompt, return_tensors='pt')",
             "out = model.generate(**ids, max_new_tokens=64, do_sample=False,",
-            f"                     stop_strings={list(stops)!r}, tokenizer=tokenizer)",
+            f"                     stop_strings={list(record.stops)!r}, tokenizer=tokenizer)",
             "print(tokenizer.decode(out[0, ids['input_ids'].shape[1]:], skip_special_tokens=True))",
             "```",
             "",

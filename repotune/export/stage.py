@@ -18,12 +18,11 @@ an interrupted export leaves no half-written model.
 import json
 import logging
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from repotune.atomic import atomic_path
 from repotune.errors import InputError
-from repotune.shards.render import get_template
+from repotune.inference.record import RunRecord
 
 log = logging.getLogger(__name__)
 GGUF_DTYPES = ("f16", "f32")
@@ -75,11 +74,8 @@ def export(request: ExportRequest) -> dict[str, Any]:
     from repotune.shards.tokenizer import load_tokenizer
 
     settings = request.settings
-    stats = json.loads(Path(request.shard_stats).read_text(encoding="utf-8"))
-    template = get_template(stats["template"]["name"])
+    record = RunRecord.read(request.shard_stats)
     tokenizer = load_tokenizer(request.tokenizer_dir)
-    context = int(stats["seq_len"])
-    stops = list(dict.fromkeys((*template.markers, tokenizer.eos_token)))
     name = request.model
     files = serving.ServedFiles(None, None, None, None, None)
     with atomic_path(request.output_dir) as temporary:
@@ -109,19 +105,17 @@ def export(request: ExportRequest) -> dict[str, Any]:
                     files = replace(files, gguf_base=base_file, gguf_lora=lora_file)
                 log.info("GGUF written: %s", files)
             if settings.ollama and files.gguf_model:
-                text = ollama.modelfile(files.gguf_model, template, tokenizer.eos_token, context)
+                text = ollama.modelfile(files.gguf_model, record)
                 (temporary / "Modelfile").write_text(text, encoding="utf-8")
                 files = replace(files, modelfile="Modelfile")
-        markdown = serving.serving_markdown(
-            name, template, stops, context, files, request.output_dir
-        )
+        markdown = serving.serving_markdown(name, record, files, request.output_dir)
         (temporary / "SERVING.md").write_text(markdown, encoding="utf-8")
         summary = {
             "model": name,
             "adapter": request.adapter_dir,
-            "template": template.name,
-            "context": context,
-            "stops": stops,
+            "template": record.template_name,
+            "context": record.seq_len,
+            "stops": list(record.stops),
             "files": {key: value for key, value in asdict(files).items() if value},
             "settings": asdict(settings),
         }

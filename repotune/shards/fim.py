@@ -27,9 +27,8 @@ the data.
 
 import hashlib
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
 
 from repotune.shards.marked import Marked, join, marker, text
 
@@ -67,14 +66,6 @@ def choose_fim_format(template: str, special_tokens: Collection[str]) -> FimForm
     if set(native.markers) <= set(special_tokens):
         return native
     return PLAIN_FIM
-
-
-def trained_fim_format(shard_stats: Mapping[str, Any]) -> FimFormat | None:
-    """The FIM format a run's file documents were written in (tokenize's stats.json ``fim``),
-    or None when it trained on no file documents: ``repotune complete`` and the FIM
-    evaluation ask in this format, markers as text too where the tokenizer lacks them."""
-    fim = shard_stats.get("fim") or {}
-    return FIM_FORMATS[fim["format"]] if fim.get("files") else None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from transformers import PreTrainedTokenizerBase
 from repotune.atomic import atomic_path, write_text
 from repotune.curate.table import SPLITS
 from repotune.errors import InputError
+from repotune.inference.record import STATS_KEY, run_record
 from repotune.models import ModelSpec, with_overrides
 from repotune.progress import PROGRESS, Progress, duration
 from repotune.shards.files import FILE_COLUMNS, FileCounts, encode_files
@@ -522,6 +523,7 @@ def tokenize_stage(
         },
         "fim": fim | {"rate": settings.fim_rate, "spm_rate": settings.fim_spm_rate},
         "task_mix": {"message_to_change": settings.message_to_change, "seed": settings.seed},
+        STATS_KEY: run_record(template, tokenizer, settings.seq_len, use_files).to_json(),
         "settings": asdict(settings),
         "threads": threads,
         "tokens": tokens,

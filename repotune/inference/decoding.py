@@ -1,22 +1,17 @@
-"""Batched text generation: the one function every generated metric of evaluation goes through.
-
-Commit messages, code changes and behavioural tests all ask a model to continue prompts. They
-share :func:`generate`, so every metric sees the same decoding, the same stopping rules and the
-same prompt truncation, for the base model and for the adapted one alike.
+"""Decoding: batched generation for evaluation, and the candidates ``suggest`` and ``complete``
+print, through one function (:func:`generate`).
 
 How a batch is generated:
 
-* a prompt is given as token ids (evaluation's commit questions: the ids the training shards
-  hold, from repotune.shards.prompt.prompt_ids) or as text, tokenized as training tokenized
-  documents (no special tokens added, only the template's markers special); a prompt longer
-  than its budget keeps its **last** tokens: the end of a prompt (the marker
-  that asks for the target, the code just before the gap) matters most;
+* prompts come as :class:`repotune.inference.prompts.Prompt` (ids already within their
+  budget, :mod:`repotune.inference.budget`; each with its stop strings);
 * prompts are sorted by length and cut into batches of ``batch_size``, so a batch holds
   prompts of similar length and little padding; results come back in the caller's order;
 * each batch is **left-padded** (the attention mask hides the padding, position ids count
   from each prompt's first real token) and decoded by ``model.generate`` with the KV cache;
-* a row stops at EOS or at the first occurrence of one of its stop strings (the template's
-  markers: the model has begun a new document), or after ``max_new_tokens``;
+* a row stops at EOS or at the first occurrence of one of its stop strings (a stop string
+  may begin in the prompt's last characters: :func:`repotune.inference.stops.find_stop`), or
+  after ``max_new_tokens``; once every row of a batch has stopped, no further step runs;
 * greedy decoding by default. Sampling (``do_sample``) draws from a torch RNG seeded with
   ``seed`` inside :func:`torch.random.fork_rng`, so the same prompts and settings give the
   same text and the caller's RNG state is left alone.
@@ -24,7 +19,8 @@ How a batch is generated:
 With greedy decoding a row's tokens depend only on its own prompt: padding is masked, and the
 stop rules are checked row by row. Batched output therefore equals one-at-a-time output (up to
 floating-point ties between two logits, which batching can tip; tests and
-``benchmarks/generate.py`` check equality).
+``benchmarks/generate.py`` check equality), and :func:`continuations` (one prompt, the
+command line's greedy answer and seeded samples) gives evaluation's text for the same prompt.
 """
 
 import logging
@@ -36,24 +32,21 @@ import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from repotune.errors import InputError
+from repotune.inference.budget import context_length
+from repotune.inference.prompts import Prompt
+from repotune.inference.stops import find_stop
 from repotune.progress import Progress
-from repotune.shards.tokenizer import TextEncoder
 
 log = logging.getLogger(__name__)
 FINISH_REASONS = ("eos", "stop", "length")
-_MIN_PROMPT_TOKENS = 8
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding settings (the ``evaluate.generation`` config section plus a task's budget).
-
-    ``max_new_tokens`` bounds each generation; ``max_prompt_tokens`` bounds each prompt (its
-    beginning is dropped). Both also have to fit the model's context: see :func:`budgets`.
-    """
+    """How to decode: the most new tokens per prompt (within the budget,
+    :func:`repotune.inference.budget.budget`), batch size, greedy or seeded sampling."""
 
     max_new_tokens: int = 64
-    max_prompt_tokens: int = 1024
     batch_size: int = 8
     do_sample: bool = False
     temperature: float = 1.0
@@ -67,8 +60,9 @@ class Generation:
 
     ``text`` is what the model wrote after the prompt, cut before EOS and before the first stop
     string; ``new_tokens`` counts the tokens it generated for it (the EOS or the token that
-    completed a stop string included); ``prompt_tokens`` the prompt tokens it saw, after
-    ``truncated`` dropped the prompt's beginning; ``finish`` is ``eos``, ``stop`` or ``length``.
+    completed a stop string included); ``prompt_tokens`` the prompt tokens it saw;
+    ``truncated`` whether the prompt was cut to its budget; ``finish`` is ``eos``, ``stop`` or
+    ``length``.
     """
 
     text: str
@@ -76,56 +70,6 @@ class Generation:
     prompt_tokens: int
     truncated: bool
     finish: str
-
-
-def context_length(model: torch.nn.Module) -> int | None:
-    """The model's maximum sequence length (positions), or None when its config has none."""
-    config = model.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(text, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def budgets(settings: GenerationSettings, context: int | None) -> tuple[int, int]:
-    """``(max_prompt_tokens, max_new_tokens)`` that fit a model of ``context`` positions.
-
-    A prompt plus its generation must fit the context. When the settings ask for more, the
-    generation keeps at most half the context and the prompt gets the rest, so a model trained
-    on short blocks (the tiny preset at seq_len 64) is still evaluated rather than failing.
-    """
-    prompt, new = settings.max_prompt_tokens, settings.max_new_tokens
-    if context is None or prompt + new <= context:
-        return prompt, new
-    new = min(new, context // 2)
-    prompt = min(prompt, context - new)
-    if prompt < _MIN_PROMPT_TOKENS:
-        raise InputError(
-            f"model context of {context} tokens",
-            f"leaves {prompt} prompt tokens",
-            "evaluate a model with a longer context (tokenize.seq_len)",
-        )
-    return prompt, new
-
-
-def find_stop(text: str, stops: Sequence[str], prefix: str = "") -> int | None:
-    """Where ``text`` should be cut: the start of the earliest stop string, or None.
-
-    A stop string may begin in ``prefix`` (the end of the prompt) and end in ``text``: a code
-    prompt ends in a newline, and a generation that starts with a context line completes the
-    stop ``"\\n "`` at once; the cut is then at 0. Occurrences wholly inside ``prefix`` do not
-    count.
-    """
-    joined = prefix + text
-    best: int | None = None
-    for stop in stops:
-        start = joined.find(stop, max(0, len(prefix) - len(stop) + 1))
-        if start != -1:
-            cut = max(0, start - len(prefix))
-            best = cut if best is None else min(best, cut)
-    return best
 
 
 class StopStrings(StoppingCriteria):
@@ -136,8 +80,7 @@ class StopStrings(StoppingCriteria):
     only the last tokens are decoded (enough to hold the longest stop string even at one byte
     per token), so it costs the same at every length; the batch's tails come to the host in one
     copy (one synchronisation a step, not one a row); rows without stop strings or already
-    stopped are skipped; the returned mask is rebuilt only when a row stops. Public because
-    repotune.cli.decode (``suggest``, ``complete``) stops its decoding with it too.
+    stopped are skipped; the returned mask is rebuilt only when a row stops.
     """
 
     def __init__(
@@ -180,25 +123,11 @@ class StopStrings(StoppingCriteria):
         return self.done
 
 
-def _encode(
-    encode: TextEncoder, prompts: Sequence[str | Sequence[int]], max_prompt_tokens: int
-) -> tuple[list[list[int]], list[bool]]:
-    """Token ids of each prompt (text is encoded, ids are kept), its beginning dropped beyond
-    the budget; which were cut."""
-    texts = iter(encode([p for p in prompts if isinstance(p, str)]))
-    ids = [next(texts) if isinstance(p, str) else list(p) for p in prompts]
-    return [row[-max_prompt_tokens:] for row in ids], [len(row) > max_prompt_tokens for row in ids]
-
-
-def _text_end(
-    tokenizer: PreTrainedTokenizerBase, prompt: str | Sequence[int], ids: list[int], chars: int
-) -> str:
+def _text_end(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], chars: int) -> str:
     """The last ``chars`` characters of a prompt (a stop string may begin there)."""
     if not chars:
         return ""
-    if isinstance(prompt, str):
-        return prompt[-chars:]
-    tail = tokenizer.decode(ids[-chars:], skip_special_tokens=False)
+    tail = tokenizer.decode(list(ids[-chars:]), skip_special_tokens=False)
     return tail[-chars:]
 
 
@@ -208,7 +137,7 @@ def _pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for index, row in enumerate(rows):
         if row:
-            input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            input_ids[index, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
             mask[index, width - len(row) :] = 1
     return input_ids, mask
 
@@ -252,47 +181,36 @@ def _finish(
     return text, count, finish
 
 
+def _check_fits(model: torch.nn.Module, prompts: Sequence[Prompt], max_new: int) -> None:
+    """Prompts come cut to their budget; one that is not is a caller's bug, not bad input."""
+    context = context_length(model)
+    longest = max(len(prompt.ids) for prompt in prompts)
+    if context is not None and longest + max_new > context:
+        raise ValueError(
+            f"a prompt of {longest} tokens and {max_new} new tokens exceed the model's context "
+            f"of {context}: build prompts within repotune.inference.budget.budget"
+        )
+
+
 def generate(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str | Sequence[int]],
+    prompts: Sequence[Prompt],
     settings: GenerationSettings,
-    stop: Sequence[str] = (),
-    per_prompt_stop: Sequence[Sequence[str]] | None = None,
     desc: str = "generate",
 ) -> list[Generation]:
-    """Continue every prompt (text or token ids); the i-th result belongs to the i-th prompt.
-
-    ``stop`` applies to every prompt (the template's markers, which are also the only special
-    tokens recognised in a prompt, as in the training shards), ``per_prompt_stop`` adds a list
-    per prompt (a behavioural test's own stop strings). The model is put in eval mode.
-    """
-    if per_prompt_stop is not None and len(per_prompt_stop) != len(prompts):
-        raise ValueError("per_prompt_stop needs one list per prompt")
+    """Continue every prompt; the i-th result belongs to the i-th prompt. The model is put in
+    eval mode."""
     if not prompts:
         return []
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise InputError("tokenizer", "has no end-of-sequence token", "rerun the tokenize rule")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    max_prompt, max_new = budgets(settings, context_length(model))
-    if max_new < settings.max_new_tokens:
-        log.warning(
-            "%s: the model's context of %s tokens allows %d new tokens, not %d, after a prompt "
-            "of at most %d",
-            desc, context_length(model), max_new, settings.max_new_tokens, max_prompt,
-        )  # fmt: skip
-    encoded, truncated = _encode(TextEncoder(tokenizer, stop), prompts, max_prompt)
-    row_stops = [
-        tuple(stop) + tuple(per_prompt_stop[index] if per_prompt_stop else ())
-        for index in range(len(prompts))
-    ]
-    longest_stop = max((len(s) for row in row_stops for s in row), default=0)
-    prefixes = [
-        _text_end(tokenizer, prompt, ids, longest_stop)
-        for prompt, ids in zip(prompts, encoded, strict=True)
-    ]
-    order = sorted(range(len(prompts)), key=lambda index: (-len(encoded[index]), index))
+    _check_fits(model, prompts, settings.max_new_tokens)
+    longest_stop = max((len(s) for prompt in prompts for s in prompt.stops), default=0)
+    prefixes = [_text_end(tokenizer, prompt.ids, longest_stop) for prompt in prompts]
+    order = sorted(range(len(prompts)), key=lambda index: (-len(prompts[index].ids), index))
     results: list[Generation | None] = [None] * len(prompts)
     device = _device(model)
     model.eval()
@@ -301,18 +219,18 @@ def generate(
         torch.manual_seed(settings.seed)
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
-            input_ids, mask = _pad_left([encoded[index] for index in batch], pad_id)
+            input_ids, mask = _pad_left([prompts[index].ids for index in batch], pad_id)
             criterion = StopStrings(
                 tokenizer,
                 input_ids.shape[1],
-                [row_stops[index] for index in batch],
+                [prompts[index].stops for index in batch],
                 [prefixes[index] for index in batch],
             )
             with torch.no_grad():
                 output = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=mask.to(device),
-                    max_new_tokens=max_new,
+                    max_new_tokens=settings.max_new_tokens,
                     eos_token_id=eos_id,
                     pad_token_id=pad_id,
                     stopping_criteria=StoppingCriteriaList([criterion]),
@@ -320,17 +238,52 @@ def generate(
                 )
             new = output[:, input_ids.shape[1] :].tolist()
             for row, index in enumerate(batch):
+                prompt = prompts[index]
                 text, count, finish = _finish(
-                    tokenizer, new[row], row_stops[index], prefixes[index],
+                    tokenizer, new[row], prompt.stops, prefixes[index],
                     criterion.stopped_at[row], eos_id,
                 )  # fmt: skip
                 results[index] = Generation(
                     text=text,
                     new_tokens=count,
-                    prompt_tokens=len(encoded[index]),
-                    truncated=truncated[index],
+                    prompt_tokens=len(prompt.ids),
+                    truncated=prompt.truncated,
                     finish=finish,
                 )
             progress.advance(len(batch), new_tokens=sum(len(n) for n in new))
     progress.finish()
     return [result for result in results if result is not None]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """The command line's decoding: how many candidates, how long, and how the candidates
+    after the first (greedy) one are sampled."""
+
+    candidates: int = 1
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+
+
+def continuations(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompt: Prompt, decoding: Decoding
+) -> list[str]:
+    """Up to ``decoding.candidates`` distinct continuations of ``prompt``: the greedy one
+    first (evaluation's generation of the same prompt), then seeded samples."""
+    greedy = GenerationSettings(max_new_tokens=decoding.max_new_tokens, batch_size=1)
+    found = generate(model, tokenizer, [prompt], greedy, desc="greedy")
+    if decoding.candidates > 1:
+        sampled = GenerationSettings(
+            max_new_tokens=decoding.max_new_tokens,
+            batch_size=decoding.candidates - 1,
+            do_sample=True,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            seed=decoding.seed,
+        )
+        found += generate(
+            model, tokenizer, [prompt] * (decoding.candidates - 1), sampled, desc="samples"
+        )
+    return list(dict.fromkeys(generation.text for generation in found))
