@@ -20,6 +20,7 @@ from datasets import load_from_disk
 from repotune.config import resolve_config
 from repotune.curate.filters import SeenKeys
 from repotune.evaluate import tasks
+from repotune.inference.record import run_record
 from repotune.logs import run_logged
 from repotune.models import resolve_model
 from repotune.progress import Progress
@@ -326,12 +327,14 @@ def test_evaluation_questions_streamed_equal_the_split_held_in_memory(
     everything = tasks.read_commits(path)
     assert len(everything) == tasks.count_commits(path) == 45
     texts = [render(row, MESSAGE_TO_CHANGE, PLAIN) for row in everything]
-    encoder = TextEncoder(train_bpe(texts, vocab_size=300, markers=PLAIN.markers), PLAIN.markers)
+    tokenizer = train_bpe(texts, vocab_size=300, markers=PLAIN.markers)
+    encoder = TextEncoder(tokenizer, PLAIN.markers)
+    record = run_record(PLAIN, tokenizer, seq_len=64, fim_files=False)
     for seed, size in ((0, 7), (3, 20), (1, 100)):
         drawn = tasks.read_commits(path, tasks.sample_indices(45, size, seed))
         assert drawn == tasks.sample(everything, size, seed)
-        streamed = tasks.sampled_code_changes(path, PLAIN, seed, size, encoder)
-        assert streamed == tasks.code_change_examples(everything, PLAIN, seed, size, encoder)
+        streamed = tasks.sampled_code_changes(path, record, seed, size, encoder)
+        assert streamed == tasks.code_change_examples(everything, record, seed, size, encoder)
         assert len(streamed) == min(size, 44)
 
 
