@@ -22,7 +22,7 @@ from repotune.evaluate.fim_questions import (
     read_fim_questions,
 )
 from repotune.evaluate.fim_tasks import FimTask, added_runs
-from repotune.evaluate.perplexity import BlockScores
+from repotune.evaluate.perplexity import CommitScores
 from repotune.evaluate.report import METRICS, markdown
 from repotune.evaluate.stage import metrics_table
 from repotune.evaluate.tasks import CODE_METRICS, MESSAGE_METRICS
@@ -157,7 +157,7 @@ def python_task(index: int) -> FimTask:
 
 def table_with(fim):
     """The report's metric table with these FIM scores (the other metrics from fixed scores)."""
-    ppl = {name: BlockScores(nll=[10.0] * 40, tokens=[5] * 40) for name in ("base", "adapted")}
+    ppl = {name: CommitScores(nll=[10.0] * 40, tokens=[5] * 40) for name in ("base", "adapted")}
     message = {name: dict.fromkeys(MESSAGE_METRICS, [0.0] * 40) for name in ("base", "adapted")}
     code = {name: dict.fromkeys(CODE_METRICS, [0.0] * 40) for name in ("base", "adapted")}
     checks = {name: [CheckResult(True, "ok")] for name in ("base", "adapted")}
@@ -210,7 +210,9 @@ def test_report_shows_the_fim_rows_with_n_and_intervals():
     text = markdown(report, "loss.png", "metrics.png")
     assert "3 fill-in-the-middle questions (3 Python) asked in the `plain` FIM format" in text
     row = next(line for line in text.splitlines() if line.startswith("| FIM exact match"))
-    assert row.endswith("| +1.000 [+1.000, +1.000] | too few to tell | 3 questions |")
+    assert row.endswith(
+        "| +1.000 [+1.000, +1.000] | 0.250 (exact) | 0.250 | too few to tell | 3 questions |"
+    )
 
 
 def test_prompts_are_the_training_fim_prompt_or_a_continuation_of_the_prefix():

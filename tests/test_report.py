@@ -1,35 +1,48 @@
 """report.md, report.json's metric entries and the PNG plots, from hand-made numbers."""
 
 import random
+from pathlib import Path
 
 import matplotlib.image
 import pytest
+import yaml
 
+from repotune.config import resolve_config
+from repotune.errors import InputError
 from repotune.evaluate.report import (
     BETTER,
+    DEFAULT_PRIMARY,
     METRICS,
     MIN_SAMPLE,
+    PRIMARY,
+    SECONDARY,
     TOO_FEW,
     UNCLEAR,
     WORSE,
     describe_base,
+    format_p,
     format_value,
+    judge,
     markdown,
     measurements,
     metric_entry,
     plot_loss_curves,
     plot_metrics,
     read_training_log,
+    scored_entry,
     write_markdown,
 )
-from repotune.evaluate.significance import Paired
+from repotune.evaluate.significance import BINARY, MISSING, SIGN_TEST, Paired
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def paired(delta: tuple[float, float], n: int = 50) -> Paired:
-    """An interval as the bootstrap reports it (only the delta's matters for verdicts)."""
-    return Paired(base=(0.0, 1.0), adapted=(0.0, 1.0), delta=delta, n=n, resamples=1000)
+def paired(delta: tuple[float, float], n: int = 50, p: float | None = None) -> Paired:
+    """An interval as the bootstrap reports it (only the delta's and p matter for verdicts; by
+    default p agrees with the interval: small when it excludes zero)."""
+    if p is None:
+        p = 0.001 if delta[0] > 0 or delta[1] < 0 else 0.5
+    return Paired(base=(0.0, 1.0), adapted=(0.0, 1.0), delta=delta, n=n, resamples=2000, p=p)
 
 
 def sample_report(test_commits: int = 120) -> dict:
@@ -47,8 +60,10 @@ def sample_report(test_commits: int = 120) -> dict:
         "commit_message.rouge_l", 0.30, 0.32, 40, paired((-0.01, 0.05), 40), enough
     )
     metrics["behaviour.pass_rate"] = metric_entry("behaviour.pass_rate", None, None, 0)
+    judge(metrics, "bits_per_token", enough)
     return {
         "model": "tiny",
+        "primary_metric": "bits_per_token",
         "base_model": "results/tiny/base",
         "base": {"source": "built", "name": "tiny",
                  "description": "untrained (random initialisation)"},
@@ -57,6 +72,7 @@ def sample_report(test_commits: int = 120) -> dict:
         "samples": {
             "test_commits": test_commits,
             "perplexity_blocks": 60,
+            "perplexity_commits": 60,
             "perplexity_tokens": 1234,
             "commit_messages": 40,
             "code_changes": 40,
@@ -89,7 +105,8 @@ def test_metric_entry_delta_direction_and_verdict():
     assert (lower["delta"], lower["higher_is_better"], lower["verdict"]) == (-100.0, False, BETTER)
     higher = metric_entry("code_change.exact_match", 0.5, 0.25, 5, paired((-0.4, -0.1)))
     assert (higher["delta"], higher["verdict"]) == (-0.25, WORSE)
-    assert higher["interval"]["delta"] == [-0.4, -0.1] and higher["unit"] == "prompts"
+    assert higher["interval"]["delta"] == [-0.4, -0.1] and higher["unit"] == "commits"
+    assert higher["items"] == "prompts" and higher["p"] == 0.001
     missing = metric_entry("behaviour.pass_rate", None, 0.5, 0)
     assert missing["delta"] is None and missing["verdict"] == "n/a"
     assert format_value("perplexity", None) == "n/a" == format_value("perplexity", float("nan"))
@@ -118,13 +135,11 @@ def test_a_difference_that_rounds_to_zero_is_no_clear_difference():
     assert entry["verdict"] == UNCLEAR
     row = next(line for line in markdown(report_with(entry), "a", "b").splitlines()
                if line.startswith("| message B-Norm BLEU"))  # fmt: skip
-    assert "| 0.00 [0.00, 0.00] | no clear difference | 100 prompts |" in row
+    assert "| 0.00 [0.00, 0.00] | 0.001 | 0.009 | no clear difference | 100 commits" in row
 
 
 def report_with(entry: dict) -> dict:
-    report = sample_report()
-    report["metrics"]["commit_message.bnorm_bleu"] = entry
-    return report
+    return report_with_metric("commit_message.bnorm_bleu", entry)
 
 
 @pytest.mark.parametrize("name", list(METRICS))
@@ -144,7 +159,7 @@ def test_rounding_shown_and_verdict_agree(name):
         report["metrics"] = {name: entry}
         row = next(line for line in markdown(report, "a", "b").splitlines()
                    if line.startswith(f"| {METRICS[name][1]} "))  # fmt: skip
-        _, _, _, shown, said, _ = row.strip("| ").split(" | ")
+        _, _, _, _, shown, _, _, said, _ = row.strip("| ").split(" | ")
         point, interval = shown.split(" ", 1)
         low_shown, high_shown = (float(bound) for bound in interval.strip("[]").split(", "))
         assert said == entry["verdict"]
@@ -160,25 +175,35 @@ def test_markdown_answers_first_with_verdicts_and_n():
     text = markdown(sample_report(), "loss.png", "metrics.png")
     assert text.startswith("# Evaluation of tiny: base vs base + adapter\n")
     headline = text.split("\n")[2]
+    # The primary metric's verdict leads, with its interval, p and commit-level n.
     assert headline.startswith(
-        "On n=120 held-out test commits, the adapter takes perplexity from 400.00 to 300.00 "
-        "(-25.0%, change [-130.00, -70.00]): better; "
+        "On n=120 held-out test commits, the primary metric, bits per token, goes from 8.640 "
+        "to 8.230 with the adapter (change [-0.500, -0.300], p=0.001, n=60 commits): "
+        "**better**. Secondary, Holm-adjusted: "
     )
-    # 12 metrics, perplexity and bits per token one measurement, pass rate not measured: 10.
+    # 12 metrics, perplexity and bits per token one (primary) measurement, pass rate not
+    # measured: 9 secondary measurements judged.
     assert (
-        "of 10 measurements the adapter is better on 9, worse on 0, with no clear difference on 1"
+        "of 9 measurements the adapter is better on 8, worse on 0, with no clear difference on 1"
         in headline
     )
     assert "The base is untrained (random initialisation)" in headline
     assert "Base model untrained (random initialisation), adapter" in text
     assert (
-        "| perplexity ↓ | 400.00 | 300.00 | -100.00 [-130.00, -70.00] | better | 60 blocks" in text
+        "| perplexity ↓ | primary | 400.00 | 300.00 | -100.00 [-130.00, -70.00] | 0.001 |  | "
+        "better | 60 commits (1234 tokens) |" in text
     )
     assert (
-        "| message ROUGE-L ↑ | 0.300 | 0.320 | +0.020 [-0.010, +0.050] | no clear difference "
-        "| 40 prompts |" in text
+        "| message ROUGE-L ↑ | secondary | 0.300 | 0.320 | +0.020 [-0.010, +0.050] | 0.500 | "
+        "0.500 | no clear difference | 40 commits (40 prompts) |" in text
     )
-    assert "| behaviour pass rate ↑ | n/a | n/a | n/a | n/a | 0 |" in text
+    # Eight secondary p-values of 0.001 and one of 0.5: Holm multiplies the smallest by 9.
+    assert "| +0.25 [+0.10, +0.40] | 0.001 | 0.009 | better | 40 commits (40 prompts) |" in text
+    assert (
+        "| behaviour pass rate ↑ | secondary | n/a | n/a | n/a | n/a | n/a | n/a | 0 tests |"
+        in text
+    )
+    assert "(1234 tokens of 60 commits) for perplexity" in text
     assert (
         "40 commit messages, 40 code changes, 40 fill-in-the-middle questions (30 Python) asked "
         "in the `plain` FIM format and 0 behavioural tests"
@@ -253,6 +278,111 @@ def test_write_markdown_links_plots_relative_to_the_report(tmp_path):
 
 @pytest.mark.parametrize("name", list(METRICS))
 def test_every_metric_has_a_direction_and_a_title(name):
-    task, title, higher, fmt, bound = METRICS[name]
+    task, title, higher, fmt, bound, kind = METRICS[name]
     assert (name.startswith(task) or task == "perplexity") and title and fmt.format(1.0)
     assert bound is None or (higher and bound > 0)
+    # 0/1 metrics (exact matches, pass rates, parses) take the exact sign test.
+    assert (kind == BINARY) == any(word in name for word in ("exact", "pass", "parses"))
+
+
+def test_p_above_alpha_gives_no_verdict_even_when_the_interval_excludes_zero():
+    entry = metric_entry("commit_message.rouge_l", 0.3, 0.4, 40, paired((0.05, 0.15), p=0.07))
+    assert entry["verdict"] == UNCLEAR
+    assert (
+        metric_entry("commit_message.rouge_l", 0.3, 0.4, 40, paired((0.05, 0.15), p=0.01))[
+            "verdict"
+        ]
+        == BETTER
+    )
+    nan = metric_entry("commit_message.rouge_l", 0.3, 0.4, 40, paired((float("nan"), 0.15)))
+    assert nan["verdict"] == MISSING and nan["interval"]["delta"] == [None, 0.15]
+    assert "[n/a, +0.150]" in markdown(report_with_metric("commit_message.rouge_l", nan), "a", "b")
+
+
+def report_with_metric(name: str, entry: dict) -> dict:
+    """The sample report with one entry replaced, judged again."""
+    report = sample_report()
+    report["metrics"][name] = entry
+    judge(report["metrics"], report["primary_metric"])
+    return report
+
+
+def test_secondary_metrics_are_holm_adjusted_and_the_primary_is_not():
+    """Ten metrics each at p = 0.02: alone each would be 'better'. The primary keeps p = 0.02
+    and its verdict; the nine secondaries' Holm-adjusted p is 9 * 0.02 = 0.18: no verdict."""
+    metrics = {
+        name: metric_entry(name, 0.3, 0.4, 40, paired((0.05, 0.15), p=0.02))
+        for name in METRICS
+        if METRICS[name].task != "perplexity"
+    }
+    assert all(entry["verdict"] == BETTER for entry in metrics.values())
+    judge(metrics, "fim.edit_similarity")
+    assert metrics["fim.edit_similarity"]["role"] == PRIMARY
+    assert metrics["fim.edit_similarity"]["p_adjusted"] == 0.02
+    assert metrics["fim.edit_similarity"]["verdict"] == BETTER
+    secondary = [entry for name, entry in metrics.items() if name != "fim.edit_similarity"]
+    assert all(entry["role"] == SECONDARY for entry in secondary) and len(secondary) == 9
+    assert {round(entry["p_adjusted"], 12) for entry in secondary} == {0.18}
+    assert {entry["verdict"] for entry in secondary} == {UNCLEAR}
+    with pytest.raises(ValueError, match="primary metric 'loss' is not one of"):
+        judge(metrics, "loss")
+
+
+def test_perplexity_and_bits_per_token_are_one_primary_measurement():
+    metrics = {
+        "perplexity": metric_entry("perplexity", 400.0, 300.0, 900, paired((-130.0, -70.0))),
+        "bits_per_token": metric_entry("bits_per_token", 8.6, 8.2, 900, paired((-0.5, -0.3))),
+        "commit_message.rouge_l": metric_entry(
+            "commit_message.rouge_l", 0.3, 0.4, 40, paired((0.05, 0.15), p=0.03)
+        ),
+    }
+    judge(metrics, "bits_per_token")
+    assert metrics["perplexity"]["role"] == metrics["bits_per_token"]["role"] == PRIMARY
+    # The only secondary measurement: Holm over one test changes nothing.
+    assert metrics["commit_message.rouge_l"]["p_adjusted"] == 0.03
+    assert metrics["commit_message.rouge_l"]["verdict"] == BETTER
+
+
+def test_metrics_below_the_gate_are_not_counted_in_the_holm_family():
+    metrics = {
+        "bits_per_token": metric_entry("bits_per_token", 8.6, 8.2, 900, paired((-0.5, -0.3))),
+        "commit_message.rouge_l": metric_entry(
+            "commit_message.rouge_l", 0.3, 0.4, 40, paired((0.05, 0.15), p=0.03)
+        ),
+        "fim.exact_match": metric_entry(
+            "fim.exact_match", 0.3, 0.4, 9, paired((0.05, 0.15), n=9, p=0.03)
+        ),
+    }
+    judge(metrics, "bits_per_token")
+    assert metrics["fim.exact_match"]["verdict"] == TOO_FEW
+    assert metrics["commit_message.rouge_l"]["p_adjusted"] == 0.03
+
+
+def test_a_scored_entry_takes_the_exact_test_for_0_1_metrics():
+    base, adapted = [0.0] * 30, [1.0] * 4 + [0.0] * 26  # 4 wins, 0 losses
+    entry = scored_entry("code_change.exact_match", base, adapted, seed=0)
+    assert (entry["p"], entry["test"], entry["verdict"]) == (0.125, SIGN_TEST, UNCLEAR)
+    assert entry["interval"]["delta"][0] > 0 and entry["unit"] == "prompts"
+    shas = [f"{i:040x}" for i in range(30)]
+    grouped = scored_entry("code_change.exact_match", base, adapted, 0, shas)
+    assert grouped["unit"] == "commits" and grouped["interval"]["n"] == 30
+    row = next(
+        line
+        for line in markdown(
+            report_with_metric("code_change.exact_match", entry), "a", "b"
+        ).splitlines()
+        if line.startswith("| code exact match")
+    )
+    assert "| 0.125 (exact) |" in row
+    assert format_p(0.0004) == "<0.001" and format_p(None) == "n/a"
+
+
+def test_the_configs_primary_metric_is_one_of_the_reports_metrics():
+    """evaluate.primary_metric's allowed values are exactly the metrics the report can judge,
+    and its default is the report's."""
+    schema = yaml.safe_load((Path(__file__).parent.parent / "config" / "schema.yaml").read_text())
+    key = schema["properties"]["evaluate"]["properties"]["primary_metric"]
+    assert sorted(key["enum"]) == sorted(METRICS)
+    assert key["default"] == DEFAULT_PRIMARY == resolve_config({})["evaluate"]["primary_metric"]
+    with pytest.raises(InputError, match="primary_metric"):
+        resolve_config({"evaluate": {"primary_metric": "loss"}})

@@ -3,20 +3,30 @@
 Everything here is a function of already computed numbers (no model), so the report can be
 tested on hand-made inputs and rebuilt without rerunning a model.
 
-``report.json`` (docs/data-contracts.md describes every key) holds ``metrics``: one entry per
-metric with ``base``, ``adapted``, ``delta`` (adapted - base), ``higher_is_better``, ``count``
-(the sample it was measured on), ``interval`` (95% paired bootstrap intervals of base, adapted
-and delta, :mod:`repotune.evaluate.significance`) and ``verdict``, so a reader, or
+``report.json`` (docs/data-contracts.md describes every key) holds ``primary_metric`` and
+``metrics``: one entry per metric with ``base``, ``adapted``, ``delta`` (adapted - base),
+``higher_is_better``, ``count`` (the items it was measured on), ``interval`` (95% paired BCa
+intervals of base, adapted and delta resampled by commit, :mod:`repotune.evaluate.significance`),
+``p`` and ``test`` (the bootstrap's p for means, the exact sign test's for 0/1 scores),
+``role``, ``p_adjusted`` and ``verdict``, so a reader, or
 :mod:`repotune.evaluate.comparison`, can say whether fine-tuning helped without knowing each
 metric.
 
-A verdict is ``better`` or ``worse`` only when the delta's interval excludes zero *as printed*
-(both bounds rounded to the metric's shown precision, and the rounded delta itself non-zero
-with the same sign): the report never prints ``0.00`` beside ``better``. Otherwise it is ``no
-clear difference``; ``too few to tell`` when fewer than ``MIN_SAMPLE`` items were resampled or
-the test split has fewer than ``MIN_SAMPLE`` commits (then the interval is printed but not
-believed); ``n/a`` when a value is missing. Perplexity and bits per token are one measurement
-(one is a function of the other): the headline counts them once.
+**One primary metric** (``evaluate.primary_metric``, per-commit bits per token by default: it
+is measured on every held-out token, needs no generation and moves first when a model learns
+the repository) is judged at p < 0.05 on its own, and its verdict leads the headline. Every
+other measurement is **secondary**: its p is Holm-adjusted over the secondary measurements
+that could get a verdict (enough commits, a finite p), so the chance of any spurious secondary
+verdict stays at 5% however many metrics there are. Perplexity and bits per token are one
+measurement (one is a function of the other): they share one p and count once.
+
+A verdict is ``better`` or ``worse`` only when (:func:`repotune.evaluate.significance.decide`)
+the (adjusted) p is below 0.05 and the delta's interval excludes zero *as printed* (both bounds
+rounded to the metric's shown precision, the rounded delta itself non-zero with the same sign):
+the report never prints ``0.00`` beside ``better``. Otherwise it is ``no clear difference``;
+``too few to tell`` when fewer than ``MIN_SAMPLE`` commits were resampled or the test split
+has fewer than ``MIN_SAMPLE`` commits (then the interval is printed but not believed); ``n/a``
+when a value, an interval bound or a p is missing.
 """
 
 import csv
@@ -34,7 +44,23 @@ import matplotlib.pyplot as plt
 
 from repotune.atomic import atomic_path, write_text
 from repotune.evaluate.sandbox import ENABLE_HINT
-from repotune.evaluate.significance import MIN_TEST_COMMITS, Paired
+from repotune.evaluate.significance import (
+    BETTER,
+    BINARY,
+    BOOTSTRAP_TEST,
+    MEAN,
+    MIN_TEST_COMMITS,
+    MISSING,
+    SIGN_TEST,
+    TOO_FEW,
+    UNCLEAR,
+    WORSE,
+    Paired,
+    decide,
+    holm,
+    paired_means,
+    sign_test,
+)
 from repotune.train.model_card import plain_value
 
 VARIANTS = ("base", "adapted")
@@ -48,6 +74,7 @@ class Metric(NamedTuple):
     higher_is_better: bool
     fmt: str  # format of a value, e.g. "{:.3f}"
     bound: float | None  # upper end of its scale (plots), or None when unbounded
+    kind: str = MEAN  # BINARY: 0/1 per item, tested by the exact sign test
 
 
 METRICS: dict[str, Metric] = {
@@ -61,25 +88,26 @@ METRICS: dict[str, Metric] = {
         "commit_message", "message edit sim.", True, "{:.3f}", 1
     ),
     "commit_message.subject_exact_match": Metric(
-        "commit_message", "subject exact", True, "{:.3f}", 1
+        "commit_message", "subject exact", True, "{:.3f}", 1, BINARY
     ),
-    "code_change.exact_match": Metric("code_change", "code exact match", True, "{:.3f}", 1),
+    "code_change.exact_match": Metric("code_change", "code exact match", True, "{:.3f}", 1, BINARY),
     "code_change.edit_similarity": Metric("code_change", "code edit sim.", True, "{:.3f}", 1),
-    "fim.exact_match": Metric("fim", "FIM exact match", True, "{:.3f}", 1),
+    "fim.exact_match": Metric("fim", "FIM exact match", True, "{:.3f}", 1, BINARY),
     "fim.edit_similarity": Metric("fim", "FIM edit sim.", True, "{:.3f}", 1),
-    "fim.parses": Metric("fim", "FIM parses (Python)", True, "{:.3f}", 1),
-    "behaviour.pass_rate": Metric("behaviour", "behaviour pass rate", True, "{:.3f}", 1),
+    "fim.parses": Metric("fim", "FIM parses (Python)", True, "{:.3f}", 1, BINARY),
+    "behaviour.pass_rate": Metric("behaviour", "behaviour pass rate", True, "{:.3f}", 1, BINARY),
 }
+# The primary metric when the config names none (evaluate.primary_metric's default).
+DEFAULT_PRIMARY = "bits_per_token"
+PRIMARY, SECONDARY = "primary", "secondary"
 # Metrics that are a function of another one: one measurement, counted once in the headline.
 SAME_MEASUREMENT = {"bits_per_token": "perplexity"}
-# What a metric's interval resamples.
-UNITS = {"perplexity": "blocks", "commit_message": "prompts", "code_change": "prompts",
+# What a metric's ``count`` counts.
+ITEMS = {"perplexity": "tokens", "commit_message": "prompts", "code_change": "prompts",
          "fim": "questions", "behaviour": "tests"}  # fmt: skip
-# The fewest items a verdict is given on (the test split's commits, and each metric's sample).
+COMMITS = "commits"  # what an interval resamples when each item's commit is known
+# The fewest commits a verdict is given on (the test split's, and each metric's resampled).
 MIN_SAMPLE = MIN_TEST_COMMITS
-BETTER, WORSE, UNCLEAR, TOO_FEW, MISSING = (
-    "better", "worse", "no clear difference", "too few to tell", "n/a",
-)  # fmt: skip
 TRAINING_COLUMNS = (
     "steps", "epochs", "tokens", "final_train_loss", "final_val_loss", "tokens_per_s",
 )  # fmt: skip
@@ -94,15 +122,23 @@ def metric_entry(
     count: int,
     interval: Paired | None = None,
     enough_commits: bool = True,
+    p: float | None = None,
+    test: str = BOOTSTRAP_TEST,
+    unit: str = COMMITS,
 ) -> dict[str, Any]:
-    """One ``metrics`` entry: both values, their difference, its interval and the verdict.
+    """One ``metrics`` entry: both values, their difference, its interval, p and the verdict
+    as if this were the only test (:func:`judge` applies the primary/secondary roles).
 
     ``interval`` is the paired bootstrap of this metric (None: not measured, no verdict);
-    ``enough_commits`` is False when the test split is too small for any verdict on it.
+    ``p`` the test's p-value (None: the bootstrap's own, ``interval.p``); ``unit`` what the
+    interval resampled; ``enough_commits`` is False when the test split is too small for any
+    verdict on it.
     """
     metric = METRICS[name]
     task = metric.task
     delta = None if base is None or adapted is None else adapted - base
+    if p is None and interval is not None:
+        p = interval.p
     entry: dict[str, Any] = {
         "task": task,
         "base": base,
@@ -110,11 +146,45 @@ def metric_entry(
         "delta": delta,
         "higher_is_better": metric.higher_is_better,
         "count": count,
-        "unit": UNITS[task],
+        "items": ITEMS[task],
+        "unit": unit,
         "interval": None if interval is None else interval.as_dict(),
+        "p": None if p is None or not math.isfinite(p) else p,
+        "test": test,
     }
     entry["verdict"] = verdict(name, entry, enough_commits)
     return entry
+
+
+def scored_entry(
+    name: str,
+    base: Sequence[float],
+    adapted: Sequence[float],
+    seed: int,
+    commits: Sequence[str] | None = None,
+    enough_commits: bool = True,
+) -> dict[str, Any]:
+    """The entry of a metric from each model's per-item scores (``commits[i]``: item ``i``'s
+    commit, so items of one commit are resampled together; None: each item on its own): the
+    mean of the items, the BCa interval, and the test of its kind (a 0/1 metric: the exact
+    sign test)."""
+    binary = METRICS[name].kind == BINARY
+    interval = paired_means(base, adapted, seed, groups=commits)
+    return metric_entry(
+        name,
+        _mean(base),
+        _mean(adapted),
+        len(base),
+        interval,
+        enough_commits,
+        p=sign_test(base, adapted, commits) if binary and base else None,
+        test=SIGN_TEST if binary else BOOTSTRAP_TEST,
+        unit=COMMITS if commits is not None else ITEMS[METRICS[name].task],
+    )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if len(values) else None
 
 
 def _shown(name: str, value: float) -> float:
@@ -122,24 +192,57 @@ def _shown(name: str, value: float) -> float:
     return float(METRICS[name].fmt.format(value))
 
 
-def verdict(name: str, entry: Mapping[str, Any], enough_commits: bool = True) -> str:
-    """``better``/``worse`` when the delta's 95% interval excludes zero as printed, else ``no
-    clear difference``; ``too few to tell`` on a sample below ``MIN_SAMPLE``; ``n/a`` without
-    values (the module docstring says why the rounding takes part)."""
+def verdict(
+    name: str, entry: Mapping[str, Any], enough_commits: bool = True, p_key: str = "p"
+) -> str:
+    """:func:`repotune.evaluate.significance.decide` on the entry's p (``p_key``: ``p`` or
+    ``p_adjusted``) and its delta and interval as printed (the module docstring says why the
+    rounding takes part)."""
     delta, interval = entry["delta"], entry.get("interval")
     if delta is None or not math.isfinite(delta) or interval is None:
         return MISSING
-    if not enough_commits or interval["n"] < MIN_SAMPLE:
-        return TOO_FEW
-    low, high = (_shown(name, bound) for bound in interval["delta"])
-    point = _shown(name, delta)
-    if low > 0 and point > 0:
-        up = True
-    elif high < 0 and point < 0:
-        up = False
-    else:
-        return UNCLEAR
-    return BETTER if up == entry["higher_is_better"] else WORSE
+    bounds = [None if bound is None else _shown(name, bound) for bound in interval["delta"]]
+    return decide(
+        _shown(name, delta),
+        bounds,
+        entry.get(p_key),
+        interval["n"],
+        entry["higher_is_better"],
+        enough_commits,
+    )
+
+
+def measurement_of(name: str) -> str:
+    """The measurement a metric belongs to (bits per token: perplexity's)."""
+    return SAME_MEASUREMENT.get(name, name)
+
+
+def judge(
+    metrics: dict[str, dict[str, Any]], primary: str, enough_commits: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Give every entry its ``role``, ``p_adjusted`` and final ``verdict``, in place.
+
+    The primary metric's measurement (perplexity and bits per token together) keeps its p.
+    The secondary measurements that could get a verdict (a finite p, enough commits) are
+    Holm-adjusted together; the others carry their p unadjusted and cannot get one anyway.
+    """
+    if primary not in METRICS:
+        raise ValueError(f"primary metric {primary!r} is not one of {', '.join(METRICS)}")
+    main = measurement_of(primary)
+    family = {
+        measurement_of(name): entry["p"]
+        for name, entry in metrics.items()
+        if measurement_of(name) != main
+        and entry.get("p") is not None
+        and entry.get("verdict") not in (TOO_FEW, MISSING)
+    }
+    adjusted = holm(family)
+    for name, entry in metrics.items():
+        measurement = measurement_of(name)
+        entry["role"] = PRIMARY if measurement == main else SECONDARY
+        entry["p_adjusted"] = adjusted.get(measurement, entry.get("p"))
+        entry["verdict"] = verdict(name, entry, enough_commits, "p_adjusted")
+    return metrics
 
 
 def format_value(name: str, value: float | None) -> str:
@@ -174,6 +277,13 @@ def format_delta(name: str, entry: Mapping[str, Any]) -> str:
     return " ".join(
         part for part in (format_signed(name, entry["delta"]), format_interval(name, entry)) if part
     )
+
+
+def format_p(p: float | None) -> str:
+    """A p-value as printed: three decimals, ``<0.001`` below, ``n/a`` when there is none."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def measurements(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -258,7 +368,7 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path, tit
             )
         interval = entry.get("interval")
         for bar, variant, value in zip(bars, VARIANTS, values, strict=True):
-            if interval is not None and value is not None:
+            if interval is not None and value is not None and None not in interval[variant]:
                 low, high = interval[variant]
                 centre = bar.get_x() + bar.get_width() / 2
                 whisker = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
@@ -290,7 +400,8 @@ def _cell(text: str, limit: int = 400) -> str:
 
 
 def _headline(report: Mapping[str, Any]) -> str:
-    """The answer in one paragraph: only verdicts, always with n."""
+    """The answer in one paragraph: the primary metric's verdict first, then the secondary
+    ones counted; only verdicts, always with n."""
     metrics = report["metrics"]
     commits = report["samples"]["test_commits"]
     parts = []
@@ -303,26 +414,19 @@ def _headline(report: Mapping[str, Any]) -> str:
             "on a longer history."
         )
     else:
-        parts.append(f"On n={commits} held-out test commits")
-        ppl = metrics.get("perplexity")
-        if ppl and ppl["delta"] is not None and ppl["base"]:
-            change = 100 * ppl["delta"] / ppl["base"]
-            base, adapted = (format_value("perplexity", ppl[key]) for key in VARIANTS)
-            interval = format_interval("perplexity", ppl)
-            parts[-1] += f", the adapter takes perplexity from {base} to {adapted} ({change:+.1f}%"
-            parts[-1] += f", change {interval}): " if interval else "): "
-            parts[-1] += ppl["verdict"]
-        counts = Counter(measurements(metrics).values())
+        parts.append(f"On n={commits} held-out test commits, {_primary_sentence(report)}")
+        main = measurement_of(report.get("primary_metric", DEFAULT_PRIMARY))
+        secondary = {name: said for name, said in measurements(metrics).items() if name != main}
+        counts = Counter(secondary.values())
         judged = counts[BETTER] + counts[WORSE] + counts[UNCLEAR]
         parts[-1] += (
-            f"; of {judged} measurements the adapter is better on {counts[BETTER]}, worse on "
-            f"{counts[WORSE]}, with no clear difference on {counts[UNCLEAR]}"
+            f" Secondary, Holm-adjusted: of {judged} measurements the adapter is better on "
+            f"{counts[BETTER]}, worse on {counts[WORSE]}, with no clear difference on "
+            f"{counts[UNCLEAR]}"
         )
         if counts[TOO_FEW]:
-            parts[-1] += f"; {counts[TOO_FEW]} more had too few items to tell"
-        parts[-1] += (
-            " (paired bootstrap 95% intervals; perplexity and bits per token count as one)."
-        )
+            parts[-1] += f"; {counts[TOO_FEW]} more had too few commits to tell"
+        parts[-1] += " (perplexity and bits per token count as one)."
     base = report.get("base")
     if base and base.get("source") == "built":
         parts.append(
@@ -331,6 +435,24 @@ def _headline(report: Mapping[str, Any]) -> str:
             "a pretrained model helps."
         )
     return " ".join(parts)
+
+
+def _primary_sentence(report: Mapping[str, Any]) -> str:
+    """The primary metric, both values, the change with its interval, p and the verdict."""
+    name = report.get("primary_metric", DEFAULT_PRIMARY)
+    title = METRICS[name].title
+    entry = report["metrics"].get(name)
+    if entry is None or entry["delta"] is None:
+        return f"the primary metric, {title}, was not measured."
+    base, adapted = (format_value(name, entry[key]) for key in VARIANTS)
+    interval = format_interval(name, entry)
+    change = f"change {interval}, " if interval else ""
+    n = entry["interval"]["n"] if entry.get("interval") else entry["count"]
+    return (
+        f"the primary metric, {title}, goes from {base} to {adapted} with the adapter "
+        f"({change}p={format_p(entry.get('p'))}, n={n} {entry.get('unit', '')}): "
+        f"**{entry['verdict']}**."
+    )
 
 
 def _base_line(report: Mapping[str, Any]) -> str:
@@ -356,24 +478,32 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         f"`{report['template']}`, decoding "
         f"{'sampled' if report['generation']['do_sample'] else 'greedy'}. Held-out test split: "
         f"{samples['test_commits']} commits; evaluated on {samples['perplexity_blocks']} blocks "
-        f"({samples['perplexity_tokens']} tokens) for perplexity, {samples['commit_messages']} "
+        f"({samples['perplexity_tokens']} tokens of {samples.get('perplexity_commits', 'n/a')} "
+        f"commits) for perplexity, {samples['commit_messages']} "
         f"commit messages, {samples['code_changes']} code changes, "
         f"{_fim_sample(report)} and {samples['behaviour_tests']} behavioural tests.",
         "",
-        "Deltas are adapted - base with their 95% paired bootstrap interval (resampling the "
-        "same items for both models, seeded); a verdict says better or worse only when the "
-        f"interval, as printed, excludes zero, and needs at least {MIN_SAMPLE} test commits "
-        f"and {MIN_SAMPLE} items.",
+        "Deltas are adapted - base with their 95% BCa bootstrap interval, resampling held-out "
+        "commits (the same commits for both models, a commit's items together, seeded). p is "
+        "the bootstrap's for means and the exact sign test's (McNemar's with one item per "
+        "commit) for 0/1 metrics. The primary metric "
+        f"({METRICS[report.get('primary_metric', DEFAULT_PRIMARY)].title}) is judged at "
+        "p < 0.05; the secondary ones at Holm-adjusted p < 0.05. A verdict says better or worse "
+        "only when p is below 0.05 and the interval, as printed, excludes zero, and needs at "
+        f"least {MIN_SAMPLE} commits, in the test split and resampled.",
         "",
-        "| metric | base | adapted | delta [95% interval] | verdict | n |",
-        "|---|---|---|---|---|---|",
+        "| metric | role | base | adapted | delta [95% interval] | p | Holm p | verdict | n |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in report["metrics"].items():
         arrow = "↑" if entry["higher_is_better"] else "↓"
+        role = entry.get("role", SECONDARY)
+        adjusted = "" if role == PRIMARY else format_p(entry.get("p_adjusted"))
         lines.append(
-            f"| {METRICS[name].title} {arrow} | {format_value(name, entry['base'])} | "
+            f"| {METRICS[name].title} {arrow} | {role} | {format_value(name, entry['base'])} | "
             f"{format_value(name, entry['adapted'])} | {format_delta(name, entry)} | "
-            f"{entry.get('verdict', MISSING)} | {_sample(entry)} |"
+            f"{_p_cell(entry)} | {adjusted} | {entry.get('verdict', MISSING)} | "
+            f"{_sample(entry)} |"
         )
     lines += [
         "",
@@ -406,12 +536,21 @@ def _fim_sample(report: Mapping[str, Any]) -> str:
 
 
 def _sample(entry: Mapping[str, Any]) -> str:
+    """``26 commits (5012 tokens)``: what was resampled, and the items measured."""
     interval = entry.get("interval")
+    items = f"{entry['count']} {entry.get('items', '')}".strip()
     if interval is None:
-        return str(entry["count"])
-    if entry.get("unit") == "blocks":
-        return f"{interval['n']} blocks ({entry['count']} tokens)"
-    return f"{interval['n']} {entry.get('unit', '')}".strip()
+        return items
+    unit = entry.get("unit", COMMITS)
+    if unit == entry.get("items"):
+        return items
+    return f"{interval['n']} {unit} ({items})"
+
+
+def _p_cell(entry: Mapping[str, Any]) -> str:
+    """The p-value and, for 0/1 metrics, that it is the exact test's."""
+    p = format_p(entry.get("p"))
+    return f"{p} (exact)" if entry.get("test") == SIGN_TEST and p != "n/a" else p
 
 
 def _finish_section(tasks: Mapping[str, Mapping[str, Any]]) -> list[str]:

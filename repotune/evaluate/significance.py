@@ -238,14 +238,10 @@ def paired_ratio(
             replicates[name].append(transform(values[rows].sum(axis=1) / drawn))
     drawn_values = {name: np.concatenate(parts) for name, parts in replicates.items()}
     if n > 1:
-        jackknife = {
-            name: transform((s.sum() - s) / (total - weights)) for name, s in sums.items()
-        }
+        jackknife = {name: transform((s.sum() - s) / (total - weights)) for name, s in sums.items()}
     else:
         jackknife = {name: np.zeros(1) for name in sums}
-    intervals = {
-        name: _bca(estimate[name], drawn_values[name], jackknife[name]) for name in sums
-    }
+    intervals = {name: _bca(estimate[name], drawn_values[name], jackknife[name]) for name in sums}
     delta = _bca(
         estimate["adapted"] - estimate["base"],
         drawn_values["adapted"] - drawn_values["base"],

@@ -47,7 +47,7 @@ from repotune.evaluate.behaviour import (
     load_tests,
     pass_rate,
 )
-from repotune.evaluate.fim import FIM, fim_format, fim_prompts, fim_scores
+from repotune.evaluate.fim import FIM, FIM_METRICS, fim_format, fim_prompts, fim_scores, score_fim
 from repotune.evaluate.fim_prompt import block_budget
 from repotune.evaluate.fim_questions import read_fim_questions
 from repotune.evaluate.fim_tasks import FimTask
@@ -59,10 +59,9 @@ from repotune.evaluate.generation import (
     context_length,
     generate,
 )
-from repotune.evaluate.metrics import mean
-from repotune.evaluate.perplexity import BlockScores, block_scores
+from repotune.evaluate.perplexity import CommitScores, block_scores, document_commits
 from repotune.evaluate.sandbox import chosen_isolation
-from repotune.evaluate.significance import paired_means, paired_ratio
+from repotune.evaluate.significance import paired_ratio
 from repotune.evaluate.tasks import CODE_CHANGE, CODE_STOP, COMMIT_MESSAGE, Example
 from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
 from repotune.shards.fim import FimFormat, trained_fim_format
@@ -288,44 +287,60 @@ def task_scores(
 
 
 def metrics_table(
-    ppl: Mapping[str, BlockScores],
+    ppl: Mapping[str, CommitScores],
     message: Mapping[str, Mapping[str, Sequence[float]]],
     code: Mapping[str, Mapping[str, Sequence[float]]],
     checks: Mapping[str, Sequence[CheckResult]],
     seed: int,
     test_commits: int,
     fim: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    commits: Mapping[str, Sequence[str]] | None = None,
+    primary: str = report.DEFAULT_PRIMARY,
 ) -> dict[str, dict[str, Any]]:
     """``report.json``'s ``metrics``: every metric, base and adapted, delta, sample size, 95%
-    paired bootstrap intervals (seeded with ``seed``) and verdict. Perplexity resamples blocks
-    token-weighted; generated tasks resample prompts; behaviour resamples tests. Verdicts on
-    the test split's metrics need ``test_commits`` to be large enough."""
+    paired BCa intervals (seeded with ``seed``), p, role and verdict (:func:`report.judge`:
+    ``primary`` judged alone, the rest Holm-adjusted).
+
+    Everything is resampled by commit: perplexity's per-commit sums token-weighted, and a
+    generated task's items by ``commits[key]``, the commit of each item (``key``: the metric,
+    e.g. ``fim.parses``, or its task, e.g. ``fim``; a task without an entry resamples its
+    items one by one). Verdicts on the test split's metrics need ``test_commits`` to be large
+    enough.
+    """
+    commits = commits or {}
     enough = report.enough_test_commits(test_commits)
+    base_ppl, adapted_ppl = ppl["base"], ppl["adapted"]
+    if base_ppl.shas != adapted_ppl.shas or base_ppl.tokens != adapted_ppl.tokens:
+        raise ValueError("base and adapted perplexity were not scored on the same commits")
     summary = {name: ppl[name].summary() for name in VARIANTS}
-    transforms = {"perplexity": np.exp, "bits_per_token": lambda loss: loss / math.log(2)}
+    transforms = {"bits_per_token": lambda loss: loss / math.log(2), "perplexity": np.exp}
+    intervals = {
+        name: paired_ratio(base_ppl.nll, adapted_ppl.nll, adapted_ppl.tokens, transform, seed)
+        for name, transform in transforms.items()
+    }
+    loss_test = intervals["bits_per_token"]  # one measurement, one p: the loss's
     table = {
         name: report.metric_entry(
             name,
             getattr(summary["base"], name),
             getattr(summary["adapted"], name),
             summary["adapted"].tokens,
-            paired_ratio(
-                ppl["base"].nll, ppl["adapted"].nll, ppl["adapted"].tokens, transform, seed
-            ),
+            intervals[name],
             enough,
+            p=None if loss_test is None else loss_test.p,
         )
-        for name, transform in transforms.items()
+        for name in ("perplexity", "bits_per_token")
     }
     generated = [("commit_message", message), ("code_change", code)]
     for prefix, scores in [*generated, *([(FIM, fim)] if fim is not None else [])]:
         for key, base_values in scores["base"].items():
-            adapted_values = scores["adapted"][key]
-            table[f"{prefix}.{key}"] = report.metric_entry(
-                f"{prefix}.{key}",
-                mean(base_values),
-                mean(adapted_values),
-                len(base_values),
-                paired_means(base_values, adapted_values, seed),
+            name = f"{prefix}.{key}"
+            table[name] = report.scored_entry(
+                name,
+                base_values,
+                scores["adapted"][key],
+                seed,
+                commits.get(name, commits.get(prefix)),
                 enough,
             )
     both = [
@@ -334,14 +349,30 @@ def metrics_table(
         if ran(base) and ran(adapted)
     ]
     passed = {name: [float(checks[name][index].passed) for index in both] for name in VARIANTS}
-    table["behaviour.pass_rate"] = report.metric_entry(
+    behaviour_commits = commits.get(BEHAVIOUR)
+    table["behaviour.pass_rate"] = report.scored_entry(
         "behaviour.pass_rate",
-        mean(passed["base"]),
-        mean(passed["adapted"]),
-        len(both),
-        paired_means(passed["base"], passed["adapted"], seed),
+        passed["base"],
+        passed["adapted"],
+        seed,
+        None if behaviour_commits is None else [behaviour_commits[index] for index in both],
+        enough,
     )
-    return table
+    return report.judge(table, primary, enough)
+
+
+def item_commits(asked: Questions) -> dict[str, list[str]]:
+    """The commit of every scored item, by task (and by FIM metric: ``parses`` scores only
+    the questions :func:`repotune.evaluate.fim.score_fim` measures it on, a property of the
+    question alone), for :func:`metrics_table` to resample commits."""
+    found = {
+        COMMIT_MESSAGE: [example.sha for example in asked.commit_messages],
+        CODE_CHANGE: [example.sha for example in asked.code_changes],
+    }
+    measured = [(task, score_fim(task, task.middle)) for task in asked.fim]
+    for metric in FIM_METRICS:
+        found[f"{FIM}.{metric}"] = [task.sha for task, row in measured if row[metric] is not None]
+    return found
 
 
 def ran(result: CheckResult) -> bool:
@@ -511,6 +542,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     if allow_code and any(test.python_test for test in asked.behaviour):
         chosen_isolation()  # refuses in one line, before any model loads, when nothing isolates
     blocks = load_blocks(request.test_shards)
+    documents = document_commits(request.test_shards)
     device = pick_device(settings["device"])
     model = load_adapted(request.adapter_dir, device=device)
     log.info(
@@ -520,12 +552,13 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         len(asked.code_changes), len(asked.fim), len(asked.behaviour),
     )  # fmt: skip
     section = settings["perplexity"]
-    ppl: dict[str, BlockScores] = {}
+    ppl: dict[str, CommitScores] = {}
     for name in VARIANTS:
         with variant(model, name):
             ppl[name] = block_scores(
-                model, blocks, section["batch_size"], section["max_blocks"], f"perplexity ({name})"
-            )
+                model, blocks, documents, section["batch_size"], section["max_blocks"],
+                f"perplexity ({name})",
+            )  # fmt: skip
         log.info("perplexity (%s): %s", name, ppl[name].summary().as_dict())
     decoding = task_settings(settings)
     context = context_length(model)
@@ -558,15 +591,25 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             "test_commits": asked.test_commits,
             "min_test_commits": report.MIN_SAMPLE,
             "enough_test_commits": report.enough_test_commits(asked.test_commits),
-            "perplexity_blocks": len(ppl["adapted"].nll),
+            "perplexity_blocks": ppl["adapted"].blocks,
+            "perplexity_commits": len(ppl["adapted"].nll),
             "perplexity_tokens": sum(ppl["adapted"].tokens),
             "commit_messages": len(asked.commit_messages),
             "code_changes": len(asked.code_changes),
             "fim_questions": len(asked.fim),
             "behaviour_tests": len(asked.behaviour),
         },
+        "primary_metric": settings["primary_metric"],
         "metrics": metrics_table(
-            ppl, message, code, checks, settings["seed"], asked.test_commits, fim_scored
+            ppl,
+            message,
+            code,
+            checks,
+            settings["seed"],
+            asked.test_commits,
+            fim_scored,
+            item_commits(asked),
+            settings["primary_metric"],
         ),
         "fim": {
             "evaluated": fim is not None,
