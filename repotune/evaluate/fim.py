@@ -7,7 +7,7 @@ suffix cut by whole lines to the training block), decoded
 greedily to the end of the middle (EOS or a FIM marker), and scored against the real middle:
 
 * ``exact_match``: the middle as written (trailing whitespace aside);
-* ``edit_similarity``: 1 - normalised Levenshtein distance, partial credit;
+* ``edit_similarity``: the Indel ratio 2 LCS / (|a| + |b|) = rapidfuzz ``fuzz.ratio`` / 100;
 * ``parses``: whether a Python file still parses with the generated middle (``ast.parse``, as
   SAFIM's syntax checks), measured only on Python questions whose real file parses.
 """
