@@ -211,7 +211,7 @@ def test_report_shows_the_fim_rows_with_n_and_intervals():
     assert "3 fill-in-the-middle questions (3 Python) asked in the `plain` FIM format" in text
     row = next(line for line in text.splitlines() if line.startswith("| FIM exact match"))
     assert row.endswith(
-        "| +1.000 [+1.000, +1.000] | 0.250 (exact) | 0.250 | too few to tell | 3 questions |"
+        "| +1.000 [+1.000, +1.000] | 0.250 (exact) | - | too few to tell | 3 questions |"
     )
 
 

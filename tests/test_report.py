@@ -200,8 +200,7 @@ def test_markdown_answers_first_with_verdicts_and_n():
     # Eight secondary p-values of 0.001 and one of 0.5: Holm multiplies the smallest by 9.
     assert "| +0.25 [+0.10, +0.40] | 0.001 | 0.009 | better | 40 commits (40 prompts) |" in text
     assert (
-        "| behaviour pass rate ↑ | secondary | n/a | n/a | n/a | n/a | n/a | n/a | 0 tests |"
-        in text
+        "| behaviour pass rate ↑ | secondary | n/a | n/a | n/a | n/a | - | n/a | 0 tests |" in text
     )
     assert "(1234 tokens of 60 commits) for perplexity" in text
     assert (
@@ -355,6 +354,7 @@ def test_metrics_below_the_gate_are_not_counted_in_the_holm_family():
     }
     judge(metrics, "bits_per_token")
     assert metrics["fim.exact_match"]["verdict"] == TOO_FEW
+    assert metrics["fim.exact_match"]["p_adjusted"] is None  # not in the family
     assert metrics["commit_message.rouge_l"]["p_adjusted"] == 0.03
 
 

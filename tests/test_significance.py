@@ -259,6 +259,7 @@ def test_ratio_ignores_commits_without_tokens_and_handles_nothing():
     assert paired_means([], [], seed=0) is None
     result = paired_ratio([2.0, 5.0], [1.0, 5.0], [4, 0], lambda loss: loss, seed=0)
     assert result.n == 1 and result.delta == (-0.25, -0.25)
+    assert math.isnan(result.p)  # one commit: every resample is the same, nothing is tested
     empty = compare([], [], BINARY)
     assert (empty.verdict, empty.p, empty.interval) == (MISSING, None, None)
 

@@ -35,8 +35,8 @@ from repotune.evaluate.report import (
     PRIMARY,
     enough_test_commits,
     format_delta,
-    format_p,
     format_value,
+    p_equals,
 )
 
 BASE_BAR, ADAPTED_BAR = ("base", "#9aa5b1"), ("adapted", "#2b6cb0")
@@ -80,7 +80,7 @@ def _sample_facts(entry: Mapping[str, Any]) -> dict[str, Any]:
         "n": None if interval is None else interval["n"],
         "unit": entry.get("unit"),
         "role": entry.get("role"),
-        "p": entry.get("p_adjusted", entry.get("p")),
+        "p": entry.get("p_adjusted"),
         "verdict": entry.get("verdict", MISSING),
     }
 
@@ -158,8 +158,8 @@ def markdown(reports: Sequence[Mapping[str, Any]], plot: str) -> str:
                 entry["interval"] = {"delta": cell["interval"]}
             change = format_delta(name, entry)
             n = cell["count"] if cell["n"] is None else f"{cell['n']} {cell['unit'] or ''}".strip()
-            p = "p" if cell["role"] == PRIMARY else "Holm p"
-            cells.append(f"{value} ({change}; {p}={format_p(cell['p'])}; {cell['verdict']}), n={n}")
+            p = p_equals("p" if cell["role"] == PRIMARY else "Holm p", cell["p"])
+            cells.append(f"{value} ({change}; {p}; {cell['verdict']}), n={n}")
         arrow = "↑" if row["higher_is_better"] else "↓"
         mark = " (primary)" if name in primary else ""
         lines.append(f"| {METRICS[name].title} {arrow}{mark} | " + " | ".join(cells) + " |")

@@ -224,7 +224,7 @@ def judge(
 
     The primary metric's measurement (perplexity and bits per token together) keeps its p.
     The secondary measurements that could get a verdict (a finite p, enough commits) are
-    Holm-adjusted together; the others carry their p unadjusted and cannot get one anyway.
+    Holm-adjusted together; the others cannot get one and their ``p_adjusted`` is None.
     """
     if primary not in METRICS:
         raise ValueError(f"primary metric {primary!r} is not one of {', '.join(METRICS)}")
@@ -240,7 +240,7 @@ def judge(
     for name, entry in metrics.items():
         measurement = measurement_of(name)
         entry["role"] = PRIMARY if measurement == main else SECONDARY
-        entry["p_adjusted"] = adjusted.get(measurement, entry.get("p"))
+        entry["p_adjusted"] = entry.get("p") if measurement == main else adjusted.get(measurement)
         entry["verdict"] = verdict(name, entry, enough_commits, "p_adjusted")
     return metrics
 
@@ -284,6 +284,12 @@ def format_p(p: float | None) -> str:
     if p is None or not math.isfinite(p):
         return "n/a"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_equals(label: str, p: float | None) -> str:
+    """``p=0.013`` or ``p<0.001``."""
+    shown = format_p(p)
+    return f"{label}{shown}" if shown.startswith("<") else f"{label}={shown}"
 
 
 def measurements(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -450,7 +456,7 @@ def _primary_sentence(report: Mapping[str, Any]) -> str:
     n = entry["interval"]["n"] if entry.get("interval") else entry["count"]
     return (
         f"the primary metric, {title}, goes from {base} to {adapted} with the adapter "
-        f"({change}p={format_p(entry.get('p'))}, n={n} {entry.get('unit', '')}): "
+        f"({change}{p_equals('p', entry.get('p'))}, n={n} {entry.get('unit', '')}): "
         f"**{entry['verdict']}**."
     )
 
@@ -498,7 +504,7 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
     for name, entry in report["metrics"].items():
         arrow = "↑" if entry["higher_is_better"] else "↓"
         role = entry.get("role", SECONDARY)
-        adjusted = "" if role == PRIMARY else format_p(entry.get("p_adjusted"))
+        adjusted = "" if role == PRIMARY else _holm_cell(entry)
         lines.append(
             f"| {METRICS[name].title} {arrow} | {role} | {format_value(name, entry['base'])} | "
             f"{format_value(name, entry['adapted'])} | {format_delta(name, entry)} | "
@@ -545,6 +551,13 @@ def _sample(entry: Mapping[str, Any]) -> str:
     if unit == entry.get("items"):
         return items
     return f"{interval['n']} {unit} ({items})"
+
+
+def _holm_cell(entry: Mapping[str, Any]) -> str:
+    """A secondary metric's Holm-adjusted p; a dash when it was not in the family (no verdict
+    possible: too few commits, no value)."""
+    adjusted = entry.get("p_adjusted")
+    return "-" if adjusted is None else format_p(adjusted)
 
 
 def _p_cell(entry: Mapping[str, Any]) -> str:

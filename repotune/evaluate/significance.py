@@ -253,7 +253,7 @@ def paired_ratio(
         delta=delta[0],
         n=n,
         resamples=resamples,
-        p=delta[1],
+        p=delta[1] if n > 1 else math.nan,  # one unit: every resample is the same, no test
     )
 
 
