@@ -223,7 +223,12 @@ def test_markdown_answers_first_with_verdicts_and_n():
 def test_a_small_test_split_is_called_too_small_to_tell():
     text = markdown(sample_report(test_commits=2), "loss.png", "metrics.png")
     headline = text.split("\n")[2]
-    assert "only n=2 commits, too few to tell" in headline
+    # The primary metric still leads, with its values and commit-level n, but no verdict.
+    assert headline.startswith(
+        "On n=2 held-out test commits, the primary metric, bits per token, goes from 8.640 to "
+        "8.230 with the adapter (change [-0.500, -0.300], p=0.001, n=60 commits): "
+        "**too few to tell**. The held-out test split has only n=2 commits, too few to tell"
+    )
     assert "`curate.split.test_size`" in headline and "longer history" in headline
     assert "better on" not in headline
     assert "| too few to tell |" in text and "| better |" not in text

@@ -410,7 +410,7 @@ def _headline(report: Mapping[str, Any]) -> str:
     ones counted; only verdicts, always with n."""
     metrics = report["metrics"]
     commits = report["samples"]["test_commits"]
-    parts = []
+    parts = [f"On n={commits} held-out test commits, {_primary_sentence(report)}"]
     if not enough_test_commits(commits):
         parts.append(
             f"The held-out test split has only n={commits} commits, too few to tell whether "
@@ -420,7 +420,6 @@ def _headline(report: Mapping[str, Any]) -> str:
             "on a longer history."
         )
     else:
-        parts.append(f"On n={commits} held-out test commits, {_primary_sentence(report)}")
         main = measurement_of(report.get("primary_metric", DEFAULT_PRIMARY))
         secondary = {name: said for name, said in measurements(metrics).items() if name != main}
         counts = Counter(secondary.values())
