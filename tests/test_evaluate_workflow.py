@@ -107,14 +107,14 @@ def test_fim_questions_are_built_once_and_scored_for_both_models(run):
     assert report["samples"]["fim_questions"] == 3 and report["fim"]["evaluated"] is True
     for metric in ("exact_match", "edit_similarity", "parses"):
         entry = report["metrics"][f"fim.{metric}"]
-        assert entry["count"] == entry["interval"]["n"] == 3 and entry["unit"] == "questions"
+        assert entry["count"] == entry["interval"]["n"] == 3 and entry["unit"] == "commits"
     rows = [json.loads(line) for line in (workdir / "results/tiny/eval/generations.jsonl").open()]
     fim_rows = [row for row in rows if row["task"] == "fim"]
     assert [row["reference"] for row in fim_rows] == [row["middle"] for row in questions]
     assert all(isinstance(row["base"], str) and row["adapted_finish"] for row in fim_rows)
     markdown = (workdir / "results/tiny/eval/report.md").read_text()
     assert "3 fill-in-the-middle questions (3 Python)" in markdown
-    assert "| FIM exact match ↑ |" in markdown and "| 3 questions |" in markdown
+    assert "| FIM exact match ↑ |" in markdown and "| 3 commits (3 questions) |" in markdown
     assert report["examples"][0]["reference"].strip() in markdown.replace("<br>", "\n")
 
 
@@ -126,13 +126,19 @@ def test_report_is_honest_about_three_test_commits_and_an_untrained_base(run):
     assert report["samples"]["enough_test_commits"] is False
     for name, entry in report["metrics"].items():
         low, high = entry["interval"]["delta"]
-        assert low <= high and entry["interval"]["resamples"] == 1000, name
+        assert low <= high and entry["interval"]["resamples"] == 2000, name
         assert entry["verdict"] == "too few to tell", name
+    # Perplexity is resampled by commit: n is the test commits, whatever the blocks.
+    assert report["metrics"]["bits_per_token"]["interval"]["n"] == 3
+    assert report["samples"]["perplexity_commits"] == 3
+    assert report["primary_metric"] == "bits_per_token"
+    assert report["metrics"]["bits_per_token"]["role"] == "primary"
     assert {kind["count"] for kind in report["behaviour_by_kind"].values()} == {4, 2}
     finish = report["generation"]["tasks"]["commit_message"]["adapted"]["finish"]
     assert set(finish) == {"eos", "stop", "length"} and sum(finish.values()) == 3
     markdown = (workdir / "results/tiny/eval/report.md").read_text()
     headline = markdown.splitlines()[2]
+    assert headline.startswith("On n=3 held-out test commits, the primary metric, bits per token")
     assert "only n=3 commits, too few to tell" in headline and "better on" not in headline
     assert "untrained (random initialisation)" in markdown
     assert "## How generations ended" in markdown
