@@ -15,7 +15,15 @@ import pytest
 from repotune.config import resolve_config
 from repotune.curate.stage import CurateSettings, curate
 from repotune.evaluate.behaviour import CheckResult
-from repotune.evaluate.fim import FIM, fim_format, fim_prompts, fim_scores, score_fim
+from repotune.evaluate.fim import (
+    FIM,
+    fim_facts,
+    fim_format,
+    fim_prompts,
+    fim_scores,
+    parses,
+    score_fim,
+)
 from repotune.evaluate.fim_questions import (
     FimQuestionSettings,
     build_fim_questions,
@@ -251,3 +259,40 @@ def test_a_test_commits_post_image_is_read_from_git_not_the_work_tree(history, t
         assert all("changed in the work tree" not in task.prefix + task.suffix for task in tasks)
     finally:
         subprocess.run(["git", "checkout", "--", "."], cwd=repo.path, check=True)
+
+
+def test_an_empty_or_blank_middle_never_parses():
+    """A gap in a function body or between two statements parses when left empty: an empty
+    answer must not get credit for it (the real middle is never blank)."""
+    between = FimTask("0" * 40, "a.py", "python", "x = 1\n", "y = 2\n", "z = 3\n")
+    assert parses(between, "") is False
+    assert parses(between, "  \n\t\n") is False
+    assert parses(between, between.middle) is True
+    assert score_fim(between, "")["parses"] == 0.0
+    assert score_fim(python_task(1), "\n")["parses"] == 0.0
+
+
+def test_fim_facts_show_empty_answers_and_what_parsing_can_tell():
+    """The empty middle's parse rate is the baseline of ``parses``; the questions whose prefix
+    and suffix do not parse alone are the ones where parsing tells something."""
+    open_gap = [python_task(i) for i in range(3)]  # "def f(x):\n" + "" + suffix: no body
+    closed = [
+        FimTask(f"{i:040x}", "a.py", "python", "x = 1\n", "y = 2\n", "z = 3\n") for i in range(5)
+    ]
+    markdown_task = FimTask("a" * 40, "a.md", "markdown", "# A\n", "text\n", "")
+    tasks = [*open_gap, *closed, markdown_task]
+    base = [""] * len(tasks)  # answers nothing
+    adapted = [task.middle for task in tasks[:-1]] + [" \n"]
+    facts = fim_facts(tasks, {"base": base, "adapted": adapted})
+    assert facts["empty_middle_parses"] == {"rate": 5 / 8, "parsing": 5, "n": 8}
+    assert facts["base"]["empty_answers"] == {"share": 1.0, "empty": 9, "n": 9}
+    assert facts["adapted"]["empty_answers"] == {"share": 1 / 9, "empty": 1, "n": 9}
+    assert facts["base"]["parses_where_context_does_not"] == {"rate": 0.0, "parsing": 0, "n": 3}
+    assert facts["adapted"]["parses_where_context_does_not"] == {
+        "rate": 1.0, "parsing": 3, "n": 3,
+    }  # fmt: skip
+    assert fim_facts([markdown_task], {"base": [""], "adapted": [""]})["empty_middle_parses"] == {
+        "rate": None,
+        "parsing": 0,
+        "n": 0,
+    }

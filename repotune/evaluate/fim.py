@@ -9,7 +9,12 @@ greedily to the end of the middle (EOS or a FIM marker), and scored against the 
 * ``exact_match``: the middle as written (trailing whitespace aside);
 * ``edit_similarity``: 1 - normalised Levenshtein distance, partial credit;
 * ``parses``: whether a Python file still parses with the generated middle (``ast.parse``, as
-  SAFIM's syntax checks), measured only on Python questions whose real file parses.
+  SAFIM's syntax checks), measured only on Python questions whose real file parses; a blank
+  middle never parses.
+
+Most gaps parse when left empty, so beside the metrics :func:`fim_facts` reports how often the
+empty middle would parse (the metric's null baseline), each model's share of blank answers,
+and its parse rate on the questions whose prefix and suffix alone do not parse.
 """
 
 import ast
@@ -27,13 +32,17 @@ FIM_METRICS = ("exact_match", "edit_similarity", "parses")
 
 def parses(task: FimTask, middle: str) -> bool | None:
     """Whether a Python file still parses with ``middle`` filled in; None for other languages
-    and for files that do not parse with the real middle either (nothing to measure)."""
+    and for files that do not parse with the real middle either (nothing to measure). A blank
+    middle never parses: most gaps (a statement between statements) parse when left empty, so
+    an empty answer would otherwise score as well as the real one."""
     if task.language != "python":
         return None
     try:
         ast.parse(task.prefix + task.middle + task.suffix)
     except (SyntaxError, ValueError):
         return None
+    if not middle.strip():
+        return False  # the real middle is never blank: leaving the gap empty is no answer
     try:
         ast.parse(task.prefix + middle + task.suffix)
     except (SyntaxError, ValueError):
@@ -75,6 +84,46 @@ def fim_format(template: str, tokenizer: Any, trained: FimFormat | None = None) 
     (no FIM training documents and no FIM tokens: the model never learnt to fill in)."""
     fmt = trained or native_fim(template, tokenizer)
     return None if fmt is None else fmt.name
+
+
+def _rate(hits: int, n: int) -> dict[str, float | int | None]:
+    return {"rate": hits / n if n else None, "parsing": hits, "n": n}
+
+
+def _context_parses(task: FimTask) -> bool:
+    """Whether the file parses with the middle left out: then ``parses`` credits any answer
+    that keeps it parsing, and only a non-blank one gets that credit."""
+    try:
+        ast.parse(task.prefix + task.suffix)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def fim_facts(tasks: Sequence[FimTask], generations: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """What a reader needs beside the FIM metrics to know what they can tell (report.json's
+    ``fim``): how often the empty middle would parse (``parses``'s null baseline, over the
+    questions where it is measured), and per variant the share of blank answers and the parse
+    rate on the questions whose prefix and suffix alone do not parse (where parsing says
+    something about the answer)."""
+    measured = [index for index, task in enumerate(tasks) if parses(task, task.middle) is not None]
+    context = [_context_parses(tasks[index]) for index in measured]
+    telling = [index for index, parsing in zip(measured, context, strict=True) if not parsing]
+    facts: dict[str, Any] = {"empty_middle_parses": _rate(sum(context), len(measured))}
+    for name, texts in generations.items():
+        if len(texts) != len(tasks):
+            raise ValueError(f"{name}: {len(texts)} answers to {len(tasks)} FIM questions")
+        empty = sum(not text.strip() for text in texts)
+        parsing = sum(bool(parses(tasks[index], texts[index])) for index in telling)
+        facts[name] = {
+            "empty_answers": {
+                "share": empty / len(texts) if texts else None,
+                "empty": empty,
+                "n": len(texts),
+            },
+            "parses_where_context_does_not": _rate(parsing, len(telling)),
+        }
+    return facts
 
 
 def fim_scores(
