@@ -15,6 +15,11 @@ dtype and quantization. A run, in order:
    which is best done while no torch work is in flight;
 4. **scores** (:mod:`repotune.evaluate.metrics`) and the **report**
    (:mod:`repotune.evaluate.report`).
+
+Steps 3 and 4 are :func:`judge`: generations in, every score, check and verdict out. It is
+the one seam between the model and the report, so tests plug answers of their own in there
+(tests/test_null_models.py: a model that answers nothing, echoes, or writes random text must
+never win).
 """
 
 import contextlib
@@ -42,12 +47,20 @@ from repotune.evaluate import tasks as eval_tasks
 from repotune.evaluate.behaviour import (
     BehaviourTest,
     CheckResult,
-    check,
-    kind_of,
     load_tests,
-    pass_rate,
+    per_diff,
 )
-from repotune.evaluate.fim import FIM, fim_format, fim_prompts, fim_scores
+from repotune.evaluate.behaviour_eval import (
+    BEHAVIOUR,
+    behaviour_by_kind,
+    behaviour_results,
+    behaviour_rows,
+    fixed_prompt,
+    random_baselines,
+    task_results,
+    task_test_entries,
+)
+from repotune.evaluate.fim import FIM, fim_facts, fim_format, fim_prompts, fim_scores
 from repotune.evaluate.fim_prompt import block_budget
 from repotune.evaluate.fim_questions import read_fim_questions
 from repotune.evaluate.fim_tasks import FimTask
@@ -72,7 +85,6 @@ from repotune.shards.torch_blocks import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS
-BEHAVIOUR = "behaviour"
 TRAINING_KEYS = (
     "steps", "epochs", "tokens", "train_tokens", "final_train_loss", "final_val_loss",
     "best_val_loss", "best_step", "adapter", "tokens_per_s", "train_seconds", "trainable_params",
@@ -205,6 +217,29 @@ def questions(
     )
 
 
+def asked_prompts(
+    asked: Questions,
+    template: Template,
+    fim: tuple[list[list[int]], tuple[str, ...]] | None = None,
+) -> dict[str, tuple[list[Any], tuple[str, ...], list[tuple[str, ...]] | None]]:
+    """Each generated task's prompts (token ids or text), its stop strings and each prompt's
+    own (None: none): what :func:`run_generation` asks, and all a stand-in for the model needs
+    to answer the same questions (tests/test_null_models.py)."""
+    tests = fixed_prompt(asked.behaviour)
+    prompts: dict[str, tuple[list[Any], tuple[str, ...], list[tuple[str, ...]] | None]] = {
+        COMMIT_MESSAGE: ([e.prompt_ids for e in asked.commit_messages], template.markers, None),
+        CODE_CHANGE: (
+            [e.prompt_ids for e in asked.code_changes],
+            (*template.markers, *CODE_STOP),
+            None,
+        ),
+        BEHAVIOUR: ([test.prompt for test in tests], template.markers, [t.stop for t in tests]),
+    }
+    if fim is not None:
+        prompts[FIM] = (*fim, None)
+    return prompts
+
+
 def run_generation(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -215,21 +250,7 @@ def run_generation(
 ) -> tuple[dict[str, dict[str, list[Generation]]], dict[str, dict[str, float]]]:
     """Generations by variant and task, and each variant's generation time and token count;
     ``fim`` holds the FIM questions' prompt ids and stop strings when they are asked."""
-    prompts = {
-        COMMIT_MESSAGE: ([e.prompt_ids for e in asked.commit_messages], template.markers, None),
-        CODE_CHANGE: (
-            [e.prompt_ids for e in asked.code_changes],
-            (*template.markers, *CODE_STOP),
-            None,
-        ),
-        BEHAVIOUR: (
-            [test.prompt for test in asked.behaviour],
-            template.markers,
-            [test.stop for test in asked.behaviour],
-        ),
-    }
-    if fim is not None:
-        prompts[FIM] = (*fim, None)
+    prompts = asked_prompts(asked, template, fim)
     generations: dict[str, dict[str, list[Generation]]] = {}
     timing: dict[str, dict[str, float]] = {}
     for name in VARIANTS:
@@ -250,22 +271,6 @@ def run_generation(
         }
         log.info("generation (%s): %s", name, timing[name])
     return generations, timing
-
-
-def behaviour_results(
-    tests: Sequence[BehaviourTest],
-    generations: Mapping[str, Mapping[str, list[Generation]]],
-    allow_code_execution: bool = False,
-) -> dict[str, list[CheckResult]]:
-    """Every behavioural test checked on each variant's generation (after all generation);
-    python tests run generated code only with ``allow_code_execution``, else are skipped."""
-    return {
-        name: [
-            check(test, generation.text, allow_code_execution=allow_code_execution)
-            for test, generation in zip(tests, generations[name][BEHAVIOUR], strict=True)
-        ]
-        for name in VARIANTS
-    }
 
 
 def task_scores(
@@ -344,26 +349,54 @@ def metrics_table(
     return table
 
 
+@dataclass
+class Judged:
+    """Everything scored from one pair of generations: the metrics table, the fixed-prompt
+    tests' results (``checks``), the task tests' results per diff (``on_diffs``, ``[test]
+    [diff]`` per variant) with each task test's entry (``task_tests``, by name), and the FIM
+    facts (None when FIM was not asked)."""
+
+    metrics: dict[str, dict[str, Any]]
+    checks: dict[str, list[CheckResult]]
+    on_diffs: dict[str, list[list[CheckResult]]]
+    task_tests: dict[str, dict[str, Any]]
+    fim: dict[str, Any] | None
+
+
+def judge(
+    asked: Questions,
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    ppl: Mapping[str, BlockScores],
+    seed: int,
+    allow_code_execution: bool = False,
+) -> Judged:
+    """Score both variants' generations of every question: tasks, FIM, behavioural checks
+    and the metrics table with its verdicts. ``behaviour.pass_rate`` is over the diffs the
+    task tests check (a diff passes when its message passes them all); fixed-prompt tests are
+    single samples, reported per test only."""
+    checks = behaviour_results(asked.behaviour, generations, allow_code_execution)
+    on_diffs = task_results(asked.behaviour, generations)
+    message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
+    code = task_scores(CODE_CHANGE, asked.code_changes, generations)
+    fim_scored = facts = None
+    if FIM in generations["base"]:
+        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
+        fim_scored, facts = fim_scores(asked.fim, texts), fim_facts(asked.fim, texts)
+    diffs = {name: per_diff(on_diffs[name]) for name in VARIANTS}
+    return Judged(
+        metrics=metrics_table(ppl, message, code, diffs, seed, asked.test_commits, fim_scored),
+        checks=checks,
+        on_diffs=on_diffs,
+        task_tests=task_test_entries(asked.behaviour, on_diffs, seed, asked.test_commits),
+        fim=facts,
+    )
+
+
 def ran(result: CheckResult) -> bool:
     """Whether a check ran: the sandbox reports a python test it may not run (code execution
     off) as ``skipped``, which is neither a pass nor a failure. The pass rate compares the two
     variants on the tests that ran for both."""
     return not getattr(result, "skipped", False)
-
-
-def behaviour_by_kind(
-    tests: Sequence[BehaviourTest], checks: Mapping[str, Sequence[CheckResult]]
-) -> dict[str, dict[str, Any]]:
-    """Pass rate per kind of test (:func:`repotune.evaluate.behaviour.kind_of`) and variant:
-    a pattern test and a test that runs code say different things."""
-    groups: dict[str, list[int]] = {}
-    for index, test in enumerate(tests):
-        groups.setdefault(kind_of(test), []).append(index)
-    return {
-        kind: {"count": len(indices)}
-        | {name: pass_rate([checks[name][i] for i in indices]) for name in VARIANTS}
-        for kind, indices in groups.items()
-    }
 
 
 def _generation_facts(
@@ -451,7 +484,7 @@ def _generation_rows(
             "reference": fim_task.middle,
         }
         yield _answered(row, generations, FIM, index)
-    for index, test in enumerate(asked.behaviour):
+    for index, test in enumerate(fixed_prompt(asked.behaviour)):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
         yield _answered(row, generations, BEHAVIOUR, index)
 
@@ -475,25 +508,6 @@ def base_facts(base_dir: str | Path) -> dict[str, Any]:
         raise InputError(str(path), f"cannot be read ({error})", "rerun the train rule") from None
     facts = {key: record[key] for key in ("source", "name", "id") if key in record}
     return facts | {"description": report.describe_base(record)}
-
-
-def behaviour_rows(
-    tests: Sequence[BehaviourTest], checks: Mapping[str, Sequence[CheckResult]], redactor: Redactor
-) -> list[dict[str, Any]]:
-    """report.json's ``behaviour``: each test's result per variant, reasons redacted (a
-    must_not_match reason quotes the generation)."""
-    return [
-        {
-            "name": test.name,
-            "kind": kind_of(test),
-            **{
-                name: vars(checks[name][index])
-                | {"reason": redactor.redact(checks[name][index].reason)}
-                for name in VARIANTS
-            },
-        }
-        for index, test in enumerate(tests)
-    ]
 
 
 def evaluate(request: EvaluateRequest) -> dict[str, Any]:
@@ -539,14 +553,11 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         )
     generations, timing = run_generation(model, tokenizer, template, asked, decoding, fim)
     del model
-    checks = behaviour_results(asked.behaviour, generations, allow_code)
+    judged = judge(asked, generations, ppl, settings["seed"], allow_code)
+    random = random_baselines(
+        asked.behaviour, tokenizer, template.markers, decoding, context, settings["seed"]
+    )
     shown = redacted(generations, redactor)
-    message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
-    code = task_scores(CODE_CHANGE, asked.code_changes, generations)
-    fim_scored = None
-    if fim is not None:
-        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
-        fim_scored = fim_scores(asked.fim, texts)
     result = {
         "model": request.model,
         "base_model": training.pop("base_model"),
@@ -565,17 +576,18 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             "fim_questions": len(asked.fim),
             "behaviour_tests": len(asked.behaviour),
         },
-        "metrics": metrics_table(
-            ppl, message, code, checks, settings["seed"], asked.test_commits, fim_scored
-        ),
+        "metrics": judged.metrics,
         "fim": {
             "evaluated": fim is not None,
             "format": fim_format(template.name, tokenizer, trained),
             "python_questions": sum(task.language == "python" for task in asked.fim),
+            **(judged.fim or {}),
         },
         "perplexity": {name: ppl[name].summary().as_dict() for name in VARIANTS},
-        "behaviour": behaviour_rows(asked.behaviour, checks, redactor),
-        "behaviour_by_kind": behaviour_by_kind(asked.behaviour, checks),
+        "behaviour": behaviour_rows(
+            asked.behaviour, judged.checks, redactor, judged.on_diffs, judged.task_tests, random
+        ),
+        "behaviour_by_kind": behaviour_by_kind(asked.behaviour, judged.checks, judged.on_diffs),
         "generation": {
             "do_sample": settings["generation"]["do_sample"],
             "context_length": context,
