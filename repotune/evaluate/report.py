@@ -375,6 +375,7 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
             f"{format_value(name, entry['adapted'])} | {format_delta(name, entry)} | "
             f"{entry.get('verdict', MISSING)} | {_sample(entry)} |"
         )
+    lines += _fim_facts_line(report.get("fim", {}))
     lines += [
         "",
         f"![metrics]({metrics_plot})",
@@ -403,6 +404,28 @@ def _fim_sample(report: Mapping[str, Any]) -> str:
     how = f"the `{fmt}` FIM format" if fmt else "a plain continuation of the prefix (no FIM tokens)"
     count = report["samples"]["fim_questions"]
     return f"{count} fill-in-the-middle questions ({fim['python_questions']} Python) asked in {how}"
+
+
+def _count(facts: Mapping[str, Any], hits: str) -> str:
+    return f"{facts[hits]} of {facts['n']}"
+
+
+def _fim_facts_line(fim: Mapping[str, Any]) -> list[str]:
+    """What the FIM metrics can tell: blank answers, and where parsing needs an answer."""
+    if "empty_middle_parses" not in fim:
+        return []
+    empty = fim["empty_middle_parses"]
+    per_variant = "; ".join(
+        f"{name} {_count(fim[name]['empty_answers'], 'empty')} blank, "
+        f"{_count(fim[name]['parses_in_file'], 'parsing')} parse"
+        for name in VARIANTS
+    )
+    return [
+        "",
+        f"FIM: left empty, the middle parses in {_count(empty, 'parsing')} Python questions, "
+        "so `FIM parses` is measured on the others only (a blank answer never parses). Over "
+        f"all of them: {per_variant}.",
+    ]
 
 
 def _sample(entry: Mapping[str, Any]) -> str:
@@ -458,16 +481,32 @@ def _behaviour_section(
             shown = [format_value("behaviour.pass_rate", rates[name]) for name in VARIANTS]
             lines.append(f"| {kind} | {rates['count']} | {shown[0]} | {shown[1]} |")
         lines.append("")
-    lines += ["| test | base | adapted |", "|---|---|---|"]
+    lines += [
+        "A test on diffs checks the commit message written for each sampled held-out diff; a "
+        "test with a prompt of its own is one sample and gets no verdict. Random text: the "
+        "pattern test's pass rate on uniformly random tokens ended as the model's answers end "
+        "(same token budget and stop strings), what the test can tell apart from chance.",
+        "",
+        "| test | base | adapted | random text | n | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for result in results:
         cells = [_outcome(result[variant]) for variant in VARIANTS]
-        lines.append(f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} |")
+        random = format_value("behaviour.pass_rate", result.get("random_text"))
+        n = f"{result['base']['n']} diffs" if result.get("sample") == "diffs" else "1 prompt"
+        lines.append(
+            f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} | {random} | {n} | "
+            f"{result.get('verdict', MISSING)} |"
+        )
     if any(result[variant].get("skipped") for result in results for variant in VARIANTS):
         lines += ["", f"Python tests were skipped: code execution is not enabled ({ENABLE_HINT})."]
     return [*lines, ""]
 
 
 def _outcome(check: Mapping[str, Any]) -> str:
+    if "rate" in check:  # a test on diffs: its passes over them
+        shown = format_value("behaviour.pass_rate", check["rate"])
+        return f"{check['passed']} of {check['n']} ({shown})"
     if check.get("skipped"):
         return _cell(check["reason"])
     return "pass" if check["passed"] else "fail: " + _cell(check["reason"])
