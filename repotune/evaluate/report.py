@@ -74,7 +74,7 @@ METRICS: dict[str, Metric] = {
 SAME_MEASUREMENT = {"bits_per_token": "perplexity"}
 # What a metric's interval resamples.
 UNITS = {"perplexity": "blocks", "commit_message": "prompts", "code_change": "prompts",
-         "fim": "questions", "behaviour": "tests"}  # fmt: skip
+         "fim": "questions", "behaviour": "diffs"}  # fmt: skip
 # The fewest items a verdict is given on (the test split's commits, and each metric's sample).
 MIN_SAMPLE = MIN_TEST_COMMITS
 BETTER, WORSE, UNCLEAR, TOO_FEW, MISSING = (
