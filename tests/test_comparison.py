@@ -7,7 +7,7 @@ import pytest
 
 from repotune.errors import InputError
 from repotune.evaluate.comparison import best_model, compare, matrix
-from repotune.evaluate.report import METRICS, judge, metric_entry
+from repotune.evaluate.report import METRICS, assign_verdicts, metric_entry
 from repotune.evaluate.significance import Paired
 
 
@@ -25,7 +25,7 @@ def report(
         "model": model,
         "samples": {"test_commits": test_commits},
         "primary_metric": "perplexity",
-        "metrics": judge(
+        "metrics": assign_verdicts(
             {
                 "perplexity": metric_entry(
                     "perplexity",
@@ -97,9 +97,9 @@ def test_compare_writes_the_matrix_and_a_plot(tmp_path):
         in text
     )
     assert (
-        "| message B-Norm BLEU ↑ | 4.00 (+3.00 [-1.00, +4.00]; Holm p=0.400; no clear "
-        "difference), n=40 commits | **9.50** (+8.50 [-1.00, +9.50]; Holm p=0.400; no clear "
-        "difference), n=40 commits |" in text
+        "| message B-Norm BLEU ↑ (exploratory) | 4.00 (+3.00 [-1.00, +4.00]; p=0.400; no "
+        "verdict (exploratory)), n=40 commits | **9.50** (+8.50 [-1.00, +9.50]; p=0.400; no "
+        "verdict (exploratory)), n=40 commits |" in text
     )
     assert "too few" not in text
     assert "![comparison](comparison.png)" in text
@@ -112,7 +112,7 @@ def test_one_model_gives_a_one_column_table(tmp_path):
     compare([path], tmp_path / "c.md", tmp_path / "c.png")
     text = (tmp_path / "c.md").read_text()
     assert "| metric | `tiny` |" in text
-    assert "| behaviour pass rate ↑ | n/a (n/a; Holm p=n/a; n/a), n=6 |" in text
+    assert "| behaviour pass rate ↑ (exploratory) | n/a (n/a; p=n/a; n/a), n=6 |" in text
 
 
 def test_a_model_with_too_few_test_commits_is_marked(tmp_path):

@@ -12,7 +12,7 @@ from repotune.evaluate.behaviour import BehaviourTest, CheckResult
 from repotune.evaluate.fim_tasks import FimTask
 from repotune.evaluate.generation import Generation, find_stop
 from repotune.evaluate.perplexity import CommitScores
-from repotune.evaluate.report import METRICS, VARIANTS
+from repotune.evaluate.report import EXPLORATORY, METRICS, NOT_JUDGED, VARIANTS
 from repotune.evaluate.significance import SIGN_TEST
 from repotune.evaluate.stage import (
     EvaluateRequest,
@@ -233,15 +233,18 @@ def test_metric_table_gives_verdicts_on_enough_items():
     assert table["bits_per_token"]["verdict"] == "better"
     assert table["code_change.exact_match"]["verdict"] == "better"
     low, high = table["commit_message.rouge_l"]["interval"]["delta"]
-    assert low < 0 < high and table["commit_message.rouge_l"]["verdict"] == "no clear difference"
-    assert table["behaviour.pass_rate"]["verdict"] == "too few to tell"  # 6 tests
-    # The primary metric (bits per token by default) is judged alone, the rest Holm-adjusted.
+    assert low < 0 < high and table["commit_message.rouge_l"]["role"] == EXPLORATORY
+    assert table["commit_message.rouge_l"]["verdict"] == NOT_JUDGED
+    assert table["behaviour.pass_rate"]["verdict"] == NOT_JUDGED  # exploratory
+    # The primary metric (bits per token by default) is judged alone, secondaries Holm-adjusted.
     assert table["bits_per_token"]["role"] == table["perplexity"]["role"] == "primary"
     assert table["perplexity"]["p"] == table["bits_per_token"]["p"] < 0.05
     exact = table["code_change.exact_match"]
     assert exact["role"] == "secondary" and exact["test"] == SIGN_TEST
     assert exact["p"] == pytest.approx(2 * 0.5**20)  # 20 wins, no loss: McNemar exact
-    assert exact["p"] < exact["p_adjusted"] < 0.05
+    # The only secondary: ROUGE-L and the pass rate are exploratory, outside the Holm family.
+    assert exact["p_adjusted"] == exact["p"] < 0.05
+    assert table["commit_message.rouge_l"]["p_adjusted"] is None
     # Same seed, same intervals.
     again = metrics_table(ppl, message, code, checks, seed=0, test_commits=n)
     assert again["perplexity"]["interval"] == table["perplexity"]["interval"]
@@ -276,7 +279,7 @@ def test_metric_table_resamples_commits_and_gates_every_metric():
     assert table["fim.exact_match"]["count"] == 60
     assert table["fim.parses"]["verdict"] == "n/a"
     assert table["behaviour.pass_rate"]["p"] < 0.001  # 40 wins in 40 tests, yet:
-    assert {entry["verdict"] for entry in table.values()} <= {"too few to tell", "n/a"}
+    assert {entry["verdict"] for entry in table.values()} <= {"too few to tell", "n/a", NOT_JUDGED}
     with pytest.raises(ValueError, match="not scored on the same commits"):
         metrics_table(
             {**ppl, "base": CommitScores([1.0], [1], ["x"])}, message, code, checks, 0, 26

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from repotune.config import resolve_config
-from repotune.evaluate.report import judge, metric_entry
+from repotune.evaluate.report import assign_verdicts, metric_entry
 from repotune.evaluate.significance import paired_means
 from repotune.manifest.stage import (
     PACKAGES,
@@ -87,35 +87,35 @@ def test_headline_metrics_carry_n_the_delta_interval_and_the_verdict(tmp_path):
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.4, 40)
     better = metric_entry(
-        "commit_message.rouge_l",
+        "code_change.exact_match",
         float(base.mean()),
         float(base.mean() + 0.2),
         40,
         paired_means(base, base + 0.2, seed=1),
     )
     unclear = metric_entry(
-        "code_change.edit_similarity", 0.5, 0.5, 40, paired_means(base, base[::-1], seed=1)
+        "commit_message.subject_exact_match", 0.5, 0.5, 40, paired_means(base, base[::-1], seed=1)
     )
     unmeasured = metric_entry("behaviour.pass_rate", None, None, 0, None)
-    metrics = judge(
+    metrics = assign_verdicts(
         {
-            "commit_message.rouge_l": better,
-            "code_change.edit_similarity": unclear,
+            "code_change.exact_match": better,
+            "commit_message.subject_exact_match": unclear,
             "behaviour.pass_rate": unmeasured,
         },
-        "commit_message.rouge_l",
+        "code_change.exact_match",
     )
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"model": "tiny", "metrics": metrics}))
     found = headline_metrics(json.loads(path.read_text()))
-    rouge = found["metrics.commit_message.rouge_l"]
+    rouge = found["metrics.code_change.exact_match"]
     assert rouge["n"] == 40
     assert rouge["delta_interval"] == better["interval"]["delta"]
     low, high = rouge["delta_interval"]
     assert 0 < low <= high and rouge["delta"] == pytest.approx(low)  # the same gain everywhere
     assert (rouge["role"], rouge["verdict"]) == ("primary", "better")
     assert rouge["p"] == rouge["p_adjusted"] < 0.05
-    similarity = found["metrics.code_change.edit_similarity"]
+    similarity = found["metrics.commit_message.subject_exact_match"]
     assert similarity["delta_interval"][0] < 0 < similarity["delta_interval"][1]
     assert similarity["verdict"] == "no clear difference" and similarity["role"] == "secondary"
     assert similarity["p_adjusted"] == similarity["p"] > 0.05  # the only secondary test
@@ -125,7 +125,7 @@ def test_headline_metrics_carry_n_the_delta_interval_and_the_verdict(tmp_path):
         "delta": None,
         "n": 0,
         "delta_interval": None,
-        "role": "secondary",
+        "role": "exploratory",
         "p": None,
         "p_adjusted": None,
         "verdict": unmeasured["verdict"],

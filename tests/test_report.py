@@ -12,17 +12,21 @@ from repotune.errors import InputError
 from repotune.evaluate.report import (
     BETTER,
     DEFAULT_PRIMARY,
+    EXPLORATORY,
+    EXPLORATORY_METRICS,
+    EXPLORATORY_REASON,
     METRICS,
     MIN_SAMPLE,
+    NOT_JUDGED,
     PRIMARY,
     SECONDARY,
     TOO_FEW,
     UNCLEAR,
     WORSE,
+    assign_verdicts,
     describe_base,
     format_p,
     format_value,
-    judge,
     markdown,
     measurements,
     metric_entry,
@@ -60,7 +64,7 @@ def sample_report(test_commits: int = 120) -> dict:
         "commit_message.rouge_l", 0.30, 0.32, 40, paired((-0.01, 0.05), 40), enough
     )
     metrics["behaviour.pass_rate"] = metric_entry("behaviour.pass_rate", None, None, 0)
-    judge(metrics, "bits_per_token", enough)
+    assign_verdicts(metrics, "bits_per_token", enough)
     return {
         "model": "tiny",
         "primary_metric": "bits_per_token",
@@ -81,6 +85,8 @@ def sample_report(test_commits: int = 120) -> dict:
         },
         "fim": {"evaluated": True, "format": "plain", "python_questions": 30},
         "metrics": metrics,
+        "null_baselines": {"commit_message.rouge_l": {
+            "empty": 0.0, "echo": 0.12, "random": 0.01, "other_reference": 0.2}},
         "generation": {"do_sample": False, "tasks": {
             "commit_message": {"max_new_tokens": 64,
                                "base": {"finish": {"eos": 0, "stop": 1, "length": 39}},
@@ -135,7 +141,8 @@ def test_a_difference_that_rounds_to_zero_is_no_clear_difference():
     assert entry["verdict"] == UNCLEAR
     row = next(line for line in markdown(report_with(entry), "a", "b").splitlines()
                if line.startswith("| message B-Norm BLEU"))  # fmt: skip
-    assert "| 0.00 [0.00, 0.00] | 0.001 | 0.009 | no clear difference | 100 commits" in row
+    # B-Norm BLEU is exploratory: shown with its p, never judged.
+    assert "| 0.00 [0.00, 0.00] | 0.001 | - | no verdict (exploratory) | 100 commits" in row
 
 
 def report_with(entry: dict) -> dict:
@@ -181,10 +188,11 @@ def test_markdown_answers_first_with_verdicts_and_n():
         "to 8.230 with the adapter (change [-0.500, -0.300], p=0.001, n=60 commits): "
         "**better**. Secondary, Holm-adjusted: "
     )
-    # 12 metrics, perplexity and bits per token one (primary) measurement, pass rate not
-    # measured: 9 secondary measurements judged.
+    # 12 metrics: perplexity and bits per token one (primary) measurement, 7 exploratory
+    # (a null answer can win them), 3 secondary exact matches judged.
     assert (
-        "of 9 measurements the adapter is better on 8, worse on 0, with no clear difference on 1"
+        "of 3 measurements the adapter is better on 3, worse on 0, with no clear difference on 0"
+        " (perplexity and bits per token count as one). 7 exploratory metrics get no verdict."
         in headline
     )
     assert "The base is untrained (random initialisation)" in headline
@@ -194,14 +202,22 @@ def test_markdown_answers_first_with_verdicts_and_n():
         "better | 60 commits (1234 tokens) |" in text
     )
     assert (
-        "| message ROUGE-L ↑ | secondary | 0.300 | 0.320 | +0.020 [-0.010, +0.050] | 0.500 | "
-        "0.500 | no clear difference | 40 commits (40 prompts) |" in text
+        "| message ROUGE-L ↑ | exploratory | 0.300 | 0.320 | +0.020 [-0.010, +0.050] | 0.500 | "
+        "- | no verdict (exploratory) | 40 commits (40 prompts) |" in text
     )
-    # Eight secondary p-values of 0.001 and one of 0.5: Holm multiplies the smallest by 9.
-    assert "| +0.25 [+0.10, +0.40] | 0.001 | 0.009 | better | 40 commits (40 prompts) |" in text
+    assert EXPLORATORY_REASON in text
+    # Three secondary p-values of 0.001: Holm multiplies the smallest by 3.
     assert (
-        "| behaviour pass rate ↑ | secondary | n/a | n/a | n/a | n/a | - | n/a | 0 tests |" in text
+        "| code exact match ↑ | secondary | 0.250 | 0.500 | +0.250 [+0.100, +0.400] | 0.001 | "
+        "0.003 | better | 40 commits (40 prompts) |" in text
     )
+    assert (
+        "| behaviour pass rate ↑ | exploratory | n/a | n/a | n/a | n/a | - | n/a | 0 diffs |"
+        in text
+    )
+    # The null baselines, metric by null model, beside the metrics table.
+    assert "| metric | empty | echo | random | other_reference |" in text
+    assert "| message ROUGE-L | 0.000 | 0.120 | 0.010 | 0.200 |" in text
     assert "(1234 tokens of 60 commits) for perplexity" in text
     assert (
         "40 commit messages, 40 code changes, 40 fill-in-the-middle questions (30 Python) asked "
@@ -307,60 +323,70 @@ def report_with_metric(name: str, entry: dict) -> dict:
     """The sample report with one entry replaced, judged again."""
     report = sample_report()
     report["metrics"][name] = entry
-    judge(report["metrics"], report["primary_metric"])
+    assign_verdicts(report["metrics"], report["primary_metric"])
     return report
 
 
 def test_secondary_metrics_are_holm_adjusted_and_the_primary_is_not():
     """Ten metrics each at p = 0.02: alone each would be 'better'. The primary keeps p = 0.02
-    and its verdict; the nine secondaries' Holm-adjusted p is 9 * 0.02 = 0.18: no verdict."""
+    and its verdict; the two secondary exact matches' Holm-adjusted p is 2 * 0.02 = 0.04; the
+    seven exploratory metrics (a null answer can win them) keep p but get no verdict and are
+    not in the Holm family (else it would be 9 * 0.02 = 0.18)."""
     metrics = {
         name: metric_entry(name, 0.3, 0.4, 40, paired((0.05, 0.15), p=0.02))
         for name in METRICS
         if METRICS[name].task != "perplexity"
     }
     assert all(entry["verdict"] == BETTER for entry in metrics.values())
-    judge(metrics, "fim.edit_similarity")
-    assert metrics["fim.edit_similarity"]["role"] == PRIMARY
-    assert metrics["fim.edit_similarity"]["p_adjusted"] == 0.02
-    assert metrics["fim.edit_similarity"]["verdict"] == BETTER
-    secondary = [entry for name, entry in metrics.items() if name != "fim.edit_similarity"]
-    assert all(entry["role"] == SECONDARY for entry in secondary) and len(secondary) == 9
-    assert {round(entry["p_adjusted"], 12) for entry in secondary} == {0.18}
-    assert {entry["verdict"] for entry in secondary} == {UNCLEAR}
+    assign_verdicts(metrics, "fim.exact_match")
+    assert metrics["fim.exact_match"]["role"] == PRIMARY
+    assert metrics["fim.exact_match"]["p_adjusted"] == 0.02
+    assert metrics["fim.exact_match"]["verdict"] == BETTER
+    secondary = {name for name, entry in metrics.items() if entry["role"] == SECONDARY}
+    assert secondary == {"commit_message.subject_exact_match", "code_change.exact_match"}
+    assert {round(metrics[name]["p_adjusted"], 12) for name in secondary} == {0.04}
+    assert {metrics[name]["verdict"] for name in secondary} == {BETTER}
+    exploratory = {name for name, entry in metrics.items() if entry["role"] == EXPLORATORY}
+    assert exploratory == EXPLORATORY_METRICS
+    assert {metrics[name]["verdict"] for name in exploratory} == {NOT_JUDGED}
+    assert {(metrics[name]["p"], metrics[name]["p_adjusted"]) for name in exploratory} == {
+        (0.02, None)
+    }
     with pytest.raises(ValueError, match="primary metric 'loss' is not one of"):
-        judge(metrics, "loss")
+        assign_verdicts(metrics, "loss")
+    with pytest.raises(ValueError, match=r"primary metric .fim\.edit_similarity. is not one of"):
+        assign_verdicts(metrics, "fim.edit_similarity")
 
 
 def test_perplexity_and_bits_per_token_are_one_primary_measurement():
     metrics = {
         "perplexity": metric_entry("perplexity", 400.0, 300.0, 900, paired((-130.0, -70.0))),
         "bits_per_token": metric_entry("bits_per_token", 8.6, 8.2, 900, paired((-0.5, -0.3))),
-        "commit_message.rouge_l": metric_entry(
-            "commit_message.rouge_l", 0.3, 0.4, 40, paired((0.05, 0.15), p=0.03)
+        "code_change.exact_match": metric_entry(
+            "code_change.exact_match", 0.3, 0.4, 40, paired((0.05, 0.15), p=0.03)
         ),
     }
-    judge(metrics, "bits_per_token")
+    assign_verdicts(metrics, "bits_per_token")
     assert metrics["perplexity"]["role"] == metrics["bits_per_token"]["role"] == PRIMARY
     # The only secondary measurement: Holm over one test changes nothing.
-    assert metrics["commit_message.rouge_l"]["p_adjusted"] == 0.03
-    assert metrics["commit_message.rouge_l"]["verdict"] == BETTER
+    assert metrics["code_change.exact_match"]["p_adjusted"] == 0.03
+    assert metrics["code_change.exact_match"]["verdict"] == BETTER
 
 
 def test_metrics_below_the_gate_are_not_counted_in_the_holm_family():
     metrics = {
         "bits_per_token": metric_entry("bits_per_token", 8.6, 8.2, 900, paired((-0.5, -0.3))),
-        "commit_message.rouge_l": metric_entry(
-            "commit_message.rouge_l", 0.3, 0.4, 40, paired((0.05, 0.15), p=0.03)
+        "code_change.exact_match": metric_entry(
+            "code_change.exact_match", 0.3, 0.4, 40, paired((0.05, 0.15), p=0.03)
         ),
         "fim.exact_match": metric_entry(
             "fim.exact_match", 0.3, 0.4, 9, paired((0.05, 0.15), n=9, p=0.03)
         ),
     }
-    judge(metrics, "bits_per_token")
+    assign_verdicts(metrics, "bits_per_token")
     assert metrics["fim.exact_match"]["verdict"] == TOO_FEW
     assert metrics["fim.exact_match"]["p_adjusted"] is None  # not in the family
-    assert metrics["commit_message.rouge_l"]["p_adjusted"] == 0.03
+    assert metrics["code_change.exact_match"]["p_adjusted"] == 0.03
 
 
 def test_a_scored_entry_takes_the_exact_test_for_0_1_metrics():
@@ -387,7 +413,7 @@ def test_the_configs_primary_metric_is_one_of_the_reports_metrics():
     and its default is the report's."""
     schema = yaml.safe_load((Path(__file__).parent.parent / "config" / "schema.yaml").read_text())
     key = schema["properties"]["evaluate"]["properties"]["primary_metric"]
-    assert sorted(key["enum"]) == sorted(METRICS)
+    assert sorted(key["enum"]) == sorted(set(METRICS) - EXPLORATORY_METRICS)
     assert key["default"] == DEFAULT_PRIMARY == resolve_config({})["evaluate"]["primary_metric"]
     with pytest.raises(InputError, match="primary_metric"):
         resolve_config({"evaluate": {"primary_metric": "loss"}})

@@ -5,6 +5,8 @@ Writes: ``results/{model}/eval/report.{json,md}``, ``generations.jsonl`` and plo
 every model, ``results/comparison.{md,png}``.
 
 Modules: ``stage`` (what ``scripts/evaluate.py`` calls), ``perplexity``, ``tasks`` (evaluation
-examples), ``generation`` (batched generation), ``metrics``, ``behaviour`` (behavioural tests),
-``report``, ``comparison``.
+examples), ``generation`` (batched generation), ``metrics``, ``behaviour`` (behavioural tests:
+loading, checks), ``behaviour_eval`` (which generations they check, verdicts, report rows),
+``random_text`` (uniform random answers: the chance baseline), ``null_models`` (empty, echo,
+random and another commit's answers: the report's null baselines), ``report``, ``comparison``.
 """

@@ -28,11 +28,13 @@ from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
 from repotune.evaluate.report import (
     DEFAULT_PRIMARY,
+    EXPLORATORY,
+    EXPLORATORY_METRICS,
     METRICS,
     MIN_SAMPLE,
     MISSING,
     PNG_METADATA,
-    PRIMARY,
+    SECONDARY,
     enough_test_commits,
     format_delta,
     format_value,
@@ -80,7 +82,7 @@ def _sample_facts(entry: Mapping[str, Any]) -> dict[str, Any]:
         "n": None if interval is None else interval["n"],
         "unit": entry.get("unit"),
         "role": entry.get("role"),
-        "p": entry.get("p_adjusted"),
+        "p": entry.get("p") if entry.get("role") == EXPLORATORY else entry.get("p_adjusted"),
         "verdict": entry.get("verdict", MISSING),
     }
 
@@ -139,8 +141,9 @@ def markdown(reports: Sequence[Mapping[str, Any]], plot: str) -> str:
         "verdict (better or worse only when p < 0.05 and the interval excludes zero); then the "
         "sample size. The best adapted value is in bold. Primary metric: "
         + ", ".join(METRICS[name].title for name in primary)
-        + " (`evaluate.primary_metric`), judged on its own p; every other metric is secondary "
-        'and its p ("Holm p") is Holm-adjusted over the secondary metrics.',
+        + " (`evaluate.primary_metric`), judged on its own p; the exploratory metrics show "
+        "their p but get no verdict (a null answer can win them); every other metric is "
+        'secondary and its p ("Holm p") is Holm-adjusted over the secondary metrics.',
         "",
         "| metric | " + " | ".join(_header(report) for report in reports) + " |",
         "|---|" + "---|" * len(models),
@@ -158,10 +161,12 @@ def markdown(reports: Sequence[Mapping[str, Any]], plot: str) -> str:
                 entry["interval"] = {"delta": cell["interval"]}
             change = format_delta(name, entry)
             n = cell["count"] if cell["n"] is None else f"{cell['n']} {cell['unit'] or ''}".strip()
-            p = p_equals("p" if cell["role"] == PRIMARY else "Holm p", cell["p"])
+            p = p_equals("Holm p" if cell["role"] == SECONDARY else "p", cell["p"])
             cells.append(f"{value} ({change}; {p}; {cell['verdict']}), n={n}")
         arrow = "↑" if row["higher_is_better"] else "↓"
         mark = " (primary)" if name in primary else ""
+        if name in EXPLORATORY_METRICS:
+            mark = " (exploratory)"
         lines.append(f"| {METRICS[name].title} {arrow}{mark} | " + " | ".join(cells) + " |")
     small = [(report["model"], too_small(report)) for report in reports]
     small = [(model, commits) for model, commits in small if commits is not None]

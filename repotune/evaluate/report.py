@@ -18,7 +18,11 @@ the repository) is judged at p < 0.05 on its own, and its verdict leads the head
 other measurement is **secondary**: its p is Holm-adjusted over the secondary measurements
 that could get a verdict (enough commits, a finite p), so the chance of any spurious secondary
 verdict stays at 5% however many metrics there are. Perplexity and bits per token are one
-measurement (one is a function of the other): they share one p and count once.
+measurement (one is a function of the other): they share one p and count once. A metric that
+a null answer can win (``EXPLORATORY_METRICS``: text similarity, checks of form) is
+**exploratory**: its values, interval and p are shown, but it gets no verdict and is not in
+the Holm family. Beside the table stand the **null baselines** (``null_baselines``): every
+generated metric scored on the answers of four null models (:mod:`repotune.evaluate.null_models`).
 
 A verdict is ``better`` or ``worse`` only when (:func:`repotune.evaluate.significance.decide`)
 the (adjusted) p is below 0.05 and the delta's interval excludes zero *as printed* (both bounds
@@ -99,12 +103,25 @@ METRICS: dict[str, Metric] = {
 }
 # The primary metric when the config names none (evaluate.primary_metric's default).
 DEFAULT_PRIMARY = "bits_per_token"
-PRIMARY, SECONDARY = "primary", "secondary"
+PRIMARY, SECONDARY, EXPLORATORY = "primary", "secondary", "exploratory"
+# Metrics a null answer wins (tests/test_null_models.py): text similarity (B-Norm BLEU, ROUGE-L,
+# edit similarity) credits an echoed prompt or another commit's answer for shared words, and a
+# check of form (FIM parses, the behavioural pattern tests) passes another commit's real answer.
+# Their values, intervals and p are shown; they never get a verdict nor join the Holm family.
+EXPLORATORY_METRICS = frozenset({
+    "commit_message.bnorm_bleu", "commit_message.rouge_l", "commit_message.edit_similarity",
+    "code_change.edit_similarity", "fim.edit_similarity", "fim.parses", "behaviour.pass_rate",
+})  # fmt: skip
+EXPLORATORY_REASON = (
+    "Exploratory metrics get no verdict: a null answer (an echo of the prompt, random text or "
+    "another commit's real answer) can win them, so a gain there does not show learning."
+)
+NOT_JUDGED = "no verdict (exploratory)"
 # Metrics that are a function of another one: one measurement, counted once in the headline.
 SAME_MEASUREMENT = {"bits_per_token": "perplexity"}
 # What a metric's ``count`` counts.
 ITEMS = {"perplexity": "tokens", "commit_message": "prompts", "code_change": "prompts",
-         "fim": "questions", "behaviour": "tests"}  # fmt: skip
+         "fim": "questions", "behaviour": "diffs"}  # fmt: skip
 COMMITS = "commits"  # what an interval resamples when each item's commit is known
 # The fewest commits a verdict is given on (the test split's, and each metric's resampled).
 MIN_SAMPLE = MIN_TEST_COMMITS
@@ -127,7 +144,7 @@ def metric_entry(
     unit: str = COMMITS,
 ) -> dict[str, Any]:
     """One ``metrics`` entry: both values, their difference, its interval, p and the verdict
-    as if this were the only test (:func:`judge` applies the primary/secondary roles).
+    as if this were the only test (:func:`assign_verdicts` applies the roles).
 
     ``interval`` is the paired bootstrap of this metric (None: not measured, no verdict);
     ``p`` the test's p-value (None: the bootstrap's own, ``interval.p``); ``unit`` what the
@@ -217,30 +234,45 @@ def measurement_of(name: str) -> str:
     return SAME_MEASUREMENT.get(name, name)
 
 
-def judge(
+def role_of(name: str, primary: str) -> str:
+    """``primary`` for the primary metric's measurement, ``exploratory`` for a metric a null
+    answer can win (``EXPLORATORY_METRICS``), else ``secondary``."""
+    if measurement_of(name) == measurement_of(primary):
+        return PRIMARY
+    return EXPLORATORY if name in EXPLORATORY_METRICS else SECONDARY
+
+
+def assign_verdicts(
     metrics: dict[str, dict[str, Any]], primary: str, enough_commits: bool = True
 ) -> dict[str, dict[str, Any]]:
     """Give every entry its ``role``, ``p_adjusted`` and final ``verdict``, in place.
 
     The primary metric's measurement (perplexity and bits per token together) keeps its p.
     The secondary measurements that could get a verdict (a finite p, enough commits) are
-    Holm-adjusted together; the others cannot get one and their ``p_adjusted`` is None.
+    Holm-adjusted together; the others cannot get one and their ``p_adjusted`` is None. An
+    exploratory metric keeps its p, has no ``p_adjusted`` and its verdict is ``NOT_JUDGED``
+    (``n/a`` when it has no value).
     """
-    if primary not in METRICS:
-        raise ValueError(f"primary metric {primary!r} is not one of {', '.join(METRICS)}")
-    main = measurement_of(primary)
+    if primary not in METRICS or primary in EXPLORATORY_METRICS:
+        judged = ", ".join(name for name in METRICS if name not in EXPLORATORY_METRICS)
+        raise ValueError(f"primary metric {primary!r} is not one of {judged}")
+    roles = {name: role_of(name, primary) for name in metrics}
     family = {
         measurement_of(name): entry["p"]
         for name, entry in metrics.items()
-        if measurement_of(name) != main
+        if roles[name] == SECONDARY
         and entry.get("p") is not None
         and entry.get("verdict") not in (TOO_FEW, MISSING)
     }
     adjusted = holm(family)
     for name, entry in metrics.items():
-        measurement = measurement_of(name)
-        entry["role"] = PRIMARY if measurement == main else SECONDARY
-        entry["p_adjusted"] = entry.get("p") if measurement == main else adjusted.get(measurement)
+        entry["role"] = roles[name]
+        if roles[name] == EXPLORATORY:
+            unmeasured = verdict(name, entry, enough_commits) == MISSING
+            entry["p_adjusted"], entry["verdict"] = None, MISSING if unmeasured else NOT_JUDGED
+            continue
+        primary_p = roles[name] == PRIMARY
+        entry["p_adjusted"] = entry.get("p") if primary_p else adjusted.get(measurement_of(name))
         entry["verdict"] = verdict(name, entry, enough_commits, "p_adjusted")
     return metrics
 
@@ -420,8 +452,11 @@ def _headline(report: Mapping[str, Any]) -> str:
             "on a longer history."
         )
     else:
-        main = measurement_of(report.get("primary_metric", DEFAULT_PRIMARY))
-        secondary = {name: said for name, said in measurements(metrics).items() if name != main}
+        secondary = {
+            name: said
+            for name, said in measurements(metrics).items()
+            if metrics[name].get("role", SECONDARY) == SECONDARY
+        }
         counts = Counter(secondary.values())
         judged = counts[BETTER] + counts[WORSE] + counts[UNCLEAR]
         parts[-1] += (
@@ -432,6 +467,9 @@ def _headline(report: Mapping[str, Any]) -> str:
         if counts[TOO_FEW]:
             parts[-1] += f"; {counts[TOO_FEW]} more had too few commits to tell"
         parts[-1] += " (perplexity and bits per token count as one)."
+        exploratory = sum(entry.get("role") == EXPLORATORY for entry in metrics.values())
+        if exploratory:
+            parts[-1] += f" {exploratory} exploratory metrics get no verdict."
     base = report.get("base")
     if base and base.get("source") == "built":
         parts.append(
@@ -510,6 +548,10 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
             f"{_p_cell(entry)} | {adjusted} | {entry.get('verdict', MISSING)} | "
             f"{_sample(entry)} |"
         )
+    if any(entry.get("role") == EXPLORATORY for entry in report["metrics"].values()):
+        lines += ["", EXPLORATORY_REASON]
+    lines += _fim_facts_line(report.get("fim", {}))
+    lines += _null_section(report.get("null_baselines", {}))
     lines += [
         "",
         f"![metrics]({metrics_plot})",
@@ -529,6 +571,27 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
     return "\n".join(lines) + "\n"
 
 
+def _null_section(baselines: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    """The null baselines table: each generated metric's value on each null model's answers."""
+    if not baselines:
+        return []
+    models = list(next(iter(baselines.values())))
+    lines = [
+        "",
+        "Null baselines: each generated metric scored, by the same code, on answers that know "
+        "nothing: `empty` (no answer), `echo` (the prompt's text), `random` (uniformly random "
+        "tokens, the same token budget) and `other_reference` (another commit's real answer, "
+        "a seeded derangement). A model's value means little unless it beats all four.",
+        "",
+        "| metric | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for name, values in baselines.items():
+        cells = " | ".join(format_value(name, values[model]) for model in models)
+        lines.append(f"| {METRICS[name].title} | {cells} |")
+    return lines
+
+
 def _fim_sample(report: Mapping[str, Any]) -> str:
     """The fill-in-the-middle questions asked, and in which format (or that none were)."""
     fim = report.get("fim", {})
@@ -538,6 +601,28 @@ def _fim_sample(report: Mapping[str, Any]) -> str:
     how = f"the `{fmt}` FIM format" if fmt else "a plain continuation of the prefix (no FIM tokens)"
     count = report["samples"]["fim_questions"]
     return f"{count} fill-in-the-middle questions ({fim['python_questions']} Python) asked in {how}"
+
+
+def _count(facts: Mapping[str, Any], hits: str) -> str:
+    return f"{facts[hits]} of {facts['n']}"
+
+
+def _fim_facts_line(fim: Mapping[str, Any]) -> list[str]:
+    """What the FIM metrics can tell: blank answers, and where parsing needs an answer."""
+    if "empty_middle_parses" not in fim:
+        return []
+    empty = fim["empty_middle_parses"]
+    per_variant = "; ".join(
+        f"{name} {_count(fim[name]['empty_answers'], 'empty')} blank, "
+        f"{_count(fim[name]['parses_in_file'], 'parsing')} parse"
+        for name in VARIANTS
+    )
+    return [
+        "",
+        f"FIM: left empty, the middle parses in {_count(empty, 'parsing')} Python questions, "
+        "so `FIM parses` is measured on the others only (a blank answer never parses). Over "
+        f"all of them: {per_variant}.",
+    ]
 
 
 def _sample(entry: Mapping[str, Any]) -> str:
@@ -609,16 +694,32 @@ def _behaviour_section(
             shown = [format_value("behaviour.pass_rate", rates[name]) for name in VARIANTS]
             lines.append(f"| {kind} | {rates['count']} | {shown[0]} | {shown[1]} |")
         lines.append("")
-    lines += ["| test | base | adapted |", "|---|---|---|"]
+    lines += [
+        "A test on diffs checks the commit message written for each sampled held-out diff; a "
+        "test with a prompt of its own is one sample and gets no verdict. Random text: the "
+        "pattern test's pass rate on uniformly random tokens ended as the model's answers end "
+        "(same token budget and stop strings), what the test can tell apart from chance.",
+        "",
+        "| test | base | adapted | random text | n | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for result in results:
         cells = [_outcome(result[variant]) for variant in VARIANTS]
-        lines.append(f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} |")
+        random = format_value("behaviour.pass_rate", result.get("random_text"))
+        n = f"{result['base']['n']} diffs" if result.get("sample") == "diffs" else "1 prompt"
+        lines.append(
+            f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} | {random} | {n} | "
+            f"{result.get('verdict', MISSING)} |"
+        )
     if any(result[variant].get("skipped") for result in results for variant in VARIANTS):
         lines += ["", f"Python tests were skipped: code execution is not enabled ({ENABLE_HINT})."]
     return [*lines, ""]
 
 
 def _outcome(check: Mapping[str, Any]) -> str:
+    if "rate" in check:  # a test on diffs: its passes over them
+        shown = format_value("behaviour.pass_rate", check["rate"])
+        return f"{check['passed']} of {check['n']} ({shown})"
     if check.get("skipped"):
         return _cell(check["reason"])
     return "pass" if check["passed"] else "fail: " + _cell(check["reason"])

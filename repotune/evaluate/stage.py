@@ -15,6 +15,12 @@ dtype and quantization. A run, in order:
    which is best done while no torch work is in flight;
 4. **scores** (:mod:`repotune.evaluate.metrics`) and the **report**
    (:mod:`repotune.evaluate.report`).
+
+Steps 3 and 4 are :func:`judge`: generations in, every score, check and verdict out. It is
+the one seam between the model and the report, so tests plug answers of their own in there
+(tests/test_null_models.py: a model that answers nothing, echoes, or writes random text must
+never win). The same scoring code scores four null models' answers (:func:`null_baselines`,
+no model needed), which the report prints beside the metrics.
 """
 
 import contextlib
@@ -42,12 +48,29 @@ from repotune.evaluate import tasks as eval_tasks
 from repotune.evaluate.behaviour import (
     BehaviourTest,
     CheckResult,
-    check,
-    kind_of,
     load_tests,
     pass_rate,
+    per_diff,
 )
-from repotune.evaluate.fim import FIM, FIM_METRICS, fim_format, fim_prompts, fim_scores, score_fim
+from repotune.evaluate.behaviour_eval import (
+    BEHAVIOUR,
+    behaviour_by_kind,
+    behaviour_results,
+    behaviour_rows,
+    fixed_prompt,
+    random_baselines,
+    task_results,
+    task_test_entries,
+)
+from repotune.evaluate.fim import (
+    FIM,
+    FIM_METRICS,
+    fim_facts,
+    fim_format,
+    fim_prompts,
+    fim_scores,
+    score_fim,
+)
 from repotune.evaluate.fim_prompt import block_budget
 from repotune.evaluate.fim_questions import read_fim_questions
 from repotune.evaluate.fim_tasks import FimTask
@@ -59,6 +82,8 @@ from repotune.evaluate.generation import (
     context_length,
     generate,
 )
+from repotune.evaluate.metrics import mean
+from repotune.evaluate.null_models import NULL_MODELS, null_answers
 from repotune.evaluate.perplexity import CommitScores, block_scores, document_commits
 from repotune.evaluate.sandbox import chosen_isolation
 from repotune.evaluate.significance import paired_ratio
@@ -71,7 +96,6 @@ from repotune.shards.torch_blocks import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS
-BEHAVIOUR = "behaviour"
 TRAINING_KEYS = (
     "steps", "epochs", "tokens", "train_tokens", "final_train_loss", "final_val_loss",
     "best_val_loss", "best_step", "adapter", "tokens_per_s", "train_seconds", "trainable_params",
@@ -204,6 +228,29 @@ def questions(
     )
 
 
+def asked_prompts(
+    asked: Questions,
+    template: Template,
+    fim: tuple[list[list[int]], tuple[str, ...]] | None = None,
+) -> dict[str, tuple[list[Any], tuple[str, ...], list[tuple[str, ...]] | None]]:
+    """Each generated task's prompts (token ids or text), its stop strings and each prompt's
+    own (None: none): what :func:`run_generation` asks, and all a stand-in for the model needs
+    to answer the same questions (tests/test_null_models.py)."""
+    tests = fixed_prompt(asked.behaviour)
+    prompts: dict[str, tuple[list[Any], tuple[str, ...], list[tuple[str, ...]] | None]] = {
+        COMMIT_MESSAGE: ([e.prompt_ids for e in asked.commit_messages], template.markers, None),
+        CODE_CHANGE: (
+            [e.prompt_ids for e in asked.code_changes],
+            (*template.markers, *CODE_STOP),
+            None,
+        ),
+        BEHAVIOUR: ([test.prompt for test in tests], template.markers, [t.stop for t in tests]),
+    }
+    if fim is not None:
+        prompts[FIM] = (*fim, None)
+    return prompts
+
+
 def run_generation(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -214,21 +261,7 @@ def run_generation(
 ) -> tuple[dict[str, dict[str, list[Generation]]], dict[str, dict[str, float]]]:
     """Generations by variant and task, and each variant's generation time and token count;
     ``fim`` holds the FIM questions' prompt ids and stop strings when they are asked."""
-    prompts = {
-        COMMIT_MESSAGE: ([e.prompt_ids for e in asked.commit_messages], template.markers, None),
-        CODE_CHANGE: (
-            [e.prompt_ids for e in asked.code_changes],
-            (*template.markers, *CODE_STOP),
-            None,
-        ),
-        BEHAVIOUR: (
-            [test.prompt for test in asked.behaviour],
-            template.markers,
-            [test.stop for test in asked.behaviour],
-        ),
-    }
-    if fim is not None:
-        prompts[FIM] = (*fim, None)
+    prompts = asked_prompts(asked, template, fim)
     generations: dict[str, dict[str, list[Generation]]] = {}
     timing: dict[str, dict[str, float]] = {}
     for name in VARIANTS:
@@ -249,22 +282,6 @@ def run_generation(
         }
         log.info("generation (%s): %s", name, timing[name])
     return generations, timing
-
-
-def behaviour_results(
-    tests: Sequence[BehaviourTest],
-    generations: Mapping[str, Mapping[str, list[Generation]]],
-    allow_code_execution: bool = False,
-) -> dict[str, list[CheckResult]]:
-    """Every behavioural test checked on each variant's generation (after all generation);
-    python tests run generated code only with ``allow_code_execution``, else are skipped."""
-    return {
-        name: [
-            check(test, generation.text, allow_code_execution=allow_code_execution)
-            for test, generation in zip(tests, generations[name][BEHAVIOUR], strict=True)
-        ]
-        for name in VARIANTS
-    }
 
 
 def task_scores(
@@ -298,8 +315,9 @@ def metrics_table(
     primary: str = report.DEFAULT_PRIMARY,
 ) -> dict[str, dict[str, Any]]:
     """``report.json``'s ``metrics``: every metric, base and adapted, delta, sample size, 95%
-    paired BCa intervals (seeded with ``seed``), p, role and verdict (:func:`report.judge`:
-    ``primary`` judged alone, the rest Holm-adjusted).
+    paired BCa intervals (seeded with ``seed``), p, role and verdict
+    (:func:`report.assign_verdicts`: ``primary`` judged alone, secondaries Holm-adjusted,
+    exploratory ones never judged).
 
     Everything is resampled by commit: perplexity's per-commit sums token-weighted, and a
     generated task's items by ``commits[key]``, the commit of each item (``key``: the metric,
@@ -358,21 +376,126 @@ def metrics_table(
         None if behaviour_commits is None else [behaviour_commits[index] for index in both],
         enough,
     )
-    return report.judge(table, primary, enough)
+    return report.assign_verdicts(table, primary, enough)
 
 
 def item_commits(asked: Questions) -> dict[str, list[str]]:
     """The commit of every scored item, by task (and by FIM metric: ``parses`` scores only
     the questions :func:`repotune.evaluate.fim.score_fim` measures it on, a property of the
-    question alone), for :func:`metrics_table` to resample commits."""
+    question alone; ``behaviour``: the diffs of the commit-message task the task tests check),
+    for :func:`metrics_table` to resample commits."""
     found = {
         COMMIT_MESSAGE: [example.sha for example in asked.commit_messages],
         CODE_CHANGE: [example.sha for example in asked.code_changes],
     }
+    found[BEHAVIOUR] = found[COMMIT_MESSAGE]  # the task tests check the commit messages
     measured = [(task, score_fim(task, task.middle)) for task in asked.fim]
     for metric in FIM_METRICS:
         found[f"{FIM}.{metric}"] = [task.sha for task, row in measured if row[metric] is not None]
     return found
+
+
+@dataclass
+class Judged:
+    """Everything scored from one pair of generations: the metrics table, the fixed-prompt
+    tests' results (``checks``), the task tests' results per diff (``on_diffs``, ``[test]
+    [diff]`` per variant) with each task test's entry (``task_tests``, by name), and the FIM
+    facts (None when FIM was not asked)."""
+
+    metrics: dict[str, dict[str, Any]]
+    checks: dict[str, list[CheckResult]]
+    on_diffs: dict[str, list[list[CheckResult]]]
+    task_tests: dict[str, dict[str, Any]]
+    fim: dict[str, Any] | None
+
+
+@dataclass
+class Scored:
+    """Each variant's per-item scores of the generated tasks: what :func:`metrics_table`
+    judges and :func:`null_baselines` averages."""
+
+    message: dict[str, dict[str, list[float]]]
+    code: dict[str, dict[str, list[float]]]
+    fim: dict[str, dict[str, list[float]]] | None
+    diffs: dict[str, list[CheckResult]]  # per diff: passes every task test
+    on_diffs: dict[str, list[list[CheckResult]]]
+
+
+def score_generations(
+    asked: Questions, generations: Mapping[str, Mapping[str, Sequence[Generation]]]
+) -> Scored:
+    """Both variants' answers to the generated tasks scored item by item: messages, code
+    changes, FIM (when asked) and the task tests on every commit message."""
+    on_diffs = task_results(asked.behaviour, generations)
+    fim_scored = None
+    if FIM in generations["base"]:
+        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
+        fim_scored = fim_scores(asked.fim, texts)
+    return Scored(
+        message=task_scores(COMMIT_MESSAGE, asked.commit_messages, generations),
+        code=task_scores(CODE_CHANGE, asked.code_changes, generations),
+        fim=fim_scored,
+        diffs={name: per_diff(on_diffs[name]) for name in VARIANTS},
+        on_diffs=on_diffs,
+    )
+
+
+def judge(
+    asked: Questions,
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    ppl: Mapping[str, CommitScores],
+    seed: int,
+    allow_code_execution: bool = False,
+    primary: str = report.DEFAULT_PRIMARY,
+) -> Judged:
+    """Score both variants' generations of every question: tasks, FIM, behavioural checks
+    and the metrics table with its roles and verdicts (``primary``: the primary metric).
+    Every item is resampled with its commit (:func:`item_commits`). ``behaviour.pass_rate`` is
+    over the diffs the task tests check (a diff passes when its message passes them all);
+    fixed-prompt tests are single samples, reported per test only."""
+    scored = score_generations(asked, generations)
+    commits = item_commits(asked)
+    facts = None
+    if scored.fim is not None:
+        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
+        facts = fim_facts(asked.fim, texts)
+    metrics = metrics_table(
+        ppl, scored.message, scored.code, scored.diffs, seed, asked.test_commits, scored.fim,
+        commits, primary,
+    )  # fmt: skip
+    return Judged(
+        metrics=metrics,
+        checks=behaviour_results(asked.behaviour, generations, allow_code_execution),
+        on_diffs=scored.on_diffs,
+        task_tests=task_test_entries(
+            asked.behaviour, scored.on_diffs, seed, asked.test_commits, commits[BEHAVIOUR], primary
+        ),
+        fim=facts,
+    )
+
+
+def null_baselines(
+    asked: Questions,
+    prompts: Mapping[str, tuple[list[Any], tuple[str, ...], list[tuple[str, ...]] | None]],
+    budgets: Mapping[str, int],
+    tokenizer: PreTrainedTokenizerBase,
+    markers: Sequence[str],
+    seed: int,
+) -> dict[str, dict[str, float | None]]:
+    """report.json's ``null_baselines``: every generated metric's value on each null model's
+    answers (:mod:`repotune.evaluate.null_models`; ``prompts`` as :func:`asked_prompts` gives
+    them, ``budgets`` each task's new-token budget), scored by :func:`score_generations`, the
+    code that scores the models. ``{metric: {null model: value}}``."""
+    table: dict[str, dict[str, float | None]] = {}
+    for model in NULL_MODELS:
+        answers = null_answers(model, asked, prompts, budgets, tokenizer, markers, seed)
+        scored = score_generations(asked, {name: answers for name in VARIANTS})
+        tasks = [(COMMIT_MESSAGE, scored.message), (CODE_CHANGE, scored.code)]
+        for prefix, scores in [*tasks, *([(FIM, scored.fim)] if scored.fim is not None else [])]:
+            for key, values in scores["base"].items():
+                table.setdefault(f"{prefix}.{key}", {})[model] = mean(values)
+        table.setdefault("behaviour.pass_rate", {})[model] = pass_rate(scored.diffs["base"])
+    return table
 
 
 def ran(result: CheckResult) -> bool:
@@ -380,21 +503,6 @@ def ran(result: CheckResult) -> bool:
     off) as ``skipped``, which is neither a pass nor a failure. The pass rate compares the two
     variants on the tests that ran for both."""
     return not getattr(result, "skipped", False)
-
-
-def behaviour_by_kind(
-    tests: Sequence[BehaviourTest], checks: Mapping[str, Sequence[CheckResult]]
-) -> dict[str, dict[str, Any]]:
-    """Pass rate per kind of test (:func:`repotune.evaluate.behaviour.kind_of`) and variant:
-    a pattern test and a test that runs code say different things."""
-    groups: dict[str, list[int]] = {}
-    for index, test in enumerate(tests):
-        groups.setdefault(kind_of(test), []).append(index)
-    return {
-        kind: {"count": len(indices)}
-        | {name: pass_rate([checks[name][i] for i in indices]) for name in VARIANTS}
-        for kind, indices in groups.items()
-    }
 
 
 def _generation_facts(
@@ -482,7 +590,7 @@ def _generation_rows(
             "reference": fim_task.middle,
         }
         yield _answered(row, generations, FIM, index)
-    for index, test in enumerate(asked.behaviour):
+    for index, test in enumerate(fixed_prompt(asked.behaviour)):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
         yield _answered(row, generations, BEHAVIOUR, index)
 
@@ -506,25 +614,6 @@ def base_facts(base_dir: str | Path) -> dict[str, Any]:
         raise InputError(str(path), f"cannot be read ({error})", "rerun the train rule") from None
     facts = {key: record[key] for key in ("source", "name", "id") if key in record}
     return facts | {"description": report.describe_base(record)}
-
-
-def behaviour_rows(
-    tests: Sequence[BehaviourTest], checks: Mapping[str, Sequence[CheckResult]], redactor: Redactor
-) -> list[dict[str, Any]]:
-    """report.json's ``behaviour``: each test's result per variant, reasons redacted (a
-    must_not_match reason quotes the generation)."""
-    return [
-        {
-            "name": test.name,
-            "kind": kind_of(test),
-            **{
-                name: vars(checks[name][index])
-                | {"reason": redactor.redact(checks[name][index].reason)}
-                for name in VARIANTS
-            },
-        }
-        for index, test in enumerate(tests)
-    ]
 
 
 def evaluate(request: EvaluateRequest) -> dict[str, Any]:
@@ -572,14 +661,18 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         )
     generations, timing = run_generation(model, tokenizer, template, asked, decoding, fim)
     del model
-    checks = behaviour_results(asked.behaviour, generations, allow_code)
+    judged = judge(
+        asked, generations, ppl, settings["seed"], allow_code, settings["primary_metric"]
+    )
+    random = random_baselines(
+        asked.behaviour, tokenizer, template.markers, decoding, context, settings["seed"]
+    )
+    nulls = null_baselines(
+        asked, asked_prompts(asked, template, fim),
+        {task: budgets(decoding[task], context)[1] for task in decoding},
+        tokenizer, template.markers, settings["seed"],
+    )  # fmt: skip
     shown = redacted(generations, redactor)
-    message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
-    code = task_scores(CODE_CHANGE, asked.code_changes, generations)
-    fim_scored = None
-    if fim is not None:
-        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
-        fim_scored = fim_scores(asked.fim, texts)
     result = {
         "model": request.model,
         "base_model": training.pop("base_model"),
@@ -600,25 +693,19 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             "behaviour_tests": len(asked.behaviour),
         },
         "primary_metric": settings["primary_metric"],
-        "metrics": metrics_table(
-            ppl,
-            message,
-            code,
-            checks,
-            settings["seed"],
-            asked.test_commits,
-            fim_scored,
-            item_commits(asked),
-            settings["primary_metric"],
-        ),
+        "metrics": judged.metrics,
+        "null_baselines": nulls,
         "fim": {
             "evaluated": fim is not None,
             "format": fim_format(template.name, tokenizer, trained),
             "python_questions": sum(task.language == "python" for task in asked.fim),
+            **(judged.fim or {}),
         },
         "perplexity": {name: ppl[name].summary().as_dict() for name in VARIANTS},
-        "behaviour": behaviour_rows(asked.behaviour, checks, redactor),
-        "behaviour_by_kind": behaviour_by_kind(asked.behaviour, checks),
+        "behaviour": behaviour_rows(
+            asked.behaviour, judged.checks, redactor, judged.on_diffs, judged.task_tests, random
+        ),
+        "behaviour_by_kind": behaviour_by_kind(asked.behaviour, judged.checks, judged.on_diffs),
         "generation": {
             "do_sample": settings["generation"]["do_sample"],
             "context_length": context,

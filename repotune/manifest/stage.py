@@ -274,8 +274,8 @@ def metric_summary(entry: dict[str, Any]) -> dict[str, Any]:
     """One report metric for the manifest: a delta means little without its sample, interval
     and test. ``n`` is the number of commits the paired bootstrap resampled (the metric's
     ``count`` when it has no interval), ``delta_interval`` the delta's 95% interval
-    ``[low, high]`` (null when not measured), ``role`` primary or secondary, ``p`` the test's
-    p-value and ``p_adjusted`` the Holm-adjusted one the verdict used (secondary metrics),
+    ``[low, high]`` (null when not measured), ``role`` primary, secondary or exploratory, ``p`` the
+    test's p-value and ``p_adjusted`` the Holm-adjusted one the verdict used (secondary metrics),
     ``verdict`` the report's (each null when absent)."""
     interval = entry.get("interval")
     return {
