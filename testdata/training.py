@@ -69,11 +69,17 @@ def train_tokenizer(directory: Path, vocab_size: int = 300) -> PreTrainedTokeniz
 
 
 def pack(
-    texts: list[str], tokenizer: PreTrainedTokenizerFast, seq_len: int, weights: list[float]
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerFast,
+    seq_len: int,
+    weights: list[float],
+    commits: list[int] | None = None,
 ) -> dict[str, list]:
-    """Pack documents (each ending in EOS) greedily into blocks of ``seq_len`` tokens."""
+    """Pack documents (each ending in EOS) greedily into blocks of ``seq_len`` tokens;
+    ``commits[i]`` numbers document ``i``'s commit (default: each its own)."""
     columns: dict[str, list] = {
-        key: [] for key in ("input_ids", "position_ids", "length", "weight", "shas")
+        key: []
+        for key in ("input_ids", "position_ids", "length", "weight", "shas", "document_shas")
     }
     ids: list[int] = []
     positions: list[int] = []
@@ -88,7 +94,8 @@ def pack(
         columns["position_ids"].append(positions + [0] * (seq_len - length))
         columns["length"].append(length)
         columns["weight"].append(float(np.mean(block_weight)))
-        columns["shas"].append(list(shas))
+        columns["shas"].append(list(dict.fromkeys(shas)))
+        columns["document_shas"].append(list(shas))
         ids.clear(), positions.clear(), shas.clear(), block_weight.clear()
 
     for number, (text, weight) in enumerate(zip(texts, weights, strict=True)):
@@ -97,7 +104,7 @@ def pack(
             flush()
         ids.extend(tokens)
         positions.extend(range(len(tokens)))
-        shas.append(f"{number:040x}")
+        shas.append(f"{number if commits is None else commits[number]:040x}")
         block_weight.append(weight)
     flush()
     return columns
@@ -110,6 +117,7 @@ FEATURES = datasets.Features(
         "length": datasets.Value("int32"),
         "weight": datasets.Value("float32"),
         "shas": datasets.List(datasets.Value("string")),
+        "document_shas": datasets.List(datasets.Value("string")),
     }
 )
 

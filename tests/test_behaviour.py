@@ -6,23 +6,47 @@ from pathlib import Path
 
 import pytest
 
+from repotune.config import resolve_config
+from repotune.curate.redact import Redactor, RedactSettings
 from repotune.errors import InputError
-from repotune.evaluate import sandbox
+from repotune.evaluate import behaviour_eval, report, sandbox
 from repotune.evaluate.behaviour import (
+    NOT_ENDED,
     BehaviourTest,
     CheckResult,
     check,
+    check_answers,
     cut_at_stop,
     kind_of,
     load_tests,
     pass_rate,
+    per_diff,
+    sample_of,
 )
+from repotune.evaluate.behaviour_eval import (
+    BEHAVIOUR,
+    SINGLE_SAMPLE,
+    VARIANTS,
+    behaviour_by_kind,
+    behaviour_results,
+    behaviour_rows,
+    random_baselines,
+    task_results,
+    task_test_entries,
+)
+from repotune.evaluate.random_text import DRAWS, ended_answer, random_generations
 from repotune.evaluate.sandbox import (
     DEFAULT_LIMITS,
     SandboxLimits,
     bubblewrap_available,
     network_namespace_available,
 )
+from repotune.evaluate.significance import SIGN_TEST
+from repotune.evaluate.stage import task_settings
+from repotune.evaluate.tasks import COMMIT_MESSAGE
+from repotune.inference.decoding import Generation
+from repotune.shards.render import PLAIN
+from repotune.shards.tokenizer import TextEncoder, train_bpe
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "behaviour_tests.yaml"
 NO_BWRAP = "bubblewrap is not installed or cannot start here (make system-deps installs it)"
@@ -76,19 +100,20 @@ MESSAGE_TESTS = [
 def test_shipped_file_loads(shipped):
     assert 4 <= len(shipped) <= 8
     assert set(MESSAGE_TESTS) <= set(shipped)
-    assert all(
-        test.prompt.endswith("<|message|>\n")
-        for name, test in shipped.items()
-        if name in MESSAGE_TESTS
-    )
+    # The message tests check the commit-message task's answers to many held-out diffs, not
+    # one fixed prompt that four tests would share (one sample).
+    for name in MESSAGE_TESTS:
+        assert shipped[name].task == "commit_message" and shipped[name].prompt is None
+        assert sample_of(shipped[name]) == "diffs"
+    assert all(sample_of(shipped[name]) == "single" for name in set(shipped) - set(MESSAGE_TESTS))
 
 
 @pytest.mark.parametrize("name", MESSAGE_TESTS)
 def test_shipped_message_tests_pass_a_good_message(shipped, name):
     good = "Fix typo in README installation instructions\n\nInstalation -> Installation.\n"
     assert check(shipped[name], good) == CheckResult(True, "ok")
-    # What the model may write after the message (the next commit) is cut at the marker.
-    assert check(shipped[name], good + "<|diff|>\ndiff --git a/x b/x\n").passed
+    # The same message cut at the token limit is no message.
+    assert check(shipped[name], good, ended=False) == CheckResult(False, NOT_ENDED)
 
 
 @pytest.mark.parametrize(
@@ -208,6 +233,30 @@ def test_cut_at_stop_uses_the_earliest_marker():
     assert cut_at_stop("a\ndef b\nclass c", ["\nclass", "\ndef"]) == "a"
     assert cut_at_stop("abc", ["x"]) == "abc"
     assert cut_at_stop("abc", []) == "abc"
+
+
+def test_a_pattern_test_needs_a_generation_that_ended():
+    test = BehaviourTest(name="t", prompt="", must_match=(r"\w",))
+    assert check(test, "Fix it", ended=False) == CheckResult(False, NOT_ENDED)
+    assert check(test, "Fix it", ended=True).passed
+    # A python test judges the code it was given, cut at its stop strings.
+    code = BehaviourTest(name="c", prompt="", python_test="assert True")
+    assert check(code, "x = 1", ended=False).skipped
+
+
+def test_task_tests_are_checked_per_diff_and_a_diff_passes_when_all_pass():
+    subject = BehaviourTest(name="s", task="commit_message", must_match=(r"\A\w+ \w",))
+    no_period = BehaviourTest(name="p", task="commit_message", must_not_match=(r"\.\Z",))
+    answers = [("Fix typo", True), ("Fix typo.", True), ("Fix typo", False), ("x", True)]
+    results = [check_answers(test, answers) for test in (subject, no_period)]
+    assert [[r.passed for r in row] for row in results] == [
+        [True, True, False, False],
+        [True, False, False, True],
+    ]
+    merged = per_diff(results)
+    assert [r.passed for r in merged] == [True, False, False, False]
+    assert merged[1].reason.startswith("must_not_match") and merged[2].reason == NOT_ENDED
+    assert per_diff([]) == []
 
 
 def test_pass_rate():
@@ -394,6 +443,9 @@ def write(tmp_path: Path, text: str) -> Path:
         ("- name: a\n  prompt: p\n  must_matches: ['x']\n", r"test 1 \('a'\): has unknown keys"),
         ("- prompt: p\n  must_match: ['x']\n", "test 1: needs 'name' as a string"),
         ("- name: a\n  must_match: ['x']\n", r"needs 'prompt' as a string"),
+        ("- name: a\n  task: readme\n  must_match: ['x']\n", "has task 'readme'"),
+        ("- name: a\n  task: commit_message\n  prompt: p\n  must_match: ['x']\n", "both"),
+        ("- name: a\n  task: commit_message\n  python_test: 'assert 1'\n", "with code"),
         ("- name: a\n  prompt: p\n", "has no check"),
         ("- name: a\n  prompt: p\n  must_match: 'x'\n", "'must_match' must be a list of strings"),
         ("- name: a\n  prompt: p\n  must_not_match: ['(']\n", "not a valid regular expression"),
@@ -444,3 +496,117 @@ def test_a_valid_file_round_trips(tmp_path):
     assert code.prepend_prompt and code.python_test == "from generated import f\nassert f() == 1\n"
     assert run_check(code, "    return 1\ndef g(): pass\n").passed
     assert load_tests(write(tmp_path, "[]\n")) == []
+
+
+# --- in an evaluation: task tests, random text, report rows ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def code_tokenizer():
+    """A byte-level BPE of the tiny preset's size (4096) trained on this package's code, with
+    the plain template's markers."""
+    root = Path(__file__).resolve().parent.parent / "repotune"
+    return train_bpe([path.read_text() for path in sorted(root.rglob("*.py"))], 4096, PLAIN.markers)
+
+
+def test_an_answer_ends_as_generation_ends_one(code_tokenizer):
+    eos = code_tokenizer.eos_token_id
+    ids = TextEncoder(code_tokenizer, PLAIN.markers)(["Fix the parser<|diff|>more"])[0]
+    stopped = ended_answer(code_tokenizer, ids, 64, PLAIN.markers)
+    assert (stopped.text, stopped.finish) == ("Fix the parser", "stop")
+    words = TextEncoder(code_tokenizer, PLAIN.markers)(["Fix the parser"])[0]
+    assert ended_answer(code_tokenizer, [*words, eos, *words], 64, ()).finish == "eos"
+    assert ended_answer(code_tokenizer, [*words, eos], 64, ()).text == "Fix the parser"
+    assert ended_answer(code_tokenizer, words, len(words), ()).finish == "length"
+    cut = ended_answer(code_tokenizer, words, 1, ())
+    assert cut.finish == "length" and cut.new_tokens == 1
+    assert ended_answer(code_tokenizer, words, 64, ()).finish == "eos"  # wrote it all, stopped
+    assert ended_answer(code_tokenizer, [], 64, ()) == Generation("", 1, 0, False, "eos")
+    first = random_generations(code_tokenizer, 20, 64, PLAIN.markers, seed=3)
+    assert first == random_generations(code_tokenizer, 20, 64, PLAIN.markers, seed=3)
+    assert first != random_generations(code_tokenizer, 20, 64, PLAIN.markers, seed=4)
+
+
+def test_random_text_rarely_passes_a_shipped_message_test_because_it_rarely_ends(
+    shipped, code_tokenizer, monkeypatch
+):
+    """Before a message had to end, uniform random tokens passed three of the four message
+    tests about 80% of the time (issue 22); the report prints this rate beside each test."""
+    decoding = task_settings(resolve_config({})["evaluate"])
+    tests = list(shipped.values())
+    rates = random_baselines(tests, code_tokenizer, PLAIN.markers, decoding, None, seed=0)
+    assert set(rates) == set(MESSAGE_TESTS)  # pattern tests only
+    assert all(rate <= 0.1 for rate in rates.values()), rates
+    monkeypatch.setattr(behaviour_eval, "ended", lambda answers: [(a.text, True) for a in answers])
+    unended = random_baselines(tests, code_tokenizer, PLAIN.markers, decoding, None, seed=0)
+    assert sum(rate >= 0.5 for rate in unended.values()) == 3, unended
+
+
+def _answered(*texts: str, finish: str = "eos") -> list[Generation]:
+    return [Generation(text, 1, 1, False, finish) for text in texts]
+
+
+def test_task_tests_check_the_commit_messages_and_fixed_tests_their_own_prompt():
+    subject = BehaviourTest(name="subject", task="commit_message", must_match=(r"\A\w+ \w",))
+    fixed = BehaviourTest(name="fixed", prompt="p", must_match=(r"ok",))
+    code = BehaviourTest(name="code", prompt="def f():\n", python_test="assert True")
+    tests = [subject, fixed, code]
+    messages = ["Fix typo", "typo", "Add tests"] * 10
+    generations = {
+        "base": {COMMIT_MESSAGE: _answered(*messages[:29], "x"), BEHAVIOUR: _answered("no", "")},
+        "adapted": {COMMIT_MESSAGE: _answered(*messages), BEHAVIOUR: _answered("ok", "")},
+    }
+    checks = behaviour_results(tests, generations)
+    assert [r.passed for r in checks["adapted"]] == [True, False] and checks["base"][1].skipped
+    on_diffs = task_results(tests, generations)
+    assert [len(on_diffs[name]) for name in VARIANTS] == [1, 1]
+    assert sum(r.passed for r in on_diffs["adapted"][0]) == 20
+    entries = task_test_entries(tests, on_diffs, seed=0, test_commits=40)
+    entry = entries["subject"]
+    assert (entry["base"], entry["adapted"], entry["count"]) == (19 / 30, 20 / 30, 30)
+    # A check of form: exploratory (another commit's message passes it), p shown, no verdict.
+    assert (entry["role"], entry["verdict"], entry["test"]) == (
+        report.EXPLORATORY,
+        report.NOT_JUDGED,
+        SIGN_TEST,
+    )
+    assert entry["p"] == 1.0 and entry["unit"] == "diffs"
+    shas = [f"{index % 15:040x}" for index in range(30)]  # two diffs a commit: resampled together
+    grouped = task_test_entries(tests, on_diffs, 0, 40, shas)["subject"]
+    assert grouped["interval"]["n"] == 15 and grouped["unit"] == "commits"
+    rows = behaviour_rows(
+        tests, checks, Redactor(RedactSettings(True, 4.5, 20)), on_diffs, entries, {"subject": 0.25}
+    )
+    assert [(row["name"], row["sample"], row["random_text"]) for row in rows] == [
+        ("subject", "diffs", 0.25), ("fixed", "single", None), ("code", "single", None),
+    ]  # fmt: skip
+    assert rows[0]["adapted"] == {
+        "passed": 20, "n": 30, "rate": 20 / 30,
+        "first_failure": "must_match '\\\\A\\\\w+ \\\\w' found nothing",
+    }  # fmt: skip
+    assert rows[0]["verdict"] == entry["verdict"] and rows[0]["random_draws"] == DRAWS
+    assert rows[1]["verdict"] == SINGLE_SAMPLE and rows[1]["adapted"]["passed"] is True
+    by_kind = behaviour_by_kind(tests, checks, on_diffs)
+    assert by_kind == {
+        "pattern": {"count": 1, "base": 0.0, "adapted": 1.0},
+        "python": {"count": 1, "base": None, "adapted": None},  # skipped: ran nowhere
+        "pattern on diffs": {"count": 1, "base": 19 / 30, "adapted": 20 / 30},
+    }
+    cut = {**generations["adapted"], COMMIT_MESSAGE: _answered(*messages, finish="length")}
+    assert not any(r.passed for r in task_results(tests, {"base": cut, "adapted": cut})["base"][0])
+
+
+def test_report_prints_random_text_n_and_verdict_beside_each_test():
+    rows = [
+        {"name": "subject", "kind": "pattern", "sample": "diffs", "random_text": 0.06,
+         "base": {"passed": 19, "n": 30, "rate": 19 / 30}, "adapted": {"passed": 20, "n": 30,
+         "rate": 20 / 30}, "verdict": "no clear difference"},
+        {"name": "fixed", "kind": "pattern", "sample": "single", "random_text": 0.5,
+         "base": {"passed": False, "reason": "must_match 'ok' found nothing"},
+         "adapted": {"passed": True, "reason": "ok"}, "verdict": SINGLE_SAMPLE},
+    ]  # fmt: skip
+    text = "\n".join(report._behaviour_section(rows, {}))
+    assert "| subject | 19 of 30 (0.633) | 20 of 30 (0.667) | 0.060 | 30 diffs | no clear" in text
+    assert (
+        "| fixed | fail: must_match 'ok' found nothing | pass | 0.500 | 1 prompt | single" in text
+    )

@@ -7,12 +7,13 @@ import pytest
 
 from repotune.errors import InputError
 from repotune.evaluate.comparison import best_model, compare, matrix
-from repotune.evaluate.report import METRICS, metric_entry
+from repotune.evaluate.report import METRICS, assign_verdicts, metric_entry
 from repotune.evaluate.significance import Paired
 
 
 def paired(delta: tuple[float, float], n: int) -> Paired:
-    return Paired(base=(0.0, 1.0), adapted=(0.0, 1.0), delta=delta, n=n, resamples=1000)
+    p = 0.001 if delta[0] > 0 or delta[1] < 0 else 0.4
+    return Paired(base=(0.0, 1.0), adapted=(0.0, 1.0), delta=delta, n=n, resamples=2000, p=p)
 
 
 def report(
@@ -23,15 +24,25 @@ def report(
     return {
         "model": model,
         "samples": {"test_commits": test_commits},
-        "metrics": {
-            "perplexity": metric_entry(
-                "perplexity", 500.0, perplexity, 900, paired((change - 20, change + 20), 60), enough
-            ),
-            "commit_message.bnorm_bleu": metric_entry(
-                "commit_message.bnorm_bleu", 1.0, bleu, 40, paired((-1.0, bleu), 40), enough
-            ),
-            "behaviour.pass_rate": metric_entry("behaviour.pass_rate", 0.5, passes, 6),
-        },
+        "primary_metric": "perplexity",
+        "metrics": assign_verdicts(
+            {
+                "perplexity": metric_entry(
+                    "perplexity",
+                    500.0,
+                    perplexity,
+                    900,
+                    paired((change - 20, change + 20), 60),
+                    enough,
+                ),
+                "commit_message.bnorm_bleu": metric_entry(
+                    "commit_message.bnorm_bleu", 1.0, bleu, 40, paired((-1.0, bleu), 40), enough
+                ),
+                "behaviour.pass_rate": metric_entry("behaviour.pass_rate", 0.5, passes, 6),
+            },
+            "perplexity",
+            enough,
+        ),
     }
 
 
@@ -64,7 +75,9 @@ def test_best_model_respects_each_metrics_direction():
         "count": 900,
         "interval": [-400.0, -360.0],
         "n": 60,
-        "unit": "blocks",
+        "unit": "commits",
+        "role": "primary",
+        "p": 0.001,
         "verdict": "better",
     }
 
@@ -77,13 +90,16 @@ def test_compare_writes_the_matrix_and_a_plot(tmp_path):
     compare(paths, table, plot)
     text = table.read_text()
     assert "| metric | `tiny` | `starcoder2-3b` |" in text
+    assert "Primary metric: perplexity (`evaluate.primary_metric`)" in text
     assert (
-        "| perplexity ↓ | 300.00 (-200.00 [-220.00, -180.00]; better), n=60 blocks | "
-        "**120.00** (-380.00 [-400.00, -360.00]; better), n=60 blocks |" in text
+        "| perplexity ↓ (primary) | 300.00 (-200.00 [-220.00, -180.00]; p=0.001; better), "
+        "n=60 commits | **120.00** (-380.00 [-400.00, -360.00]; p=0.001; better), n=60 commits |"
+        in text
     )
     assert (
-        "| message B-Norm BLEU ↑ | 4.00 (+3.00 [-1.00, +4.00]; no clear difference), n=40 prompts "
-        "| **9.50** (+8.50 [-1.00, +9.50]; no clear difference), n=40 prompts |" in text
+        "| message B-Norm BLEU ↑ (exploratory) | 4.00 (+3.00 [-1.00, +4.00]; p=0.400; no "
+        "verdict (exploratory)), n=40 commits | **9.50** (+8.50 [-1.00, +9.50]; p=0.400; no "
+        "verdict (exploratory)), n=40 commits |" in text
     )
     assert "too few" not in text
     assert "![comparison](comparison.png)" in text
@@ -96,7 +112,7 @@ def test_one_model_gives_a_one_column_table(tmp_path):
     compare([path], tmp_path / "c.md", tmp_path / "c.png")
     text = (tmp_path / "c.md").read_text()
     assert "| metric | `tiny` |" in text
-    assert "| behaviour pass rate ↑ | n/a (n/a; n/a), n=6 |" in text
+    assert "| behaviour pass rate ↑ (exploratory) | n/a (n/a; p=n/a; n/a), n=6 |" in text
 
 
 def test_a_model_with_too_few_test_commits_is_marked(tmp_path):
@@ -108,7 +124,7 @@ def test_a_model_with_too_few_test_commits_is_marked(tmp_path):
     assert "| metric | `tiny` (too few test commits: 2) | `gpt2` |" in text
     assert "`tiny`: its test split has only 2 commits, fewer than the 30" in text
     assert "`curate.split.test_size`" in text and "`gpt2`: its test split" not in text
-    assert "300.00 (-200.00 [-220.00, -180.00]; too few to tell), n=60 blocks" in text
+    assert "300.00 (-200.00 [-220.00, -180.00]; p=0.001; too few to tell), n=60 commits" in text
 
 
 def test_unreadable_report_is_an_input_error(tmp_path):

@@ -9,8 +9,10 @@ import pytest
 from repotune.config import resolve_config
 from repotune.curate.redact import Redactor, RedactSettings
 from repotune.evaluate.behaviour import BehaviourTest, CheckResult
-from repotune.evaluate.perplexity import BlockScores
-from repotune.evaluate.report import METRICS, VARIANTS
+from repotune.evaluate.fim_tasks import FimTask
+from repotune.evaluate.perplexity import CommitScores
+from repotune.evaluate.report import EXPLORATORY, METRICS, NOT_JUDGED, VARIANTS
+from repotune.evaluate.significance import SIGN_TEST
 from repotune.evaluate.stage import (
     EvaluateRequest,
     Questions,
@@ -20,6 +22,7 @@ from repotune.evaluate.stage import (
     behaviour_by_kind,
     behaviour_results,
     behaviour_rows,
+    item_commits,
     metrics_table,
     questions,
     redacted,
@@ -188,8 +191,8 @@ def test_metric_table_has_every_metric_with_deltas_and_counts():
     message = task_scores(COMMIT_MESSAGE, examples, generations)
     code = task_scores(CODE_CHANGE, code_examples, generations)
     ppl = {
-        "base": BlockScores(nll=[120.0, 80.0], tokens=[30, 20]),
-        "adapted": BlockScores(nll=[90.0, 60.0], tokens=[30, 20]),
+        "base": CommitScores(nll=[120.0, 80.0], tokens=[30, 20]),
+        "adapted": CommitScores(nll=[90.0, 60.0], tokens=[30, 20]),
     }
     checks = {
         "base": [CheckResult(True, "ok"), CheckResult(False, "timeout")],
@@ -199,7 +202,7 @@ def test_metric_table_has_every_metric_with_deltas_and_counts():
     assert list(table) == [name for name in METRICS if METRICS[name].task != "fim"]  # FIM off
     assert table["perplexity"]["base"] == pytest.approx(2.718281828**4, rel=1e-6)
     assert table["perplexity"]["delta"] < 0 and table["perplexity"]["count"] == 50
-    assert table["perplexity"]["interval"]["n"] == 2  # blocks resampled
+    assert table["perplexity"]["interval"]["n"] == 2  # units resampled (commits)
     entry = table["commit_message.subject_exact_match"]
     assert {key: entry[key] for key in ("base", "adapted", "delta", "count", "unit")} == {
         "base": 0.0,
@@ -231,8 +234,8 @@ def test_metric_table_gives_verdicts_on_enough_items():
     }
     tokens = [rng.randint(50, 100) for _ in range(n)]
     ppl = {
-        "base": BlockScores(nll=[5.0 * t for t in tokens], tokens=tokens),
-        "adapted": BlockScores(nll=[4.0 * t + rng.gauss(0, 5) for t in tokens], tokens=tokens),
+        "base": CommitScores(nll=[5.0 * t for t in tokens], tokens=tokens),
+        "adapted": CommitScores(nll=[4.0 * t + rng.gauss(0, 5) for t in tokens], tokens=tokens),
     }
     checks = {name: [CheckResult(True, "ok")] * 6 for name in ("base", "adapted")}
     table = metrics_table(ppl, message, code, checks, seed=0, test_commits=n)
@@ -240,11 +243,71 @@ def test_metric_table_gives_verdicts_on_enough_items():
     assert table["bits_per_token"]["verdict"] == "better"
     assert table["code_change.exact_match"]["verdict"] == "better"
     low, high = table["commit_message.rouge_l"]["interval"]["delta"]
-    assert low < 0 < high and table["commit_message.rouge_l"]["verdict"] == "no clear difference"
-    assert table["behaviour.pass_rate"]["verdict"] == "too few to tell"  # 6 tests
+    assert low < 0 < high and table["commit_message.rouge_l"]["role"] == EXPLORATORY
+    assert table["commit_message.rouge_l"]["verdict"] == NOT_JUDGED
+    assert table["behaviour.pass_rate"]["verdict"] == NOT_JUDGED  # exploratory
+    # The primary metric (bits per token by default) is judged alone, secondaries Holm-adjusted.
+    assert table["bits_per_token"]["role"] == table["perplexity"]["role"] == "primary"
+    assert table["perplexity"]["p"] == table["bits_per_token"]["p"] < 0.05
+    exact = table["code_change.exact_match"]
+    assert exact["role"] == "secondary" and exact["test"] == SIGN_TEST
+    assert exact["p"] == pytest.approx(2 * 0.5**20)  # 20 wins, no loss: McNemar exact
+    # The only secondary: ROUGE-L and the pass rate are exploratory, outside the Holm family.
+    assert exact["p_adjusted"] == exact["p"] < 0.05
+    assert table["commit_message.rouge_l"]["p_adjusted"] is None
     # Same seed, same intervals.
     again = metrics_table(ppl, message, code, checks, seed=0, test_commits=n)
     assert again["perplexity"]["interval"] == table["perplexity"]["interval"]
+
+
+def test_metric_table_resamples_commits_and_gates_every_metric():
+    """A run shaped like the audited one: 26 test commits. Perplexity's n is commits (not
+    blocks), FIM questions of one commit are one unit, and a large behaviour test file does not
+    escape the 30-commit gate."""
+    rng = random.Random(1)
+    shas = [f"{i:040x}" for i in range(26)]
+    tokens = [rng.randint(50, 5000) for _ in shas]
+    ppl = {
+        "base": CommitScores([5.0 * t for t in tokens], tokens, shas, blocks=289),
+        "adapted": CommitScores([4.0 * t for t in tokens], tokens, shas, blocks=289),
+    }
+    questions = [shas[i // 3] for i in range(60)]  # three FIM questions per commit
+    fim = {
+        "base": {"exact_match": [0.0] * 60, "edit_similarity": [0.1] * 60, "parses": []},
+        "adapted": {"exact_match": [1.0] * 60, "edit_similarity": [0.9] * 60, "parses": []},
+    }
+    message = {name: {"rouge_l": [0.5] * 26} for name in VARIANTS}
+    code = {name: {"exact_match": [0.0] * 26} for name in VARIANTS}
+    checks = {
+        "base": [CheckResult(False, "no")] * 40,
+        "adapted": [CheckResult(True, "ok")] * 40,
+    }
+    commits = {"fim": questions, "fim.parses": [], "commit_message": shas}
+    table = metrics_table(ppl, message, code, checks, 0, 26, fim, commits)
+    assert table["perplexity"]["interval"]["n"] == 26 and table["perplexity"]["unit"] == "commits"
+    assert table["fim.exact_match"]["interval"]["n"] == 20  # 60 questions from 20 commits
+    assert table["fim.exact_match"]["count"] == 60
+    assert table["fim.parses"]["verdict"] == "n/a"
+    assert table["behaviour.pass_rate"]["p"] < 0.001  # 40 wins in 40 tests, yet:
+    assert {entry["verdict"] for entry in table.values()} <= {"too few to tell", "n/a", NOT_JUDGED}
+    with pytest.raises(ValueError, match="not scored on the same commits"):
+        metrics_table(
+            {**ppl, "base": CommitScores([1.0], [1], ["x"])}, message, code, checks, 0, 26
+        )
+
+
+def test_item_commits_names_each_scored_items_commit():
+    fim_tasks = [
+        FimTask("a" * 40, "x.py", "python", "def f():\n", "    return 1\n", ""),
+        FimTask("b" * 40, "x.js", "javascript", "let a;\n", "a = 1;\n", ""),
+        FimTask("c" * 40, "y.py", "python", "def f(:\n", "    pass\n", ""),  # never parses
+    ]
+    messages = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
+    asked = Questions(messages, [], [], 3, fim_tasks)
+    found = item_commits(asked)
+    assert found[COMMIT_MESSAGE] == [COMMIT["sha"]] and found[CODE_CHANGE] == []
+    assert found["fim.exact_match"] == ["a" * 40, "b" * 40, "c" * 40]
+    assert found["fim.parses"] == ["a" * 40]  # measured on Python files that parse
 
 
 SECRET = "password = 'Xk9#mQ2$vL7pR4'"

@@ -14,7 +14,8 @@ import matplotlib.image
 import pyarrow.parquet as pq
 import pytest
 
-from repotune.evaluate.report import METRICS
+from repotune.evaluate.null_models import NULL_MODELS
+from repotune.evaluate.report import METRICS, NOT_JUDGED
 from testdata.gitrepo import GitRepo
 from testdata.workflow import FAST, planned_jobs, snakemake
 
@@ -71,6 +72,11 @@ def test_report_has_every_metric_for_base_and_adapted(run):
     workdir, _ = run
     report = json.loads((workdir / "results/tiny/eval/report.json").read_text())
     assert set(report["metrics"]) == set(METRICS)
+    # Each test commit adds a whole file: left empty, every gap parses, so parsing tells nothing.
+    parses = report["metrics"].pop("fim.parses")
+    assert (parses["count"], parses["base"], parses["verdict"]) == (0, None, "n/a")
+    fim = report["fim"]["empty_middle_parses"]
+    assert fim["parsing"] == fim["n"] == report["fim"]["python_questions"]
     for name, entry in report["metrics"].items():
         for key in ("base", "adapted", "delta"):
             assert isinstance(entry[key], float) and math.isfinite(entry[key]), (name, key)
@@ -89,9 +95,17 @@ def test_report_has_every_metric_for_base_and_adapted(run):
     assert report["training"]["final_train_loss"] == summary["final_train_loss"]
     assert len(report["examples"]) == 2
     generations = (workdir / "results/tiny/eval/generations.jsonl").read_text().splitlines()
-    assert len(generations) == 3 + 3 + 3 + 6
+    assert len(generations) == 3 + 3 + 3 + 2  # the message tests check the 3 commit messages
     markdown = (workdir / "results/tiny/eval/report.md").read_text()
     assert "| perplexity ↓ |" in markdown and "![loss curves](loss_curves.png)" in markdown
+    # The null baselines: every generated metric on each null model's answers, no model run.
+    nulls = report["null_baselines"]
+    assert set(nulls) == {name for name in METRICS if METRICS[name].task != "perplexity"}
+    assert {tuple(values) for values in nulls.values()} == {NULL_MODELS}
+    empty = {name: values["empty"] for name, values in nulls.items()}
+    assert empty["commit_message.subject_exact_match"] == empty["code_change.exact_match"] == 0
+    assert empty["fim.exact_match"] == 0 and empty["fim.parses"] is None  # no gap tells here
+    assert "| metric | empty | echo | random | other_reference |" in markdown
 
 
 @pytest.mark.slow
@@ -105,16 +119,18 @@ def test_fim_questions_are_built_once_and_scored_for_both_models(run):
     assert all(row["prefix"] == row["suffix"] == "" for row in questions)
     report = json.loads((workdir / "results/tiny/eval/report.json").read_text())
     assert report["samples"]["fim_questions"] == 3 and report["fim"]["evaluated"] is True
-    for metric in ("exact_match", "edit_similarity", "parses"):
+    for metric in ("exact_match", "edit_similarity"):
         entry = report["metrics"][f"fim.{metric}"]
-        assert entry["count"] == entry["interval"]["n"] == 3 and entry["unit"] == "questions"
+        assert entry["count"] == entry["interval"]["n"] == 3 and entry["unit"] == "commits"
+    # A whole file left empty parses: no question where parsing tells anything.
+    assert report["metrics"]["fim.parses"]["count"] == 0
     rows = [json.loads(line) for line in (workdir / "results/tiny/eval/generations.jsonl").open()]
     fim_rows = [row for row in rows if row["task"] == "fim"]
     assert [row["reference"] for row in fim_rows] == [row["middle"] for row in questions]
     assert all(isinstance(row["base"], str) and row["adapted_finish"] for row in fim_rows)
     markdown = (workdir / "results/tiny/eval/report.md").read_text()
     assert "3 fill-in-the-middle questions (3 Python)" in markdown
-    assert "| FIM exact match ↑ |" in markdown and "| 3 questions |" in markdown
+    assert "| FIM exact match ↑ |" in markdown and "| 3 commits (3 questions) |" in markdown
     assert report["examples"][0]["reference"].strip() in markdown.replace("<br>", "\n")
 
 
@@ -124,15 +140,23 @@ def test_report_is_honest_about_three_test_commits_and_an_untrained_base(run):
     report = json.loads((workdir / "results/tiny/eval/report.json").read_text())
     assert report["base"]["source"] == "built"
     assert report["samples"]["enough_test_commits"] is False
+    assert report["metrics"].pop("fim.parses")["verdict"] == "n/a"  # nothing it can tell here
     for name, entry in report["metrics"].items():
         low, high = entry["interval"]["delta"]
-        assert low <= high and entry["interval"]["resamples"] == 1000, name
-        assert entry["verdict"] == "too few to tell", name
+        assert low <= high and entry["interval"]["resamples"] == 2000, name
+        judged = entry["role"] != "exploratory"
+        assert entry["verdict"] == ("too few to tell" if judged else NOT_JUDGED), name
+    # Perplexity is resampled by commit: n is the test commits, whatever the blocks.
+    assert report["metrics"]["bits_per_token"]["interval"]["n"] == 3
+    assert report["samples"]["perplexity_commits"] == 3
+    assert report["primary_metric"] == "bits_per_token"
+    assert report["metrics"]["bits_per_token"]["role"] == "primary"
     assert {kind["count"] for kind in report["behaviour_by_kind"].values()} == {4, 2}
     finish = report["generation"]["tasks"]["commit_message"]["adapted"]["finish"]
     assert set(finish) == {"eos", "stop", "length"} and sum(finish.values()) == 3
     markdown = (workdir / "results/tiny/eval/report.md").read_text()
     headline = markdown.splitlines()[2]
+    assert headline.startswith("On n=3 held-out test commits, the primary metric, bits per token")
     assert "only n=3 commits, too few to tell" in headline and "better on" not in headline
     assert "untrained (random initialisation)" in markdown
     assert "## How generations ended" in markdown

@@ -15,15 +15,23 @@ import pytest
 from repotune.config import resolve_config
 from repotune.curate.stage import CurateSettings, curate
 from repotune.evaluate.behaviour import CheckResult
-from repotune.evaluate.fim import FIM, fim_prompts, fim_scores, score_fim
+from repotune.evaluate.fim import (
+    FIM,
+    fim_facts,
+    fim_prompts,
+    fim_scores,
+    parses,
+    parses_in_file,
+    score_fim,
+)
 from repotune.evaluate.fim_questions import (
     FimQuestionSettings,
     build_fim_questions,
     read_fim_questions,
 )
 from repotune.evaluate.fim_tasks import FimTask, added_runs
-from repotune.evaluate.perplexity import BlockScores
-from repotune.evaluate.report import METRICS, markdown
+from repotune.evaluate.perplexity import CommitScores
+from repotune.evaluate.report import METRICS, NOT_JUDGED, markdown
 from repotune.evaluate.stage import metrics_table
 from repotune.evaluate.tasks import CODE_METRICS, MESSAGE_METRICS
 from repotune.extract.stage import ExtractSettings, extract_to_parquet
@@ -158,7 +166,7 @@ def python_task(index: int) -> FimTask:
 
 def table_with(fim):
     """The report's metric table with these FIM scores (the other metrics from fixed scores)."""
-    ppl = {name: BlockScores(nll=[10.0] * 40, tokens=[5] * 40) for name in ("base", "adapted")}
+    ppl = {name: CommitScores(nll=[10.0] * 40, tokens=[5] * 40) for name in ("base", "adapted")}
     message = {name: dict.fromkeys(MESSAGE_METRICS, [0.0] * 40) for name in ("base", "adapted")}
     code = {name: dict.fromkeys(CODE_METRICS, [0.0] * 40) for name in ("base", "adapted")}
     checks = {name: [CheckResult(True, "ok")] for name in ("base", "adapted")}
@@ -183,7 +191,8 @@ def test_the_real_middle_scores_one_and_garbage_zero_with_intervals_and_verdicts
         "questions",
     )
     assert exact["interval"]["delta"] == [1.0, 1.0] and exact["verdict"] == "better"
-    assert edit["adapted"] == 1.0 and 0 < edit["base"] < 1 and edit["verdict"] == "better"
+    assert edit["adapted"] == 1.0 and 0 < edit["base"] < 1 and edit["p"] < 0.05
+    assert edit["verdict"] == NOT_JUDGED  # text similarity: exploratory, a null answer wins it
     assert (parses["base"], parses["adapted"], parses["count"]) == (0.0, 1.0, 36)  # Python only
     assert parses["interval"]["n"] == 36
     swapped = table_with(fim_scores(tasks, {"base": middles, "adapted": garbage}))
@@ -211,7 +220,9 @@ def test_report_shows_the_fim_rows_with_n_and_intervals():
     text = markdown(report, "loss.png", "metrics.png")
     assert "3 fill-in-the-middle questions (3 Python) asked in the `plain` FIM format" in text
     row = next(line for line in text.splitlines() if line.startswith("| FIM exact match"))
-    assert row.endswith("| +1.000 [+1.000, +1.000] | too few to tell | 3 questions |")
+    assert row.endswith(
+        "| +1.000 [+1.000, +1.000] | 0.250 (exact) | - | too few to tell | 3 questions |"
+    )
 
 
 def test_prompts_are_the_training_fim_prompt_or_a_continuation_of_the_prefix():
@@ -257,3 +268,42 @@ def test_a_test_commits_post_image_is_read_from_git_not_the_work_tree(history, t
         assert all("changed in the work tree" not in task.prefix + task.suffix for task in tasks)
     finally:
         subprocess.run(["git", "checkout", "--", "."], cwd=repo.path, check=True)
+
+
+def test_an_empty_or_blank_middle_never_parses():
+    task = python_task(1)  # "def f1(x):\n" + middle + suffix: the gap is the whole body
+    assert parses(task, "") is False and parses(task, "  \n\t\n") is False
+    assert parses(task, task.middle) is True
+    assert score_fim(task, "\n")["parses"] == 0.0
+    assert parses_in_file(task, "") is False and parses_in_file(task, "    pass\n") is True
+
+
+def test_parses_is_measured_only_where_the_gap_left_empty_does_not_parse():
+    """A statement between statements parses when left out: there any answer that breaks
+    nothing parses, an empty one (before the fix: 16 of 17 questions of the default run) or
+    another commit's code alike, so parsing cannot tell and is not measured."""
+    between = FimTask("0" * 40, "a.py", "python", "x = 1\n", "y = 2\n", "z = 3\n")
+    assert parses(between, "") is None and parses(between, "w = 4\n") is None
+    assert score_fim(between, "y = 2\n")["parses"] is None
+    assert parses_in_file(between, "w = 4\n") is True and parses_in_file(between, " ") is False
+
+
+def test_fim_facts_show_blank_answers_and_what_parsing_can_tell():
+    open_gap = [python_task(i) for i in range(3)]  # the body is missing without the middle
+    closed = [
+        FimTask(f"{i:040x}", "a.py", "python", "x = 1\n", "y = 2\n", "z = 3\n") for i in range(5)
+    ]
+    markdown_task = FimTask("a" * 40, "a.md", "markdown", "# A\n", "text\n", "")
+    tasks = [*open_gap, *closed, markdown_task]
+    base = [""] * len(tasks)  # answers nothing
+    adapted = [task.middle for task in tasks[:-1]] + [" \n"]
+    facts = fim_facts(tasks, {"base": base, "adapted": adapted})
+    assert facts["empty_middle_parses"] == {"rate": 5 / 8, "parsing": 5, "n": 8}
+    assert facts["base"]["empty_answers"] == {"share": 1.0, "empty": 9, "n": 9}
+    assert facts["adapted"]["empty_answers"] == {"share": 1 / 9, "empty": 1, "n": 9}
+    assert facts["base"]["parses_in_file"] == {"rate": 0.0, "parsing": 0, "n": 8}
+    assert facts["adapted"]["parses_in_file"] == {"rate": 1.0, "parsing": 8, "n": 8}
+    scores = fim_scores(tasks, {"base": base, "adapted": adapted})
+    assert scores["base"]["parses"] == [0.0] * 3 and scores["adapted"]["parses"] == [1.0] * 3
+    none = fim_facts([markdown_task], {"base": [""], "adapted": [""]})
+    assert none["empty_middle_parses"] == {"rate": None, "parsing": 0, "n": 0}

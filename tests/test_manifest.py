@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from repotune.config import resolve_config
-from repotune.evaluate.report import metric_entry
+from repotune.evaluate.report import assign_verdicts, metric_entry
 from repotune.evaluate.significance import paired_means
 from repotune.manifest.stage import (
     PACKAGES,
@@ -65,7 +65,14 @@ def test_headline_metrics_are_found_anywhere_and_filtered_by_headline():
         },
         "samples": [{"base": "x"}],
     }
-    unmeasured = {"n": None, "delta_interval": None, "verdict": None}
+    unmeasured = {
+        "n": None,
+        "delta_interval": None,
+        "role": None,
+        "p": None,
+        "p_adjusted": None,
+        "verdict": None,
+    }
     assert headline_metrics(report) == {
         "metrics.perplexity": {"base": 40.0, "adapted": 12.0, "delta": -28.0, **unmeasured},
         "metrics.message.bleu": {"base": 0.1, "adapted": 0.3, "delta": 0.2, **unmeasured},
@@ -80,39 +87,47 @@ def test_headline_metrics_carry_n_the_delta_interval_and_the_verdict(tmp_path):
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.4, 40)
     better = metric_entry(
-        "commit_message.rouge_l",
+        "code_change.exact_match",
         float(base.mean()),
         float(base.mean() + 0.2),
         40,
         paired_means(base, base + 0.2, seed=1),
     )
     unclear = metric_entry(
-        "code_change.edit_similarity", 0.5, 0.5, 40, paired_means(base, base[::-1], seed=1)
+        "commit_message.subject_exact_match", 0.5, 0.5, 40, paired_means(base, base[::-1], seed=1)
     )
     unmeasured = metric_entry("behaviour.pass_rate", None, None, 0, None)
-    metrics = {
-        "commit_message.rouge_l": better,
-        "code_change.edit_similarity": unclear,
-        "behaviour.pass_rate": unmeasured,
-    }
+    metrics = assign_verdicts(
+        {
+            "code_change.exact_match": better,
+            "commit_message.subject_exact_match": unclear,
+            "behaviour.pass_rate": unmeasured,
+        },
+        "code_change.exact_match",
+    )
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"model": "tiny", "metrics": metrics}))
     found = headline_metrics(json.loads(path.read_text()))
-    rouge = found["metrics.commit_message.rouge_l"]
+    rouge = found["metrics.code_change.exact_match"]
     assert rouge["n"] == 40
     assert rouge["delta_interval"] == better["interval"]["delta"]
     low, high = rouge["delta_interval"]
-    assert 0 < low <= rouge["delta"] <= high
-    assert rouge["verdict"] == "better"
-    similarity = found["metrics.code_change.edit_similarity"]
+    assert 0 < low <= high and rouge["delta"] == pytest.approx(low)  # the same gain everywhere
+    assert (rouge["role"], rouge["verdict"]) == ("primary", "better")
+    assert rouge["p"] == rouge["p_adjusted"] < 0.05
+    similarity = found["metrics.commit_message.subject_exact_match"]
     assert similarity["delta_interval"][0] < 0 < similarity["delta_interval"][1]
-    assert similarity["verdict"] == "no clear difference"
+    assert similarity["verdict"] == "no clear difference" and similarity["role"] == "secondary"
+    assert similarity["p_adjusted"] == similarity["p"] > 0.05  # the only secondary test
     assert found["metrics.behaviour.pass_rate"] == {
         "base": None,
         "adapted": None,
         "delta": None,
         "n": 0,
         "delta_interval": None,
+        "role": "exploratory",
+        "p": None,
+        "p_adjusted": None,
         "verdict": unmeasured["verdict"],
     }
 
@@ -230,7 +245,11 @@ def test_build_manifest_records_data_commit_costs_metrics_and_artifacts(tmp_path
     )
     (run_dir / "results" / "commits.stats.json").write_text('{"head": "abc", "commits": 12}')
     (run_dir / "train.tsv").write_text(BENCHMARK)
-    report = {"ppl": {"base": 9.0, "adapted": 3.0, "delta": -6.0}, "headline": ["ppl"]}
+    report = {
+        "ppl": {"base": 9.0, "adapted": 3.0, "delta": -6.0},
+        "headline": ["ppl"],
+        "primary_metric": "ppl",
+    }
     (run_dir / "report.json").write_text(json.dumps(report))
     config = {"repo": str(data.path)}
     manifest = build_manifest(
@@ -269,9 +288,13 @@ def test_build_manifest_records_data_commit_costs_metrics_and_artifacts(tmp_path
             "delta": -6.0,
             "n": None,
             "delta_interval": None,
+            "role": None,
+            "p": None,
+            "p_adjusted": None,
             "verdict": None,
         }
     }
+    assert manifest["primary_metric"] == "ppl"
     assert manifest["artifact_roots"] == ["results/commits.stats.json", "results/m/adapter"]
     paths = [entry["path"] for entry in manifest["artifacts"]]
     assert paths == [

@@ -14,7 +14,7 @@ from repotune.config import resolve_config
 from repotune.curate.table import SPLITS
 from repotune.errors import InputError
 from repotune.models import resolve_model
-from repotune.shards.packing import min_document
+from repotune.shards.packing import layout, min_document
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     get_template,
@@ -24,6 +24,7 @@ from repotune.shards.render import (
     task_for,
 )
 from repotune.shards.stage import TokenizeSettings, tokenize_stage
+from repotune.shards.stream import Window, block_rows
 from repotune.shards.table import SHARD_SCHEMA
 from repotune.shards.tokenizer import EOS
 from testdata.curated import (
@@ -190,6 +191,61 @@ def test_positions_restart_at_documents_and_weights_and_shas_follow_commits(stag
         assert positions == sorted(set(positions))
     shas = {sha for row in data for sha in row["shas"]}
     assert shas == {sha for sha, row in rows.items() if row["split"] == "train"}
+
+
+def test_document_shas_name_each_documents_commit_in_block_order(stage) -> None:
+    """Evaluation sums each token's loss into its commit: the n-th entry of a block's
+    ``document_shas`` must be the commit of the document at the n-th position restart. A
+    commit that fits a block is exactly its rendering + EOS; a long one's documents, spread over
+    blocks, start with its rendering's start and end (one EOS) with its end."""
+    root, stats = stage
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "out" / "tokenizer"))
+    template = get_template(stats["template"]["name"])
+    for split in ("train", "validation"):
+        rows = {row["sha"]: row for row in _rows() if row["split"] == split}
+        data = load_from_disk(str(root / "out" / "shards" / split))
+        by_commit: dict[str, list[str]] = {}
+        mixed = 0
+        for block in data:
+            documents = _documents(tokenizer, block)
+            assert len(block["document_shas"]) == len(documents)
+            assert set(block["document_shas"]) == set(block["shas"])
+            mixed += len(set(block["document_shas"])) > 1
+            for sha, text in zip(block["document_shas"], documents, strict=True):
+                by_commit.setdefault(sha, []).append(text)
+        assert set(by_commit) == set(rows) and mixed > 0
+        spanning = 0
+        for sha, texts in by_commit.items():
+            rendering = render(rows[sha], task_for(sha, 0.5, 0), template)
+            assert sum(text.count(EOS) for text in texts) == 1
+            if len(texts) == 1:
+                assert texts == [rendering + EOS]
+            else:
+                spanning += 1
+                assert any(rendering.startswith(text) for text in texts)
+                assert any(text.endswith(rendering[-10:] + EOS) for text in texts)
+        assert split == "validation" or spanning > 0
+
+
+def test_document_shas_follow_the_layout_not_the_document_index() -> None:
+    """Documents are laid out in a block by commit, then index: a long commit's piece (a later
+    index, an earlier commit) comes first. document_shas must follow the layout."""
+    # Documents: 0 = commit 2 whole (ids 20..), 1 = commit 0's last piece (ids 0..), 2 = commit
+    # 1 whole, alone in block 1 (given as block 5: layout renumbers).
+    lengths = np.array([3, 2, 4])
+    tokens = np.array([20, 21, 22, 0, 1, 10, 11, 12, 13], dtype=np.int32)
+    commits = np.array([2, 0, 1])
+    ends = np.ones(3, dtype=bool)
+    blocks = layout(tokens, lengths, ends, np.array([0, 0, 5]), 8, eos_id=99, pad_id=98,
+                    order=commits)  # fmt: skip
+    window = Window(blocks, commits, lengths + ends)
+    shas = ["a" * 40, "b" * 40, "c" * 40]
+    table = block_rows(window, shas, [1.0, 1.0, 1.0], first=0).to_pylist()
+    assert [row["document_shas"] for row in table] == [["a" * 40, "c" * 40], ["b" * 40]]
+    first = table[0]
+    starts = [i for i, p in enumerate(first["position_ids"][: first["length"]]) if p == 0]
+    assert [first["input_ids"][i] for i in starts] == [0, 20]  # commit 0's piece, then 2's
+    assert table[0]["shas"] == ["a" * 40, "c" * 40]
 
 
 def test_stage_is_deterministic(stage, tmp_path) -> None:

@@ -257,6 +257,7 @@ def test_shard_writer_layout_loads_and_ignores_how_rows_arrive(tmp_path) -> None
             "length": pa.array([4] * 23, pa.int32()),
             "weight": pa.array([1.0] * 23, pa.float32()),
             "shas": [[f"{i:040x}"] for i in range(23)],
+            "document_shas": [[f"{i:040x}"] for i in range(23)],
         },
         schema=SHARD_SCHEMA,
     )

@@ -6,6 +6,9 @@ every model, ``results/comparison.{md,png}``.
 
 Modules: ``stage`` (what ``scripts/evaluate.py`` calls), ``perplexity``, ``tasks`` (evaluation
 examples and their scoring), ``fim``/``fim_tasks``/``fim_questions`` (fill-in-the-middle
-questions), ``metrics``, ``behaviour`` (behavioural tests), ``report``, ``comparison``. Prompts,
-budgets and decoding are :mod:`repotune.inference`'s, shared with the ``repotune`` command.
+questions), ``metrics``, ``behaviour`` (behavioural tests: loading, checks), ``behaviour_eval``
+(which generations they check, verdicts, report rows), ``random_text`` (uniform random answers:
+the chance baseline), ``null_models`` (empty, echo, random and another commit's answers: the
+report's null baselines), ``report``, ``comparison``. Prompts, budgets and decoding are
+:mod:`repotune.inference`'s, shared with the ``repotune`` command.
 """

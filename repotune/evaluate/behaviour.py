@@ -6,10 +6,22 @@ trailing period, does a completed Python function actually work. An adapter that
 breaks these has learnt the wrong thing, and a base model that passes them and an adapter that
 fails them is a regression a single number would hide.
 
+A pattern test that reads one fixed prompt is one sample, however many checks share that
+prompt; four tests on one prompt say no more than one. So a test can instead check the
+answers of an evaluation task: ``task: commit_message`` checks every commit message the model
+wrote for the sampled held-out diffs (the commit-message task's own generations, so nothing
+more is generated), and its pass rate has the diffs as its sample (exploratory in the
+report, no verdict: another commit's real message passes a check of form). A fixed-prompt test
+stays possible; the report labels it a single sample and gives it no verdict. A pattern test
+passes only a generation that ended by itself (end of text or a stop string before the token
+limit): a message cut at the limit is not a message, and random text rarely ends.
+
 File format (YAML, see config/behaviour_tests.yaml): a list of tests, each a mapping with
 
 * ``name`` (required): unique, short, used in reports;
-* ``prompt`` (required): the text the model continues, given to it verbatim;
+* ``prompt``: the text the model continues, given to it verbatim; or
+* ``task``: ``commit_message``, to check the commit-message task's generations instead (pattern
+  checks only); exactly one of ``prompt`` and ``task``;
 * ``must_match``: Python regular expressions that must each be found in the generation
   (``re.search``: anywhere; use ``\\A``/``\\Z``, ``(?m)``, ``(?i)`` to anchor or relax);
 * ``must_not_match``: regular expressions none of which may be found;
@@ -54,6 +66,7 @@ DEFAULT_TIMEOUT_S = 10.0
 _KEYS = (
     "name",
     "prompt",
+    "task",
     "must_match",
     "must_not_match",
     "python_test",
@@ -62,6 +75,9 @@ _KEYS = (
     "timeout_s",
 )
 _CHECKS = ("must_match", "must_not_match", "python_test")
+# The evaluation tasks whose generations a test can check instead of a prompt of its own.
+TASKS = ("commit_message",)
+NOT_ENDED = "did not end: the generation reached the token limit"
 
 
 @dataclass(frozen=True)
@@ -69,13 +85,14 @@ class BehaviourTest:
     """One entry of a behavioural test file (the module docstring describes the fields)."""
 
     name: str
-    prompt: str
+    prompt: str | None = None  # None: ``task`` says whose generations are checked
     must_match: tuple[str, ...] = ()
     must_not_match: tuple[str, ...] = ()
     python_test: str | None = None
     prepend_prompt: bool = False
     stop: tuple[str, ...] = ()
     timeout_s: float = DEFAULT_TIMEOUT_S
+    task: str | None = None
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -135,11 +152,13 @@ def _parse_entry(path: Path, index: int, entry: object) -> BehaviourTest:
     unknown = sorted(str(key) for key in entry if key not in _KEYS)
     if unknown:
         raise bad(f"has unknown keys {unknown}", f"use only {list(_KEYS)}")
-    for key in ("name", "prompt"):
-        if not isinstance(entry.get(key), str):
-            raise bad(f"needs '{key}' as a string", f"add a '{key}:' line")
+    if not isinstance(entry.get("name"), str):
+        raise bad("needs 'name' as a string", "add a 'name:' line")
     if not entry["name"].strip():
         raise bad("has an empty name", "give the test a name")
+    task = _task(entry, bad)
+    if task is None and not isinstance(entry.get("prompt"), str):
+        raise bad("needs 'prompt' as a string", f"add a 'prompt:' line or 'task: {TASKS[0]}'")
     if not any(entry.get(key) for key in _CHECKS):
         raise bad("has no check", f"add at least one of {list(_CHECKS)}")
     patterns = {key: _string_list(entry, key, bad) for key in ("must_match", "must_not_match")}
@@ -174,7 +193,8 @@ def _parse_entry(path: Path, index: int, entry: object) -> BehaviourTest:
         raise bad(f"has timeout_s {timeout_s!r}", "use a positive number of seconds")
     return BehaviourTest(
         name=entry["name"],
-        prompt=entry["prompt"],
+        prompt=entry.get("prompt"),
+        task=task,
         must_match=patterns["must_match"],
         must_not_match=patterns["must_not_match"],
         python_test=python_test,
@@ -182,6 +202,20 @@ def _parse_entry(path: Path, index: int, entry: object) -> BehaviourTest:
         stop=stop,
         timeout_s=float(timeout_s),
     )
+
+
+def _task(entry: dict[str, Any], bad: Any) -> str | None:
+    """The task whose generations the test checks (None: it has a prompt of its own)."""
+    task = entry.get("task")
+    if task is None:
+        return None
+    if task not in TASKS:
+        raise bad(f"has task {task!r}", f"use one of {list(TASKS)} or a 'prompt:'")
+    if "prompt" in entry:
+        raise bad("has both 'prompt' and 'task'", "keep one: a task test has no prompt")
+    if entry.get("python_test") is not None or entry.get("prepend_prompt"):
+        raise bad("checks a task's messages with code", "use must_match/must_not_match")
+    return task
 
 
 def _string_list(entry: dict[str, Any], key: str, bad: Any) -> tuple[str, ...]:
@@ -209,12 +243,17 @@ def check(
     generation: str,
     limits: SandboxLimits = DEFAULT_LIMITS,
     allow_code_execution: bool = False,
+    ended: bool = True,
 ) -> CheckResult:
-    """Run ``test``'s checks on the model's ``generation`` (the text after the prompt).
+    """Run ``test``'s checks on the model's ``generation`` (the text after the prompt);
+    ``ended``: whether it ended by itself, not at the token limit (a pattern test fails one
+    that did not).
 
     A python_test runs the generation only with ``allow_code_execution``; without it the
     result is :func:`~repotune.evaluate.sandbox.skipped` (after the regex checks pass).
     """
+    if not ended and test.python_test is None:
+        return CheckResult(False, NOT_ENDED)
     text = cut_at_stop(generation, test.stop)
     for pattern in test.must_match:
         if re.search(pattern, text) is None:
@@ -227,7 +266,7 @@ def check(
     if test.python_test is not None:
         if not allow_code_execution:
             return skipped()
-        code = test.prompt + text if test.prepend_prompt else text
+        code = (test.prompt or "") + text if test.prepend_prompt else text
         return run_python_test(code, test.python_test, test.timeout_s, limits)
     return CheckResult(True, "ok")
 
@@ -236,6 +275,33 @@ def kind_of(test: BehaviourTest) -> str:
     """``python`` for a test that runs the generated code, ``pattern`` for one that only
     matches regular expressions: the report gives each kind its own pass rate."""
     return "python" if test.python_test is not None else "pattern"
+
+
+def on_task(test: BehaviourTest) -> bool:
+    """Whether ``test`` checks a task's generations (many diffs) rather than one prompt."""
+    return test.task is not None
+
+
+def sample_of(test: BehaviourTest) -> str:
+    """``diffs`` for a test checked on the commit-message task's held-out diffs, ``single``
+    for a test of one fixed prompt (one sample: no verdict)."""
+    return "diffs" if on_task(test) else "single"
+
+
+def check_answers(test: BehaviourTest, answers: Sequence[tuple[str, bool]]) -> list[CheckResult]:
+    """``test`` checked on each ``(text, ended)`` answer of its task, in order."""
+    return [check(test, text, ended=ended) for text, ended in answers]
+
+
+def per_diff(results: Sequence[Sequence[CheckResult]]) -> list[CheckResult]:
+    """One result per diff from every task test's results on it (``results[test][diff]``): a
+    diff passes when its message passes them all, else the first failure is its reason. The
+    pass rate over diffs is the one behaviour number with a sample behind it."""
+    merged = []
+    for column in zip(*results, strict=True):
+        failed = next((result for result in column if not result.passed), None)
+        merged.append(CheckResult(True, "ok") if failed is None else failed)
+    return merged
 
 
 def pass_rate(results: Sequence[CheckResult]) -> float | None:

@@ -4,9 +4,10 @@ Each model's ``report.json`` (:mod:`repotune.evaluate.report`) already compares 
 base; this puts the models next to each other, so a user choosing between, say, tiny and
 StarCoder2-3B sees one table instead of building it by hand: a row per metric, a column per
 model holding the adapted value, its change from that model's base with the change's 95% paired
-bootstrap interval and verdict (:mod:`repotune.evaluate.report`), and the sample size; the best
-adapted value in bold. A model whose test split is too small for verdicts is marked in its
-column header and named below the table.
+BCa interval (resampled by commit), its p-value and verdict (:mod:`repotune.evaluate.report`:
+the primary metric's p as is, the secondary metrics' Holm-adjusted), and the sample size; the
+best adapted value in bold. The primary metric's row is marked. A model whose test split is too
+small for verdicts is marked in its column header and named below the table.
 With one model configured the table has one column: the same file, so the workflow's outputs do
 not depend on how many models there are.
 """
@@ -26,13 +27,18 @@ import matplotlib.pyplot as plt
 from repotune.atomic import atomic_path, write_text
 from repotune.errors import InputError
 from repotune.evaluate.report import (
+    DEFAULT_PRIMARY,
+    EXPLORATORY,
+    EXPLORATORY_METRICS,
     METRICS,
     MIN_SAMPLE,
     MISSING,
     PNG_METADATA,
+    SECONDARY,
     enough_test_commits,
     format_delta,
     format_value,
+    p_equals,
 )
 
 BASE_BAR, ADAPTED_BAR = ("base", "#9aa5b1"), ("adapted", "#2b6cb0")
@@ -75,6 +81,8 @@ def _sample_facts(entry: Mapping[str, Any]) -> dict[str, Any]:
         "interval": None if interval is None else interval["delta"],
         "n": None if interval is None else interval["n"],
         "unit": entry.get("unit"),
+        "role": entry.get("role"),
+        "p": entry.get("p") if entry.get("role") == EXPLORATORY else entry.get("p_adjusted"),
         "verdict": entry.get("verdict", MISSING),
     }
 
@@ -114,18 +122,28 @@ def _header(report: Mapping[str, Any]) -> str:
     return f"`{report['model']}`{mark}"
 
 
+def primary_metrics(reports: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The primary metrics the reports declare, each once, in model order."""
+    return list(dict.fromkeys(r.get("primary_metric", DEFAULT_PRIMARY) for r in reports))
+
+
 def markdown(reports: Sequence[Mapping[str, Any]], plot: str) -> str:
-    """comparison.md: the matrix (adapted value, change from its base with its 95% interval and
-    verdict, sample size) and which models' test splits are too small to tell."""
+    """comparison.md: the matrix (adapted value, change from its base with its 95% interval,
+    p and verdict, sample size) and which models' test splits are too small to tell."""
     models = [report["model"] for report in reports]
+    primary = primary_metrics(reports)
     lines = [
         "# Model comparison",
         "",
         f"{len(models)} model(s), each evaluated on the same held-out commits with and without "
         "its adapter. Each cell: the adapted model's value; in brackets its change from the "
-        "model's own base, the change's 95% paired bootstrap interval and the verdict (better or "
-        "worse only when the interval excludes zero); then the sample size. The best adapted "
-        "value is in bold.",
+        "model's own base, the change's 95% paired BCa interval (resampling commits), p and the "
+        "verdict (better or worse only when p < 0.05 and the interval excludes zero); then the "
+        "sample size. The best adapted value is in bold. Primary metric: "
+        + ", ".join(METRICS[name].title for name in primary)
+        + " (`evaluate.primary_metric`), judged on its own p; the exploratory metrics show "
+        "their p but get no verdict (a null answer can win them); every other metric is "
+        'secondary and its p ("Holm p") is Holm-adjusted over the secondary metrics.',
         "",
         "| metric | " + " | ".join(_header(report) for report in reports) + " |",
         "|---|" + "---|" * len(models),
@@ -143,9 +161,13 @@ def markdown(reports: Sequence[Mapping[str, Any]], plot: str) -> str:
                 entry["interval"] = {"delta": cell["interval"]}
             change = format_delta(name, entry)
             n = cell["count"] if cell["n"] is None else f"{cell['n']} {cell['unit'] or ''}".strip()
-            cells.append(f"{value} ({change}; {cell['verdict']}), n={n}")
+            p = p_equals("Holm p" if cell["role"] == SECONDARY else "p", cell["p"])
+            cells.append(f"{value} ({change}; {p}; {cell['verdict']}), n={n}")
         arrow = "↑" if row["higher_is_better"] else "↓"
-        lines.append(f"| {METRICS[name].title} {arrow} | " + " | ".join(cells) + " |")
+        mark = " (primary)" if name in primary else ""
+        if name in EXPLORATORY_METRICS:
+            mark = " (exploratory)"
+        lines.append(f"| {METRICS[name].title} {arrow}{mark} | " + " | ".join(cells) + " |")
     small = [(report["model"], too_small(report)) for report in reports]
     small = [(model, commits) for model, commits in small if commits is not None]
     if small:

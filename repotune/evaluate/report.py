@@ -3,20 +3,34 @@
 Everything here is a function of already computed numbers (no model), so the report can be
 tested on hand-made inputs and rebuilt without rerunning a model.
 
-``report.json`` (docs/data-contracts.md describes every key) holds ``metrics``: one entry per
-metric with ``base``, ``adapted``, ``delta`` (adapted - base), ``higher_is_better``, ``count``
-(the sample it was measured on), ``interval`` (95% paired bootstrap intervals of base, adapted
-and delta, :mod:`repotune.evaluate.significance`) and ``verdict``, so a reader, or
+``report.json`` (docs/data-contracts.md describes every key) holds ``primary_metric`` and
+``metrics``: one entry per metric with ``base``, ``adapted``, ``delta`` (adapted - base),
+``higher_is_better``, ``count`` (the items it was measured on), ``interval`` (95% paired BCa
+intervals of base, adapted and delta resampled by commit, :mod:`repotune.evaluate.significance`),
+``p`` and ``test`` (the bootstrap's p for means, the exact sign test's for 0/1 scores),
+``role``, ``p_adjusted`` and ``verdict``, so a reader, or
 :mod:`repotune.evaluate.comparison`, can say whether fine-tuning helped without knowing each
 metric.
 
-A verdict is ``better`` or ``worse`` only when the delta's interval excludes zero *as printed*
-(both bounds rounded to the metric's shown precision, and the rounded delta itself non-zero
-with the same sign): the report never prints ``0.00`` beside ``better``. Otherwise it is ``no
-clear difference``; ``too few to tell`` when fewer than ``MIN_SAMPLE`` items were resampled or
-the test split has fewer than ``MIN_SAMPLE`` commits (then the interval is printed but not
-believed); ``n/a`` when a value is missing. Perplexity and bits per token are one measurement
-(one is a function of the other): the headline counts them once.
+**One primary metric** (``evaluate.primary_metric``, per-commit bits per token by default: it
+is measured on every held-out token, needs no generation and moves first when a model learns
+the repository) is judged at p < 0.05 on its own, and its verdict leads the headline. Every
+other measurement is **secondary**: its p is Holm-adjusted over the secondary measurements
+that could get a verdict (enough commits, a finite p), so the chance of any spurious secondary
+verdict stays at 5% however many metrics there are. Perplexity and bits per token are one
+measurement (one is a function of the other): they share one p and count once. A metric that
+a null answer can win (``EXPLORATORY_METRICS``: text similarity, checks of form) is
+**exploratory**: its values, interval and p are shown, but it gets no verdict and is not in
+the Holm family. Beside the table stand the **null baselines** (``null_baselines``): every
+generated metric scored on the answers of four null models (:mod:`repotune.evaluate.null_models`).
+
+A verdict is ``better`` or ``worse`` only when (:func:`repotune.evaluate.significance.decide`)
+the (adjusted) p is below 0.05 and the delta's interval excludes zero *as printed* (both bounds
+rounded to the metric's shown precision, the rounded delta itself non-zero with the same sign):
+the report never prints ``0.00`` beside ``better``. Otherwise it is ``no clear difference``;
+``too few to tell`` when fewer than ``MIN_SAMPLE`` commits were resampled or the test split
+has fewer than ``MIN_SAMPLE`` commits (then the interval is printed but not believed); ``n/a``
+when a value, an interval bound or a p is missing.
 """
 
 import csv
@@ -34,7 +48,23 @@ import matplotlib.pyplot as plt
 
 from repotune.atomic import atomic_path, write_text
 from repotune.evaluate.sandbox import ENABLE_HINT
-from repotune.evaluate.significance import MIN_TEST_COMMITS, Paired
+from repotune.evaluate.significance import (
+    BETTER,
+    BINARY,
+    BOOTSTRAP_TEST,
+    MEAN,
+    MIN_TEST_COMMITS,
+    MISSING,
+    SIGN_TEST,
+    TOO_FEW,
+    UNCLEAR,
+    WORSE,
+    Paired,
+    decide,
+    holm,
+    paired_means,
+    sign_test,
+)
 from repotune.train.model_card import plain_value
 
 VARIANTS = ("base", "adapted")
@@ -48,6 +78,7 @@ class Metric(NamedTuple):
     higher_is_better: bool
     fmt: str  # format of a value, e.g. "{:.3f}"
     bound: float | None  # upper end of its scale (plots), or None when unbounded
+    kind: str = MEAN  # BINARY: 0/1 per item, tested by the exact sign test
 
 
 METRICS: dict[str, Metric] = {
@@ -61,25 +92,39 @@ METRICS: dict[str, Metric] = {
         "commit_message", "message edit sim.", True, "{:.3f}", 1
     ),
     "commit_message.subject_exact_match": Metric(
-        "commit_message", "subject exact", True, "{:.3f}", 1
+        "commit_message", "subject exact", True, "{:.3f}", 1, BINARY
     ),
-    "code_change.exact_match": Metric("code_change", "code exact match", True, "{:.3f}", 1),
+    "code_change.exact_match": Metric("code_change", "code exact match", True, "{:.3f}", 1, BINARY),
     "code_change.edit_similarity": Metric("code_change", "code edit sim.", True, "{:.3f}", 1),
-    "fim.exact_match": Metric("fim", "FIM exact match", True, "{:.3f}", 1),
+    "fim.exact_match": Metric("fim", "FIM exact match", True, "{:.3f}", 1, BINARY),
     "fim.edit_similarity": Metric("fim", "FIM edit sim.", True, "{:.3f}", 1),
-    "fim.parses": Metric("fim", "FIM parses (Python)", True, "{:.3f}", 1),
-    "behaviour.pass_rate": Metric("behaviour", "behaviour pass rate", True, "{:.3f}", 1),
+    "fim.parses": Metric("fim", "FIM parses (Python)", True, "{:.3f}", 1, BINARY),
+    "behaviour.pass_rate": Metric("behaviour", "behaviour pass rate", True, "{:.3f}", 1, BINARY),
 }
+# The primary metric when the config names none (evaluate.primary_metric's default).
+DEFAULT_PRIMARY = "bits_per_token"
+PRIMARY, SECONDARY, EXPLORATORY = "primary", "secondary", "exploratory"
+# Metrics a null answer wins (tests/test_null_models.py): text similarity (B-Norm BLEU, ROUGE-L,
+# edit similarity) credits an echoed prompt or another commit's answer for shared words, and a
+# check of form (FIM parses, the behavioural pattern tests) passes another commit's real answer.
+# Their values, intervals and p are shown; they never get a verdict nor join the Holm family.
+EXPLORATORY_METRICS = frozenset({
+    "commit_message.bnorm_bleu", "commit_message.rouge_l", "commit_message.edit_similarity",
+    "code_change.edit_similarity", "fim.edit_similarity", "fim.parses", "behaviour.pass_rate",
+})  # fmt: skip
+EXPLORATORY_REASON = (
+    "Exploratory metrics get no verdict: a null answer (an echo of the prompt, random text or "
+    "another commit's real answer) can win them, so a gain there does not show learning."
+)
+NOT_JUDGED = "no verdict (exploratory)"
 # Metrics that are a function of another one: one measurement, counted once in the headline.
 SAME_MEASUREMENT = {"bits_per_token": "perplexity"}
-# What a metric's interval resamples.
-UNITS = {"perplexity": "blocks", "commit_message": "prompts", "code_change": "prompts",
-         "fim": "questions", "behaviour": "tests"}  # fmt: skip
-# The fewest items a verdict is given on (the test split's commits, and each metric's sample).
+# What a metric's ``count`` counts.
+ITEMS = {"perplexity": "tokens", "commit_message": "prompts", "code_change": "prompts",
+         "fim": "questions", "behaviour": "diffs"}  # fmt: skip
+COMMITS = "commits"  # what an interval resamples when each item's commit is known
+# The fewest commits a verdict is given on (the test split's, and each metric's resampled).
 MIN_SAMPLE = MIN_TEST_COMMITS
-BETTER, WORSE, UNCLEAR, TOO_FEW, MISSING = (
-    "better", "worse", "no clear difference", "too few to tell", "n/a",
-)  # fmt: skip
 TRAINING_COLUMNS = (
     "steps", "epochs", "tokens", "final_train_loss", "final_val_loss", "tokens_per_s",
 )  # fmt: skip
@@ -94,15 +139,23 @@ def metric_entry(
     count: int,
     interval: Paired | None = None,
     enough_commits: bool = True,
+    p: float | None = None,
+    test: str = BOOTSTRAP_TEST,
+    unit: str = COMMITS,
 ) -> dict[str, Any]:
-    """One ``metrics`` entry: both values, their difference, its interval and the verdict.
+    """One ``metrics`` entry: both values, their difference, its interval, p and the verdict
+    as if this were the only test (:func:`assign_verdicts` applies the roles).
 
     ``interval`` is the paired bootstrap of this metric (None: not measured, no verdict);
-    ``enough_commits`` is False when the test split is too small for any verdict on it.
+    ``p`` the test's p-value (None: the bootstrap's own, ``interval.p``); ``unit`` what the
+    interval resampled; ``enough_commits`` is False when the test split is too small for any
+    verdict on it.
     """
     metric = METRICS[name]
     task = metric.task
     delta = None if base is None or adapted is None else adapted - base
+    if p is None and interval is not None:
+        p = interval.p
     entry: dict[str, Any] = {
         "task": task,
         "base": base,
@@ -110,11 +163,45 @@ def metric_entry(
         "delta": delta,
         "higher_is_better": metric.higher_is_better,
         "count": count,
-        "unit": UNITS[task],
+        "items": ITEMS[task],
+        "unit": unit,
         "interval": None if interval is None else interval.as_dict(),
+        "p": None if p is None or not math.isfinite(p) else p,
+        "test": test,
     }
     entry["verdict"] = verdict(name, entry, enough_commits)
     return entry
+
+
+def scored_entry(
+    name: str,
+    base: Sequence[float],
+    adapted: Sequence[float],
+    seed: int,
+    commits: Sequence[str] | None = None,
+    enough_commits: bool = True,
+) -> dict[str, Any]:
+    """The entry of a metric from each model's per-item scores (``commits[i]``: item ``i``'s
+    commit, so items of one commit are resampled together; None: each item on its own): the
+    mean of the items, the BCa interval, and the test of its kind (a 0/1 metric: the exact
+    sign test)."""
+    binary = METRICS[name].kind == BINARY
+    interval = paired_means(base, adapted, seed, groups=commits)
+    return metric_entry(
+        name,
+        _mean(base),
+        _mean(adapted),
+        len(base),
+        interval,
+        enough_commits,
+        p=sign_test(base, adapted, commits) if binary and base else None,
+        test=SIGN_TEST if binary else BOOTSTRAP_TEST,
+        unit=COMMITS if commits is not None else ITEMS[METRICS[name].task],
+    )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if len(values) else None
 
 
 def _shown(name: str, value: float) -> float:
@@ -122,24 +209,72 @@ def _shown(name: str, value: float) -> float:
     return float(METRICS[name].fmt.format(value))
 
 
-def verdict(name: str, entry: Mapping[str, Any], enough_commits: bool = True) -> str:
-    """``better``/``worse`` when the delta's 95% interval excludes zero as printed, else ``no
-    clear difference``; ``too few to tell`` on a sample below ``MIN_SAMPLE``; ``n/a`` without
-    values (the module docstring says why the rounding takes part)."""
+def verdict(
+    name: str, entry: Mapping[str, Any], enough_commits: bool = True, p_key: str = "p"
+) -> str:
+    """:func:`repotune.evaluate.significance.decide` on the entry's p (``p_key``: ``p`` or
+    ``p_adjusted``) and its delta and interval as printed (the module docstring says why the
+    rounding takes part)."""
     delta, interval = entry["delta"], entry.get("interval")
     if delta is None or not math.isfinite(delta) or interval is None:
         return MISSING
-    if not enough_commits or interval["n"] < MIN_SAMPLE:
-        return TOO_FEW
-    low, high = (_shown(name, bound) for bound in interval["delta"])
-    point = _shown(name, delta)
-    if low > 0 and point > 0:
-        up = True
-    elif high < 0 and point < 0:
-        up = False
-    else:
-        return UNCLEAR
-    return BETTER if up == entry["higher_is_better"] else WORSE
+    bounds = [None if bound is None else _shown(name, bound) for bound in interval["delta"]]
+    return decide(
+        _shown(name, delta),
+        bounds,
+        entry.get(p_key),
+        interval["n"],
+        entry["higher_is_better"],
+        enough_commits,
+    )
+
+
+def measurement_of(name: str) -> str:
+    """The measurement a metric belongs to (bits per token: perplexity's)."""
+    return SAME_MEASUREMENT.get(name, name)
+
+
+def role_of(name: str, primary: str) -> str:
+    """``primary`` for the primary metric's measurement, ``exploratory`` for a metric a null
+    answer can win (``EXPLORATORY_METRICS``), else ``secondary``."""
+    if measurement_of(name) == measurement_of(primary):
+        return PRIMARY
+    return EXPLORATORY if name in EXPLORATORY_METRICS else SECONDARY
+
+
+def assign_verdicts(
+    metrics: dict[str, dict[str, Any]], primary: str, enough_commits: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Give every entry its ``role``, ``p_adjusted`` and final ``verdict``, in place.
+
+    The primary metric's measurement (perplexity and bits per token together) keeps its p.
+    The secondary measurements that could get a verdict (a finite p, enough commits) are
+    Holm-adjusted together; the others cannot get one and their ``p_adjusted`` is None. An
+    exploratory metric keeps its p, has no ``p_adjusted`` and its verdict is ``NOT_JUDGED``
+    (``n/a`` when it has no value).
+    """
+    if primary not in METRICS or primary in EXPLORATORY_METRICS:
+        judged = ", ".join(name for name in METRICS if name not in EXPLORATORY_METRICS)
+        raise ValueError(f"primary metric {primary!r} is not one of {judged}")
+    roles = {name: role_of(name, primary) for name in metrics}
+    family = {
+        measurement_of(name): entry["p"]
+        for name, entry in metrics.items()
+        if roles[name] == SECONDARY
+        and entry.get("p") is not None
+        and entry.get("verdict") not in (TOO_FEW, MISSING)
+    }
+    adjusted = holm(family)
+    for name, entry in metrics.items():
+        entry["role"] = roles[name]
+        if roles[name] == EXPLORATORY:
+            unmeasured = verdict(name, entry, enough_commits) == MISSING
+            entry["p_adjusted"], entry["verdict"] = None, MISSING if unmeasured else NOT_JUDGED
+            continue
+        primary_p = roles[name] == PRIMARY
+        entry["p_adjusted"] = entry.get("p") if primary_p else adjusted.get(measurement_of(name))
+        entry["verdict"] = verdict(name, entry, enough_commits, "p_adjusted")
+    return metrics
 
 
 def format_value(name: str, value: float | None) -> str:
@@ -174,6 +309,19 @@ def format_delta(name: str, entry: Mapping[str, Any]) -> str:
     return " ".join(
         part for part in (format_signed(name, entry["delta"]), format_interval(name, entry)) if part
     )
+
+
+def format_p(p: float | None) -> str:
+    """A p-value as printed: three decimals, ``<0.001`` below, ``n/a`` when there is none."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_equals(label: str, p: float | None) -> str:
+    """``p=0.013`` or ``p<0.001``."""
+    shown = format_p(p)
+    return f"{label}{shown}" if shown.startswith("<") else f"{label}={shown}"
 
 
 def measurements(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -258,7 +406,7 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path, tit
             )
         interval = entry.get("interval")
         for bar, variant, value in zip(bars, VARIANTS, values, strict=True):
-            if interval is not None and value is not None:
+            if interval is not None and value is not None and None not in interval[variant]:
                 low, high = interval[variant]
                 centre = bar.get_x() + bar.get_width() / 2
                 whisker = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
@@ -290,10 +438,11 @@ def _cell(text: str, limit: int = 400) -> str:
 
 
 def _headline(report: Mapping[str, Any]) -> str:
-    """The answer in one paragraph: only verdicts, always with n."""
+    """The answer in one paragraph: the primary metric's verdict first, then the secondary
+    ones counted; only verdicts, always with n."""
     metrics = report["metrics"]
     commits = report["samples"]["test_commits"]
-    parts = []
+    parts = [f"On n={commits} held-out test commits, {_primary_sentence(report)}"]
     if not enough_test_commits(commits):
         parts.append(
             f"The held-out test split has only n={commits} commits, too few to tell whether "
@@ -303,26 +452,24 @@ def _headline(report: Mapping[str, Any]) -> str:
             "on a longer history."
         )
     else:
-        parts.append(f"On n={commits} held-out test commits")
-        ppl = metrics.get("perplexity")
-        if ppl and ppl["delta"] is not None and ppl["base"]:
-            change = 100 * ppl["delta"] / ppl["base"]
-            base, adapted = (format_value("perplexity", ppl[key]) for key in VARIANTS)
-            interval = format_interval("perplexity", ppl)
-            parts[-1] += f", the adapter takes perplexity from {base} to {adapted} ({change:+.1f}%"
-            parts[-1] += f", change {interval}): " if interval else "): "
-            parts[-1] += ppl["verdict"]
-        counts = Counter(measurements(metrics).values())
+        secondary = {
+            name: said
+            for name, said in measurements(metrics).items()
+            if metrics[name].get("role", SECONDARY) == SECONDARY
+        }
+        counts = Counter(secondary.values())
         judged = counts[BETTER] + counts[WORSE] + counts[UNCLEAR]
         parts[-1] += (
-            f"; of {judged} measurements the adapter is better on {counts[BETTER]}, worse on "
-            f"{counts[WORSE]}, with no clear difference on {counts[UNCLEAR]}"
+            f" Secondary, Holm-adjusted: of {judged} measurements the adapter is better on "
+            f"{counts[BETTER]}, worse on {counts[WORSE]}, with no clear difference on "
+            f"{counts[UNCLEAR]}"
         )
         if counts[TOO_FEW]:
-            parts[-1] += f"; {counts[TOO_FEW]} more had too few items to tell"
-        parts[-1] += (
-            " (paired bootstrap 95% intervals; perplexity and bits per token count as one)."
-        )
+            parts[-1] += f"; {counts[TOO_FEW]} more had too few commits to tell"
+        parts[-1] += " (perplexity and bits per token count as one)."
+        exploratory = sum(entry.get("role") == EXPLORATORY for entry in metrics.values())
+        if exploratory:
+            parts[-1] += f" {exploratory} exploratory metrics get no verdict."
     base = report.get("base")
     if base and base.get("source") == "built":
         parts.append(
@@ -331,6 +478,24 @@ def _headline(report: Mapping[str, Any]) -> str:
             "a pretrained model helps."
         )
     return " ".join(parts)
+
+
+def _primary_sentence(report: Mapping[str, Any]) -> str:
+    """The primary metric, both values, the change with its interval, p and the verdict."""
+    name = report.get("primary_metric", DEFAULT_PRIMARY)
+    title = METRICS[name].title
+    entry = report["metrics"].get(name)
+    if entry is None or entry["delta"] is None:
+        return f"the primary metric, {title}, was not measured."
+    base, adapted = (format_value(name, entry[key]) for key in VARIANTS)
+    interval = format_interval(name, entry)
+    change = f"change {interval}, " if interval else ""
+    n = entry["interval"]["n"] if entry.get("interval") else entry["count"]
+    return (
+        f"the primary metric, {title}, goes from {base} to {adapted} with the adapter "
+        f"({change}{p_equals('p', entry.get('p'))}, n={n} {entry.get('unit', '')}): "
+        f"**{entry['verdict']}**."
+    )
 
 
 def _base_line(report: Mapping[str, Any]) -> str:
@@ -356,25 +521,37 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         f"`{report['template']}`, decoding "
         f"{'sampled' if report['generation']['do_sample'] else 'greedy'}. Held-out test split: "
         f"{samples['test_commits']} commits; evaluated on {samples['perplexity_blocks']} blocks "
-        f"({samples['perplexity_tokens']} tokens) for perplexity, {samples['commit_messages']} "
+        f"({samples['perplexity_tokens']} tokens of {samples.get('perplexity_commits', 'n/a')} "
+        f"commits) for perplexity, {samples['commit_messages']} "
         f"commit messages, {samples['code_changes']} code changes, "
         f"{_fim_sample(report)} and {samples['behaviour_tests']} behavioural tests.",
         "",
-        "Deltas are adapted - base with their 95% paired bootstrap interval (resampling the "
-        "same items for both models, seeded); a verdict says better or worse only when the "
-        f"interval, as printed, excludes zero, and needs at least {MIN_SAMPLE} test commits "
-        f"and {MIN_SAMPLE} items.",
+        "Deltas are adapted - base with their 95% BCa bootstrap interval, resampling held-out "
+        "commits (the same commits for both models, a commit's items together, seeded). p is "
+        "the bootstrap's for means and the exact sign test's (McNemar's with one item per "
+        "commit) for 0/1 metrics. The primary metric "
+        f"({METRICS[report.get('primary_metric', DEFAULT_PRIMARY)].title}) is judged at "
+        "p < 0.05; the secondary ones at Holm-adjusted p < 0.05. A verdict says better or worse "
+        "only when p is below 0.05 and the interval, as printed, excludes zero, and needs at "
+        f"least {MIN_SAMPLE} commits, in the test split and resampled.",
         "",
-        "| metric | base | adapted | delta [95% interval] | verdict | n |",
-        "|---|---|---|---|---|---|",
+        "| metric | role | base | adapted | delta [95% interval] | p | Holm p | verdict | n |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in report["metrics"].items():
         arrow = "↑" if entry["higher_is_better"] else "↓"
+        role = entry.get("role", SECONDARY)
+        adjusted = "" if role == PRIMARY else _holm_cell(entry)
         lines.append(
-            f"| {METRICS[name].title} {arrow} | {format_value(name, entry['base'])} | "
+            f"| {METRICS[name].title} {arrow} | {role} | {format_value(name, entry['base'])} | "
             f"{format_value(name, entry['adapted'])} | {format_delta(name, entry)} | "
-            f"{entry.get('verdict', MISSING)} | {_sample(entry)} |"
+            f"{_p_cell(entry)} | {adjusted} | {entry.get('verdict', MISSING)} | "
+            f"{_sample(entry)} |"
         )
+    if any(entry.get("role") == EXPLORATORY for entry in report["metrics"].values()):
+        lines += ["", EXPLORATORY_REASON]
+    lines += _fim_facts_line(report.get("fim", {}))
+    lines += _null_section(report.get("null_baselines", {}))
     lines += [
         "",
         f"![metrics]({metrics_plot})",
@@ -394,6 +571,27 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
     return "\n".join(lines) + "\n"
 
 
+def _null_section(baselines: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    """The null baselines table: each generated metric's value on each null model's answers."""
+    if not baselines:
+        return []
+    models = list(next(iter(baselines.values())))
+    lines = [
+        "",
+        "Null baselines: each generated metric scored, by the same code, on answers that know "
+        "nothing: `empty` (no answer), `echo` (the prompt's text), `random` (uniformly random "
+        "tokens, the same token budget) and `other_reference` (another commit's real answer, "
+        "a seeded derangement). A model's value means little unless it beats all four.",
+        "",
+        "| metric | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for name, values in baselines.items():
+        cells = " | ".join(format_value(name, values[model]) for model in models)
+        lines.append(f"| {METRICS[name].title} | {cells} |")
+    return lines
+
+
 def _fim_sample(report: Mapping[str, Any]) -> str:
     """The fill-in-the-middle questions asked, and in which format (or that none were)."""
     fim = report.get("fim", {})
@@ -405,13 +603,51 @@ def _fim_sample(report: Mapping[str, Any]) -> str:
     return f"{count} fill-in-the-middle questions ({fim['python_questions']} Python) asked in {how}"
 
 
+def _count(facts: Mapping[str, Any], hits: str) -> str:
+    return f"{facts[hits]} of {facts['n']}"
+
+
+def _fim_facts_line(fim: Mapping[str, Any]) -> list[str]:
+    """What the FIM metrics can tell: blank answers, and where parsing needs an answer."""
+    if "empty_middle_parses" not in fim:
+        return []
+    empty = fim["empty_middle_parses"]
+    per_variant = "; ".join(
+        f"{name} {_count(fim[name]['empty_answers'], 'empty')} blank, "
+        f"{_count(fim[name]['parses_in_file'], 'parsing')} parse"
+        for name in VARIANTS
+    )
+    return [
+        "",
+        f"FIM: left empty, the middle parses in {_count(empty, 'parsing')} Python questions, "
+        "so `FIM parses` is measured on the others only (a blank answer never parses). Over "
+        f"all of them: {per_variant}.",
+    ]
+
+
 def _sample(entry: Mapping[str, Any]) -> str:
+    """``26 commits (5012 tokens)``: what was resampled, and the items measured."""
     interval = entry.get("interval")
+    items = f"{entry['count']} {entry.get('items', '')}".strip()
     if interval is None:
-        return str(entry["count"])
-    if entry.get("unit") == "blocks":
-        return f"{interval['n']} blocks ({entry['count']} tokens)"
-    return f"{interval['n']} {entry.get('unit', '')}".strip()
+        return items
+    unit = entry.get("unit", COMMITS)
+    if unit == entry.get("items"):
+        return items
+    return f"{interval['n']} {unit} ({items})"
+
+
+def _holm_cell(entry: Mapping[str, Any]) -> str:
+    """A secondary metric's Holm-adjusted p; a dash when it was not in the family (no verdict
+    possible: too few commits, no value)."""
+    adjusted = entry.get("p_adjusted")
+    return "-" if adjusted is None else format_p(adjusted)
+
+
+def _p_cell(entry: Mapping[str, Any]) -> str:
+    """The p-value and, for 0/1 metrics, that it is the exact test's."""
+    p = format_p(entry.get("p"))
+    return f"{p} (exact)" if entry.get("test") == SIGN_TEST and p != "n/a" else p
 
 
 def _finish_section(tasks: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -458,16 +694,32 @@ def _behaviour_section(
             shown = [format_value("behaviour.pass_rate", rates[name]) for name in VARIANTS]
             lines.append(f"| {kind} | {rates['count']} | {shown[0]} | {shown[1]} |")
         lines.append("")
-    lines += ["| test | base | adapted |", "|---|---|---|"]
+    lines += [
+        "A test on diffs checks the commit message written for each sampled held-out diff; a "
+        "test with a prompt of its own is one sample and gets no verdict. Random text: the "
+        "pattern test's pass rate on uniformly random tokens ended as the model's answers end "
+        "(same token budget and stop strings), what the test can tell apart from chance.",
+        "",
+        "| test | base | adapted | random text | n | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for result in results:
         cells = [_outcome(result[variant]) for variant in VARIANTS]
-        lines.append(f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} |")
+        random = format_value("behaviour.pass_rate", result.get("random_text"))
+        n = f"{result['base']['n']} diffs" if result.get("sample") == "diffs" else "1 prompt"
+        lines.append(
+            f"| {_cell(result['name'])} | {cells[0]} | {cells[1]} | {random} | {n} | "
+            f"{result.get('verdict', MISSING)} |"
+        )
     if any(result[variant].get("skipped") for result in results for variant in VARIANTS):
         lines += ["", f"Python tests were skipped: code execution is not enabled ({ENABLE_HINT})."]
     return [*lines, ""]
 
 
 def _outcome(check: Mapping[str, Any]) -> str:
+    if "rate" in check:  # a test on diffs: its passes over them
+        shown = format_value("behaviour.pass_rate", check["rate"])
+        return f"{check['passed']} of {check['n']} ({shown})"
     if check.get("skipped"):
         return _cell(check["reason"])
     return "pass" if check["passed"] else "fail: " + _cell(check["reason"])

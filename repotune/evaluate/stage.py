@@ -17,6 +17,12 @@ dtype and quantization. A run, in order:
    which is best done while no torch work is in flight;
 4. **scores** (:mod:`repotune.evaluate.metrics`) and the **report**
    (:mod:`repotune.evaluate.report`).
+
+Steps 3 and 4 are :func:`judge`: generations in, every score, check and verdict out. It is
+the one seam between the model and the report, so tests plug answers of their own in there
+(tests/test_null_models.py: a model that answers nothing, echoes, or writes random text must
+never win). The same scoring code scores four null models' answers (:func:`null_baselines`,
+no model needed), which the report prints beside the metrics.
 """
 
 import contextlib
@@ -44,18 +50,35 @@ from repotune.evaluate import tasks as eval_tasks
 from repotune.evaluate.behaviour import (
     BehaviourTest,
     CheckResult,
-    check,
-    kind_of,
     load_tests,
     pass_rate,
+    per_diff,
 )
-from repotune.evaluate.fim import FIM, fim_prompts, fim_scores
+from repotune.evaluate.behaviour_eval import (
+    BEHAVIOUR,
+    behaviour_by_kind,
+    behaviour_results,
+    behaviour_rows,
+    fixed_prompt,
+    random_baselines,
+    task_results,
+    task_test_entries,
+)
+from repotune.evaluate.fim import (
+    FIM,
+    FIM_METRICS,
+    fim_facts,
+    fim_prompts,
+    fim_scores,
+    score_fim,
+)
 from repotune.evaluate.fim_questions import read_fim_questions
 from repotune.evaluate.fim_tasks import FimTask
 from repotune.evaluate.metrics import mean
-from repotune.evaluate.perplexity import BlockScores, block_scores
+from repotune.evaluate.null_models import NULL_MODELS, null_answers
+from repotune.evaluate.perplexity import CommitScores, block_scores, document_commits
 from repotune.evaluate.sandbox import DEFAULT_LIMITS, SandboxLimits, chosen_isolation
-from repotune.evaluate.significance import paired_means, paired_ratio
+from repotune.evaluate.significance import paired_ratio
 from repotune.evaluate.tasks import CODE_CHANGE, COMMIT_MESSAGE, Example
 from repotune.inference.budget import Budget, budget, context_length
 from repotune.inference.decoding import FINISH_REASONS, Generation, GenerationSettings, generate
@@ -66,7 +89,6 @@ from repotune.shards.torch_blocks import load_blocks
 
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS
-BEHAVIOUR = "behaviour"
 TRAINING_KEYS = (
     "steps", "epochs", "tokens", "train_tokens", "final_train_loss", "final_val_loss",
     "best_val_loss", "best_step", "adapter", "tokens_per_s", "train_seconds", "trainable_params",
@@ -213,7 +235,7 @@ def task_prompts(
         CODE_CHANGE: examples(asked.code_changes),
         BEHAVIOUR: lambda limit: [
             text_prompt(test.prompt, encoder, (*record.stops, *test.stop), limit)
-            for test in asked.behaviour
+            for test in fixed_prompt(asked.behaviour)
         ],
         FIM: lambda limit: fim_prompts(asked.fim, record, tokenizer, limit),
     }
@@ -248,23 +270,6 @@ def run_generation(
     return generations, timing
 
 
-def behaviour_results(
-    tests: Sequence[BehaviourTest],
-    generations: Mapping[str, Mapping[str, list[Generation]]],
-    allow_code_execution: bool = False,
-    limits: SandboxLimits = DEFAULT_LIMITS,
-) -> dict[str, list[CheckResult]]:
-    """Every behavioural test checked on each variant's generation (after all generation);
-    python tests run generated code only with ``allow_code_execution``, else are skipped."""
-    return {
-        name: [
-            check(test, generation.text, limits, allow_code_execution=allow_code_execution)
-            for test, generation in zip(tests, generations[name][BEHAVIOUR], strict=True)
-        ]
-        for name in VARIANTS
-    }
-
-
 def task_scores(
     task: str,
     examples: Sequence[Example],
@@ -285,44 +290,61 @@ def task_scores(
 
 
 def metrics_table(
-    ppl: Mapping[str, BlockScores],
+    ppl: Mapping[str, CommitScores],
     message: Mapping[str, Mapping[str, Sequence[float]]],
     code: Mapping[str, Mapping[str, Sequence[float]]],
     checks: Mapping[str, Sequence[CheckResult]],
     seed: int,
     test_commits: int,
     fim: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    commits: Mapping[str, Sequence[str]] | None = None,
+    primary: str = report.DEFAULT_PRIMARY,
 ) -> dict[str, dict[str, Any]]:
     """``report.json``'s ``metrics``: every metric, base and adapted, delta, sample size, 95%
-    paired bootstrap intervals (seeded with ``seed``) and verdict. Perplexity resamples blocks
-    token-weighted; generated tasks resample prompts; behaviour resamples tests. Verdicts on
-    the test split's metrics need ``test_commits`` to be large enough."""
+    paired BCa intervals (seeded with ``seed``), p, role and verdict
+    (:func:`report.assign_verdicts`: ``primary`` judged alone, secondaries Holm-adjusted,
+    exploratory ones never judged).
+
+    Everything is resampled by commit: perplexity's per-commit sums token-weighted, and a
+    generated task's items by ``commits[key]``, the commit of each item (``key``: the metric,
+    e.g. ``fim.parses``, or its task, e.g. ``fim``; a task without an entry resamples its
+    items one by one). Verdicts on the test split's metrics need ``test_commits`` to be large
+    enough.
+    """
+    commits = commits or {}
     enough = report.enough_test_commits(test_commits)
+    base_ppl, adapted_ppl = ppl["base"], ppl["adapted"]
+    if base_ppl.shas != adapted_ppl.shas or base_ppl.tokens != adapted_ppl.tokens:
+        raise ValueError("base and adapted perplexity were not scored on the same commits")
     summary = {name: ppl[name].summary() for name in VARIANTS}
-    transforms = {"perplexity": np.exp, "bits_per_token": lambda loss: loss / math.log(2)}
+    transforms = {"bits_per_token": lambda loss: loss / math.log(2), "perplexity": np.exp}
+    intervals = {
+        name: paired_ratio(base_ppl.nll, adapted_ppl.nll, adapted_ppl.tokens, transform, seed)
+        for name, transform in transforms.items()
+    }
+    loss_test = intervals["bits_per_token"]  # one measurement, one p: the loss's
     table = {
         name: report.metric_entry(
             name,
             getattr(summary["base"], name),
             getattr(summary["adapted"], name),
             summary["adapted"].tokens,
-            paired_ratio(
-                ppl["base"].nll, ppl["adapted"].nll, ppl["adapted"].tokens, transform, seed
-            ),
+            intervals[name],
             enough,
+            p=None if loss_test is None else loss_test.p,
         )
-        for name, transform in transforms.items()
+        for name in ("perplexity", "bits_per_token")
     }
     generated = [("commit_message", message), ("code_change", code)]
     for prefix, scores in [*generated, *([(FIM, fim)] if fim is not None else [])]:
         for key, base_values in scores["base"].items():
-            adapted_values = scores["adapted"][key]
-            table[f"{prefix}.{key}"] = report.metric_entry(
-                f"{prefix}.{key}",
-                mean(base_values),
-                mean(adapted_values),
-                len(base_values),
-                paired_means(base_values, adapted_values, seed),
+            name = f"{prefix}.{key}"
+            table[name] = report.scored_entry(
+                name,
+                base_values,
+                scores["adapted"][key],
+                seed,
+                commits.get(name, commits.get(prefix)),
                 enough,
             )
     both = [
@@ -331,13 +353,134 @@ def metrics_table(
         if ran(base) and ran(adapted)
     ]
     passed = {name: [float(checks[name][index].passed) for index in both] for name in VARIANTS}
-    table["behaviour.pass_rate"] = report.metric_entry(
+    behaviour_commits = commits.get(BEHAVIOUR)
+    table["behaviour.pass_rate"] = report.scored_entry(
         "behaviour.pass_rate",
-        mean(passed["base"]),
-        mean(passed["adapted"]),
-        len(both),
-        paired_means(passed["base"], passed["adapted"], seed),
+        passed["base"],
+        passed["adapted"],
+        seed,
+        None if behaviour_commits is None else [behaviour_commits[index] for index in both],
+        enough,
     )
+    return report.assign_verdicts(table, primary, enough)
+
+
+def item_commits(asked: Questions) -> dict[str, list[str]]:
+    """The commit of every scored item, by task (and by FIM metric: ``parses`` scores only
+    the questions :func:`repotune.evaluate.fim.score_fim` measures it on, a property of the
+    question alone; ``behaviour``: the diffs of the commit-message task the task tests check),
+    for :func:`metrics_table` to resample commits."""
+    found = {
+        COMMIT_MESSAGE: [example.sha for example in asked.commit_messages],
+        CODE_CHANGE: [example.sha for example in asked.code_changes],
+    }
+    found[BEHAVIOUR] = found[COMMIT_MESSAGE]  # the task tests check the commit messages
+    measured = [(task, score_fim(task, task.middle)) for task in asked.fim]
+    for metric in FIM_METRICS:
+        found[f"{FIM}.{metric}"] = [task.sha for task, row in measured if row[metric] is not None]
+    return found
+
+
+@dataclass
+class Judged:
+    """Everything scored from one pair of generations: the metrics table, the fixed-prompt
+    tests' results (``checks``), the task tests' results per diff (``on_diffs``, ``[test]
+    [diff]`` per variant) with each task test's entry (``task_tests``, by name), and the FIM
+    facts (None when FIM was not asked)."""
+
+    metrics: dict[str, dict[str, Any]]
+    checks: dict[str, list[CheckResult]]
+    on_diffs: dict[str, list[list[CheckResult]]]
+    task_tests: dict[str, dict[str, Any]]
+    fim: dict[str, Any] | None
+
+
+@dataclass
+class Scored:
+    """Each variant's per-item scores of the generated tasks: what :func:`metrics_table`
+    judges and :func:`null_baselines` averages."""
+
+    message: dict[str, dict[str, list[float]]]
+    code: dict[str, dict[str, list[float]]]
+    fim: dict[str, dict[str, list[float]]] | None
+    diffs: dict[str, list[CheckResult]]  # per diff: passes every task test
+    on_diffs: dict[str, list[list[CheckResult]]]
+
+
+def score_generations(
+    asked: Questions, generations: Mapping[str, Mapping[str, Sequence[Generation]]]
+) -> Scored:
+    """Both variants' answers to the generated tasks scored item by item: messages, code
+    changes, FIM (when asked) and the task tests on every commit message."""
+    on_diffs = task_results(asked.behaviour, generations)
+    fim_scored = None
+    if FIM in generations["base"]:
+        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
+        fim_scored = fim_scores(asked.fim, texts)
+    return Scored(
+        message=task_scores(COMMIT_MESSAGE, asked.commit_messages, generations),
+        code=task_scores(CODE_CHANGE, asked.code_changes, generations),
+        fim=fim_scored,
+        diffs={name: per_diff(on_diffs[name]) for name in VARIANTS},
+        on_diffs=on_diffs,
+    )
+
+
+def judge(
+    asked: Questions,
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    ppl: Mapping[str, CommitScores],
+    seed: int,
+    allow_code_execution: bool = False,
+    primary: str = report.DEFAULT_PRIMARY,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+) -> Judged:
+    """Score both variants' generations of every question: tasks, FIM, behavioural checks
+    and the metrics table with its roles and verdicts (``primary``: the primary metric).
+    Every item is resampled with its commit (:func:`item_commits`). ``behaviour.pass_rate`` is
+    over the diffs the task tests check (a diff passes when its message passes them all);
+    fixed-prompt tests are single samples, reported per test only."""
+    scored = score_generations(asked, generations)
+    commits = item_commits(asked)
+    facts = None
+    if scored.fim is not None:
+        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
+        facts = fim_facts(asked.fim, texts)
+    metrics = metrics_table(
+        ppl, scored.message, scored.code, scored.diffs, seed, asked.test_commits, scored.fim,
+        commits, primary,
+    )  # fmt: skip
+    return Judged(
+        metrics=metrics,
+        checks=behaviour_results(asked.behaviour, generations, allow_code_execution, limits),
+        on_diffs=scored.on_diffs,
+        task_tests=task_test_entries(
+            asked.behaviour, scored.on_diffs, seed, asked.test_commits, commits[BEHAVIOUR], primary
+        ),
+        fim=facts,
+    )
+
+
+def null_baselines(
+    asked: Questions,
+    prompts: Mapping[str, Sequence[Prompt]],
+    budgets: Mapping[str, Budget],
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int,
+) -> dict[str, dict[str, float | None]]:
+    """report.json's ``null_baselines``: every generated metric's value on each null model's
+    answers (:mod:`repotune.evaluate.null_models`; ``prompts`` as :func:`task_prompts` gives
+    them, within each task's ``budgets``), scored by :func:`score_generations`, the code that
+    scores the models. ``{metric: {null model: value}}``."""
+    table: dict[str, dict[str, float | None]] = {}
+    for model in NULL_MODELS:
+        answers = null_answers(model, asked, prompts, budgets, tokenizer, seed)
+        scored = score_generations(asked, {name: answers for name in VARIANTS})
+        tasks = [(COMMIT_MESSAGE, scored.message), (CODE_CHANGE, scored.code)]
+        for prefix, scores in [*tasks, *([(FIM, scored.fim)] if scored.fim is not None else [])]:
+            for key, values in scores["base"].items():
+                table.setdefault(f"{prefix}.{key}", {})[model] = mean(values)
+        table.setdefault("behaviour.pass_rate", {})[model] = pass_rate(scored.diffs["base"])
     return table
 
 
@@ -346,21 +489,6 @@ def ran(result: CheckResult) -> bool:
     off) as ``skipped``, which is neither a pass nor a failure. The pass rate compares the two
     variants on the tests that ran for both."""
     return not getattr(result, "skipped", False)
-
-
-def behaviour_by_kind(
-    tests: Sequence[BehaviourTest], checks: Mapping[str, Sequence[CheckResult]]
-) -> dict[str, dict[str, Any]]:
-    """Pass rate per kind of test (:func:`repotune.evaluate.behaviour.kind_of`) and variant:
-    a pattern test and a test that runs code say different things."""
-    groups: dict[str, list[int]] = {}
-    for index, test in enumerate(tests):
-        groups.setdefault(kind_of(test), []).append(index)
-    return {
-        kind: {"count": len(indices)}
-        | {name: pass_rate([checks[name][i] for i in indices]) for name in VARIANTS}
-        for kind, indices in groups.items()
-    }
 
 
 def _generation_facts(
@@ -445,7 +573,7 @@ def _generation_rows(
             "reference": fim_task.middle,
         }
         yield _answered(row, generations, FIM, index)
-    for index, test in enumerate(asked.behaviour):
+    for index, test in enumerate(fixed_prompt(asked.behaviour)):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
         yield _answered(row, generations, BEHAVIOUR, index)
 
@@ -471,25 +599,6 @@ def base_facts(base_dir: str | Path) -> dict[str, Any]:
     return facts | {"description": report.describe_base(record)}
 
 
-def behaviour_rows(
-    tests: Sequence[BehaviourTest], checks: Mapping[str, Sequence[CheckResult]], redactor: Redactor
-) -> list[dict[str, Any]]:
-    """report.json's ``behaviour``: each test's result per variant, reasons redacted (a
-    must_not_match reason quotes the generation)."""
-    return [
-        {
-            "name": test.name,
-            "kind": kind_of(test),
-            **{
-                name: vars(checks[name][index])
-                | {"reason": redactor.redact(checks[name][index].reason)}
-                for name in VARIANTS
-            },
-        }
-        for index, test in enumerate(tests)
-    ]
-
-
 def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     """Run the stage; writes every output and returns the report (report.json's content)."""
     started = time.perf_counter()
@@ -506,6 +615,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     if allow_code and any(test.python_test for test in asked.behaviour):
         chosen_isolation(limits)  # refuses in one line, before any model loads
     blocks = load_blocks(request.test_shards)
+    documents = document_commits(request.test_shards)
     device = pick_device(settings["device"])
     model = load_adapted(request.adapter_dir, device=device)
     log.info(
@@ -515,12 +625,13 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         len(asked.code_changes), len(asked.fim), len(asked.behaviour),
     )  # fmt: skip
     section = settings["perplexity"]
-    ppl: dict[str, BlockScores] = {}
+    ppl: dict[str, CommitScores] = {}
     for name in VARIANTS:
         with variant(model, name):
             ppl[name] = block_scores(
-                model, blocks, section["batch_size"], section["max_blocks"], f"perplexity ({name})"
-            )
+                model, blocks, documents, section["batch_size"], section["max_blocks"],
+                f"perplexity ({name})",
+            )  # fmt: skip
         log.info("perplexity (%s): %s", name, ppl[name].summary().as_dict())
     context = context_length(model)
     tasks = [COMMIT_MESSAGE, CODE_CHANGE, BEHAVIOUR, *([FIM] if request.fim_questions else [])]
@@ -530,14 +641,12 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         model, tokenizer, prompts, task_settings(settings, budgets)
     )
     del model
-    checks = behaviour_results(asked.behaviour, generations, allow_code, limits)
+    judged = judge(
+        asked, generations, ppl, settings["seed"], allow_code, settings["primary_metric"], limits
+    )
+    random = random_baselines(asked.behaviour, tokenizer, record.stops, budgets, settings["seed"])
+    nulls = null_baselines(asked, prompts, budgets, tokenizer, settings["seed"])
     shown = redacted(generations, redactor)
-    message = task_scores(COMMIT_MESSAGE, asked.commit_messages, generations)
-    code = task_scores(CODE_CHANGE, asked.code_changes, generations)
-    fim_scored = None
-    if FIM in prompts:
-        texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
-        fim_scored = fim_scores(asked.fim, texts)
     result = {
         "model": request.model,
         "base_model": training.pop("base_model"),
@@ -549,24 +658,28 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             "test_commits": asked.test_commits,
             "min_test_commits": report.MIN_SAMPLE,
             "enough_test_commits": report.enough_test_commits(asked.test_commits),
-            "perplexity_blocks": len(ppl["adapted"].nll),
+            "perplexity_blocks": ppl["adapted"].blocks,
+            "perplexity_commits": len(ppl["adapted"].nll),
             "perplexity_tokens": sum(ppl["adapted"].tokens),
             "commit_messages": len(asked.commit_messages),
             "code_changes": len(asked.code_changes),
             "fim_questions": len(asked.fim),
             "behaviour_tests": len(asked.behaviour),
         },
-        "metrics": metrics_table(
-            ppl, message, code, checks, settings["seed"], asked.test_commits, fim_scored
-        ),
+        "primary_metric": settings["primary_metric"],
+        "metrics": judged.metrics,
+        "null_baselines": nulls,
         "fim": {
             "evaluated": FIM in prompts,
             "format": record.fim_name,
             "python_questions": sum(task.language == "python" for task in asked.fim),
+            **(judged.fim or {}),
         },
         "perplexity": {name: ppl[name].summary().as_dict() for name in VARIANTS},
-        "behaviour": behaviour_rows(asked.behaviour, checks, redactor),
-        "behaviour_by_kind": behaviour_by_kind(asked.behaviour, checks),
+        "behaviour": behaviour_rows(
+            asked.behaviour, judged.checks, redactor, judged.on_diffs, judged.task_tests, random
+        ),
+        "behaviour_by_kind": behaviour_by_kind(asked.behaviour, judged.checks, judged.on_diffs),
         "generation": {
             "do_sample": settings["generation"]["do_sample"],
             "context_length": context,

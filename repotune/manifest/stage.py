@@ -271,10 +271,12 @@ def headline_metrics(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def metric_summary(entry: dict[str, Any]) -> dict[str, Any]:
-    """One report metric for the manifest: a delta means little without its sample and
-    interval. ``n`` is the number of items the paired bootstrap resampled (the metric's
+    """One report metric for the manifest: a delta means little without its sample, interval
+    and test. ``n`` is the number of commits the paired bootstrap resampled (the metric's
     ``count`` when it has no interval), ``delta_interval`` the delta's 95% interval
-    ``[low, high]`` (null when not measured), ``verdict`` the report's (null when absent)."""
+    ``[low, high]`` (null when not measured), ``role`` primary, secondary or exploratory, ``p`` the
+    test's p-value and ``p_adjusted`` the Holm-adjusted one the verdict used (secondary metrics),
+    ``verdict`` the report's (each null when absent)."""
     interval = entry.get("interval")
     return {
         "base": entry["base"],
@@ -282,6 +284,9 @@ def metric_summary(entry: dict[str, Any]) -> dict[str, Any]:
         "delta": entry["delta"],
         "n": interval["n"] if interval else entry.get("count"),
         "delta_interval": interval["delta"] if interval else None,
+        "role": entry.get("role"),
+        "p": entry.get("p"),
+        "p_adjusted": entry.get("p_adjusted"),
         "verdict": entry.get("verdict"),
     }
 
@@ -371,6 +376,7 @@ def build_manifest(
             "volatile": VOLATILE,
         },
         "stages": {stage: read_benchmark(base / path) for stage, path in benchmarks.items()},
+        "primary_metric": None if report is None else report.get("primary_metric"),
         "metrics": headline_metrics(report) if report is not None else {},
         "artifact_roots": sorted(roots),
         "artifacts": describe_artifacts(files, base),

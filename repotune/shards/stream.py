@@ -198,9 +198,11 @@ def block_rows(window: Window, shas: list[str], weights: list[float], first: int
 
     ``shas``/``weights`` belong to the window's commits, the first of which has index
     ``first``. A block's ``shas`` are the commits with a document in it, in split order; its
-    ``weight`` is the mean recency weight of its tokens (EOS and contexts included, padding
-    not): a block mostly made of an old commit counts as old, however many new commits add a
-    few tokens to it.
+    ``document_shas`` the commit of each of its documents in the order they lie in the block
+    (:func:`repotune.shards.packing.layout`: by commit, then document index); its ``weight``
+    is the mean recency weight of its tokens (EOS and contexts included, padding not): a block
+    mostly made of an old commit counts as old, however many new commits add a few tokens to
+    it.
     """
     blocks = window.blocks
     n_blocks, seq_len = blocks.input_ids.shape
@@ -209,13 +211,20 @@ def block_rows(window: Window, shas: list[str], weights: list[float], first: int
     recency = np.asarray(weights, dtype=np.float64)
     weighted = np.bincount(block, weights=sizes * recency[commit], minlength=n_blocks)
     weight = weighted / np.maximum(np.bincount(block, weights=sizes, minlength=n_blocks), 1)
+    commit_shas = pa.array(shas, type=pa.string())
+    laid_out = np.lexsort((np.arange(len(block)), commit, block))
+    per_block = np.bincount(block, minlength=n_blocks)
+    document_offsets = np.concatenate([[0], np.cumsum(per_block)]).astype(np.int32)
+    document_shas = pa.ListArray.from_arrays(
+        pa.array(document_offsets), commit_shas.take(pa.array(commit[laid_out]))
+    )
     order = np.lexsort((commit, block))
     block, commit = block[order], commit[order]
     new = np.ones(len(order), dtype=bool)  # a commit's documents in one block count once
     new[1:] = (block[1:] != block[:-1]) | (commit[1:] != commit[:-1])
     block, commit = block[new], commit[new]
     offsets = np.concatenate([[0], np.cumsum(np.bincount(block, minlength=n_blocks))])
-    block_shas = pa.array(shas, type=pa.string()).take(pa.array(commit))
+    block_shas = commit_shas.take(pa.array(commit))
     slots = pa.array(np.arange(n_blocks + 1, dtype=np.int32) * seq_len)
     return pa.Table.from_arrays(
         [
@@ -224,6 +233,7 @@ def block_rows(window: Window, shas: list[str], weights: list[float], first: int
             pa.array(blocks.length, type=pa.int32()),
             pa.array(weight.astype(np.float32), type=pa.float32()),
             pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), block_shas),
+            document_shas,
         ],
         schema=SHARD_SCHEMA,
     )

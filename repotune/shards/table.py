@@ -11,6 +11,12 @@ kernels, provided no attention mask and no cache is passed. So packed documents 
 to each other. Labels are -100 on padding (positions >= ``length``) and on each document's
 first token, which no earlier token of the same document can predict.
 
+``shas`` lists the commits with a document in a block (each once, in split order: provenance);
+``document_shas`` lists the commit of *each* document, in the block's order (the n-th entry is
+the document starting at the n-th restart of ``position_ids`` to 0 below ``length``). A block
+mixes commits and a long commit spans blocks, so evaluation needs each token's commit to sum
+negative log-likelihood per commit and resample commits (repotune.evaluate.perplexity).
+
 Writing (:class:`ShardWriter`): ``datasets.Dataset.save_to_disk`` needs the whole table in
 memory before it writes a byte; the writer takes blocks as they are packed and writes a shard
 file as soon as it holds ``rows_per_shard`` blocks, leaving what ``save_to_disk`` writes
@@ -40,10 +46,13 @@ SHARD_SCHEMA = pa.schema(
         pa.field("length", pa.int32()),
         pa.field("weight", pa.float32()),
         pa.field("shas", pa.list_(pa.string())),
+        pa.field("document_shas", pa.list_(pa.string())),
     ]
 )
-# The columns training and evaluation read (``shas`` is provenance for people).
+# The columns training and evaluation read (``shas`` is provenance for people; evaluation
+# reads ``document_shas`` on its own, repotune.evaluate.perplexity.document_commits).
 COLUMNS = ("input_ids", "position_ids", "length", "weight")
+DOCUMENT_SHAS = "document_shas"
 IGNORE = -100
 
 
