@@ -42,8 +42,8 @@ from repotune.evaluate.sandbox import (
     network_namespace_available,
 )
 from repotune.evaluate.significance import SIGN_TEST
-from repotune.evaluate.stage import task_settings
 from repotune.evaluate.tasks import COMMIT_MESSAGE
+from repotune.inference.budget import Budget
 from repotune.inference.decoding import Generation
 from repotune.shards.render import PLAIN
 from repotune.shards.tokenizer import TextEncoder, train_bpe
@@ -532,13 +532,17 @@ def test_random_text_rarely_passes_a_shipped_message_test_because_it_rarely_ends
 ):
     """Before a message had to end, uniform random tokens passed three of the four message
     tests about 80% of the time (issue 22); the report prints this rate beside each test."""
-    decoding = task_settings(resolve_config({})["evaluate"])
+    section = resolve_config({})["evaluate"]
+    budgets = {  # the default new-token budgets, prompts within a 1024-token block
+        task: Budget(1023, section[key]["max_new_tokens"])
+        for task, key in ((COMMIT_MESSAGE, "commit_messages"), (BEHAVIOUR, "behaviour"))
+    }
     tests = list(shipped.values())
-    rates = random_baselines(tests, code_tokenizer, PLAIN.markers, decoding, None, seed=0)
+    rates = random_baselines(tests, code_tokenizer, PLAIN.markers, budgets, seed=0)
     assert set(rates) == set(MESSAGE_TESTS)  # pattern tests only
     assert all(rate <= 0.1 for rate in rates.values()), rates
     monkeypatch.setattr(behaviour_eval, "ended", lambda answers: [(a.text, True) for a in answers])
-    unended = random_baselines(tests, code_tokenizer, PLAIN.markers, decoding, None, seed=0)
+    unended = random_baselines(tests, code_tokenizer, PLAIN.markers, budgets, seed=0)
     assert sum(rate >= 0.5 for rate in unended.values()) == 3, unended
 
 

@@ -302,7 +302,7 @@ def test_item_commits_names_each_scored_items_commit():
         FimTask("b" * 40, "x.js", "javascript", "let a;\n", "a = 1;\n", ""),
         FimTask("c" * 40, "y.py", "python", "def f(:\n", "    pass\n", ""),  # never parses
     ]
-    messages = commit_message_examples([COMMIT], PLAIN, _encoder(PLAIN))
+    messages = commit_message_examples([COMMIT], _record(PLAIN), _encoder(PLAIN))
     asked = Questions(messages, [], [], 3, fim_tasks)
     found = item_commits(asked)
     assert found[COMMIT_MESSAGE] == [COMMIT["sha"]] and found[CODE_CHANGE] == []

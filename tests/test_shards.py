@@ -218,7 +218,11 @@ def test_document_shas_name_each_documents_commit_in_block_order(stage) -> None:
         for sha, texts in by_commit.items():
             rendering = render(rows[sha], task_for(sha, 0.5, 0), template)
             assert sum(text.count(EOS) for text in texts) == 1
-            if len(texts) == 1:
+            if len(texts) == 1 and "not shown ...\n" in texts[0]:  # a change cut to fit
+                whole, subject = message_text(rows[sha]), rows[sha]["subject"] + "\n"
+                assert texts[0].startswith(rendering[:9])
+                assert texts[0].endswith((whole + EOS, f"<|message|>\n{subject}{EOS}"))
+            elif len(texts) == 1:
                 assert texts == [rendering + EOS]
             else:
                 spanning += 1
