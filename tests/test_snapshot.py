@@ -189,7 +189,7 @@ def test_fim_tasks_mask_an_added_run_in_the_post_image(tmp_path):
     from repotune.config import resolve_config
     from repotune.curate.filters import CommitFilter, FilterSettings
     from repotune.curate.redact import Redactor, RedactSettings
-    from repotune.evaluate.fim import score_fim
+    from repotune.evaluate.fim import parses_in_file, score_fim
     from repotune.evaluate.fim_tasks import added_runs, fim_tasks
     from repotune.extract.stage import ExtractSettings, extract_to_parquet
 
@@ -231,11 +231,14 @@ def test_fim_tasks_mask_an_added_run_in_the_post_image(tmp_path):
         == "    values.setdefault('backoff', 2.0)\n    values.setdefault('jitter', 0.1)\n"
     )
     assert task.prefix + task.middle + task.suffix == edited
+    # the file parses with the gap left empty, so `parses` cannot tell here (n/a); the
+    # parse rate over every Python question (report.json's fim facts) still sees the file
     assert score_fim(task, task.middle) == {
         "exact_match": 1.0,
         "edit_similarity": 1.0,
-        "parses": 1.0,
+        "parses": None,
     }
-    broken = score_fim(task, "    values.setdefault('backoff',\n")
-    assert broken["exact_match"] == 0.0 and broken["parses"] == 0.0
-    assert 0 < broken["edit_similarity"] < 1
+    broken = "    values.setdefault('backoff',\n"
+    assert score_fim(task, broken)["exact_match"] == 0.0
+    assert parses_in_file(task, task.middle) is True and parses_in_file(task, broken) is False
+    assert 0 < score_fim(task, broken)["edit_similarity"] < 1
