@@ -37,6 +37,7 @@ from repotune.models import ModelSpec, with_overrides
 from repotune.progress import PROGRESS, Progress, duration
 from repotune.shards.files import FILE_COLUMNS, FileCounts, encode_files
 from repotune.shards.fim import FIM_FORMATS, PLAIN_FIM, FimFormat, choose_fim_format
+from repotune.shards.preview import write_preview
 from repotune.shards.prompt import context_texts, contexts, line_ends
 from repotune.shards.render import (
     TASKS,
@@ -419,12 +420,14 @@ def tokenize_stage(
     model: ModelSpec,
     threads: int = 1,
     files: str | Path | None = None,
+    preview: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole stage; return (and write to ``stats_path``) its statistics.
 
     ``files``: the snapshot (results/snapshot/files.parquet) whose files join the training
     split as whole-file and FIM documents when ``settings.files``; validation and test stay
-    commits only, since the evaluation measures held-out commits.
+    commits only, since the evaluation measures held-out commits. ``preview``: where to write
+    the decoded preview of what the model is trained on and asked (repotune.shards.preview).
     """
     configure_parallelism(threads)
     started = time.perf_counter()
@@ -450,6 +453,11 @@ def tokenize_stage(
         )  # fmt: skip
         progress.finish()
         log.info("%s: %s", name, per_split[name])
+    if preview is not None:
+        write_preview(
+            preview, model.name, shard_dirs["train"], splits["test"], tokenizer, template,
+            FIM_FORMATS[fim["format"]], settings.seq_len,
+        )  # fmt: skip
     wall = time.perf_counter() - started
     tokens = sum(s["tokens"] for s in per_split.values())
     stats = {
