@@ -74,9 +74,9 @@ log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS
 BEHAVIOUR = "behaviour"
 TRAINING_KEYS = (
-    "steps", "epochs", "tokens", "train_tokens", "final_train_loss", "final_val_loss",
-    "best_val_loss", "best_step", "adapter", "tokens_per_s", "train_seconds", "trainable_params",
-    "quantization", "dtype", "base_training",
+    "steps", "epochs", "blocks_drawn", "train_blocks", "tokens", "train_tokens",
+    "final_train_loss", "final_val_loss", "best_val_loss", "best_step", "adapter",
+    "tokens_per_s", "train_seconds", "trainable_params", "quantization", "dtype", "base_training",
 )  # fmt: skip
 
 
