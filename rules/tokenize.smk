@@ -7,6 +7,7 @@ rule tokenize:
         validation=directory("results/{model}/shards/validation"),
         test=directory("results/{model}/shards/test"),
         stats="results/{model}/shards/stats.json",
+        preview="results/{model}/shards/preview.md",
     log:
         "logs/tokenize_{model}.log",
     benchmark:

@@ -22,5 +22,6 @@ run_logged(
         model=model,
         threads=snakemake.threads,
         files=getattr(snakemake.input, "files", None),
+        preview=snakemake.output.preview,
     ),
 )

@@ -236,6 +236,18 @@ def test_markdown_answers_first_with_verdicts_and_n():
     )
 
 
+def test_training_short_of_an_epoch_is_said_in_words():
+    """150 steps of 8 blocks over 6,928 blocks: the report says 0.17 of an epoch, and the
+    table holds the fraction, not the planned whole epoch."""
+    report = sample_report()
+    report["training"] |= {"steps": 150, "epochs": 0.1732, "blocks_drawn": 1200,
+                           "train_blocks": 6928}  # fmt: skip
+    text = markdown(report, "loss.png", "metrics.png")
+    assert "| 150 | 0.1732 | 7492 |" in text
+    assert "Training stopped at **0.17 of an epoch**: 1200 block draws over 6928" in text
+    assert "of an epoch" not in markdown(sample_report(), "loss.png", "metrics.png")
+
+
 def test_a_small_test_split_is_called_too_small_to_tell():
     text = markdown(sample_report(test_commits=2), "loss.png", "metrics.png")
     headline = text.split("\n")[2]

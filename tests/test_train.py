@@ -78,6 +78,11 @@ def test_fp32_training_learns_and_reloads_with_same_logits(inputs, tmp_path):
         assert (adapter / name).is_file(), name
     written = json.loads((adapter / "training_summary.json").read_text())
     assert written["steps"] == summary["steps"] == 24
+    # The epoch is what the steps drew (24 steps of 8 blocks), a fraction of the training
+    # split, never the planned whole number the step cap cut short.
+    assert written["blocks_drawn"] == 24 * 8
+    assert written["epochs"] == round(24 * 8 / written["train_blocks"], 4)
+    assert f"{written['epochs']} of an epoch" in (adapter / "README.md").read_text()
     assert written["resolved_targets"] == ["c_attn", "c_proj", "c_fc"]
     # LoRA on 2 GPT-2 blocks of width 64, r=16: c_attn 64->192, attn c_proj 64->64, c_fc 64->256,
     # mlp c_proj 256->64, each r * (in + out); the random base's token embedding, LM head (300

@@ -1,6 +1,6 @@
 """``repotune``: use a trained model from the repository you work in.
 
-Subcommands live in their own modules (suggest, hook, complete); this one only builds the
+Subcommands live in their own modules (suggest, hook, complete, inspect); this one only builds the
 parser and turns a :class:`repotune.errors.InputError` into one line on stderr and exit code 1.
 Heavy imports (torch, transformers) happen inside the subcommands, so ``--help`` is instant.
 """
@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from repotune.cli import complete, hook, suggest
+from repotune.cli import complete, hook, inspect, suggest
 from repotune.errors import InputError
 
 DESCRIPTION = """Use the model a repotune run trained on your repository's history.
@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   repotune suggest                      # message for the staged change
   repotune hook install                 # pre-fill `git commit` messages from now on
   repotune complete src/app.py:42       # complete code at the start of line 42
+  repotune inspect                      # what the model is trained on and asked
   repotune suggest --help               # more on one subcommand
 """
 
@@ -52,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     suggest.add_parser(commands, common)
     hook.add_parser(commands, common)
     complete.add_parser(commands, common)
+    inspect.add_parser(commands, common)
     return top
 
 

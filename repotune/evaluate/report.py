@@ -562,6 +562,7 @@ def markdown(report: Mapping[str, Any], loss_plot: str, metrics_plot: str) -> st
         "|---|---|---|---|---|---|",
         "| " + " | ".join(plain_value(training.get(key)) for key in TRAINING_COLUMNS) + " |",
         "",
+        *_epoch_note(training),
         f"![loss curves]({loss_plot})",
         "",
     ]
@@ -590,6 +591,19 @@ def _null_section(baselines: Mapping[str, Mapping[str, float | None]]) -> list[s
         cells = " | ".join(format_value(name, values[model]) for model in models)
         lines.append(f"| {METRICS[name].title} | {cells} |")
     return lines
+
+
+def _epoch_note(training: Mapping[str, Any]) -> list[str]:
+    """Lines saying, when training stopped short of one epoch, how much of the split it saw."""
+    epochs, drawn, blocks = (training.get(k) for k in ("epochs", "blocks_drawn", "train_blocks"))
+    if not isinstance(epochs, (int, float)) or epochs >= 1 or drawn is None or blocks is None:
+        return []
+    return [
+        f"Training stopped at **{epochs:.2f} of an epoch**: {drawn} block draws over {blocks} "
+        "training blocks, so much of the training split was never seen (`train.max_steps` "
+        "capped it).",
+        "",
+    ]
 
 
 def _fim_sample(report: Mapping[str, Any]) -> str:

@@ -90,9 +90,9 @@ from repotune.shards.torch_blocks import load_blocks
 log = logging.getLogger("repotune.evaluate")
 VARIANTS = report.VARIANTS
 TRAINING_KEYS = (
-    "steps", "epochs", "tokens", "train_tokens", "final_train_loss", "final_val_loss",
-    "best_val_loss", "best_step", "adapter", "tokens_per_s", "train_seconds", "trainable_params",
-    "quantization", "dtype", "base_training",
+    "steps", "epochs", "blocks_drawn", "train_blocks", "tokens", "train_tokens",
+    "final_train_loss", "final_val_loss", "best_val_loss", "best_step", "adapter",
+    "tokens_per_s", "train_seconds", "trainable_params", "quantization", "dtype", "base_training",
 )  # fmt: skip
 
 

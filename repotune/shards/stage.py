@@ -39,6 +39,7 @@ from repotune.progress import PROGRESS, Progress, duration
 from repotune.shards.files import FILE_COLUMNS, FileCounts, encode_files
 from repotune.shards.fim import FIM_FORMATS, PLAIN_FIM, FimFormat, choose_fim_format
 from repotune.shards.marked import Marked
+from repotune.shards.preview import write_preview
 from repotune.shards.prompt import change_to_message_ids, context_texts, contexts
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
@@ -468,12 +469,14 @@ def tokenize_stage(
     model: ModelSpec,
     threads: int = 1,
     files: str | Path | None = None,
+    preview: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole stage; return (and write to ``stats_path``) its statistics.
 
     ``files``: the snapshot (results/snapshot/files.parquet) whose files join the training
     split as whole-file and FIM documents when ``settings.files``; validation and test stay
-    commits only, since the evaluation measures held-out commits.
+    commits only, since the evaluation measures held-out commits. ``preview``: where to write
+    the decoded preview of what the model is trained on and asked (repotune.shards.preview).
     """
     configure_parallelism(threads)
     started = time.perf_counter()
@@ -499,6 +502,12 @@ def tokenize_stage(
         )  # fmt: skip
         progress.finish()
         log.info("%s: %s", name, per_split[name])
+    record = run_record(template, tokenizer, settings.seq_len, use_files)
+    if preview is not None:
+        write_preview(
+            preview, model.name, shard_dirs["train"], splits["test"], tokenizer, record,
+            FIM_FORMATS[fim["format"]],
+        )  # fmt: skip
     wall = time.perf_counter() - started
     tokens = sum(s["tokens"] for s in per_split.values())
     stats = {
@@ -523,7 +532,7 @@ def tokenize_stage(
         },
         "fim": fim | {"rate": settings.fim_rate, "spm_rate": settings.fim_spm_rate},
         "task_mix": {"message_to_change": settings.message_to_change, "seed": settings.seed},
-        STATS_KEY: run_record(template, tokenizer, settings.seq_len, use_files).to_json(),
+        STATS_KEY: record.to_json(),
         "settings": asdict(settings),
         "threads": threads,
         "tokens": tokens,

@@ -93,7 +93,7 @@ def log_row(
         run.state_dir,
         {
             "step": progress.step,
-            "epoch": round(progress.step * run.effective_batch / len(run.train), 4),
+            "epoch": run.epochs_at(progress.step),
             "loss": round(window.loss / max(window.steps, 1), 6),
             "lr": f"{session.scheduler.get_last_lr()[0]:.3e}",
             "grad_norm": round(grad_norm, 6),

@@ -40,7 +40,9 @@ This directory holds the adapter with the lowest validation loss (`{summary["ada
 
 {summary["train_blocks"]} training blocks of {summary["seq_len"]} tokens
 ({summary["train_tokens"]} real tokens), {summary["validation_blocks"]} validation blocks;
-{summary["epochs"]} epoch(s), {summary["steps"]} optimizer steps, {summary["tokens"]} tokens seen.
+{summary["steps"]} optimizer steps drew {summary["blocks_drawn"]} blocks:
+{summary["epochs"]} of an epoch (an epoch is as many draws as there are training blocks),
+{summary["tokens"]} tokens seen.
 
 ## Training
 
