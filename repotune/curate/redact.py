@@ -773,16 +773,3 @@ class Redactor:
             if match is None or text[match.end() : match.end() + 1] == "(":
                 continue
             yield (priority, start, match.end(), "email", "<EMAIL>")
-
-
-@functools.cache
-def _default_redactor() -> Redactor:
-    from repotune.config import resolve_config  # the schema's defaults; imported when first used
-
-    return Redactor(RedactSettings.from_config(resolve_config()["curate"]["redact"]))
-
-
-def redact(text: str) -> str:
-    """``text`` redacted with the default settings: for text that leaves a stage outside the
-    curated data (sandbox failure reasons, reports)."""
-    return _default_redactor().redact(text)
