@@ -1,40 +1,36 @@
 """A git history whose answers are known: what a model trained on it should be able to say.
 
-Every file is a small class, ``<package>/<module>.py``, holding a few *fields*: one
-``self._<field> = 0`` line in ``__init__`` and, in the same order, one getter per field::
+Every file is ``<package>/<name>.py``, a class whose every line follows from its path and the
+number of its ``size_<n>`` lines, after zero to three imports::
 
-    class Alpha:
-        def __init__(self):
-            self._apple = 0
-            self._cherry = 0
+    import json
 
-        def get_apple(self):
-            return self._apple
+    class Mango:
+        name = "mango"
+        size_1 = 1
+        size_2 = 2
 
-        def get_cherry(self):
-            return self._cherry
+        def sizes(self):
+            return vars(type(self))
 
-Each commit makes one change of three kinds, and its message is a fixed function of that
-change, so it can only be right by reading the diff (the field and module are drawn, never
-implied by anything before the diff):
+Each commit changes one file, and its message is a fixed function of that change, so it can
+only be right by reading the diff (which file, and what happened to it, is drawn, never implied
+by anything before it):
 
-* ``<module>: add get_<field>``: the field's ``__init__`` line and getter, at a drawn place;
-* ``<module>: remove get_<field>``: both taken out;
-* ``<module>: rename get_<old> to get_<new>``: both renamed.
+* ``util/mango: grow`` / ``util/mango: shrink``: the next ``size_<n>`` line added after the
+  last one / the last one taken out (a class keeps between 7 and 10, :data:`SIZES`);
+* ``util/mango: remove``: the file is deleted, a change longer than a 128-token block whose
+  path is only in its first lines;
+* ``util: grow all`` / ``util: shrink all``: every class of the package that can grows
+  (shrinks), a change of several files, longer than a block, each saying what happened.
 
-The message spells the module and the getter as the diff's own tokens do (``kappa`` as in the
-path ``util/kappa.py``, ``get_fig`` as in ``def get_fig``), so a model can copy them. A diff
-of one of these files is about as long as a 128-token block: at that block length most
-commits are longer than a block, as a real repository's are at 1,024.
-
-Fill-in-the-middle questions mask a run of added lines of a test commit (repotune's FIM
-evaluation); every such run here is predictable from the rest of the file: a masked
-``__init__`` line is the field whose getter follows the getter of the field before it
-(``self._cherry = 0`` after ``self._apple = 0``, when ``get_cherry`` follows ``get_apple``),
-and a masked getter the field that follows in ``__init__``: an induction a two-layer
-transformer learns (Olsson et al. 2022). Words are a small closed vocabulary of common
-English words, each a single token of a byte-level BPE trained on this history, so a tiny
-model can copy them from the diff into the message.
+The message's area is the path as the diff's own tokens spell it (``util``, ``/``, ``mango``):
+a model copies it from the file header, a fixed place in every change. Fill-in-the-middle
+questions mask a run of added lines of a test commit (repotune's FIM evaluation): a grown
+``size_<n>`` line, predictable from the line above it; a code-change question asks for the
+same line after the message. A grown line is followed by
+the unchanged ``sizes`` method, so a question that does not say an added line starts leaves
+the model free to go on with that context instead.
 
 Built with ``git fast-import`` (one process, no per-commit git calls) from a seed: the same
 arguments give the same repository, shas included. Commits are an hour apart, so the
@@ -43,89 +39,108 @@ workflow's time split gives train, validation and test in history order.
 
 import random
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from testdata.gitrepo import git_env
 
 PACKAGES = (
     "core", "util", "web", "data", "tools", "api", "cli", "db", "net", "io", "ui", "jobs",
+    "auth", "cache", "log", "mail", "sync", "task", "user", "app", "lib", "conf", "ops", "math",
 )  # fmt: skip
-MODULES = ("alpha", "beta", "gamma", "delta", "kappa", "sigma", "omega", "theta")
-FIELDS = (
+NAMES = (
     "apple", "berry", "cherry", "grape", "lemon", "mango", "melon", "olive",
     "peach", "pear", "plum", "lime", "kiwi", "fig", "bean", "corn",
 )  # fmt: skip
-FIRST_FIELDS = 2
-MIN_FIELDS = 1
-MAX_FIELDS = 3
+FOOTER = """
+    def sizes(self):
+        return vars(type(self))
+"""
+SIZES = (7, 10)
+"""The fewest and most ``size_<n>`` lines of a class: deleting one is longer than a block."""
+HEADER = '''"""Part of the fruit basket.
+
+Each class here has a name and a few sizes, size_1 first; a commit adds the
+next size after the last one, or takes the last one out, and now and then a
+class is added to the basket or taken out of it.
+"""
+
+
+'''
+"""What every file starts with, the same in each: adding or deleting a file is a change
+longer than a 128-token block, whose path is only in its first lines."""
+FIRST_FILES = 12
+KINDS = ("add", "remove", "grow", "shrink")
+WEIGHTS = (1, 1, 2, 2)
 START = 1_600_000_000
 HOUR = 3600
-KINDS = ("add", "remove", "rename")
+
+
+def render(name: str, sizes: int) -> str:
+    """The file of class ``name`` with ``sizes`` size lines."""
+    lines = [HEADER, f"class {name.capitalize()}:\n", f'    name = "{name}"\n']
+    lines += [f"    size_{n} = {n}\n" for n in range(1, sizes + 1)]
+    return "".join(lines) + FOOTER
 
 
 @dataclass(frozen=True)
 class Change:
-    """One commit: its message and the new content of the files it touches."""
+    """One commit: its message and the files it writes (None: deletes)."""
 
     message: str
-    files: dict[str, str]
-
-
-def render(module: str, fields: list[str]) -> str:
-    """The file of ``module`` with ``fields``, in order."""
-    lines = [f"class {module.capitalize()}:\n", "    def __init__(self):\n"]
-    lines += [f"        self._{field} = 0\n" for field in fields]
-    for field in fields:
-        lines += ["\n", f"    def get_{field}(self):\n", f"        return self._{field}\n"]
-    return "".join(lines)
+    files: dict[str, str | None] = field(default_factory=dict)
 
 
 class History:
-    """The files' fields as commits change them, and the seeded draw of each next change."""
+    """The files (path without ``.py`` -> sizes) as commits change them, and the seeded draw
+    of each next change."""
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.fields = {
-            (package, module): self.rng.sample(FIELDS, FIRST_FIELDS)
-            for package in PACKAGES
-            for module in MODULES
-        }
+        self.sizes: dict[str, int] = {}
+        for package in PACKAGES:
+            for name in self.rng.sample(NAMES, FIRST_FILES):
+                self.sizes[f"{package}/{name}"] = self.rng.randint(*SIZES)
 
-    def _files(self, key: tuple[str, str]) -> dict[str, str]:
-        package, module = key
-        return {f"{package}/{module}.py": render(module, self.fields[key])}
-
-    def next_change(self) -> Change:
-        """Draw a kind the drawn file allows, apply it, and return the commit."""
-        while True:
-            kind = self.rng.choice(KINDS)
-            key = self.rng.choice(sorted(self.fields))
-            fields, module = self.fields[key], key[1]
-            unused = [field for field in FIELDS if field not in fields]
-            if kind == "add" and len(fields) < MAX_FIELDS:
-                field = self.rng.choice(unused)
-                fields.insert(self.rng.randrange(len(fields) + 1), field)
-                return Change(f"{module}: add get_{field}", self._files(key))
-            if kind == "remove" and len(fields) > MIN_FIELDS:
-                field = self.rng.choice(fields)
-                fields.remove(field)
-                return Change(f"{module}: remove get_{field}", self._files(key))
-            if kind == "rename":
-                old, new = self.rng.choice(fields), self.rng.choice(unused)
-                fields[fields.index(old)] = new
-                return Change(f"{module}: rename get_{old} to get_{new}", self._files(key))
+    def _files(self, area: str) -> dict[str, str | None]:
+        sizes = self.sizes.get(area)
+        return {f"{area}.py": None if sizes is None else render(area.split("/")[1], sizes)}
 
     def initial(self) -> Change:
-        """The root commit: every file with its first fields."""
-        files = [self._files(key) for key in sorted(self.fields)]
+        """The root commit: the first files."""
+        files = [self._files(area) for area in sorted(self.sizes)]
         return Change("Add the first modules", {k: v for f in files for k, v in f.items()})
+
+    def next_change(self) -> Change:
+        """Draw a change the files allow, apply it, and return the commit."""
+        while True:
+            kind = self.rng.choices(KINDS, WEIGHTS)[0]
+            if kind == "add":
+                area = f"{self.rng.choice(PACKAGES)}/{self.rng.choice(NAMES)}"
+                if area in self.sizes:
+                    continue
+                self.sizes[area] = SIZES[0]
+                return Change(f"{area}: add", self._files(area))
+            area = self.rng.choice(sorted(self.sizes))
+            sizes = self.sizes[area]
+            if kind == "remove":
+                del self.sizes[area]
+            elif kind == "grow" and sizes < SIZES[1]:
+                self.sizes[area] += 1
+            elif kind == "shrink" and sizes > SIZES[0]:
+                self.sizes[area] -= 1
+            else:
+                continue
+            return Change(f"{area}: {kind}", self._files(area))
 
 
 def build(path: Path, commits: int, seed: int = 0) -> Path:
     """Create the repository at ``path``: a root commit and ``commits`` changes on ``main``."""
     history = History(seed)
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    environment = git_env(START)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True, env=environment)
     process = subprocess.Popen(
-        ["git", "-C", str(path), "fast-import", "--quiet"], stdin=subprocess.PIPE
+        ["git", "-C", str(path), "fast-import", "--quiet"], stdin=subprocess.PIPE, env=environment
     )
     assert process.stdin is not None
     write = process.stdin.write
@@ -140,10 +155,14 @@ def build(path: Path, commits: int, seed: int = 0) -> Path:
         if number:
             write(f"from :{number}\n".encode())
         for name, content in change.files.items():
+            if content is None:
+                write(f"D {name}\n".encode())
+                continue
             blob = content.encode()
             write(f"M 100644 inline {name}\ndata {len(blob)}\n".encode() + blob + b"\n")
     process.stdin.close()
     if process.wait():
         raise RuntimeError("git fast-import failed")
-    subprocess.run(["git", "-C", str(path), "reset", "-q", "--hard", "main"], check=True)
+    reset = ["git", "-C", str(path), "reset", "-q", "--hard", "main"]
+    subprocess.run(reset, check=True, env=environment)
     return path

@@ -407,10 +407,22 @@ def test_complete_at_a_file_line_and_from_stdin(run, work, here):
     assert bad.returncode == 1 and "is not FILE:LINE" in bad.stderr
 
 
+def test_inspect_prints_what_the_model_is_trained_on(run, here, tmp_path):
+    """The finished run's preview, as tokenize wrote it; one line for a run without it."""
+    shown = here("inspect", "--results", str(run.results), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    preview = run.results / MODEL / "shards" / "preview.md"
+    assert shown.stdout == preview.read_text(encoding="utf-8")
+    assert "| change→message |" in shown.stdout and "«<|diff|>»" in shown.stdout
+    missing = here("inspect", "--results", str(run.results), "--model", "nope", cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert "model 'nope': has no shards/preview.md" in missing.stderr
+
+
 def test_help_has_an_example_for_each_subcommand(tmp_path):
     top = repotune("--help", cwd=tmp_path)
     assert top.returncode == 0
-    for command in ("suggest", "hook install", "complete"):
+    for command in ("suggest", "hook install", "complete", "inspect"):
         assert f"repotune {command}" in top.stdout
         sub = repotune(*command.split()[:1], "--help", cwd=tmp_path)
         assert "examples:" in sub.stdout and f"repotune {command.split()[0]}" in sub.stdout
