@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import datasets
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -38,7 +37,7 @@ from tqdm import tqdm
 from repotune.errors import InputError
 from repotune.packed import packed_logits
 from repotune.shards.table import DOCUMENT_SHAS, IGNORE
-from repotune.shards.torch_blocks import ShardBlocks
+from repotune.shards.torch_blocks import ShardBlocks, open_split
 
 
 @dataclass(frozen=True)
@@ -73,20 +72,9 @@ def from_sums(nll_sum: float, tokens: int, blocks: int, commits: int = 0) -> Per
 
 
 def document_commits(split_dir: str | Path) -> list[list[str]]:
-    """Each block's ``document_shas``: the commit of each of its documents, in block order."""
-    try:
-        dataset = datasets.load_from_disk(str(split_dir))
-    except (FileNotFoundError, ValueError) as error:
-        raise InputError(
-            f"shards '{split_dir}'", f"cannot be loaded ({error})", "rerun the tokenize rule"
-        ) from None
-    if DOCUMENT_SHAS not in dataset.column_names:
-        raise InputError(
-            f"shards '{split_dir}'",
-            f"lack the column {DOCUMENT_SHAS} (written before per-commit evaluation)",
-            "rerun the tokenize rule (see docs/data-contracts.md)",
-        )
-    return dataset[DOCUMENT_SHAS]
+    """Each block's ``document_shas``: the commit of each of its documents, in block order
+    (shards written before per-commit evaluation lack it: a one-line error)."""
+    return open_split(split_dir, [DOCUMENT_SHAS])[DOCUMENT_SHAS]
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ document, labels -100 on padding and on each document's first token) is describe
 :mod:`repotune.shards.table` and docs/data-contracts.md.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,22 +66,28 @@ def collate(
     return {"input_ids": input_ids, "position_ids": positions, "labels": labels}
 
 
-def load_blocks(split_dir: str | Path) -> ShardBlocks:
-    """Load one split written by the tokenize stage; one-line error when it is not a shard."""
+def open_split(split_dir: str | Path, columns: Sequence[str]) -> datasets.Dataset:
+    """One split written by the tokenize stage, ``columns`` only; one-line error when it is not
+    a shard or lacks one of them (written by an older tokenize stage)."""
     try:
         dataset = datasets.load_from_disk(str(split_dir))
     except (FileNotFoundError, ValueError) as error:
         raise InputError(
             f"shards '{split_dir}'", f"cannot be loaded ({error})", "rerun the tokenize rule"
         ) from None
-    missing = [column for column in COLUMNS if column not in dataset.column_names]
+    missing = [column for column in columns if column not in dataset.column_names]
     if missing:
         raise InputError(
             f"shards '{split_dir}'",
-            f"lack the columns {', '.join(missing)}",
+            f"lack the column(s) {', '.join(missing)}",
             "rerun the tokenize rule (see docs/data-contracts.md)",
         )
-    dataset = dataset.select_columns(list(COLUMNS))
+    return dataset.select_columns(list(columns))
+
+
+def load_blocks(split_dir: str | Path) -> ShardBlocks:
+    """Load one split written by the tokenize stage; one-line error when it is not a shard."""
+    dataset = open_split(split_dir, COLUMNS)
     lengths = np.asarray(dataset["length"], dtype=np.int64)
     weights = np.asarray(dataset["weight"], dtype=np.float64)
     seq_len = len(dataset[0]["input_ids"]) if len(dataset) else 0
