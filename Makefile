@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# bubblewrap isolates behavioural python tests when code execution is enabled (see README);
+# bubblewrap isolates behavioural python tests when code execution is enabled (docs/sandbox.md);
 # graphviz draws the rule graph (make dag). Tests that need them skip with a reason where they
 # cannot be installed (not root, no apt-get).
 system-deps:
@@ -50,7 +50,7 @@ LLAMA_CPP ?= .llama-cpp
 test-export: setup $(LLAMA_CPP)/.installed
 	PYTHONPATH=$(LLAMA_CPP) $(BIN)/pytest tests/test_llama_cpp.py tests/test_gguf.py tests/test_export.py
 
-# Mutation score per module (README, Mutation testing); not part of `make test`: it reruns each
+# Mutation score per module (CONTRIBUTING.md); not part of `make test`: it reruns each
 # module's unit tests once per mutant. Niced, one mutant at a time; MODULES picks some, e.g.
 # `make mutation MODULES="timesplit filters"`.
 MODULES ?=
@@ -98,8 +98,8 @@ bench-gpu: setup
 	$(BIN)/python -m benchmarks.gpu_check --out $(GPU_OUT)
 
 # Opt-in, as root: a one-node SLURM cluster on this machine from Debian's packages, then the
-# workflow end to end through profiles/slurm with the train job scancel'ed mid-run (README,
-# Scale-out). Niced: it takes the machine for several minutes.
+# workflow end to end through profiles/slurm with the train job scancel'ed mid-run
+# (docs/cluster.md). Niced: it takes the machine for several minutes.
 test-slurm: setup
 	ci/slurm/start-cluster.sh
 	nice $(BIN)/python ci/slurm/run_workflow.py

@@ -1,4 +1,4 @@
-"""Mutation score of the modules whose bugs a user would never see (README, Mutation testing).
+"""Mutation score of the modules whose bugs a user would never see (CONTRIBUTING.md).
 
 Usage: python ci/mutation.py [MODULE ...]   (default: every module, cheapest first)
 

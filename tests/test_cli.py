@@ -129,6 +129,7 @@ def test_curate_filters_drop_lock_files_from_the_diff(tmp_path):
     assert [c["path"] for c in kept] == ["app.py"] and dropped == ["package-lock.json"]
 
 
+@pytest.mark.documented("repotune suggest -n 3 --seed 7")
 def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run, work, here):
     """The same prompt, built by the inference layer as evaluation builds its questions and
     cut to the same budget, gives evaluation's greedy generation."""
@@ -138,10 +139,11 @@ def test_suggest_gives_evaluations_greedy_generation_on_the_training_prompt(run,
     from repotune.inference.decoding import Decoding, GenerationSettings, generate
     from repotune.inference.prompts import commit_message_prompt, prompt_encoder
 
-    result = repotune("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
+    command = ("suggest", "--results", str(run.results), "-n", "3", "--seed", "7")
+    result = repotune(*command, cwd=work.path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("--- candidate 1\n")
-    again = here("suggest", "--results", str(run.results), "-n", "3", cwd=work.path)
+    again = here(*command, cwd=work.path)
     assert again.stdout == result.stdout  # seeded, whatever the process's RNG went through
 
     finished = find_run(run.results, None)
@@ -270,6 +272,9 @@ def test_complete_gives_evaluations_batched_fim_generations(run, here):
         printed_as_evaluation_answered(result, generation.text)
 
 
+@pytest.mark.documented(
+    "git add -p && repotune suggest", "git diff HEAD~1 | repotune suggest --stdin"
+)
 def test_suggest_reads_a_diff_on_stdin_and_the_environment_variable(run, work, here):
     diff = work.git("diff", "--cached")
     env = {**git_env(1_700_000_000), "REPOTUNE_RESULTS": str(run.results)}
@@ -332,6 +337,7 @@ def last_message(repo: GitRepo) -> str:
     return repo.git("log", "-1", "--format=%B").strip()
 
 
+@pytest.mark.documented("repotune hook install", "repotune hook uninstall")
 def test_hook_prefills_the_message_in_a_real_commit(run, work, here):
     expected = here("suggest", "--results", str(run.results), cwd=work.path)
     assert expected.returncode == 0, expected.stderr
@@ -394,6 +400,10 @@ def test_hooks_path_is_honoured_and_foreign_hooks_are_kept(run, work):
     assert foreign.read_text() == "#!/bin/sh\necho team hook\n"  # restored
 
 
+@pytest.mark.documented(
+    "repotune complete src/app.py:42",
+    "printf 'def parse(line):\\n' | repotune complete --path src/parse.py",
+)
 def test_complete_at_a_file_line_and_from_stdin(run, work, here):
     at_line = repotune("complete", "pkg/m1.py:3", "--results", str(run.results), cwd=work.path)
     assert at_line.returncode == 0, at_line.stderr
@@ -403,10 +413,24 @@ def test_complete_at_a_file_line_and_from_stdin(run, work, here):
         "complete", "--path", "pkg/m1.py", "--results", str(run.results), cwd=work.path, stdin=text
     )
     assert piped.returncode == 0 and piped.stdout == at_line.stdout
+    prefix, results = "".join(lines[:2]), str(run.results)
+    # No cursor: all of the text is the prefix, as with the cursor at its end.
+    ended = here(
+        "complete", "--path", "pkg/m1.py", "--results", results, cwd=work.path, stdin=prefix
+    )
+    cursor_last = here(
+        "complete", "--path", "pkg/m1.py", "--results", results, cwd=work.path,
+        stdin=prefix + "<|cursor|>",
+    )  # fmt: skip
+    assert ended.returncode in (0, 3) and (ended.returncode, ended.stdout) == (
+        cursor_last.returncode,
+        cursor_last.stdout,
+    )
     bad = repotune("complete", "pkg/m1.py:x", "--results", str(run.results), cwd=work.path)
     assert bad.returncode == 1 and "is not FILE:LINE" in bad.stderr
 
 
+@pytest.mark.documented("repotune inspect | less")
 def test_inspect_prints_what_the_model_is_trained_on(run, here, tmp_path):
     """The finished run's preview, as tokenize wrote it; one line for a run without it."""
     shown = here("inspect", "--results", str(run.results), cwd=tmp_path)

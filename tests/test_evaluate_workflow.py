@@ -188,6 +188,7 @@ def test_plots_are_valid_png_files(run):
 
 
 @pytest.mark.slow
+@pytest.mark.documented(".venv/bin/snakemake --report report.html")
 def test_snakemake_report_contains_plots_and_reports(run):
     workdir, config = run
     result = snakemake(workdir, "results/comparison.md", "--report", "report.html", config=config)

@@ -3,6 +3,8 @@
 import re
 import subprocess
 
+import pytest
+
 from testdata.workflow import BIN, ROOT, data_repository, fast_config, snakemake
 
 
@@ -43,6 +45,7 @@ def test_default_profile_runs_past_a_killed_runs_lock(tmp_path):
     assert (workdir / "results" / "commits.parquet").is_file()
 
 
+@pytest.mark.documented(".venv/bin/snakemake --workflow-profile profiles/slurm -n")
 def test_slurm_profile_puts_training_on_a_gpu_partition():
     output, resources = dry_run_resources("--workflow-profile", "profiles/slurm")
     assert "profiles/slurm" in output

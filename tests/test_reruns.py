@@ -8,8 +8,10 @@ import json
 import os
 import shlex
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
 from repotune.codehash import CodeHasher
 from testdata.workflow import (
@@ -17,10 +19,12 @@ from testdata.workflow import (
     ROOT,
     all_jobs,
     copy_workflow,
+    data_repository,
     model_jobs,
     planned_jobs,
     snakemake,
 )
+from tests.test_docs import documented_commands
 
 pytestmark = pytest.mark.slow
 MODEL = FAST["models"][0]
@@ -38,6 +42,7 @@ def dry(run, config, *args):
     return planned_jobs(snakemake(run.workdir, "-n", *args, config=config))
 
 
+@pytest.mark.documented(".venv/bin/snakemake -n")
 def test_nothing_changed_plans_nothing(shared_run):
     assert dry(shared_run, config_of(shared_run)) == {}
 
@@ -168,19 +173,44 @@ def test_visible_gpu_count_reruns_nothing(shared_run, tmp_path, monkeypatch):
     assert "gpu=2" in planned.stdout  # the fake GPUs were seen, and only the resources show it
 
 
-# The README's --config commands, verbatim: nested values arrive as strings and are coerced.
-README_COMMANDS = {
-    "snakemake --workflow-profile profiles/slurm --config train='{num_gpus: 1}' --use-conda": {},
+# The workflow commands the docs show, run as shown (as dry runs on the shared run), with the plan
+# each must make. A placeholder is replaced by a fixture: another repository, a config file.
+EVALUATE_ONLY = {"all": 1, "evaluate": 1, "compare_models": 1, "manifest": 1}
+WORKFLOW_COMMANDS = {
+    ".venv/bin/snakemake --cores 8 --config repo=/path/to/your/repo": all_jobs(),
+    ".venv/bin/snakemake --cores 8 --configfile my-run.yaml": EVALUATE_ONLY,
     ".venv/bin/snakemake --cores 8 --config tokenize='{seq_len: 512}'": model_jobs(),
+    ".venv/bin/snakemake --cores 8 --config "
+    """'evaluate={"behaviour":{"allow_code_execution":true}}'""": EVALUATE_ONLY,
+    ".venv/bin/snakemake --workflow-profile profiles/slurm --config train='{num_gpus: 1}'": {},
 }
 
 
-@pytest.mark.parametrize(("line", "expected"), README_COMMANDS.items(), ids=["slurm", "seq_len"])
-def test_readme_config_commands_plan_as_typed(shared_run, line, expected):
-    assert line in (ROOT / "README.md").read_text()
-    words = shlex.split(line)
-    config = words[words.index("--config") + 1 : words.index("--config") + 2]
-    profile = []
-    if "--workflow-profile" in words:
-        profile = ["--workflow-profile", str(ROOT / words[words.index("--workflow-profile") + 1])]
-    assert dry(shared_run, config_of(shared_run), *profile, "--config", *config) == expected
+@pytest.mark.documented(*WORKFLOW_COMMANDS)
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    WORKFLOW_COMMANDS.items(),
+    ids=["repo", "configfile", "seq_len", "allow_code_execution", "slurm"],
+)
+def test_documented_workflow_commands_plan_as_shown(shared_run, tmp_path, line, expected):
+    """Nested --config values arrive as strings and are coerced; --config repo= reaches the
+    plan (another repository plans everything); --configfile replaces the run's config file."""
+    assert line in documented_commands()
+    fixtures = {
+        "/path/to/your/repo": lambda: data_repository(tmp_path / "repo").path,
+        "my-run.yaml": lambda: write_yaml(
+            tmp_path / "my-run.yaml", config_of(shared_run, evaluate={"examples": 3})
+        ),
+        "profiles/slurm": lambda: ROOT / "profiles" / "slurm",
+    }
+    words = shlex.split(line)[1:]
+    for placeholder, fixture in fixtures.items():
+        if placeholder in line:
+            words = [word.replace(placeholder, str(fixture())) for word in words]
+    assert dry(shared_run, config_of(shared_run), *words) == expected
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    """``data`` as a YAML config file at ``path``."""
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -96,6 +96,7 @@ def test_a_bad_config_value_is_one_line_naming_the_key(tmp_path, value, message)
 # --- make verify -------------------------------------------------------------------------------
 
 
+@pytest.mark.documented("make verify")
 def test_make_verify_passes_on_a_finished_run(run):
     result = make("verify", run.workdir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -126,6 +127,7 @@ def dag_workflow(tmp_path: Path) -> Path:
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz `dot` is not installed")
+@pytest.mark.documented("make dag")
 def test_make_dag_draws_the_rule_graph(tmp_path):
     workflow = dag_workflow(tmp_path)
     for name in ("rulegraph.dot", "rulegraph.svg"):

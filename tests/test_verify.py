@@ -4,6 +4,7 @@ import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from repotune.manifest.stage import build_manifest, sha256_file, write_manifest
 from repotune.manifest.verify import load_manifest, main, verify
@@ -32,6 +33,7 @@ def small_run(tmp_path):
     return path
 
 
+@pytest.mark.documented("python -m repotune.manifest.verify results/tiny/manifest.json")
 def test_untouched_run_verifies(tmp_path):
     path = small_run(tmp_path)
     assert verify(load_manifest(path), tmp_path) == []
