@@ -6,7 +6,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run dry-run test test-fast test-export mutation lint fmt bench bench-gpu test-slurm lock clean
+.PHONY: setup system-deps run dry-run base test test-fast test-export mutation lint fmt bench bench-gpu test-slurm lock clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ run: setup
 
 dry-run: setup
 	$(BIN)/snakemake --cores $(CORES) --dry-run
+
+# Opt-in: a small code model pretrained here on this machine's Python (docs/base.md), the base of
+# the local-python preset. Cached by corpus and settings: a second `make base` does nothing.
+base: setup
+	$(BIN)/snakemake --cores $(CORES) pretrain_base
 
 # Test files are spread over TEST_WORKERS processes (pytest-xdist; whole files, so a module's
 # fixtures are built once); TEST_WORKERS=0 runs them in this process.

@@ -3,6 +3,7 @@
 #   export
 #   -> manifest.
 # Run: snakemake --cores 8 [--use-conda]; see README.md.
+# Opt-in: snakemake --cores all pretrain_base, a base pretrained on local files (docs/base.md).
 
 
 configfile: f"{workflow.basedir}/config/config.yaml"
@@ -22,6 +23,7 @@ include: "rules/fim.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"
 include: "rules/manifest.smk"
+include: "rules/pretrain.smk"
 
 
 rule all:

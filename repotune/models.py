@@ -21,6 +21,10 @@ TEMPLATES = ("plain", "starcoder", "starcoder2")
 MODEL_NAME = r"[A-Za-z0-9._-]+"
 # Config sections a model entry may override with a mapping of the same name.
 STAGE_SECTIONS = ("tokenize", "train")
+# The base the pretrain_base rule builds (repotune.pretrain), relative to the directory the
+# workflow runs in: a model entry whose base is this path (the local-python preset) waits
+# for that rule, and it is local even before it exists.
+PRETRAINED_BASE = "results/pretrained/model"
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ def require_downloaded(spec: ModelSpec) -> None:
     hub = [
         (what, source)
         for what, source in (("model", spec.base), ("tokenizer", spec.tokenizer))
-        if source is not None and source != "train-bpe" and not Path(source).exists()
+        if source not in (None, "train-bpe", PRETRAINED_BASE) and not Path(source).exists()
     ]
     if not hub:
         return  # nothing to download: do not pay for importing huggingface_hub at parse time

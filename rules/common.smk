@@ -18,7 +18,14 @@ from repotune.errors import InputError
 from repotune.export.stage import ExportSettings
 from repotune.extract.repository import head_sha, shallow_warning
 from repotune.manifest.params import canonical
-from repotune.models import MODEL_NAME, require_downloaded, resolve_model
+from repotune.models import (
+    MODEL_NAME,
+    PRETRAINED_BASE,
+    require_downloaded,
+    resolve_model,
+)
+from repotune.pretrain.corpus import BLOB_CACHE, interpreter_places
+from repotune.pretrain.settings import MANIFEST, PretrainSettings, plan
 
 min_version("9.0")
 
@@ -219,13 +226,20 @@ def manifest_config(wildcards):
 
 def manifest_inputs(wildcards):
     """Every output of every stage before the manifest, for {model}: the manifest hashes all
-    of it. Keys are `<rule>_<output name>` (e.g. `extract_commits_stats`, `evaluate_json`).
+    of it. Keys are `<rule>_<output name>` (e.g. `extract_commits_stats`, `evaluate_json`);
+    a model on the base pretrained here adds that base and its manifest.
     """
-    return {
+    inputs = {
         f"{stage}_{name}": for_model(path, wildcards.model)
         for stage in STAGES
         for name, path in getattr(rules, stage).output.items()
     }
+    if uses_pretrained_base(wildcards.model):
+        inputs |= {
+            f"pretrain_base_{name}": path
+            for name, path in rules.pretrain_base.output.items()
+        }
+    return inputs
 
 
 def manifest_code():
@@ -258,15 +272,44 @@ def snapshot_settings():
 def tokenize_input(wildcards):
     """The curated splits, and the snapshot's files when the training split gets file
     documents (tokenize.files with snapshot.enabled); otherwise tokenize does not wait for
-    the snapshot."""
-    splits = {
+    the snapshot. A model on the base pretrained here waits for that base (its tokenizer).
+    """
+    inputs = {
         "train": rules.curate.output.train,
         "validation": rules.curate.output.validation,
         "test": rules.curate.output.test,
     }
     if config["snapshot"]["enabled"] and config["tokenize"]["files"]:
-        return splits | {"files": rules.snapshot.output.files}
-    return splits
+        inputs["files"] = rules.snapshot.output.files
+    return inputs | pretrained_base_input(wildcards)
+
+
+# -- pretrain_base --
+PRETRAINED_MANIFEST = os.path.join(os.path.dirname(PRETRAINED_BASE), MANIFEST)
+# {stdlib} and {site_packages} of the interpreter that plans, also for a job run elsewhere.
+PLACES = interpreter_places()
+
+
+def pretrain_key(wildcards):
+    """The cache key of the base (corpus listing and settings; a params value). Called only
+    when the plan holds pretrain_base: listing the corpus stats every file."""
+    try:
+        settings = PretrainSettings.from_config(config["pretrain"], config["train"])
+        return plan(settings, config["repo"], PLACES, BLOB_CACHE)[1]
+    except InputError as error:
+        stop(error)
+
+
+def uses_pretrained_base(model):
+    """Whether the model entry's base is the one pretrain_base builds."""
+    return MODELS[model][1].base == PRETRAINED_BASE
+
+
+def pretrained_base_input(wildcards):
+    """{"pretrained": the base} for a model on the base pretrained here, else nothing."""
+    if uses_pretrained_base(wildcards.model):
+        return {"pretrained": rules.pretrain_base.output.model}
+    return {}
 
 
 # -- export --

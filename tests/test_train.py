@@ -145,6 +145,29 @@ def test_interrupted_run_resumes_to_the_same_adapter(inputs, tmp_path):
     ]
 
 
+@pytest.mark.slow
+def test_full_training_updates_every_weight_and_resumes_to_the_same_model(inputs, tmp_path):
+    """``method: full`` (the pretrained base, repotune.pretrain): no adapter, every parameter
+    trained, checkpointed and restored with its optimizer state."""
+    settings = {"max_steps": 4, "checkpoint_interval": 2, "eval_max_blocks": 2}
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    summary = train(
+        TrainRequest(**{**request(inputs, whole, **settings).__dict__, "method": "full"})
+    )
+    assert summary["method"] == "full" and summary["resolved_targets"] == []
+    model = AutoModelForCausalLM.from_pretrained(whole / "adapter")  # a plain model, no peft
+    assert summary["trainable_params"] == sum(p.numel() for p in model.parameters())
+    initial = load_file(whole / "base" / "model.safetensors")
+    trained = load_file(whole / "adapter" / "last" / "model.safetensors")
+    assert all(not torch.equal(initial[key], trained[key]) for key in initial)
+    interrupted = TrainRequest(**{**request(inputs, parts, **settings).__dict__, "method": "full"})
+    assert train(interrupted, Hooks(stop_after_steps=2)) is None
+    train(interrupted)
+    resumed = load_file(parts / "adapter" / "last" / "model.safetensors")
+    assert trained.keys() == resumed.keys()
+    assert all(torch.equal(trained[key], resumed[key]) for key in trained)
+
+
 # Trains in a child process that SIGKILLs itself before the forward pass of step ``argv[2]``:
 # a hard kill at a known point after a checkpoint, a validation and log rows exist.
 KILLED_AT = """

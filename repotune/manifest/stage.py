@@ -43,6 +43,14 @@ VOLATILE: dict[str, str] = {
     "results/*/adapter/README.md": "the model card's tokens per second",
     "results/*/eval/report.json": "seconds and tokens_per_s of each measurement, training speed",
     "results/*/eval/report.md": "the same speeds, as tables",
+    # The base pretrained here (rule pretrain_base), for a model on it: the same timings, and
+    # whether the base came from the cache.
+    "results/pretrained/model.json": "wall_seconds, cache.hit and cache.seconds, speeds",
+    "results/pretrained/model/training_log.csv": "tokens_per_s, peak_memory_mb per logged step",
+    "results/pretrained/model/training_summary.json": (
+        "tokens_per_s, train_seconds, hardware.memory_bytes (free RAM at start)"
+    ),
+    "results/pretrained/model/README.md": "the model card's tokens per second",
 }
 
 # Distributions whose versions decide the bytes of the artifacts (import name -> dist name).

@@ -6,12 +6,11 @@ import resource
 
 import torch
 import torch.nn.functional as F
-from peft import get_peft_model_state_dict
 
 from repotune.atomic import atomic_path
 from repotune.packed import packed_logits
 from repotune.shards.table import IGNORE
-from repotune.train import checkpoint, distributed, training_log
+from repotune.train import checkpoint, distributed, trained, training_log
 from repotune.train.run import Progress, Run, Session, Window
 
 
@@ -124,7 +123,7 @@ def save_checkpoint(run: Run, session: Session, progress: Progress) -> None:
         }
         checkpoint.save(
             run.state_dir / "checkpoint",
-            get_peft_model_state_dict(session.model),
+            trained.trained_state(session.model),
             session.optimizer.state_dict(),
             session.scheduler.state_dict(),
             state,

@@ -1,4 +1,5 @@
-"""The adapter's README.md: what a person (or the Hugging Face hub) shows about the adapter."""
+"""The adapter's README.md: what a person (or the Hugging Face hub) shows about the adapter (or
+about a model trained in full, repotune.pretrain)."""
 
 from typing import Any
 
@@ -17,11 +18,7 @@ def plain_value(value: Any) -> str:
     return str(value)
 
 
-def model_card(summary: dict[str, Any]) -> str:
-    """Markdown model card from a training summary (see ``training_summary.json``)."""
-    settings = summary["settings"]
-    batching = f"{summary['micro_batch']} x {summary['accumulation']} x {summary['world_size']}"
-    rows = "\n".join(f"| `{key}` | {plain_value(settings[key])} |" for key in HYPERPARAMETERS)
+def _adapter_header(summary: dict[str, Any]) -> str:
     return f"""---
 library_name: peft
 base_model: {summary["base_model"]}
@@ -35,7 +32,34 @@ one repository. Load it with
 `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), this_directory)`.
 This directory holds the adapter with the lowest validation loss (`{summary["adapter"]}`, step
 {plain_value(summary["best_step"])}); `last/` holds the adapter after the final step.
+"""
 
+
+def _full_header(summary: dict[str, Any]) -> str:
+    return f"""---
+library_name: transformers
+tags: [repotune, pretrained-here]
+---
+
+# {summary["model"]} (repotune, pretrained on local files)
+
+A small causal language model trained by repotune from a random initialisation, every
+parameter, on local source files (the manifest beside this directory lists them). Load it with
+`AutoModelForCausalLM.from_pretrained(this_directory)`, or name this directory as the `base:`
+of a model entry. It holds the weights with the lowest validation loss (`{summary["adapter"]}`,
+step {plain_value(summary["best_step"])}); `last/` holds the weights after the final step.
+"""
+
+
+def model_card(summary: dict[str, Any]) -> str:
+    """Markdown model card from a training summary (see ``training_summary.json``)."""
+    settings = summary["settings"]
+    batching = f"{summary['micro_batch']} x {summary['accumulation']} x {summary['world_size']}"
+    full = summary.get("method") == "full"
+    shown = [key for key in HYPERPARAMETERS if not (full and key.startswith("lora_"))]
+    rows = "\n".join(f"| `{key}` | {plain_value(settings[key])} |" for key in shown)
+    header = _full_header(summary) if full else _adapter_header(summary)
+    return f"""{header}
 ## Data
 
 {summary["train_blocks"]} training blocks of {summary["seq_len"]} tokens
@@ -53,7 +77,7 @@ This directory holds the adapter with the lowest validation loss (`{summary["ada
 | compute dtype | {summary["dtype"]} |
 | micro-batch x accumulation x processes | {batching} |
 | base | {summary["base_training"]} |
-| LoRA targets | {", ".join(summary["resolved_targets"])} |
+| LoRA targets | {", ".join(summary["resolved_targets"]) or "none"} |
 | trained in full | {", ".join(summary["trained_in_full"]) or "none"} |
 | trainable parameters | {summary["trainable_params"]} |
 

@@ -1,7 +1,8 @@
 """The train stage's output: the adapter directory, written atomically in one piece.
 
 It holds the adapter with the lowest validation loss at the top (the last one when nothing was
-validated), ``last/`` (the adapter after the final step), the tokenizer, ``training_log.csv``,
+validated), ``last/`` (the adapter after the final step; for ``method: full`` the whole model
+instead of an adapter, both times), the tokenizer, ``training_log.csv``,
 ``training_summary.json`` (what evaluation and the manifest read) and the model card.
 """
 
@@ -14,12 +15,13 @@ from typing import Any
 from repotune.atomic import atomic_path
 from repotune.hardware import dtype_name
 from repotune.modeling import SUMMARY_FILE, base_source
-from repotune.train import training_log
+from repotune.train import trained, training_log
 from repotune.train.model_card import model_card
 from repotune.train.run import Progress, Run, Session
 
 log = logging.getLogger("repotune.train")
 BUILT_BASE_NOTE = "untrained (random initialisation); embeddings trained with the adapter"
+FULL_NOTE = "random initialisation; every parameter trained (pretrained here)"
 
 
 def summary(run: Run, session: Session, progress: Progress, backoffs: int) -> dict[str, Any]:
@@ -44,7 +46,8 @@ def summary(run: Run, session: Session, progress: Progress, backoffs: int) -> di
         "adapter": "best" if progress.best_step is not None else "last",
         "tokens_per_s": round(progress.tokens / max(progress.seconds, 1e-9), 1),
         "train_seconds": round(progress.seconds, 1),
-        "base_training": BUILT_BASE_NOTE if run.spec.base is None else "pretrained",
+        "method": run.request.method,
+        "base_training": _base_training(run),
         "resolved_targets": adapted.targets,
         "trained_in_full": adapted.trained_in_full,
         "trainable_params": adapted.trainable_params,
@@ -62,6 +65,12 @@ def summary(run: Run, session: Session, progress: Progress, backoffs: int) -> di
     }
 
 
+def _base_training(run: Run) -> str:
+    if run.request.method == trained.FULL:
+        return FULL_NOTE
+    return BUILT_BASE_NOTE if run.spec.base is None else "pretrained"
+
+
 def write(run: Run, session: Session, progress: Progress, backoffs: int) -> dict[str, Any]:
     """Write the adapter directory; return its summary."""
     facts = summary(run, session, progress, backoffs)
@@ -71,8 +80,9 @@ def write(run: Run, session: Session, progress: Progress, backoffs: int) -> dict
         source = best if progress.best_step is not None and best.is_dir() else temporary / "last"
         for item in source.iterdir():
             shutil.copy2(item, temporary / item.name)
-        _point_at_base(temporary, facts["base_model"])
-        _point_at_base(temporary / "last", facts["base_model"])
+        if run.request.method == trained.LORA:
+            _point_at_base(temporary, facts["base_model"])
+            _point_at_base(temporary / "last", facts["base_model"])
         run.tokenizer.save_pretrained(temporary)
         shutil.copy2(run.state_dir / training_log.FILE, temporary / training_log.FILE)
         (temporary / SUMMARY_FILE).write_text(json.dumps(facts, indent=2) + "\n", "utf-8")

@@ -26,6 +26,9 @@ class TrainRequest:
     base_dir: str
     state_dir: str
     settings: dict[str, Any]
+    # lora: an adapter over the base (the train stage); full: every parameter of the base, for
+    # a base pretrained here (repotune.pretrain).
+    method: str = "lora"
 
 
 @dataclass(frozen=True)

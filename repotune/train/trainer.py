@@ -16,6 +16,10 @@ In torchtune's recipe shape, each phase a short function:
 4. **save** (:mod:`repotune.train.outputs`): the adapter directory, written atomically;
 5. **cleanup** (:func:`main`): leave the process group.
 
+The same recipe trains every parameter of a base built from config when the request's
+``method`` is ``full`` (the base pretrained here, repotune.pretrain): no LoRA, fp32 weights,
+checkpoints of the whole model (repotune.train.trained).
+
 The loss is the token-level cross entropy summed over an optimizer step's micro-batches and
 divided by that step's label count, so the gradient does not depend on how the step is split
 into micro-batches (or processes).
@@ -34,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from peft import get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
+from peft import get_peft_model, prepare_model_for_kbit_training
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -43,7 +47,7 @@ from repotune.hardware import compute_dtype, detect, dtype_name
 from repotune.modeling import base_source, load_model, model_shape, write_base
 from repotune.models import resolve_model
 from repotune.shards.torch_blocks import load_blocks
-from repotune.train import checkpoint, distributed, memory, outputs, schedule, training_log
+from repotune.train import checkpoint, distributed, memory, outputs, schedule, trained, training_log
 from repotune.train.bookkeeping import after_step, loss_sum, save_checkpoint
 from repotune.train.data import BlockOrder
 from repotune.train.lora import (
@@ -87,7 +91,8 @@ def seed_everything(seed: int) -> None:
 
 
 def train(request: TrainRequest, hooks: Hooks | None = None) -> dict[str, Any] | None:
-    """Train an adapter as ``request`` says; returns the training summary (None on processes
+    """Train an adapter (or, with ``request.method`` full, the whole model) as ``request``
+    says; returns the training summary (None on processes
     other than rank 0, and when ``hooks.stop_after_steps`` interrupted the run)."""
     hooks = hooks or Hooks()
     run = setup(request)
@@ -115,6 +120,10 @@ def train(request: TrainRequest, hooks: Hooks | None = None) -> dict[str, Any] |
 
 def setup(request: TrainRequest) -> Run:
     """Everything fixed for the run; rank 0 also resets stale state and writes the base."""
+    if request.method not in trained.METHODS:
+        raise InputError(
+            "train request", f"method '{request.method}' is unknown", "use lora or full"
+        )
     spec = resolve_model(request.model)
     settings = TrainSettings.for_model(request.settings, spec)
     rank, world = distributed.init(settings.num_gpus)
@@ -137,6 +146,7 @@ def setup(request: TrainRequest) -> Run:
     )
     context = {
         "model": request.model,
+        "method": request.method,
         "train": train_blocks.dataset._fingerprint,
         "validation": validation.dataset._fingerprint,
         "tokenizer_size": len(tokenizer),
@@ -188,7 +198,7 @@ def _start_session(run: Run, forced: tuple[int, int] | None) -> tuple[Session, P
     saved = checkpoint.load(run.state_dir / "checkpoint", run.config_hash)
     progress, resumed = Progress(), None
     if saved is not None:
-        set_peft_model_state_dict(adapted.model, saved["adapter"])
+        trained.restore(adapted.model, saved["adapter"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(saved["rng"])
@@ -230,7 +240,10 @@ def _back_off(run: Run, plan: BatchPlan, error: BaseException) -> tuple[int, int
 
 
 def _build_model(run: Run) -> AdaptedModel:
-    """The base with LoRA attached, trainable parameters in fp32."""
+    """The base with LoRA attached, trainable parameters in fp32 (or, for ``method: full``,
+    the whole model, :func:`_full_model`)."""
+    if run.request.method == trained.FULL:
+        return _full_model(run)
     settings = run.settings
     model = load_model(
         base_source(run.request.base_dir),
@@ -264,6 +277,39 @@ def _build_model(run: Run) -> AdaptedModel:
         model=model,
         targets=targets,
         trained_in_full=trained_in_full,
+        trainable_params=trainable_parameters(model),
+        gradient_checkpointing=checkpointing,
+    )
+
+
+def _full_model(run: Run) -> AdaptedModel:
+    """The base with every parameter trained: weights in fp32 (the compute dtype is autocast's,
+    repotune.packed), so small updates are not rounded away as they would be in bf16 weights."""
+    settings = run.settings
+    if settings.quantization != "none":
+        raise InputError(
+            f"training {run.spec.name} in full",
+            f"cannot update {settings.quantization}-quantized weights",
+            "set quantization: none",
+        )
+    model = load_model(
+        base_source(run.request.base_dir),
+        quantization="none",
+        dtype=torch.float32,
+        device=run.device,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    _check_vocabulary(run, model.get_input_embeddings().num_embeddings)
+    checkpointing = settings.gradient_checkpointing_on
+    if checkpointing:
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    model.requires_grad_(True)
+    return AdaptedModel(
+        model=model,
+        targets=[],
+        trained_in_full=["all parameters"],
         trainable_params=trainable_parameters(model),
         gradient_checkpointing=checkpointing,
     )
