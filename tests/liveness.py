@@ -468,9 +468,12 @@ def run_stage(
         if isinstance(source, tuple):
             producer, output = source
             ran = upstream[producer]
-            link = workdir / wired["input"][name]
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(ran.workdir / _paths(producer, ran.config)[output])
+            written = _paths(producer, ran.config)[output]
+            # Also where the upstream run wrote it: outputs name each other by path (an
+            # adapter its base), and a renamed model moves the path this run reads.
+            for link in {workdir / wired["input"][name], workdir / written}:
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(ran.workdir / written)
     for path in wired["output"].values():
         (workdir / path).parent.mkdir(parents=True, exist_ok=True)
     snakemake = types.SimpleNamespace(
@@ -504,6 +507,14 @@ def run_stage(
 HASHED = {".arrow", ".safetensors", ".gguf", ".png", ".bin", ".pt"}
 
 
+@dataclass(frozen=True)
+class Blob:
+    """A binary file, compared by its bytes' sha256 (its path kept to look for an echo)."""
+
+    sha256: str
+    path: Path = field(compare=False)
+
+
 def output_facts(path: Path) -> Any:
     """An output as comparable facts: a directory file by file, parsed where its format is
     known, hashed otherwise."""
@@ -530,7 +541,7 @@ def file_facts(path: Path) -> Any:
     if suffix not in HASHED:
         with contextlib.suppress(UnicodeDecodeError):
             return data.decode("utf-8").splitlines()
-    return hashlib.sha256(data).hexdigest()
+    return Blob(hashlib.sha256(data).hexdigest(), path)
 
 
 def parquet_facts(path: Path) -> dict[str, Any]:
@@ -576,17 +587,30 @@ class Echo:
     new: Any
 
     def repeats(self, a: Any, b: Any, where: Where) -> bool:
-        numeric = isinstance(self.old, bool | int | float) or isinstance(
-            self.new, bool | int | float
-        )
         if _equal(a, self.old) and _equal(b, self.new):
-            return not numeric or any(self._named(part) for part in where)
-        if isinstance(a, str) and isinstance(b, str) and (not numeric or self._names(a)):
-            for old, new in self._spellings():
-                token = rf"(?<![\w.\-]){re.escape(old)}(?![\w.])"
-                if re.sub(token, new.replace("\\", "\\\\"), a) == b:
-                    return True
+            return not self.numeric or any(self._named(part) for part in where)
+        if isinstance(a, str) and isinstance(b, str):
+            return (not self.numeric or self._names(a)) and self.renamed(a) == b
+        if isinstance(a, Blob) and isinstance(b, Blob) and not self.numeric:
+            data, other = a.path.read_bytes(), b.path.read_bytes()
+            return any(
+                data.replace(old.encode(), new.encode()) == other for old, new in self._spellings()
+            )
         return False
+
+    def renamed(self, text: str) -> str | None:
+        """``text`` with the old value spelt as the new one (None when it does not hold it)."""
+        for old, new in self._spellings():
+            token = rf"(?<![\w.\-]){re.escape(old)}(?![\w.])"
+            changed = re.sub(token, new.replace("\\", "\\\\"), text)
+            if changed != text:
+                return changed
+        return None
+
+    @property
+    def numeric(self) -> bool:
+        """Whether the key is a number or a boolean (whose values recur by chance)."""
+        return isinstance(self.old, bool | int | float) or isinstance(self.new, bool | int | float)
 
     def _named(self, part: Any) -> bool:
         """Whether a fact's name is the key's, or one ends with the other (a report's
@@ -627,19 +651,33 @@ def differences(
     if where in volatile or _timing(a, where) or (echo is not None and echo.repeats(a, b, where)):
         return []
     if isinstance(a, dict) and isinstance(b, dict):
-        found = []
-        for key in sorted(set(a) | set(b), key=str):
-            if key in a and key in b:
-                found += differences(a[key], b[key], volatile, echo, (*where, key))
-            elif (*where, key) not in volatile:
-                found.append((*where, key))
-        return found
+        return _dict_differences(a, b, volatile, echo, where)
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         found = []
         for index, (x, y) in enumerate(zip(a, b, strict=True)):
             found += differences(x, y, volatile, echo, (*where, index))
         return found
     return [] if _same(a, b) else [where]
+
+
+def _dict_differences(
+    a: dict[Any, Any], b: dict[Any, Any], volatile: set[Where], echo: Echo | None, where: Where
+) -> list[Where]:
+    """As :func:`differences`; a name that holds the changed value is matched to the other
+    side's name that holds the new one (an export's ``gguf/tiny-f16.gguf``)."""
+    pairs = {key: key for key in a if key in b}
+    if echo is not None and not echo.numeric:
+        for key in a:
+            other = echo.renamed(key) if isinstance(key, str) else None
+            if key not in b and other in b and other not in a:
+                pairs[key] = other
+    found = []
+    for key, other in sorted(pairs.items(), key=str):
+        found += differences(a[key], b[other], volatile, echo, (*where, key))
+    unmatched = (set(a) - set(pairs)) | (set(b) - set(pairs.values()))
+    return found + [
+        (*where, key) for key in sorted(unmatched, key=str) if (*where, key) not in volatile
+    ]
 
 
 def outcome_differences(
