@@ -92,6 +92,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.generate
 	$(BIN)/python -m benchmarks.decode_step
 	$(BIN)/python -m benchmarks.suggest
+	$(BIN)/python -m benchmarks.serve
 	$(BIN)/python -m benchmarks.snapshot
 	$(BIN)/python -m benchmarks.noop_dryrun
 	$(BIN)/python -m benchmarks.scale --sizes 5000 50000

@@ -49,8 +49,9 @@ from testdata.workflow import FAST, snakemake  # noqa: E402
 NEW_TOKENS = 64
 
 
-def default_run(root: Path) -> Path:
-    """The default tiny preset trained for a few steps on a fixture history."""
+def default_run(root: Path, merged: bool = False) -> Path:
+    """The default tiny preset trained for a few steps on a fixture history; ``merged``: and
+    exported as a merged model (export.merged)."""
     repo = GitRepo(root / "data")
     for number in range(12):
         body = "".join(f"def f{i}(x):\n    return x * {number + i}\n" for i in range(number + 3))
@@ -58,9 +59,11 @@ def default_run(root: Path) -> Path:
     workdir = root / "work"
     workdir.mkdir()
     config = {"repo": str(repo.path), "models": ["tiny"], "train": FAST["train"]}
-    result = snakemake(
-        workdir, "results/tiny/adapter", "results/dataset/curation.json", config=config
-    )
+    targets = ["results/tiny/adapter", "results/dataset/curation.json"]
+    if merged:
+        config["export"] = {"merged": True}
+        targets.append("results/tiny/export")
+    result = snakemake(workdir, *targets, config=config)
     assert result.returncode == 0, result.stderr[-2000:]
     return workdir / "results"
 

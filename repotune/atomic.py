@@ -6,7 +6,11 @@ writer therefore fills a temporary path and renames it into place:
 * the temporary path lies in a hidden holder directory made by ``mkdtemp`` beside the output
   (``.name.tmp-<random>/name``): unique across processes and cluster nodes, keeping the
   output's own name (and suffix), and ignored by the manifest like every hidden name;
-* on commit, every file and directory written is ``fsync``-ed before the rename and the parent
+* on commit, every file and directory written gets the permissions a plain write gives (0666,
+  0777 for directories and executables, less the umask): writers that fill a temporary file
+  of their own and rename it (safetensors, ``mkstemp``) leave it 0600, which another user
+  (a model server, a teammate sharing the results) could not read;
+* then every file and directory written is ``fsync``-ed before the rename and the parent
   directory after it, so after a power loss the output is either the old one or the new one,
   complete;
 * an existing directory is replaced by an atomic exchange (``renameat2(RENAME_EXCHANGE)`` on
@@ -23,6 +27,7 @@ import ctypes.util
 import functools
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +50,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     temporary = holder / final.name
     try:
         yield temporary
+        _plain_permissions(temporary)
         _fsync_tree(temporary)
         if temporary.is_dir() and final.is_dir() and not final.is_symlink():
             _replace_directory(temporary, final)
@@ -95,6 +101,38 @@ def _exchange(first: Path, second: Path) -> bool:
         _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
     )
     return status == 0
+
+
+def current_umask() -> int:
+    """The process's umask, read from /proc where there is one (setting it to read it would
+    race with other threads' file creation)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_permissions(path: Path) -> None:
+    """Give ``path`` (a file, or a directory and everything under it) the modes a plain write
+    under the umask gives; symbolic links are left alone."""
+    if path.is_symlink() or not path.exists():
+        return
+    mask = current_umask()
+    entries = [path]
+    if path.is_dir():
+        for root, directories, files in os.walk(path):
+            entries += [Path(root) / name for name in (*directories, *files)]
+    for entry in entries:
+        info = entry.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        full = 0o777 if stat.S_ISDIR(info.st_mode) or mode & 0o111 else 0o666
+        if mode != full & ~mask:
+            os.chmod(entry, full & ~mask)
 
 
 def _fsync_tree(path: Path) -> None:

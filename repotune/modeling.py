@@ -17,16 +17,19 @@ Two kinds of base:
 Both are then loaded the same way: safetensors only, ``trust_remote_code`` off unless the
 config turns it on, 4-bit NF4 with double quantization or 8-bit through bitsandbytes, or
 unquantized in the compute dtype.
+
+peft is imported only where an adapter is loaded (:func:`load_adapted`): it pulls in
+bitsandbytes and much of torch's compiler, seconds that a command serving the exported merged
+model (:func:`load_merged`) does not pay.
 """
 
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
-from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
     BitsAndBytesConfig,
@@ -40,6 +43,9 @@ from repotune.errors import InputError
 from repotune.hardware import DTYPES
 from repotune.models import ModelSpec, architecture
 from repotune.train.memory import ModelShape
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 log = logging.getLogger(__name__)
 BASE_FILE = "base.json"
@@ -271,7 +277,7 @@ def _logical_numel(parameter: torch.Tensor) -> int:
     return parameter.numel()
 
 
-def load_adapted(adapter_dir: str | Path, device: str = "cpu") -> PeftModel:
+def load_adapted(adapter_dir: str | Path, device: str = "cpu") -> "PeftModel":
     """The trained model: the base recorded in the adapter's summary, with the adapter on top.
 
     Lives here, not in the trainer, so that evaluation and inference load a model without
@@ -285,4 +291,20 @@ def load_adapted(adapter_dir: str | Path, device: str = "cpu") -> PeftModel:
         device=torch.device(device),
         trust_remote_code=summary["settings"]["trust_remote_code"],
     )
+    from peft import PeftModel  # seconds of imports: only where an adapter is loaded
+
     return PeftModel.from_pretrained(base, str(adapter_dir))
+
+
+def load_merged(merged_dir: str | Path, adapter_dir: str | Path, device: str = "cpu") -> Any:
+    """The exported merged model (export.merged) on ``device``, without peft: in float32 on
+    the CPU (as :func:`load_adapted` loads the base there), else in training's compute dtype;
+    ``trust_remote_code`` as training had it."""
+    summary = json.loads((Path(adapter_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    return load_model(
+        str(merged_dir),
+        quantization="none",
+        dtype=torch.float32 if device == "cpu" else DTYPES[summary["dtype"]],
+        device=torch.device(device),
+        trust_remote_code=summary["settings"]["trust_remote_code"],
+    )

@@ -1,5 +1,6 @@
 """Fixtures shared across test modules."""
 
+import os
 import subprocess
 from collections.abc import Iterator
 
@@ -7,6 +8,20 @@ import pytest
 
 from testdata.workflow import ROOT, verify_command
 from tests.run_fixtures import MODEL, Run, finished_run, session_run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repotune_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A private $REPOTUNE_HOME for the session (repotune.serve.state): no test reads the
+    user's token or finds, or starts, a `repotune serve` of the user's. Subprocesses inherit
+    it."""
+    previous = os.environ.get("REPOTUNE_HOME")
+    os.environ["REPOTUNE_HOME"] = str(tmp_path_factory.mktemp("repotune-home"))
+    yield
+    if previous is None:
+        os.environ.pop("REPOTUNE_HOME", None)
+    else:
+        os.environ["REPOTUNE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 import os
 from pathlib import Path
 
+import numpy
 import pytest
+from safetensors.numpy import save_file
 
 from repotune import atomic
 from repotune.atomic import atomic_path, write_text
@@ -73,3 +75,38 @@ def test_a_directory_is_replaced_whole(tmp_path, monkeypatch, exchange):
     assert sorted(p.name for p in final.iterdir()) == ["new.arrow"]
     assert removed_while_missing and not any(removed_while_missing)
     assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test, restored after it."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@pytest.mark.parametrize(
+    ("mask", "file", "executable"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
+)
+def test_outputs_get_the_modes_a_plain_write_gives(tmp_path, umask, mask, file, executable):
+    """safetensors writes a temporary file of its own (mode 0600) and renames it: through
+    atomic_path its output is readable as every other output is, under the umask."""
+    umask(mask)
+    final = tmp_path / "merged"
+    with atomic_path(final) as temporary:
+        temporary.mkdir()
+        save_file({"weight": numpy.zeros(2)}, str(temporary / "model.safetensors"))
+        (temporary / "config.json").write_text("{}")
+        (temporary / "nested").mkdir(mode=0o700)
+        script = temporary / "nested" / "run.sh"
+        script.write_text("#!/bin/sh\n")
+        script.chmod(0o700)
+    modes = {
+        path.relative_to(final).as_posix(): path.stat().st_mode & 0o777
+        for path in (final, *final.rglob("*"))
+    }
+    assert modes == {
+        ".": executable, "model.safetensors": file, "config.json": file,
+        "nested": executable, "nested/run.sh": executable,
+    }  # fmt: skip
+    assert atomic.current_umask() == mask

@@ -6,6 +6,7 @@ second interpreter's seconds of imports (torch, peft), and a check that the outp
 nothing the process carries (the torch RNG the tests before used, imported state).
 """
 
+import contextlib
 import io
 import json
 import os
@@ -24,8 +25,9 @@ from testdata.gitrepo import GitRepo, git_env
 from tests.run_fixtures import MODEL, copy_results
 
 ROOT = Path(__file__).resolve().parents[1]
-# A hook whose suggestion must arrive: generous, the test machine may be loaded.
-SLOW_HOOK = ("hook", "install", "--timeout", "600")
+# A hook whose suggestion must arrive: generous, the test machine may be loaded. These tests
+# load the model in the hook (tests/test_serve.py has the hook that starts a server).
+SLOW_HOOK = ("hook", "install", "--timeout", "600", "--no-serve")
 pytestmark = pytest.mark.slow
 
 
@@ -228,7 +230,10 @@ def test_an_empty_answer_is_one_line_on_stderr_and_exit_3(
     stdout with exit 0, which a script or editor would take for an answer."""
     from repotune.inference import decoding
 
-    monkeypatch.setattr(decoding, "continuations", lambda *_: [""])
+    def nothing(model, tokenizer, prompts, settings, desc=""):
+        return [decoding.Generation("", 1, len(prompt.ids), False, "eos") for prompt in prompts]
+
+    monkeypatch.setattr(decoding, "generate", nothing)
     result = here(*command, "--results", str(run.results), cwd=work.path)
     assert result.returncode == 3 and result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -239,13 +244,15 @@ def test_an_empty_answer_is_one_line_on_stderr_and_exit_3(
 
 def test_complete_gives_evaluations_batched_fim_generations(run, here):
     """Gaps with code on both sides, asked through the evaluate stage's own functions (its
-    budgets, prompts and batched generation) and through `complete` one at a time."""
+    budgets, prompts and batched generation, on base + adapter as it loads them) and through
+    `complete` one at a time (on the run's merged export, no peft)."""
     from repotune.cli.run import find_run, load
     from repotune.evaluate.fim import FIM
     from repotune.evaluate.fim_tasks import FimTask
     from repotune.evaluate.stage import Questions, run_generation, task_budgets, task_prompts
     from repotune.evaluate.stage import task_settings as decoding_of
     from repotune.inference.budget import context_length
+    from repotune.modeling import load_adapted
 
     source = (run.repo.path / "pkg" / "m4.py").read_text().splitlines(keepends=True)
     cuts = [(2, 4), (1, 2), (3, 6)]
@@ -255,12 +262,15 @@ def test_complete_gives_evaluations_batched_fim_generations(run, here):
         for a, b in cuts
     ]  # fmt: skip
     settings = resolve_config({"evaluate": {"generation": {"batch_size": 2}}})["evaluate"]
-    loaded = load(find_run(run.results, None), "cpu")
-    budgets = task_budgets(settings, loaded.record, context_length(loaded.model), [FIM])
+    finished = find_run(run.results, None)
+    loaded = load(finished, "cpu")  # the merged export `complete` answers with
+    with contextlib.chdir(run.workdir):
+        adapted = load_adapted(finished.adapter, "cpu")  # evaluation's base + adapter
+    budgets = task_budgets(settings, loaded.record, context_length(adapted), [FIM])
     asked = Questions([], [], [], test_commits=0, fim=tasks)
     prompts = task_prompts(asked, loaded.record, loaded.tokenizer, budgets)
     generations, _ = run_generation(
-        loaded.model, loaded.tokenizer, prompts, decoding_of(settings, budgets)
+        adapted, loaded.tokenizer, prompts, decoding_of(settings, budgets)
     )
     for task, generation in zip(tasks, generations["adapted"][FIM], strict=True):
         text = f"{task.prefix}<|cursor|>{task.suffix}"
@@ -366,7 +376,7 @@ def test_hook_prefills_the_message_in_a_real_commit(run, work, here):
 def test_a_broken_model_never_blocks_the_commit(run, work, tmp_path):
     results = copy_results(run, tmp_path / "broken")
     (results / MODEL / "adapter" / "adapter_model.safetensors").write_bytes(b"not a model")
-    installed = repotune("hook", "install", "--results", str(results), cwd=work.path)
+    installed = repotune("hook", "install", "--no-serve", "--results", str(results), cwd=work.path)
     assert installed.returncode == 0
     commit = git_commit(work, editor_line="Typed by the user")
     assert commit.returncode == 0, commit.stderr
@@ -376,7 +386,10 @@ def test_a_broken_model_never_blocks_the_commit(run, work, tmp_path):
 
 
 def test_the_timeout_lets_the_commit_through(run, work):
-    repotune("hook", "install", "--results", str(run.results), "--timeout", "0.01", cwd=work.path)
+    repotune(
+        "hook", "install", "--no-serve", "--results", str(run.results), "--timeout", "0.01",
+        cwd=work.path,
+    )  # fmt: skip
     commit = git_commit(work, editor_line="Typed by the user")
     assert commit.returncode == 0 and last_message(work) == "Typed by the user"
     assert "no suggestion within 0.01 s" in commit.stderr

@@ -15,6 +15,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
+from repotune.atomic import current_umask
 from repotune.cli.diff import staged_files
 from repotune.config import resolve_config
 from repotune.errors import InputError
@@ -223,6 +224,20 @@ def test_manifest_hashes_the_export(in_run):
     paths = {artifact["path"] for artifact in manifest["artifacts"]}
     for name in ("SERVING.md", "Modelfile", "gguf/tiny-f32.gguf", "merged/model.safetensors"):
         assert f"results/tiny/export/{name}" in paths
+
+
+def test_every_output_has_the_mode_a_plain_write_gives(in_run):
+    """safetensors writes its files 0600 (a temporary renamed into place): a model server
+    running as another user, or a teammate sharing the results, must read the weights as they
+    read config.json. Every file of the model's results has the mode a plain write gives."""
+    plain = 0o666 & ~current_umask()
+    modes = {
+        path.relative_to(in_run.results).as_posix(): path.stat().st_mode & 0o777
+        for path in (in_run.results / MODEL).rglob("*")
+        if path.is_file()
+    }
+    assert "tiny/export/merged/model.safetensors" in modes
+    assert {path: mode for path, mode in modes.items() if mode != plain} == {}
 
 
 def test_ollama_without_gguf_is_a_one_line_error(tmp_path):

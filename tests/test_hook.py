@@ -45,7 +45,16 @@ def test_the_installed_hook_is_read_back_exactly(repo, tmp_path):
     settings = installed_settings(text)
     assert settings is not None
     assert (settings.results, settings.model, settings.timeout) == (str(tmp_path), "my model", 7.5)
+    assert settings.serve_idle == 1800.0  # starts a server on first use, by default
     assert hook_script(settings) == text and is_ours(hook_file(repo))
+    assert install(repo, tmp_path, "--no-serve", "--idle-timeout", "60") == 0
+    assert installed_settings(hook_file(repo).read_text()).serve_idle == 0.0
+    assert install(repo, tmp_path, "--idle-timeout", "60") == 0
+    assert installed_settings(hook_file(repo).read_text()).serve_idle == 60.0
+    # A hook written before hooks could start a server is still repotune's own.
+    older = HookSettings("/usr/bin/python3", "/opt/rt", "/r", 30.0, "auto")
+    assert "--serve-idle" not in hook_script(older)
+    assert installed_settings(hook_script(older)) == older
 
 
 @pytest.mark.parametrize(

@@ -5,18 +5,31 @@ with, so the evaluation measures what this command does: the fill-in-the-middle 
 run's record (the one its file documents were trained in, else the one its tokenizer has the
 tokens of), else a plain continuation of the prefix, cut by whole lines to the prompt budget
 (:func:`repotune.inference.budget.budget`). The completion is the greedy generation
-(:func:`repotune.inference.decoding.continuations`), evaluation's generation for the same gap.
+(:func:`repotune.inference.decoding.greedy`), evaluation's generation for the same gap. When
+``repotune serve`` runs for the model, it answers, through these same functions; else the model
+is loaded here.
 """
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repotune.cli.diff import git_toplevel
-from repotune.cli.run import EMPTY_EXIT, LoadedModel, empty_answer, find_run, load, results_dir
+from repotune.cli.run import (
+    EMPTY_EXIT,
+    FinishedRun,
+    LoadedModel,
+    empty_answer,
+    find_run,
+    load,
+    results_dir,
+)
 from repotune.errors import InputError
 from repotune.inference.infill import Gap
+
+if TYPE_CHECKING:
+    from repotune.inference.prompts import Prompt
 
 DEFAULT_CURSOR = "<|cursor|>"
 HELP = "complete code at FILE:LINE, or the text on stdin (prefix[<|cursor|>suffix])"
@@ -45,6 +58,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--cursor", default=DEFAULT_CURSOR, help="marks the cursor in text read from stdin"
     )
     parser.add_argument("--path", help="the file's path for text on stdin (FIM models)")
+    parser.add_argument(
+        "--no-server", action="store_true", help="load the model here even if `repotune serve` runs"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -71,18 +87,48 @@ def gap_from_text(text: str, cursor: str, path: str | None) -> Gap:
     return Gap(prefix, suffix if found else "", path)
 
 
-def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
-    """The model's completion of ``gap`` (greedy): FIM where the run has a format, else a
-    plain continuation."""
+def check_gap(gap: Gap) -> None:
+    """A gap with nothing around it and no path gives the model nothing to go on."""
+    if not gap.prefix and not gap.suffix and gap.path is None:
+        raise InputError(
+            "the code to complete",
+            "is empty and has no path",
+            "give FILE:LINE, text on stdin, or --path for a new file",
+        )
+
+
+def completion_prompt(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> tuple["Prompt", int]:
+    """The prompt of ``gap`` (FIM where the run has a format, else a plain continuation) within
+    the run's budget, and how many new tokens the answer may take."""
     from repotune.inference.budget import budget, context_length
-    from repotune.inference.decoding import Decoding, continuations
     from repotune.inference.infill import infill_prompt
 
     record, tokenizer = loaded.record, loaded.tokenizer
     limits = budget(record, max_new_tokens, context_length(loaded.model))
-    prompt = infill_prompt(gap, record, tokenizer, limits.prompt_tokens)
-    decoding = Decoding(candidates=1, max_new_tokens=limits.new_tokens)
-    return continuations(loaded.model, tokenizer, prompt, decoding)[0]
+    return infill_prompt(gap, record, tokenizer, limits.prompt_tokens), limits.new_tokens
+
+
+def completion(loaded: LoadedModel, gap: Gap, max_new_tokens: int) -> str:
+    """The model's completion of ``gap``: the greedy generation of its prompt."""
+    from repotune.inference.decoding import greedy
+
+    prompt, new_tokens = completion_prompt(loaded, gap, max_new_tokens)
+    return greedy(loaded.model, loaded.tokenizer, prompt, new_tokens).text
+
+
+def served_completion(run: FinishedRun, gap: Gap, max_new_tokens: int) -> str | None:
+    """The running server's completion of ``gap`` (its ``/v1/completions``, answered by
+    :func:`completion_prompt` and the same greedy decoding), None when no server of the model
+    runs or it could not answer."""
+    from repotune.serve import client
+
+    return client.ask_running(
+        run.results,
+        run.model,
+        lambda server: client.completion(
+            server, gap.prefix, gap.suffix, gap.path, max_new_tokens, client.CLI_TIMEOUT
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,14 +138,11 @@ def run(args: argparse.Namespace) -> int:
         gap = gap_at(args.location, args.repo)
     else:
         gap = gap_from_text(sys.stdin.read(), args.cursor, args.path)
-    if not gap.prefix and not gap.suffix and gap.path is None:
-        raise InputError(
-            "the code to complete",
-            "is empty and has no path",
-            "give FILE:LINE, text on stdin, or --path for a new file",
-        )
+    check_gap(gap)
     finished = find_run(results_dir(args.results), args.model)
-    text = completion(load(finished, args.device), gap, args.max_tokens)
+    text = None if args.no_server else served_completion(finished, gap, args.max_tokens)
+    if text is None:
+        text = completion(load(finished, args.device), gap, args.max_tokens)
     if not text:
         return empty_answer("completion")
     sys.stdout.write(text)

@@ -11,6 +11,13 @@ was installed with, and it **never blocks or fails a commit**:
   the message file untouched (git's normal template);
 * the suggestion has ``--timeout`` seconds; past it the commit goes on without one.
 
+The suggestion comes from ``repotune serve`` when one runs for the model (a warm model: well
+under a second), else the model is loaded in the hook's process, as ``repotune suggest``
+does. Unless installed with ``--no-serve``, the hook starts that server in the background when
+none runs (its first use) and asks it once it is ready, so every later commit is fast; the
+server stops after ``--idle-timeout`` seconds without a request. A server that is down or
+answers an error is, like a timeout, one line on stderr and a commit without a suggestion.
+
 The hooks directory is the one git runs: ``core.hooksPath`` when set, else the repository's
 ``hooks/``. A hook is repotune's only when it is exactly what ``install`` writes, for the
 settings it names (:func:`is_ours`): one that merely mentions repotune, or repotune's hook
@@ -24,6 +31,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +41,8 @@ from repotune.atomic import write_text
 from repotune.cli.diff import git_toplevel
 from repotune.cli.run import results_dir
 from repotune.errors import InputError
+from repotune.serve.client import ServerError
+from repotune.serve.state import DEFAULT_IDLE_TIMEOUT
 
 HOOK_NAME = "prepare-commit-msg"
 MARKER = "# repotune prepare-commit-msg hook"
@@ -44,6 +54,7 @@ HELP = "install or remove the prepare-commit-msg hook that pre-fills commit mess
 EXAMPLES = """examples:
   repotune hook install                       # uses ./results (or $REPOTUNE_RESULTS)
   repotune hook install --results ~/runs/myrepo/results --timeout 10
+  repotune hook install --no-serve            # always load the model in the hook (slow)
   repotune hook uninstall
 """
 
@@ -64,6 +75,19 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     install.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds a suggestion may take"
     )
+    install.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="never start `repotune serve` (by default the first commit starts it)",
+    )
+    install.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"a server the hook starts stops after this long idle (default "
+        f"{DEFAULT_IDLE_TIMEOUT:g})",
+    )
     install.set_defaults(handler=install_command)
     uninstall = actions.add_parser("uninstall", parents=[common], help="remove the hook")
     uninstall.set_defaults(handler=uninstall_command)
@@ -72,6 +96,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     hook_run.add_argument("source", nargs="?", default="")
     hook_run.add_argument("sha", nargs="?", default="")
     hook_run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    hook_run.add_argument(
+        "--serve-idle", type=float, default=0.0, help="start a server idling this long (0: none)"
+    )
     hook_run.set_defaults(handler=run_command)
 
 
@@ -107,12 +134,17 @@ class HookSettings:
     timeout: float
     device: str
     model: str | None = None
+    serve_idle: float | None = None
+    """Idle timeout of the server the hook starts; 0: it starts none; None: a hook written
+    before the hook could start one (it still asks a running server)."""
 
     @classmethod
-    def here(cls, results: Path, model: str | None, timeout: float, device: str) -> "HookSettings":
+    def here(
+        cls, results: Path, model: str | None, timeout: float, device: str, serve_idle: float
+    ) -> "HookSettings":
         """The settings ``install`` writes: this interpreter and this checkout of repotune."""
         package_root = str(Path(repotune.__file__).resolve().parent.parent)
-        return cls(sys.executable, package_root, str(results), timeout, device, model)
+        return cls(sys.executable, package_root, str(results), timeout, device, model, serve_idle)
 
 
 _PATH_LINE = "PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}} \\"
@@ -126,6 +158,8 @@ def hook_script(settings: HookSettings) -> str:
     options += ["--device", settings.device]
     if settings.model:
         options += ["--model", settings.model]
+    if settings.serve_idle is not None:
+        options += ["--serve-idle", str(settings.serve_idle)]
     command = [settings.python, "-m", "repotune", "hook", "run", *options]
     return (
         "#!/bin/sh\n"
@@ -164,11 +198,12 @@ def installed_settings(text: str) -> HookSettings | None:
         return None
     try:
         timeout = float(options["--timeout"])
+        serve_idle = float(options["--serve-idle"]) if "--serve-idle" in options else None
     except ValueError:
         return None
     return HookSettings(
         command[0], root[0], options["--results"], timeout, options["--device"],
-        options.get("--model"),
+        options.get("--model"), serve_idle,
     )  # fmt: skip
 
 
@@ -184,6 +219,8 @@ def is_ours(path: Path) -> bool:
 
 
 def install_command(args: argparse.Namespace) -> int:
+    if args.idle_timeout <= 0:
+        raise InputError("--idle-timeout", "must be positive", "give seconds, or pass --no-serve")
     directory = hooks_dir(args.repo)
     path = directory / HOOK_NAME
     if path.exists() and not is_ours(path):
@@ -196,7 +233,8 @@ def install_command(args: argparse.Namespace) -> int:
         path.replace(path.with_name(HOOK_NAME + BACKUP_SUFFIX))
     directory.mkdir(parents=True, exist_ok=True)
     results = results_dir(args.results)
-    settings = HookSettings.here(results, args.model, args.timeout, args.device)
+    serve_idle = 0.0 if args.no_serve else args.idle_timeout
+    settings = HookSettings.here(results, args.model, args.timeout, args.device, serve_idle)
     write_text(path, hook_script(settings))
     path.chmod(0o755)
     print(f"installed {path} (results: {results}); `git commit` now pre-fills the message")
@@ -222,16 +260,34 @@ def uninstall_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefill(args: argparse.Namespace) -> None:
-    """Write the first suggestion above what git put in the message file."""
+def _suggest(args: argparse.Namespace, deadline: float) -> list[str]:
+    """The suggestions for the staged change: from the running server (started first unless
+    the hook says not to), else from the model loaded here."""
     from repotune.cli.diff import staged_files
     from repotune.cli.run import find_run, load
-    from repotune.cli.suggest import change_commit, suggestions
-    from repotune.inference.decoding import Decoding
+    from repotune.cli.suggest import change_commit
+    from repotune.serve import client
 
     finished = find_run(results_dir(args.results), args.model)
     commit = change_commit(staged_files(args.repo), finished, "the staged change")
-    found = suggestions(load(finished, args.device), commit, Decoding())
+    if args.serve_idle > 0:
+        server = client.ensure(
+            finished.results, finished.model, args.device, args.serve_idle, deadline
+        )
+    else:
+        server = client.find(finished.results, finished.model)
+    if server is not None:
+        left = deadline - time.monotonic()
+        return client.commit_messages(server, commit["files"], {}, left)
+    from repotune.cli.suggest import suggestions
+    from repotune.inference.decoding import Decoding
+
+    return suggestions(load(finished, args.device), commit, Decoding())
+
+
+def _prefill(args: argparse.Namespace, deadline: float) -> None:
+    """Write the first suggestion above what git put in the message file."""
+    found = _suggest(args, deadline)
     if not found:
         raise InputError("the model", "suggested an empty message", "write the message yourself")
     path = Path(args.message_file)
@@ -244,12 +300,14 @@ def run_command(args: argparse.Namespace) -> int:
     if args.source in SKIPPED_SOURCES:
         return 0
     failure: list[str] = []
+    deadline = time.monotonic() + args.timeout
 
     def work() -> None:
         try:
-            _prefill(args)
+            _prefill(args, deadline)
         except Exception as error:  # the hook must never fail a commit, whatever went wrong
-            failure.append(str(error) if isinstance(error, InputError) else repr(error))
+            known = isinstance(error, InputError | ServerError)
+            failure.append(str(error) if known else repr(error))
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()

@@ -1,8 +1,9 @@
 """``repotune``: use a trained model from the repository you work in.
 
-Subcommands live in their own modules (suggest, hook, complete, inspect); this one only builds the
-parser and turns a :class:`repotune.errors.InputError` into one line on stderr and exit code 1.
-Heavy imports (torch, transformers) happen inside the subcommands, so ``--help`` is instant.
+Subcommands live in their own modules (suggest, hook, complete, inspect, serve); this one only
+builds the parser and turns a :class:`repotune.errors.InputError` into one line on stderr and
+exit code 1. Heavy imports (torch, transformers) happen inside the subcommands, so ``--help``
+is instant.
 """
 
 import argparse
@@ -11,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from repotune.cli import complete, hook, inspect, suggest
+from repotune.cli import complete, hook, inspect, serve, suggest
 from repotune.errors import InputError
 
 DESCRIPTION = """Use the model a repotune run trained on your repository's history.
@@ -23,6 +24,7 @@ EXAMPLES = """examples:
   repotune hook install                 # pre-fill `git commit` messages from now on
   repotune complete src/app.py:42       # complete code at the start of line 42
   repotune inspect                      # what the model is trained on and asked
+  repotune serve                        # keep the model loaded: fast answers, editor plugins
   repotune suggest --help               # more on one subcommand
 """
 
@@ -54,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     hook.add_parser(commands, common)
     complete.add_parser(commands, common)
     inspect.add_parser(commands, common)
+    serve.add_parser(commands, common)
     return top
 
 

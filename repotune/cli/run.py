@@ -7,6 +7,11 @@ stop strings the model was trained with, :class:`repotune.inference.record.RunRe
 recorded by the workflow are relative to the directory Snakemake ran in, which is the parent of
 ``results/``; loading resolves them from there, so the command works from any directory, the
 user's own repository included.
+
+The model is the run's exported merged model (``export/merged/``, written when
+``export.merged`` is on) when there is one at least as new as the adapter: the same weights
+with the adapter added in, loaded without peft, whose imports alone cost seconds. Otherwise it
+is the base with the adapter on top, as evaluation loads it.
 """
 
 import contextlib
@@ -20,6 +25,8 @@ from typing import Any
 from repotune.errors import InputError
 from repotune.inference.record import RunRecord
 
+MERGED_WEIGHTS = "model.safetensors"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 EMPTY_EXIT = 3
 """Exit status of ``suggest`` and ``complete`` when the model's answer is empty."""
 RESULTS_ENV = "REPOTUNE_RESULTS"
@@ -51,6 +58,26 @@ class FinishedRun:
     @property
     def tokenizer(self) -> Path:
         return self.root / "tokenizer"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "export" / "merged"
+
+    def exported_merged(self) -> Path | None:
+        """The export's merged model when it was made from the current adapter (written after
+        it), else None (no export, or an adapter retrained since)."""
+        weights = self.merged / MERGED_WEIGHTS
+        adapter = self.adapter / ADAPTER_WEIGHTS
+        try:
+            fresh = weights.stat().st_mtime >= adapter.stat().st_mtime
+        except OSError:
+            return None
+        return self.merged if fresh and (self.merged / "config.json").is_file() else None
+
+    def quantization(self) -> str:
+        """How training loaded the base (nf4, int8 or none), from its training summary."""
+        summary = self.adapter / "training_summary.json"
+        return str(json.loads(summary.read_text(encoding="utf-8"))["quantization"])
 
     def record(self) -> RunRecord:
         """What the model was trained with (tokenize's run record in stats.json)."""
@@ -107,11 +134,14 @@ def find_run(results: Path, model: str | None) -> FinishedRun:
 
 @dataclass
 class LoadedModel:
-    """Base + adapter, its tokenizer and the run record it is asked by."""
+    """The trained model (merged, or base + adapter), its tokenizer and the run record it is
+    asked by."""
 
     model: Any
     tokenizer: Any
     record: RunRecord
+    source: str = ""
+    """What was loaded: the merged model's directory or the adapter's."""
 
 
 def empty_answer(what: str) -> int:
@@ -137,17 +167,27 @@ def pick_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load(run: FinishedRun, device: str = "auto") -> LoadedModel:
-    """Load the run's base model with its adapter (repotune.modeling.load_adapted)."""
+def load(run: FinishedRun, device: str = "auto", merge: bool = False) -> LoadedModel:
+    """Load the run's model: the exported merged model when it is current
+    (repotune.modeling.load_merged, no peft), else the base with its adapter
+    (repotune.modeling.load_adapted), the adapter added into the weights when ``merge`` (a
+    server's faster decoding)."""
     from transformers.utils import logging as transformers_logging
 
-    from repotune.modeling import load_adapted
+    from repotune.modeling import load_adapted, load_merged
     from repotune.shards.tokenizer import load_tokenizer
 
     transformers_logging.disable_progress_bar()
     record = run.record()
     tokenizer = load_tokenizer(str(run.tokenizer))
-    with contextlib.chdir(run.results.parent):
-        model = load_adapted(run.adapter, device=pick_device(device))
+    chosen = pick_device(device)
+    merged = run.exported_merged()
+    if merged is not None:
+        model, source = load_merged(merged, run.adapter, device=chosen), merged
+    else:
+        with contextlib.chdir(run.results.parent):
+            model, source = load_adapted(run.adapter, device=chosen), run.adapter
+        if merge and run.quantization() == "none":  # 4-bit weights would round the update away
+            model = model.merge_and_unload()
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, record=record)
+    return LoadedModel(model=model, tokenizer=tokenizer, record=record, source=str(source))

@@ -1,6 +1,8 @@
 """``repotune suggest``: commit-message candidates for the staged change (or a diff on stdin).
 
-The change is prompted exactly as the model was trained to answer it, and as evaluation asks
+When ``repotune serve`` runs for the model, it answers, through these same functions
+(:mod:`repotune.serve.engine`); else the model is loaded here. The change is prompted exactly
+as the model was trained to answer it, and as evaluation asks
 its commit-message questions: the diff as file records (repotune.cli.diff) with the run's
 curate filters applied, made a prompt by
 :func:`repotune.inference.prompts.commit_message_prompt` within the budget of
@@ -28,6 +30,7 @@ from repotune.errors import InputError
 
 if TYPE_CHECKING:  # torch: imported when a model runs, not for `repotune --help`
     from repotune.inference.decoding import Decoding
+    from repotune.inference.prompts import Prompt
 
 HELP = "suggest commit messages for the staged change (or a diff on stdin)"
 EXAMPLES = f"""examples:
@@ -56,6 +59,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature", type=float, default=0.8, help="sampling temperature of candidates 2..n"
     )
+    parser.add_argument(
+        "--no-server", action="store_true", help="load the model here even if `repotune serve` runs"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -73,20 +79,50 @@ def change_commit(files: list[dict[str, Any]], run: FinishedRun, where: str) -> 
     return {"sha": "", "subject": "", "body": "", "files": kept}
 
 
-def suggestions(loaded: LoadedModel, commit: dict[str, Any], decoding: "Decoding") -> list[str]:
-    """Message candidates for ``commit`` (greedy first), each stripped of surrounding space;
-    empty answers left out."""
+def message_prompt(
+    loaded: LoadedModel, commit: dict[str, Any], max_new_tokens: int
+) -> tuple["Prompt", int]:
+    """The commit-message prompt of ``commit`` within the run's budget, and how many new
+    tokens the message may take."""
     from repotune.inference.budget import budget, context_length
-    from repotune.inference.decoding import continuations
     from repotune.inference.prompts import commit_message_prompt, prompt_encoder
 
     record, tokenizer = loaded.record, loaded.tokenizer
-    limits = budget(record, decoding.max_new_tokens, context_length(loaded.model))
+    limits = budget(record, max_new_tokens, context_length(loaded.model))
     encoder = prompt_encoder(tokenizer, record)
     prompt = commit_message_prompt(commit, record, encoder, limits.prompt_tokens)
-    bounded = replace(decoding, max_new_tokens=limits.new_tokens)
-    texts = continuations(loaded.model, tokenizer, prompt, bounded)
+    return prompt, limits.new_tokens
+
+
+def suggestions(loaded: LoadedModel, commit: dict[str, Any], decoding: "Decoding") -> list[str]:
+    """Message candidates for ``commit`` (greedy first), each stripped of surrounding space;
+    empty answers left out."""
+    from repotune.inference.decoding import continuations
+
+    prompt, new_tokens = message_prompt(loaded, commit, decoding.max_new_tokens)
+    bounded = replace(decoding, max_new_tokens=new_tokens)
+    texts = continuations(loaded.model, loaded.tokenizer, prompt, bounded)
     return [text for text in dict.fromkeys(text.strip() for text in texts) if text]
+
+
+def served_suggestions(
+    run: FinishedRun, commit: dict[str, Any], args: argparse.Namespace
+) -> list[str] | None:
+    """The running server's candidates for ``commit`` (the same function answers there), None
+    when no server of the model runs or it could not answer."""
+    from repotune.serve import client
+
+    options = {
+        "n": args.candidates,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+    }
+    return client.ask_running(
+        run.results,
+        run.model,
+        lambda server: client.commit_messages(server, commit["files"], options, client.CLI_TIMEOUT),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,15 +134,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         files, where = staged_files(args.repo), f"the staged change of '{args.repo}'"
     commit = change_commit(files, finished, where)
-    from repotune.inference.decoding import Decoding  # torch, once the input is known good
+    found = None if args.no_server else served_suggestions(finished, commit, args)
+    if found is None:
+        from repotune.inference.decoding import Decoding  # torch, once the input is known good
 
-    decoding = Decoding(
-        candidates=args.candidates,
-        max_new_tokens=args.max_tokens,
-        temperature=args.temperature,
-        seed=args.seed,
-    )
-    found = suggestions(load(finished, args.device), commit, decoding)
+        decoding = Decoding(
+            candidates=args.candidates,
+            max_new_tokens=args.max_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+        found = suggestions(load(finished, args.device), commit, decoding)
     if not found:
         return empty_answer("commit message")
     if len(found) == 1:

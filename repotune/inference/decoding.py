@@ -267,23 +267,40 @@ class Decoding:
     seed: int = 0
 
 
+def greedy(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompt: Prompt, max_new_tokens: int
+) -> Generation:
+    """The greedy continuation of one prompt: evaluation's generation of it."""
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=1)
+    return generate(model, tokenizer, [prompt], settings, desc="greedy")[0]
+
+
+def samples(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Prompt,
+    count: int,
+    decoding: Decoding,
+) -> list[Generation]:
+    """``count`` continuations of ``prompt`` sampled at ``decoding``'s temperature and top-p,
+    in one batch from ``decoding.seed`` (the same seed gives the same samples)."""
+    settings = GenerationSettings(
+        max_new_tokens=decoding.max_new_tokens,
+        batch_size=count,
+        do_sample=True,
+        temperature=decoding.temperature,
+        top_p=decoding.top_p,
+        seed=decoding.seed,
+    )
+    return generate(model, tokenizer, [prompt] * count, settings, desc="samples")
+
+
 def continuations(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompt: Prompt, decoding: Decoding
 ) -> list[str]:
     """Up to ``decoding.candidates`` distinct continuations of ``prompt``: the greedy one
     first (evaluation's generation of the same prompt), then seeded samples."""
-    greedy = GenerationSettings(max_new_tokens=decoding.max_new_tokens, batch_size=1)
-    found = generate(model, tokenizer, [prompt], greedy, desc="greedy")
+    found = [greedy(model, tokenizer, prompt, decoding.max_new_tokens)]
     if decoding.candidates > 1:
-        sampled = GenerationSettings(
-            max_new_tokens=decoding.max_new_tokens,
-            batch_size=decoding.candidates - 1,
-            do_sample=True,
-            temperature=decoding.temperature,
-            top_p=decoding.top_p,
-            seed=decoding.seed,
-        )
-        found += generate(
-            model, tokenizer, [prompt] * (decoding.candidates - 1), sampled, desc="samples"
-        )
+        found += samples(model, tokenizer, prompt, decoding.candidates - 1, decoding)
     return list(dict.fromkeys(generation.text for generation in found))
