@@ -182,7 +182,7 @@ def test_marker_strings_in_the_history_reach_the_model_as_text(learnt):
             kinds["quoting"] += MARKERS.message in text
             assert all(counts[m] == 1 for m in COMMIT_MARKERS), text
             assert not any(counts[m] for m in FILE_MARKERS), text
-    assert kinds["quoting"] == 1 and kinds["file"] >= MIN_QUESTIONS, kinds
+    assert kinds["quoting"] >= 1 and kinds["file"] >= MIN_QUESTIONS, kinds
     assert kinds["commit"] >= COMMITS // 2, kinds
 
 
