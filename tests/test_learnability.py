@@ -157,6 +157,27 @@ def test_the_adapted_model_fills_in_the_middle(learnt):
     assert entry["adapted"] >= MIN_FIM_EXACT, entry
 
 
+def test_each_code_change_question_says_that_an_added_line_starts(learnt):
+    """The questions evaluation asked, rebuilt by its own functions and decoded as the model
+    read them: each ends with the added-line marker. A question that stops at the line start
+    leaves the model free to go on with a context line (ending the answer at once); in this
+    history the added line is predictable either way, so only the question itself shows it."""
+    from repotune.evaluate.tasks import sampled_code_changes
+    from repotune.inference.prompts import prompt_encoder
+    from repotune.inference.record import RunRecord
+
+    record = RunRecord.read(learnt.results / MODEL / "shards" / "stats.json")
+    tokenizer = AutoTokenizer.from_pretrained(str(learnt.results / MODEL / "tokenizer"))
+    test = learnt.results / "dataset" / "test.parquet"
+    samples = CONFIG["evaluate"]["code_changes"]["samples"]
+    seed = learnt.report()["settings"]["seed"]
+    asked = sampled_code_changes(test, record, seed, samples, prompt_encoder(tokenizer, record))
+    assert [e.sha for e in asked] == [row["sha"] for row in learnt.generations("code_change")]
+    for example in asked:
+        question = tokenizer.decode(list(example.prompt_ids))
+        assert question.endswith("\n+") and example.prompt.endswith("\n+"), question[-200:]
+
+
 def test_the_adapted_model_writes_the_added_lines_of_a_change(learnt):
     entry = metric(learnt, "code_change.exact_match")
     assert entry["adapted"] >= MIN_CODE_EXACT, entry
