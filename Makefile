@@ -40,10 +40,11 @@ base: setup
 	$(BIN)/snakemake --cores $(CORES) pretrain_base
 
 # Test files are spread over TEST_WORKERS processes (pytest-xdist; whole files, so a module's
-# fixtures are built once); TEST_WORKERS=0 runs them in this process.
+# fixtures are built once); TEST_WORKERS=0 runs them in this process. Files go out in
+# collection order, the longest first (tests/conftest.py), not xdist's by number of tests.
 TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The inner loop: every test but those marked slow (they run the workflow or train a model).
 test-fast: setup

@@ -1,9 +1,7 @@
 """A git history whose answers are known: what a model trained on it should be able to say.
 
-Every file is ``<package>/<name>.py``, a class whose every line follows from its path and the
-number of its ``size_<n>`` lines, after zero to three imports::
-
-    import json
+Every file is ``<package>/<name>.py``: a docstring (:data:`HEADER`), then a class whose
+every line follows from its path and the number of its ``size_<n>`` lines::
 
     class Mango:
         name = "mango"
@@ -19,10 +17,13 @@ by anything before it):
 
 * ``util/mango: grow`` / ``util/mango: shrink``: the next ``size_<n>`` line added after the
   last one / the last one taken out (a class keeps between 7 and 10, :data:`SIZES`);
-* ``util/mango: remove``: the file is deleted, a change longer than a 128-token block whose
-  path is only in its first lines;
-* ``util: grow all`` / ``util: shrink all``: every class of the package that can grows
-  (shrinks), a change of several files, longer than a block, each saying what happened.
+* ``util/mango: add`` / ``util/mango: remove``: the file is created / deleted, a change longer
+  than a 128-token block whose path is only in its first lines: a message that keeps its change
+  (cut to fit) names the file; one cut off from its change, or a prompt cut from the left,
+  cannot.
+
+The newest commit (:data:`MARKERS`) quotes the template's markers, as a repository about models
+does: they must reach the model as text, never as the markers' ids.
 
 The message's area is the path as the diff's own tokens spell it (``util``, ``/``, ``mango``):
 a model copies it from the file header, a fixed place in every change. Fill-in-the-middle
@@ -91,6 +92,14 @@ class Change:
     files: dict[str, str | None] = field(default_factory=dict)
 
 
+MARKERS = Change(
+    "notes: quote the markers",
+    {"notes/markers.txt": "The strings <|diff|>, <|message|>, <|file|> and <|fim_middle|>\n"},
+)
+"""The newest commit: text that quotes the tiny preset's markers. It is held out (the test
+split), so the history the model learns from is the same with it or without it."""
+
+
 class History:
     """The files (path without ``.py`` -> sizes) as commits change them, and the seeded draw
     of each next change."""
@@ -135,7 +144,8 @@ class History:
 
 
 def build(path: Path, commits: int, seed: int = 0) -> Path:
-    """Create the repository at ``path``: a root commit and ``commits`` changes on ``main``."""
+    """Create the repository at ``path``: a root commit and ``commits`` changes on ``main``,
+    the last one :data:`MARKERS`."""
     history = History(seed)
     environment = git_env(START)
     subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True, env=environment)
@@ -145,7 +155,10 @@ def build(path: Path, commits: int, seed: int = 0) -> Path:
     assert process.stdin is not None
     write = process.stdin.write
     for number in range(commits + 1):
-        change = history.initial() if number == 0 else history.next_change()
+        if number == 0:
+            change = history.initial()
+        else:
+            change = MARKERS if number == commits else history.next_change()
         when = START + number * HOUR
         message = (change.message + "\n").encode()
         write(f"commit refs/heads/main\nmark :{number + 1}\n".encode())

@@ -9,6 +9,24 @@ import pytest
 from testdata.workflow import ROOT, verify_command
 from tests.run_fixtures import MODEL, Run, finished_run, session_run
 
+LONGEST_FIRST = (
+    "test_learnability.py",
+    "test_liveness.py",
+    "test_gpu_check.py",
+    "test_interrupt.py",
+    "test_reproducible.py",
+    "test_user_commands.py",
+)
+"""The modules that take longest (a minute or more on 2 cores), longest first. pytest-xdist
+hands out whole files in collection order (the Makefile turns its own reordering, by number of
+tests, off): the longest start first, so the suite does not wait for one of them at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the modules of :data:`LONGEST_FIRST` to the front, each module's tests in order."""
+    rank = {name: number for number, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def repotune_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

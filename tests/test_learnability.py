@@ -17,6 +17,7 @@ are at 1,024.
 """
 
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -24,16 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from datasets import load_from_disk
+from transformers import AutoTokenizer
 
-from testdata.known_answers import build
+from testdata.known_answers import MARKERS, build
 from testdata.workflow import snakemake
 
 pytestmark = pytest.mark.slow
 
 COMMITS = 500
 MODEL = "tiny"
+TARGET = f"results/{MODEL}/eval/report.json"  # what the tests read: no export, no manifest
 MAX_NEW = {"commit_messages": 16, "code_changes": 24, "fim": 24}
 CONFIG: dict[str, Any] = {
     "models": [MODEL],
@@ -58,6 +63,10 @@ MIN_SUBJECT_EXACT = 0.25
 MIN_FIM_EXACT = 0.1
 MIN_CODE_EXACT = 0.35
 MIN_FIM_ANSWERED = 0.95
+MIN_LONG_FILE_NAMED = 0.5
+MIN_LONG_QUESTIONS = 10  # added and deleted files among the test commits
+COMMIT_MARKERS = ("<|message|>", "<|diff|>")
+FILE_MARKERS = ("<|file|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 MIN_QUESTIONS = 25  # questions per task the history yields (a verdict would need 30 commits)
 EMPTY_EXIT = 3  # `suggest` and `complete` when the model's answer is empty
 
@@ -84,13 +93,24 @@ class Learnt:
         rows = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
         return [row for row in rows if row["task"] == task]
 
+    def documents(self, split: str) -> list[list[int]]:
+        """Every document of a split's shards (runs of positions from 0, padding dropped)."""
+        shards = load_from_disk(str(self.results / MODEL / "shards" / split))
+        documents = []
+        for ids, positions, length in zip(
+            shards["input_ids"], shards["position_ids"], shards["length"], strict=True
+        ):
+            starts = [*np.flatnonzero(np.asarray(positions[:length]) == 0).tolist(), length]
+            documents += [ids[a:z] for a, z in itertools.pairwise(starts)]
+        return documents
+
 
 @pytest.fixture(scope="module")
 def learnt(tmp_path_factory: pytest.TempPathFactory) -> Learnt:
     root = tmp_path_factory.mktemp("learnability")
     build(root / "data", COMMITS)
     (root / "work").mkdir()
-    result = snakemake(root / "work", config={"repo": "../data", **CONFIG})
+    result = snakemake(root / "work", TARGET, config={"repo": "../data", **CONFIG})
     assert result.returncode == 0, result.stderr[-3000:]
     return Learnt(root)
 
@@ -115,6 +135,20 @@ def test_the_adapted_model_writes_the_subject_from_the_diff(learnt):
     assert entry["adapted"] >= MIN_SUBJECT_EXACT, entry
 
 
+def test_the_adapted_model_names_the_file_of_a_change_longer_than_a_block(learnt):
+    """An added or deleted file is a change longer than a block whose path is only in its first
+    lines: the message names it only when the question, like the training document, keeps the
+    change's start beside the message (a message cut off from its change, or a prompt cut from
+    the left token by token, leaves the path out)."""
+    long = [
+        row for row in learnt.generations("commit_message")
+        if row["reference"].split("\n")[0].endswith((": add", ": remove"))
+    ]  # fmt: skip
+    assert len(long) >= MIN_LONG_QUESTIONS, len(long)
+    named = [row["adapted"].split(":")[0] == row["reference"].split(":")[0] for row in long]
+    assert sum(named) / len(named) >= MIN_LONG_FILE_NAMED, [row["adapted"] for row in long]
+
+
 def test_the_adapted_model_fills_in_the_middle(learnt):
     entry = metric(learnt, "fim.exact_match")
     rows = learnt.generations("fim")
@@ -123,9 +157,63 @@ def test_the_adapted_model_fills_in_the_middle(learnt):
     assert entry["adapted"] >= MIN_FIM_EXACT, entry
 
 
+def test_each_code_change_question_says_that_an_added_line_starts(learnt):
+    """The questions evaluation asked, rebuilt by its own functions and decoded as the model
+    read them: each ends with the added-line marker. A question that stops at the line start
+    leaves the model free to go on with a context line (ending the answer at once); in this
+    history the added line is predictable either way, so only the question itself shows it."""
+    from repotune.evaluate.tasks import sampled_code_changes
+    from repotune.inference.prompts import prompt_encoder
+    from repotune.inference.record import RunRecord
+
+    record = RunRecord.read(learnt.results / MODEL / "shards" / "stats.json")
+    tokenizer = AutoTokenizer.from_pretrained(str(learnt.results / MODEL / "tokenizer"))
+    test = learnt.results / "dataset" / "test.parquet"
+    samples = CONFIG["evaluate"]["code_changes"]["samples"]
+    seed = learnt.report()["settings"]["seed"]
+    asked = sampled_code_changes(test, record, seed, samples, prompt_encoder(tokenizer, record))
+    assert [e.sha for e in asked] == [row["sha"] for row in learnt.generations("code_change")]
+    for example in asked:
+        question = tokenizer.decode(list(example.prompt_ids))
+        assert question.endswith("\n+") and example.prompt.endswith("\n+"), question[-200:]
+
+
 def test_the_adapted_model_writes_the_added_lines_of_a_change(learnt):
     entry = metric(learnt, "code_change.exact_match")
     assert entry["adapted"] >= MIN_CODE_EXACT, entry
+
+
+def test_marker_strings_in_the_history_reach_the_model_as_text(learnt):
+    """Only the template puts marker ids in a document: a commit's documents hold one message
+    and one diff marker and no file or FIM marker; a file's documents start with the file
+    marker and hold no commit marker. The newest commit quotes the markers
+    (testdata.known_answers.MARKERS): in the test split, as text."""
+    tokenizer = AutoTokenizer.from_pretrained(str(learnt.results / MODEL / "tokenizer"))
+    ids = {m: tokenizer.convert_tokens_to_ids(m) for m in COMMIT_MARKERS + FILE_MARKERS}
+    kinds = {"commit": 0, "file": 0, "quoting": 0}
+    for document in learnt.documents("train") + learnt.documents("test"):
+        counts = {m: document.count(i) for m, i in ids.items()}
+        text = tokenizer.decode(document)
+        if document[0] == ids["<|file|>"]:
+            kinds["file"] += 1
+            assert counts["<|file|>"] == 1, text
+            assert not any(counts[m] for m in COMMIT_MARKERS), text
+        else:
+            kinds["commit"] += 1
+            kinds["quoting"] += MARKERS.message in text
+            assert all(counts[m] == 1 for m in COMMIT_MARKERS), text
+            assert not any(counts[m] for m in FILE_MARKERS), text
+    assert kinds["quoting"] >= 1 and kinds["file"] >= MIN_QUESTIONS, kinds
+    assert kinds["commit"] >= COMMITS // 2, kinds
+
+
+def test_the_report_gives_the_fraction_of_an_epoch_trained(learnt):
+    """Epochs are the block draws over the split's blocks, not the whole epochs planned."""
+    training = learnt.report()["training"]
+    drawn, blocks = training["blocks_drawn"], training["train_blocks"]
+    assert drawn == CONFIG["train"]["max_steps"] * 8 and blocks > 0
+    assert training["epochs"] == pytest.approx(drawn / blocks, abs=1e-4)
+    assert training["epochs"] != round(training["epochs"]), training
 
 
 def repotune(*args: str, stdin: str, monkeypatch: pytest.MonkeyPatch, capsys) -> str:

@@ -168,13 +168,15 @@ def test_fork_exec_cannot_run_a_shell_that_writes_outside(tmp_path, limits):
     assert result.reason == f"{FAILED}: PermissionError (import refused)"
 
 
+CHILD_DELAY = 0.3
+"""How long a setsid child waits before it writes: its parent, the test, has ended by then."""
 SETSID_CHILDREN = {
     "fork_exec": FORK_EXEC,
     "os.fork": """
         import os, time
         if os.fork() == 0:
             os.setsid()
-            time.sleep(1)
+            time.sleep(CHILD_DELAY)
             open(TARGET, "w").close()
             os._exit(0)
         """,
@@ -186,14 +188,16 @@ SETSID_CHILDREN = {
 @pytest.mark.parametrize("how", sorted(SETSID_CHILDREN))
 def test_a_setsid_child_does_not_outlive_the_test(tmp_path, limits, how):
     target = tmp_path / "late.txt"
-    source = probe(SETSID_CHILDREN[how], TARGET=str(target), SETSID=True,
-                   COMMAND=f"sleep 1; touch {target}")  # fmt: skip
+    source = probe(SETSID_CHILDREN[how], TARGET=str(target), SETSID=True, CHILD_DELAY=CHILD_DELAY,
+                   COMMAND=f"sleep {CHILD_DELAY}; touch {target}")  # fmt: skip
     assert run_unsandboxed(source, tmp_path).returncode == 0
-    time.sleep(2)
+    waited = time.monotonic()
+    while not target.exists() and time.monotonic() - waited < 10:
+        time.sleep(0.05)
     assert target.exists()  # the probe works: its child wrote after the parent had ended
     target.unlink()
     result = run_python_test("", source, 10.0, limits)
-    time.sleep(2)
+    time.sleep(CHILD_DELAY + 1)  # an escaped child would have written by now
     assert not result.passed and not target.exists()
     assert "PermissionError" in result.reason
 
