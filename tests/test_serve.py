@@ -8,7 +8,9 @@ server the way the hook does, in a home of its own.
 """
 
 import io
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,7 +73,7 @@ def served(shared_run, tmp_path_factory):
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "repotune", "serve", "--results", str(shared_run.results),
-             "--port", "0", "--idle-timeout", "600", "--device", "cpu"],
+             "--model", MODEL, "--port", "0", "--idle-timeout", "600", "--device", "cpu"],
             stdout=out, stderr=out, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
     try:
@@ -108,6 +110,9 @@ def requests_logged(served: Served, path: str) -> int:
     return served.log.read_text().count(f'"POST {path} HTTP/1.1" 200')
 
 
+@pytest.mark.documented("repotune serve")
+@pytest.mark.documented("repotune serve --model tiny")
+@pytest.mark.documented("repotune serve --port 0 --idle-timeout 0")
 def test_models_lists_the_served_model(served):
     assert [model.id for model in served.openai.models.list().data] == [MODEL]
 
@@ -335,3 +340,49 @@ def test_a_server_that_refuses_or_is_down_is_one_line_and_the_commit_goes_on(
         files.remove()
     assert "is down" in down and down.endswith("committing without a suggestion")
     assert clone.git("log", "-2", "--format=%s").splitlines() == ["Typed by the user"] * 2
+
+
+README_CURL = (
+    """curl -s http://127.0.0.1:8231/v1/completions -H "Authorization: Bearer $(cat """
+    """~/.config/repotune/token)" -H 'Content-Type: application/json' -d '{"prompt": "def """
+    """add(a, b):\\n", "max_tokens": 32}'"""
+)
+TOKEN = "TOKEN=$(cat ~/.config/repotune/token)"
+DOCS_CURL = (
+    """curl -s http://127.0.0.1:8231/v1/completions -H "Authorization: Bearer $TOKEN" -H """
+    """'Content-Type: application/json' -d '{"prompt": "def add(a, b):\\n", "suffix": """
+    """"\\n\\nprint(add(1, 2))\\n", "max_tokens": 32}'"""
+)
+DOCS_MESSAGE = (
+    """git diff --cached | jq -Rs '{diff: ., n: 1}' | curl -s """
+    """http://127.0.0.1:8231/repotune/commit-message -H "Authorization: Bearer $TOKEN" -H """
+    """'Content-Type: application/json' -d @- | jq -r '.messages[0]'"""
+)
+
+
+@pytest.mark.documented(README_CURL)
+@pytest.mark.documented(TOKEN)
+@pytest.mark.documented(DOCS_CURL)
+@pytest.mark.documented(DOCS_MESSAGE)
+def test_the_documented_curl_lines_get_answers(served, tmp_path):
+    """README's and docs/serving.md's lines, as shown but for the test server's port and token
+    file: real curl and jq against the server."""
+    if not (shutil.which("curl") and shutil.which("jq")):
+        pytest.skip("curl or jq is not installed")
+
+    def shell(line: str) -> str:
+        line = line.replace("127.0.0.1:8231", served.connection.url.removeprefix("http://"))
+        line = line.replace("~/.config/repotune/token", str(token_path()))
+        result = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=repo.path)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("Add a module", {"pkg/a.py": "def a():\n    return 1\n"})
+    (repo.path / "pkg" / "a.py").write_text("def a():\n    return 2\n")
+    repo.git("add", "-A")
+    for line in (README_CURL, f"{TOKEN}; {DOCS_CURL}"):
+        answer = json.loads(shell(line))
+        assert answer["object"] == "text_completion" and len(answer["choices"]) == 1, answer
+    message = shell(f"{TOKEN}; {DOCS_MESSAGE}")
+    assert message.strip() and message.strip() != "null", message
