@@ -170,8 +170,8 @@ def local_base(fixture: Fixture) -> str:
 
 def local_tokenizer(fixture: Fixture) -> str:
     """A hub-like tokenizer with the plain template's FIM markers as tokens. (Without them
-    each marker is a dozen tokens of text, and tokenize never ends with 64-token blocks:
-    repotune.shards.files.file_documents halves its room forever.)"""
+    each marker is a dozen tokens of text: with 64-token blocks no FIM document fits, and the
+    files become whole-file documents only.)"""
     path = fixture.root / "local-tokenizer"
     if not path.exists():
         save_hub_like_tokenizer(path, ("<|endoftext|>", *PLAIN_FIM.markers))
