@@ -230,9 +230,6 @@ ALTERNATIVES: dict[str, Alt] = {
     "models[].tokenizer": Alt(local_tokenizer),
     "models[].tokenize": Alt({"seed": 1}),
     "models[].train": Alt({"seed": 1}),
-    # Below the ~460 tokens the fixture's text makes, above 256 bytes and 8 special tokens (the
-    # schema's minimum, 256, is refused by tokenize).
-    "models[].bpe_vocab_size": Alt(300),
     "models[].architecture.n_embd": Alt(32),  # the schema's 1 does not divide into n_head
     "models[].architecture.n_positions": Alt(128),  # the schema's 1 is shorter than a block
     "train.lora_targets": Alt(["c_attn"]),
