@@ -11,7 +11,8 @@ key would take an hour, so each stage runs alone, here, in this process:
   :data:`STAGES` mirrors rules/*.smk and rules/common.smk (the params each rule passes, the
   inputs it asks for, the outputs it names); tests/workflow_params.py asks the Snakefile
   itself, and the test checks the two agree. The manifest, which records the whole config and
-  shapes nothing, and compare_models, which reads the reports by model name, are left out.
+  shapes nothing, and compare_models, which reads the reports by model name, are left out;
+  the opt-in pretrain_base is in (its params hold the cache key of corpus and settings).
 * **Running a stage** runs its real script (scripts/<rule>.py) with a ``snakemake`` object
   built from those params and paths, in a work directory of its own whose inputs are links to
   the default run's outputs at the paths the workflow gives them. So the path from the config
@@ -22,12 +23,16 @@ key would take an hour, so each stage runs alone, here, in this process:
   Timings are not compared: facts named so (:data:`TIMING`) and any that differ between two
   runs of the fixture config. Nor is a difference that only repeats the changed value
   (:class:`Echo`: a report that echoes its settings, ``"weighted_sampling": false``): the key
-  must change something it shapes. An :class:`InputError` is an outcome too: a stage that
+  must change something it shapes. Nor are the facts a stage writes to record the settings it
+  ran with (:attr:`Stage.records`: the pretrained base's cache key, a hash of its settings,
+  changes with every one of them). An :class:`InputError` is an outcome too: a stage that
   refuses the other value read it (``paged_adamw_8bit`` on a CPU).
 
-Two shortcuts keep the module cheap: evaluate's two plots are written as the JSON of what they
-would draw (drawing them costs a second a run and shows nothing the data does not), and torch
-runs on one thread (a model this small trains and decodes faster so).
+Three shortcuts keep the module cheap: evaluate's two plots are written as the JSON of what
+they would draw (drawing them costs a second a run and shows nothing the data does not), torch
+runs on one thread (a model this small trains and decodes faster so), and the stages' atomic
+writes skip ``fsync`` (durability after a power loss is no part of what a stage writes, and on
+a shared disk the flushes took 40% of the module's wall time).
 """
 
 import contextlib
@@ -58,7 +63,9 @@ from repotune.errors import InputError
 from repotune.evaluate import report
 from repotune.export.stage import ExportSettings
 from repotune.extract.repository import head_sha
-from repotune.models import ModelSpec, resolve_model
+from repotune.models import PRETRAINED_BASE, ModelSpec, resolve_model
+from repotune.pretrain.corpus import Corpus, corpus_key, interpreter_places, list_corpus
+from repotune.pretrain.settings import MANIFEST, PretrainSettings
 from testdata.gitrepo import GitRepo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,10 +217,27 @@ def fim_question_settings(config: Config) -> dict[str, Any]:
 
 def tokenize_inputs(config: Config) -> dict[str, Any]:
     """rules/common.smk, tokenize_input."""
-    splits = {split: ("curate", split) for split in ("train", "validation", "test")}
+    inputs: dict[str, Any] = {split: ("curate", split) for split in ("train", "validation", "test")}
     if config["snapshot"]["enabled"] and config["tokenize"]["files"]:
-        return splits | {"files": ("snapshot", "files")}
-    return splits
+        inputs["files"] = ("snapshot", "files")
+    if model_spec(config).base == PRETRAINED_BASE:
+        inputs["pretrained"] = ("pretrain_base", "model")
+    return inputs
+
+
+@functools.cache
+def _corpus(section: str, repo: str) -> Corpus:
+    """The corpus a ``pretrain.corpus`` section lists, once per section and repository (the
+    test changes no file)."""
+    return list_corpus(json.loads(section), repo, interpreter_places())
+
+
+def pretrain_key(config: Config) -> str:
+    """rules/common.smk, pretrain_key (repotune.pretrain.settings.plan), without the blob-id
+    cache, which only saves reading the files again."""
+    settings = PretrainSettings.from_config(config["pretrain"], config["train"])
+    corpus = _corpus(json.dumps(settings.corpus, sort_keys=True), config["repo"])
+    return corpus_key(corpus, settings.shaping())
 
 
 def evaluate_inputs(config: Config) -> dict[str, Any]:
@@ -237,13 +261,16 @@ def evaluate_inputs(config: Config) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Stage:
     """One rule: its outputs, threads, params and inputs (an input is another rule's output,
-    ``(rule, name)``, or a path), as rules/<file>.smk declares them, the code hash left out."""
+    ``(rule, name)``, or a path), as rules/<file>.smk declares them, the code hash left out;
+    and ``records``, the places of facts it writes to record the settings it ran with, not
+    what they shaped, which are never compared."""
 
     outputs: dict[str, str]
     params: Callable[[Config], dict[str, Any]]
     inputs: Callable[[Config], dict[str, Any]] = lambda config: {}
     threads: int = 1
     enabled: Callable[[Config], bool] = lambda config: True
+    records: frozenset[tuple[str, ...]] = frozenset()
 
 
 def model_entry(config: Config) -> Any:
@@ -273,6 +300,29 @@ def head(repo: str) -> str:
 # In the order a run needs them; cheap ones first where the order is free, since a key's
 # readers are tried in this order until one changes.
 STAGES: dict[str, Stage] = {
+    # Opt-in (not in `rule all`), and wired whatever the config; its script reads the
+    # pretrain: section and the repository from the config, which the key covers.
+    "pretrain_base": Stage(
+        outputs={
+            "model": PRETRAINED_BASE,
+            "manifest": os.path.join(os.path.dirname(PRETRAINED_BASE), MANIFEST),
+        },
+        params=lambda c: {"key": pretrain_key(c), "places": interpreter_places()},
+        threads=2,
+        # The cache key (a hash of corpus and settings; also in the entry's path and the work
+        # directory's, which the trainer records as the base it started from) and the settings
+        # themselves, the trainer's as it was handed them: the model, its tokenizer, corpus,
+        # documents and loss curve are compared.
+        records=frozenset(
+            {
+                ("manifest", "key"),
+                ("manifest", "cache"),
+                ("manifest", "settings"),
+                ("model", "training_summary.json", "base_model"),
+                ("model", "training_summary.json", "settings"),
+            }
+        ),
+    ),
     "extract_commits": Stage(
         outputs={"commits": "results/commits.parquet", "stats": "results/commits.stats.json"},
         params=lambda c: {
@@ -365,8 +415,8 @@ STAGES: dict[str, Stage] = {
     ),
 }
 RUN_ORDER = (
-    "extract_commits", "curate", "snapshot", "fim_questions", "tokenize", "train", "evaluate",
-    "export",
+    "pretrain_base", "extract_commits", "curate", "snapshot", "fim_questions", "tokenize",
+    "train", "evaluate", "export",
 )  # fmt: skip
 
 
@@ -491,6 +541,7 @@ def run_stage(
     with (
         _in_directory(workdir),
         mock.patch("repotune.logs.run_logged", lambda log, job: job()),
+        mock.patch("os.fsync", lambda descriptor: None),
         mock.patch.object(report, "plot_loss_curves", _draw_as_data(report.plot_loss_curves)),
         mock.patch.object(report, "plot_metrics", _draw_as_data(report.plot_metrics)),
         patches() if patches is not None else contextlib.nullcontext(),

@@ -1,9 +1,12 @@
 """The snapshot's files in the training split: whole-file and FIM documents, packed with the
 commits (repotune.shards.files), and nothing from after the train cutoff."""
 
+import contextlib
 import itertools
 import json
+import signal
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import load_from_disk
+from transformers import AutoTokenizer
 
 from repotune.config import resolve_config
 from repotune.curate.table import SPLITS
@@ -268,6 +272,46 @@ def test_a_long_file_is_cut_at_lines_each_piece_with_its_header(stage):
     room = SEQ_LEN - 1 - len(encode([header])[0]) - FIM_MARKERS
     content_tokens = len(encode([FILES["pkg/long.py"]])[0])
     assert len(made) >= content_tokens / room
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Fail what runs longer than ``seconds`` (SIGALRM: a loop in Python is interrupted)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+FORMATTER = "def format_upper(value):\n    text = str(value).rstrip()\n    return text.upper()\n\n"
+
+
+def test_a_file_whose_fim_markers_are_text_and_do_not_fit_gets_whole_file_documents(tmp_path):
+    """A tokenizer without the FIM markers as tokens spells each as a dozen tokens of text:
+    with 64-token blocks no piece of this file fits a FIM document, and cutting it again with
+    half the room went on for ever. It gets whole-file documents, cut to fit, instead."""
+    hub = AutoTokenizer.from_pretrained(save_hub_like_tokenizer(tmp_path / "hub", (EOS,)))
+    encode = TextEncoder(hub, PLAIN_FIM.markers)
+    assert min(len(ids) for ids in encode(list(PLAIN_FIM.markers))) > 1  # markers are text
+    path, content = "pkg/format_b.py", FORMATTER * 6
+    settings = _settings(seq_len=64, fim_rate=0.5)
+    with _deadline(10):
+        made = file_documents(path, content, PLAIN_FIM, encode, settings)
+    assert made is not None and len(made) > 1
+    assert {document.kind for document, _ in made} == {"whole_file"}
+    header = whole_file(path, "", PLAIN_FIM)
+    assert "".join(document.text.removeprefix(header) for document, _ in made) == content
+    assert all(len(ids) <= 63 for _, ids in made)
+    # Blocks long enough for the markers as text: FIM documents as before.
+    roomy = file_documents(path, content, PLAIN_FIM, encode, _settings(seq_len=128))
+    assert {document.kind for document, _ in roomy} == {"whole_file", "fim"}
 
 
 def test_same_settings_give_the_same_shard_bytes(stage, tmp_path):

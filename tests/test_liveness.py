@@ -31,6 +31,7 @@ from repotune.shards.fim import PLAIN_FIM
 from repotune.train import trainer
 from repotune.train.data import BlockOrder
 from testdata.curated import save_hub_like_tokenizer
+from testdata.pretrain import TINY_SIZE
 from testdata.workflow import data_repository
 from tests.liveness import (
     BEHAVIOUR_TESTS,
@@ -79,11 +80,44 @@ class Fixture:
     default: dict[str, Ran] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     volatile: dict[str, set[Where]] = field(default_factory=dict)
+    bases: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     runs: int = 0
 
     def workdir(self, label: str) -> Path:
         self.runs += 1
         return self.root / "runs" / f"{self.runs:03d}-{label}"
+
+    def run_base(
+        self,
+        stage: str,
+        config: Config,
+        label: str,
+        patches: Callable[[], contextlib.AbstractContextManager[Any]] | None,
+    ) -> Outcome:
+        """``stage`` run with ``config``, a key's base other than the fixture's: once for the
+        keys that share it (those of the pretrain size the fixture does not choose), unless
+        patched."""
+        memo = (stage, json.dumps(config, sort_keys=True))
+        if patches is not None or memo not in self.bases:
+            ran = run_stage(stage, config, self.workdir(label), self.default, patches)
+            if patches is not None:
+                return ran
+            self.bases[memo] = ran
+        return self.bases[memo]
+
+
+# The base pretrain_base builds on the fixture: tiny (under a second), on four files of the
+# standard library's curses package (19 kB of real code: text enough for a vocabulary over
+# the schema's smallest), one of them for validation, evaluated on two blocks so that "0 =
+# all" differs. The cuda size differs in its schedule only, so choosing it changes the base.
+PRETRAIN_SIZE = {**TINY_SIZE, "bpe_vocab_size": 600, "eval_max_blocks": 2}
+PRETRAIN = {
+    "corpus": {"include": ["{stdlib}/curses/*.py"], "exclude": ["{stdlib}/curses/panel.py"]},
+    "sizes": {
+        "cpu": PRETRAIN_SIZE,
+        "cuda": {**PRETRAIN_SIZE, "max_steps": 4, "eval_interval": 2},
+    },
+}
 
 
 def fixture_config(root: Path) -> Config:
@@ -127,6 +161,7 @@ def fixture_config(root: Path) -> Config:
             "examples": 1,
         },
         "export": {"gguf": {"enabled": True}},
+        "pretrain": PRETRAIN,
     }
 
 
@@ -170,8 +205,8 @@ def local_base(fixture: Fixture) -> str:
 
 def local_tokenizer(fixture: Fixture) -> str:
     """A hub-like tokenizer with the plain template's FIM markers as tokens. (Without them
-    each marker is a dozen tokens of text, and tokenize never ends with 64-token blocks:
-    repotune.shards.files.file_documents halves its room forever.)"""
+    each marker is a dozen tokens of text: with 64-token blocks no FIM document fits, and the
+    files become whole-file documents only.)"""
     path = fixture.root / "local-tokenizer"
     if not path.exists():
         save_hub_like_tokenizer(path, ("<|endoftext|>", *PLAIN_FIM.markers))
@@ -205,6 +240,12 @@ def remote_code_base(fixture: Fixture) -> str:
     return str(path)
 
 
+def under_the_largest_corpus_file(fixture: Fixture) -> int:
+    """A size limit that leaves the largest file of the pretraining corpus out."""
+    files = fixture.outcomes["pretrain_base"].facts["manifest"]["corpus"]["files"]
+    return max(item["bytes"] for item in files) - 1
+
+
 def all_but_one_for_test(fixture: Fixture) -> int:
     """A test split that leaves one curated commit: too few for train and validation."""
     return fixture.outcomes["curate"].facts["report"]["kept_commits"] - 1
@@ -230,9 +271,6 @@ ALTERNATIVES: dict[str, Alt] = {
     "models[].tokenizer": Alt(local_tokenizer),
     "models[].tokenize": Alt({"seed": 1}),
     "models[].train": Alt({"seed": 1}),
-    # Below the ~460 tokens the fixture's text makes, above 256 bytes and 8 special tokens (the
-    # schema's minimum, 256, is refused by tokenize).
-    "models[].bpe_vocab_size": Alt(300),
     "models[].architecture.n_embd": Alt(32),  # the schema's 1 does not divide into n_head
     "models[].architecture.n_positions": Alt(128),  # the schema's 1 is shorter than a block
     "train.lora_targets": Alt(["c_attn"]),
@@ -253,6 +291,25 @@ ALTERNATIVES: dict[str, Alt] = {
         base={"evaluate.behaviour.allow_code_execution": True},
         patches=without_bubblewrap,
     ),
+    "pretrain.corpus.include": Alt(["{stdlib}/curses/[ah]*.py"]),  # ascii.py and has_key.py
+    "pretrain.corpus.max_file_bytes": Alt(under_the_largest_corpus_file),  # 1: no file at all
+    # Two or three files of four (none holds half the bytes); at the schema's next value,
+    # 0.001, validation keeps the one file it always takes, as at the default, 0.01.
+    "pretrain.validation_share": Alt(0.5),
+    **{
+        f"pretrain.sizes.{size}.{name}": alt
+        for size in ("cpu", "cuda")
+        for name, alt in {
+            "n_embd": Alt(16),  # the schema's 1 does not divide into n_head
+            "seq_len": Alt(32),  # at the schema's 16 a file's header leaves a block no room
+        }.items()
+    },
+}
+
+# Keys that shape a result only under other keys' values, by how their path starts: those
+# values are set in both runs (as an Alt's base).
+UNDER: dict[str, dict[str, Any]] = {
+    "pretrain.sizes.cuda.": {"pretrain.size": "cuda"},  # the fixture's size is cpu
 }
 
 # Keys that change nothing a stage writes, each with why; strict: once one does, this fails
@@ -299,7 +356,8 @@ def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
         )
         fixture.default[stage] = Ran(workdir, fixture.config)
         fixture.outcomes[stage] = first
-        fixture.volatile[stage] = set(outcome_differences(first, second, set(), None))
+        varied = set(outcome_differences(first, second, set(), None))
+        fixture.volatile[stage] = varied | STAGES[stage].records
     yield fixture
     torch.set_num_threads(threads)
 
@@ -325,8 +383,14 @@ def other_value(fixture: Fixture, key: Key, config: Config) -> tuple[Any, Any]:
 def vary(fixture: Fixture, key: Key) -> tuple[Config, Config, Any, Any, Alt | None]:
     """The config the key is changed in, the changed config, and the key's two values."""
     alt = ALTERNATIVES.get(key.path)
+    settings = {
+        path: setting
+        for start, under in UNDER.items()
+        if key.path.startswith(start)
+        for path, setting in under.items()
+    }
     base = fixture.config
-    for path, setting in (alt.base if alt is not None else {}).items():
+    for path, setting in (settings | (alt.base if alt is not None else {})).items():
         base = checked(with_value(base, path, given(setting, fixture)))
     current, value = other_value(fixture, key, base)
     try:
@@ -356,8 +420,7 @@ def dead(
         if base is fixture.config and patches is None:
             before = fixture.outcomes[stage]
         else:
-            workdir = fixture.workdir(f"{stage}-{key.path}-base")
-            before = run_stage(stage, base, workdir, fixture.default, patches)
+            before = fixture.run_base(stage, base, f"{stage}-{key.path}-base", patches)
         workdir = fixture.workdir(f"{stage}-{key.path}")
         after = run_stage(stage, variant, workdir, fixture.default, patches)
         changed = outcome_differences(before, after, fixture.volatile[stage], echo)

@@ -26,14 +26,9 @@ from repotune.shards.stage import TokenizeSettings, tokenize_stage
 from repotune.train.trainer import TrainRequest, train
 from testdata.curated import synthetic_rows, write_curated
 from testdata.gitrepo import GitRepo
+from testdata.pretrain import TINY_SIZE
 from testdata.workflow import all_jobs, planned_jobs, snakemake
 
-# The smallest base the code path builds: one layer, 64-token blocks, a few steps.
-TINY_SIZE = {
-    "n_layer": 1, "n_head": 2, "n_embd": 32, "seq_len": 64, "bpe_vocab_size": 512,
-    "bpe_sample_bytes": 0, "corpus_bytes": 0, "batch_size": 4, "max_steps": 8,
-    "learning_rate": 0.01, "warmup_steps": 1, "eval_interval": 4, "eval_max_blocks": 8,
-}  # fmt: skip
 SHARED = "def shared(x):\n    return x\n"
 IN_REPOSITORY = "def helper(value):\n    return value * 2\n"
 

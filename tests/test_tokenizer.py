@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from repotune.config import resolve_config
+from repotune.config import load_schema, resolve_config
 from repotune.errors import InputError
 from repotune.models import resolve_model
 from repotune.shards.marked import join, marker, split, template_text, text
-from repotune.shards.render import PLAIN, STARCODER2, render
+from repotune.shards.render import PLAIN, STARCODER2, TEMPLATES, render
 from repotune.shards.stage import TokenizeSettings, prepare_tokenizer
 from repotune.shards.tokenizer import (
     EOS,
@@ -73,6 +73,25 @@ def test_bpe_training_is_deterministic_across_processes(tmp_path) -> None:
 def test_a_too_small_vocabulary_is_an_input_error() -> None:
     with pytest.raises(InputError, match="bpe_vocab_size"):
         train_bpe(_texts(), vocab_size=100)
+
+
+def test_every_vocabulary_the_schema_allows_trains_and_a_refusal_names_the_least(tmp_path):
+    """config/schema.yaml's least ``bpe_vocab_size`` is the least tokenize trains with every
+    template (its markers and its FIM format's are special tokens): no value the schema
+    allows is refused later, and train_bpe's refusal says which size would do."""
+    least = load_schema()["$defs"]["model_entry"]["properties"]["bpe_vocab_size"]["minimum"]
+    train = write_split(tmp_path / "train.parquet", synthetic_rows(20))
+    needed = []
+    for name in TEMPLATES:
+        entry = {"preset": "tiny", "template": name, "bpe_vocab_size": least}
+        tokenizer, _ = prepare_tokenizer(resolve_model(entry), train, DEFAULTS, fim=True)
+        specials = sorted(special_tokens(tokenizer))
+        smallest = 256 + len(specials)
+        assert len(train_bpe(_texts(), smallest, specials)) == smallest
+        with pytest.raises(InputError, match=rf"use at least {smallest}$"):
+            train_bpe(_texts(), smallest - 1, specials)
+        needed.append(smallest)
+    assert least == max(needed)
 
 
 def test_hub_style_tokenizer_without_pad_pads_with_eos(tmp_path) -> None:

@@ -112,11 +112,12 @@ class FileDocument:
 
 
 def render_piece(
-    path: str, piece: str, key: str, fmt: FimFormat, settings: FileSettings
+    path: str, piece: str, key: str, fmt: FimFormat, settings: FileSettings, fim: bool = True
 ) -> FileDocument:
     """A piece of a file as a FIM document (probability ``settings.fim_rate``, drawn from
-    the seed and ``key``) or a whole-file one; both start with the file's header."""
-    if is_fim(settings.seed, key, settings.fim_rate):
+    the seed and ``key``; never when ``fim`` is false) or a whole-file one; both start with
+    the file's header."""
+    if fim and is_fim(settings.seed, key, settings.fim_rate):
         example = fim_example(path, piece, fmt, settings.seed, settings.fim_spm_rate, key)
         parts = join(example.parts, text(example.middle))
         return FileDocument(example.prompt + example.middle, "fim", example.mode, parts)
@@ -133,23 +134,46 @@ def file_documents(
 
     A file that fits is one document keyed by its path; a longer one is cut into pieces
     (:func:`file_pieces`), keyed ``path#n``. Should a piece's document still not fit (tokens
-    merging across lines), the file is cut again with half the room.
+    merging across lines), the file is cut again with half the room. Should not even pieces
+    cut with a token's room fit as FIM documents (a tokenizer without the FIM markers as
+    tokens spells each as a dozen tokens of text), the file gets whole-file documents only.
     """
-    max_tokens = settings.seq_len - 1
-    room = max_tokens - len(encoder.marked([whole_file_parts(path, "", fmt)])[0]) - FIM_MARKERS
+    room = settings.seq_len - 1 - len(encoder.marked([whole_file_parts(path, "", fmt)])[0])
+    room -= FIM_MARKERS
     if room < MIN_ROOM:
         return None
-    pieces = [content]
+    made = _fitted(path, content, fmt, encoder, settings, room, fim=True)
+    if made is None:
+        made = _fitted(path, content, fmt, encoder, settings, room, fim=False)
+    return made
+
+
+def _fitted(
+    path: str,
+    content: str,
+    fmt: FimFormat,
+    encoder: TextEncoder,
+    settings: FileSettings,
+    room: int,
+    fim: bool,
+) -> list[tuple[FileDocument, list[int]]] | None:
+    """The documents of ``content`` whole, else of its pieces cut with ``room`` tokens, then
+    with half that, and so on: the first that all fit ``seq_len - 1`` tokens; None when
+    pieces cut with one token's room do not (cutting again would give the same pieces)."""
+    max_tokens = settings.seq_len - 1
+    pieces, cut_with = [content], None
     while True:
         keys = [path] if len(pieces) == 1 else [f"{path}#{n}" for n in range(len(pieces))]
         documents = [
-            render_piece(path, piece, key, fmt, settings)
+            render_piece(path, piece, key, fmt, settings, fim)
             for piece, key in zip(pieces, keys, strict=True)
         ]
         ids = encoder.marked([document.parts for document in documents])
         if all(len(i) <= max_tokens for i in ids):
             return list(zip(documents, ids, strict=True))
-        pieces = file_pieces(content, encoder, room)
+        if cut_with == 1:
+            return None
+        pieces, cut_with = file_pieces(content, encoder, room), room
         room = max(1, room // 2)
 
 

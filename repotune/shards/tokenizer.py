@@ -57,7 +57,7 @@ def train_bpe(
         raise InputError(
             "model setting 'bpe_vocab_size'",
             f"{vocab_size} is smaller than the 256 byte tokens plus {len(specials)} special ones",
-            "use at least 512",
+            f"use at least {256 + len(specials)}",
         )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
