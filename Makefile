@@ -6,7 +6,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run dry-run base test test-fast test-export mutation lint fmt bench bench-gpu test-slurm lock clean
+.PHONY: setup system-deps run dry-run base test test-fast test-export mutation planted-bugs lint fmt bench bench-gpu test-slurm lock clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,11 @@ MODULES ?=
 mutation: setup
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c requirements.lock
 	nice -n 15 $(BIN)/python ci/mutation.py --max-children 1 $(MODULES)
+
+# Each document/prompt bug of issue 27 put back must fail tests/test_learnability.py
+# (CONTRIBUTING.md): one workflow run per bug, a few minutes each on 2 cores.
+planted-bugs: setup
+	$(BIN)/python ci/planted_bugs.py
 
 # Only the library is built (no llama.cpp tests, examples, tools, server or llava).
 LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
