@@ -331,8 +331,6 @@ class _GapOf:
     """A budget with one gap of ``room`` for any document that needs no more; a new block of
     ``max_tokens`` otherwise (and for the first document). Records each need."""
 
-    spare = 0
-
     def __init__(self, room: int, max_tokens: int) -> None:
         self.room, self.max_tokens, self.needs = room, max_tokens, []
 
@@ -368,31 +366,6 @@ def test_no_document_of_a_long_commit_is_shorter_than_the_floor() -> None:
     split = split_document(pieces, contexts[:2], FixedBudget(10), lines, floor=5)
     assert split.documents == [[1, 1, 5] + [2] * 7, [81, 2, 2, 5, 3, 3, 3]]
     assert split.token_cuts == 1
-
-
-def test_a_line_that_would_leave_padding_is_cut_to_fill_the_block() -> None:
-    """Closing a document at a line end leaves its block the rest of that line, too short for
-    any document of a long commit (the floor): padding. The line is cut between tokens
-    instead, and a document that does not end its commit takes the EOS slot as well."""
-    ends = np.zeros(100, dtype=bool)
-    ends[5] = True  # token 5 ends a line
-    line = [2] * 9 + [5]
-    pieces = [[1] * 10, line * 12]
-    contexts = [Context(at_start=([90],), inside=([80],))] * 2
-    budget = GapBudget(Bins(64), minimum=8, max_tokens=63)
-    split = split_document(pieces, contexts, budget, ends, floor=8)
-    blocks = budget.settle(split.documents)
-    # The sixth line would leave 4 of the block's 64 slots: it is cut after 4 tokens.
-    assert split.documents[0] == [1] * 10 + line * 5 + [2] * 4
-    assert split.token_cuts >= 1
-    full = np.bincount(blocks, weights=[len(d) for d in split.documents])
-    assert full[blocks[0]] == 64
-    # Without their contexts, the documents are still the commit's ids.
-    rest = [d[1:] for d in split.documents[1:]]
-    assert [t for d in [split.documents[0], *rest] for t in d] == [t for p in pieces for t in p]
-    # A line end that leaves room a document can use still closes the document there.
-    roomy = split_document(pieces, contexts, GapBudget(Bins(64), 8, 63), ends, floor=2)
-    assert roomy.documents[0] == [1] * 10 + line * 5
 
 
 def test_a_nearly_full_document_closes_at_a_piece_boundary() -> None:

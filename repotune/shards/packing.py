@@ -15,8 +15,7 @@ straddles a block, so every document is seen with all of its own context:
 
 How a long commit is split: at the boundaries of its rendered pieces (the prompt, a file
 header with its first hunk, a further hunk, the message), or after a line of the next piece to
-fill a document's room; a line too long for a document is cut between tokens, and so is the
-line that would leave its block room no other document could use (see ``FILL``). The cuts fall
+fill a document's room; a line too long for a document is cut between tokens. The cuts fall
 between the commit's own ids (:func:`split_lines`), so a commit's documents, contexts removed,
 are exactly its ids. Every document after a commit's first starts with a *context*: the task
 header and the header of the file it continues (repotune.shards.prompt builds both), so a
@@ -28,7 +27,6 @@ Face models read them from ``position_ids``).
 """
 
 import bisect
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,12 +35,9 @@ import numpy as np
 
 FILL = 64
 """A long commit's document with at least 1/FILL of its room left is filled with the first
-lines of the next piece rather than closed, and when the line that does not fit would leave
-less room than any document of a long commit takes (the floor, :func:`min_document`), with
-that line cut between tokens: documents of a long commit then fill their blocks and packing
-stays above 99% efficient, at the price of a cut inside a hunk or a line (the continuation
-repeats the file's header). Closing at lines alone left half a line of padding per block on
-average: 3.6% at seq_len 256 on a real history, 0.7% at 1024 (BENCHMARKS.md)."""
+lines of the next piece rather than closed: documents of a long commit then fill their blocks
+and packing stays above 99% efficient, at the price of a cut inside a hunk (the continuation
+repeats the file's header)."""
 
 MIN_DOCUMENT = 32
 """No document of a long commit is shorter than this many tokens (an eighth of a block at
@@ -85,11 +80,7 @@ class Budget(Protocol):
     """Where a long commit's next document goes: how many tokens it may hold.
 
     ``need`` is the least limit worth a document (twice the shortest context, plus one).
-    ``spare``: how many more tokens than its limit a document that does not end its commit
-    may hold (no EOS follows it).
     """
-
-    spare: int
 
     def peek(self, need: int) -> int:
         """The limit the next document would get."""
@@ -105,7 +96,6 @@ class FixedBudget:
     """Every document may hold ``max_tokens``."""
 
     max_tokens: int
-    spare: int = 0
 
     def peek(self, need: int) -> int:
         return self.max_tokens
@@ -131,16 +121,10 @@ def split_lines(ids: Sequence[int], line_ends: np.ndarray) -> list[Sequence[int]
     newline with the next line's indentation, so a run can hold several lines; lines that
     start with ``+``, ``-`` or ``@@`` always start a run.
     """
-    bounds = line_bounds(ids, line_ends)
-    return [ids[a:z] for a, z in itertools.pairwise(bounds)]
-
-
-def line_bounds(ids: Sequence[int], line_ends: np.ndarray) -> list[int]:
-    """Where each run of :func:`split_lines` ends in ``ids`` (the last one at ``len(ids)``),
-    with 0 first."""
     array = np.asarray(ids, dtype=np.int64)
     cuts = (np.flatnonzero(line_ends[array[:-1]]) + 1).tolist() if len(array) > 1 else []
-    return [0, *cuts, len(array)]
+    bounds = zip([0, *cuts], [*cuts, len(array)], strict=True)
+    return [ids[a:z] for a, z in bounds]
 
 
 def split_document(
@@ -157,10 +141,7 @@ def split_document(
     (the room of a block it will fill, see :class:`GapBudget`); ``line_ends`` marks the tokens
     that end a line (:func:`split_lines`). Consecutive pieces are grouped greedily: a document
     closes at a piece boundary when less than 1/``FILL`` of it is left, else the next piece's
-    first lines fill it; a line too long for any document is cut between tokens, and so is a
-    line that does not fit when the room it would leave is at least 1/``FILL`` of the document
-    but under ``floor`` (no document could use it). A document that does not end the commit
-    may also take the budget's ``spare`` token (the EOS slot). The first
+    first lines fill it; a line too long for any document is cut between tokens. The first
     document is a prefix of the commit's ids; a later one, its context removed, continues where
     the previous one stopped, so the documents without their contexts are the commit's ids.
 
@@ -177,7 +158,7 @@ def split_document(
     line_splits = token_cuts = 0
     total, consumed = sum(map(len, piece_ids)), 0  # the commit's tokens, those placed so far
     shortest = len(contexts[0].at_start[-1]) if contexts and contexts[0].at_start else 0
-    limit = extra = 0  # extra: the document may use the budget's spare (it is not the last)
+    limit = 0
 
     def need() -> int:
         """The least limit the next document is worth: its floor, or the whole remainder when
@@ -186,15 +167,12 @@ def split_document(
         return max(2 * shortest + 1, left + shortest if left < 2 * floor else floor)
 
     def open_document(options: Sequence[Sequence[int]], least: int = 0) -> None:
-        nonlocal current, fresh, limit, extra
+        nonlocal current, fresh, limit
         limit = budget.take(max(need(), least))
         left = total - consumed
         context = fit(options, limit)
         if left + len(context) > limit:  # a shorter context may let the remainder fit
             context = next((c for c in options if left + len(c) <= limit), context)
-        # Not the last document even with the spare: it may take the EOS's slot too.
-        extra = budget.spare if left + len(context) > limit + budget.spare else 0
-        limit += extra
         if 0 < left + len(context) - limit < floor:  # leave the last document its floor
             limit = max(left + len(context) - floor, len(context) + 1)
         current, fresh = list(context), True
@@ -219,35 +197,29 @@ def split_document(
             fresh = False
             continue
         line_splits += 1
-        # The piece's lines, as the positions where each ends: whole lines fill the document
-        # (a search, not a loop over lines), then the line that does not fit is cut between
-        # tokens or starts the next document.
-        bounds = line_bounds(ids, line_ends)
-        position, placed, last_cut = 0, False, -1  # placed: a new document starts inside it
-        while position < len(ids):
-            space = limit - len(current)
-            end = bounds[bisect.bisect_right(bounds, position + space) - 1]
-            if end > position:  # whole lines (or the rest of a cut one) that fit
-                current.extend(ids[position:end])
-                consumed += end - position
-                position, fresh, placed = end, False, True
+        placed = False  # some of the piece is in a document: a new one starts inside it
+        for line_ids in split_lines(ids, line_ends):
+            rest, cut = line_ids, False
+            while rest:
                 space = limit - len(current)
-                if position == len(ids):
+                if len(rest) <= space:
+                    current.extend(rest)
+                    consumed += len(rest)
+                    fresh = False
                     break
-            wasted = limit // FILL <= space < floor + extra  # no document could use the room
-            if space > 0 and (fresh or len(current) < floor or wasted):
-                # not even a new document holds the line, this one is still too short to
-                # close, or closing would leave padding: cut the line between tokens
-                line = bisect.bisect_right(bounds, position)
-                token_cuts += line != last_cut
-                last_cut = line
-                current.extend(ids[position : position + space])
-                consumed += space
-                position += space
-                fresh = False
-            else:
-                start(context.inside if placed else context.at_start)
+                if space > 0 and (fresh or len(current) < floor):
+                    # not even a new document holds the line, or this one is still too
+                    # short to close: cut the line between tokens
+                    cut = True
+                    current.extend(rest[:space])
+                    consumed += space
+                    rest = rest[space:]
+                    fresh = False
+                else:
+                    start(context.inside if placed else context.at_start)
+                placed = True
             placed = True
+            token_cuts += cut
     if not fresh:
         documents.append(current)
     return Split(documents, line_splits, token_cuts)
@@ -299,16 +271,15 @@ class GapBudget:
     """Each document of a long commit fills the roomiest open block, if it has enough room.
 
     A block with room for ``minimum`` tokens, and for what the document needs, takes the next
-    document (its room less one token for a possible EOS, which a document that does not end
-    its commit may use: ``spare``); otherwise the document opens a new block of
-    ``max_tokens``. ``taken`` records ``(block, room)`` for each document started, in order.
+    document (its room less one token for a possible EOS); otherwise the document opens a new
+    block of ``max_tokens``.
+    ``taken`` records ``(block, room)`` for each document started, in order.
     """
 
     bins: Bins
     minimum: int
     max_tokens: int
     taken: list[tuple[int, int]] = field(default_factory=list)
-    spare: int = 1
 
     def _fits(self, need: int) -> bool:
         return self.bins.largest() - 1 >= max(self.minimum, need)
