@@ -302,11 +302,12 @@ def test_suggest_reads_a_diff_on_stdin_and_the_environment_variable(run, work, h
         ("unknown model", "model 'nope': has no finished run"),
         ("not a repository", "is not inside a git work tree"),
         ("nothing staged", "has no changes"),
+        ("an empty diff on stdin", "the diff on standard input: has no changes"),
         ("only a lock file", "changes only files the curate filters leave out (yarn.lock)"),
     ],
 )
 def test_errors_are_one_line(run, work, tmp_path, case, expected):
-    results, cwd, extra = str(run.results), work.path, []
+    results, cwd, extra, stdin = str(run.results), work.path, [], None
     if case == "no run":
         results = str(tmp_path)
     elif case == "no results":
@@ -317,11 +318,13 @@ def test_errors_are_one_line(run, work, tmp_path, case, expected):
         cwd = tmp_path
     elif case == "nothing staged":
         work.git("reset", "-q")
+    elif case == "an empty diff on stdin":  # `git show <merge> --format=` prints nothing
+        extra, stdin = ["--stdin"], ""
     else:
         work.git("reset", "-q")
         work.write("yarn.lock", "lock\n")
         work.git("add", "yarn.lock")
-    result = repotune("suggest", "--results", results, *extra, cwd=cwd)
+    result = repotune("suggest", "--results", results, *extra, cwd=cwd, stdin=stdin)
     assert result.returncode == 1
     assert result.stderr.startswith("repotune: error: ") and expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -164,7 +164,7 @@ def parse_file(section: str) -> dict[str, Any]:
 def parse_diff(text: str) -> list[dict[str, Any]]:
     """Every file of a ``git diff`` text; text before the first ``diff --git`` is ignored."""
     starts = [match.start() for match in _SECTION.finditer(text)]
-    ends = [*starts[1:], len(text)]
+    ends = [*starts[1:], len(text)] if starts else []  # no section: no files (an empty diff)
     return [parse_file(text[start:end]) for start, end in zip(starts, ends, strict=True)]
 
 
