@@ -17,7 +17,6 @@ are at 1,024.
 """
 
 import io
-import itertools
 import json
 import subprocess
 import sys
@@ -25,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
+from repotune.shards.preview import documents
 from testdata.known_answers import MARKERS, build
 from testdata.workflow import snakemake
 
@@ -96,13 +95,8 @@ class Learnt:
     def documents(self, split: str) -> list[list[int]]:
         """Every document of a split's shards (runs of positions from 0, padding dropped)."""
         shards = load_from_disk(str(self.results / MODEL / "shards" / split))
-        documents = []
-        for ids, positions, length in zip(
-            shards["input_ids"], shards["position_ids"], shards["length"], strict=True
-        ):
-            starts = [*np.flatnonzero(np.asarray(positions[:length]) == 0).tolist(), length]
-            documents += [ids[a:z] for a, z in itertools.pairwise(starts)]
-        return documents
+        rows = zip(shards["input_ids"], shards["position_ids"], shards["length"], strict=True)
+        return [ids for row in rows for _, ids in documents(*row)]
 
 
 @pytest.fixture(scope="module")
