@@ -15,6 +15,7 @@ from repotune.shards.render import PLAIN, STARCODER2, TEMPLATES, render
 from repotune.shards.stage import TokenizeSettings, prepare_tokenizer
 from repotune.shards.tokenizer import (
     EOS,
+    INLINE_CHARACTERS,
     PAD,
     TextEncoder,
     load_tokenizer,
@@ -144,6 +145,22 @@ def test_only_marked_spans_become_marker_ids() -> None:
     # A marker the tokenizer lacks is text, encoded with the text around it.
     lacking = join(text("a "), marker("<pr_diff>"), text(" b"))
     assert encoder.marked([lacking]) == encoder.plain(["a <pr_diff> b"])
+
+
+def test_batches_small_and_large_and_recurring_texts_encode_alike() -> None:
+    """A few texts are encoded on the calling thread, many on the tokenizer's pool, texts
+    that recur once: the ids are the same every way, and each caller gets its own list."""
+    tokenizer = train_bpe(_texts(), 600, PLAIN.markers)
+    encoder = TextEncoder(tokenizer, PLAIN.markers)
+    texts = _texts()[:5]
+    assert sum(map(len, texts)) < INLINE_CHARACTERS
+    many = texts * (1 + INLINE_CHARACTERS // sum(map(len, texts)))
+    assert encoder.plain(texts) == encoder.plain(many)[: len(texts)]
+    headers = [join(marker("<|diff|>"), text(t[:40])) for t in texts[:5]] * 3
+    once = encoder.recurring(headers)
+    assert once == encoder.marked(headers)
+    once[0].append(-1)
+    assert encoder.recurring(headers[:1]) == encoder.marked(headers[:1])
 
 
 def test_marked_text_joins_and_splits_without_cutting_a_marker() -> None:

@@ -27,6 +27,7 @@ Face models read them from ``position_ids``).
 """
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -121,10 +122,16 @@ def split_lines(ids: Sequence[int], line_ends: np.ndarray) -> list[Sequence[int]
     newline with the next line's indentation, so a run can hold several lines; lines that
     start with ``+``, ``-`` or ``@@`` always start a run.
     """
+    bounds = line_bounds(ids, line_ends)
+    return [ids[a:z] for a, z in itertools.pairwise(bounds)]
+
+
+def line_bounds(ids: Sequence[int], line_ends: np.ndarray) -> list[int]:
+    """Where each run of :func:`split_lines` ends in ``ids`` (the last one at ``len(ids)``),
+    with 0 first."""
     array = np.asarray(ids, dtype=np.int64)
     cuts = (np.flatnonzero(line_ends[array[:-1]]) + 1).tolist() if len(array) > 1 else []
-    bounds = zip([0, *cuts], [*cuts, len(array)], strict=True)
-    return [ids[a:z] for a, z in bounds]
+    return [0, *cuts, len(array)]
 
 
 def split_document(
@@ -197,29 +204,34 @@ def split_document(
             fresh = False
             continue
         line_splits += 1
-        placed = False  # some of the piece is in a document: a new one starts inside it
-        for line_ids in split_lines(ids, line_ends):
-            rest, cut = line_ids, False
-            while rest:
+        # The piece's lines, as the positions where each ends: whole lines fill the document
+        # (a search, not a loop over lines), then the line that does not fit is cut between
+        # tokens or starts the next document.
+        bounds = line_bounds(ids, line_ends)
+        position, placed, last_cut = 0, False, -1  # placed: a new document starts inside it
+        while position < len(ids):
+            space = limit - len(current)
+            end = bounds[bisect.bisect_right(bounds, position + space) - 1]
+            if end > position:  # whole lines (or the rest of a cut one) that fit
+                current.extend(ids[position:end])
+                consumed += end - position
+                position, fresh, placed = end, False, True
                 space = limit - len(current)
-                if len(rest) <= space:
-                    current.extend(rest)
-                    consumed += len(rest)
-                    fresh = False
+                if position == len(ids):
                     break
-                if space > 0 and (fresh or len(current) < floor):
-                    # not even a new document holds the line, or this one is still too
-                    # short to close: cut the line between tokens
-                    cut = True
-                    current.extend(rest[:space])
-                    consumed += space
-                    rest = rest[space:]
-                    fresh = False
-                else:
-                    start(context.inside if placed else context.at_start)
-                placed = True
+            if space > 0 and (fresh or len(current) < floor):
+                # not even a new document holds the line, or this one is still too short to
+                # close: cut the line between tokens
+                line = bisect.bisect_right(bounds, position)
+                token_cuts += line != last_cut
+                last_cut = line
+                current.extend(ids[position : position + space])
+                consumed += space
+                position += space
+                fresh = False
+            else:
+                start(context.inside if placed else context.at_start)
             placed = True
-            token_cuts += cut
     if not fresh:
         documents.append(current)
     return Split(documents, line_splits, token_cuts)

@@ -8,18 +8,20 @@ time into blocks, splitting commits longer than a block into the room left
 it fills (repotune.shards.table). docs/data-contracts.md describes the outputs.
 
 Every split flows through as a stream (read a batch -> encode -> pack a window -> write full
-shards), so memory holds one batch, one window of commits and one shard, whatever the
-history's length, and the outputs are the same bytes for any ``batch_commits``.
+shards), so memory holds a few batches (one being packed, up to ``ENCODE_AHEAD`` encoded
+ahead), one window of commits and one shard, whatever the history's length, and the outputs
+are the same bytes for any ``batch_commits``.
 """
 
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,27 +242,72 @@ def bpe_texts(
     progress.finish()
 
 
+Encoded = tuple[list[dict[str, Any]], list[str], list[list[Piece]], list[list[int]]]
+"""A batch of commits rendered and encoded: the rows, their tasks, their pieces, the pieces' ids
+(one list per piece, in order)."""
+
+ENCODE_AHEAD = 2
+"""Batches encoded ahead of the one being split and packed."""
+
+
 def _encoded_batches(
-    path: str | Path,
+    paths: Sequence[str | Path],
     template: Template,
     settings: TokenizeSettings,
     encode: Callable[[list[Marked]], list[list[int]]],
-) -> Iterator[tuple[list[dict[str, Any]], list[str], list[list[Piece]], list[list[int]]]]:
-    """Rendered batches with the ids of their pieces, in file order.
+) -> Iterator[tuple[str | Path, Encoded | None]]:
+    """Each split's rendered batches with the ids of their pieces, in file order, and then
+    ``(path, None)`` to say the split has ended.
 
-    The Rust encoder releases the GIL, so one batch is encoded on a worker thread while the
-    next is read and rendered here in Python: rendering no longer waits for the encoder.
+    The Rust encoder releases the GIL, so batches are encoded on a worker thread while the
+    next ones are read and rendered and the last one is split and packed here in Python; the
+    worker is kept :data:`ENCODE_AHEAD` batches ahead, across the end of a split, so neither
+    a window being packed nor the next split's start leaves it idle.
     """
     with ThreadPoolExecutor(max_workers=1) as encoder:
-        pending = None
-        for rows in read_curated(path, settings.batch_commits):
-            tasks, pieces = _rendered(rows, template, settings)
-            job = encoder.submit(encode, [piece.marked for commit in pieces for piece in commit])
-            if pending is not None:
-                yield *pending[:3], pending[3].result()
-            pending = (rows, tasks, pieces, job)
-        if pending is not None:
-            yield *pending[:3], pending[3].result()
+        pending: deque[tuple[str | Path, tuple | None, Future | None]] = deque()
+
+        def ready() -> tuple[str | Path, Encoded | None]:
+            path, batch, job = pending.popleft()
+            return path, (*batch, job.result()) if batch and job else None
+
+        for path in paths:
+            for rows in read_curated(path, settings.batch_commits):
+                tasks, pieces = _rendered(rows, template, settings)
+                marked = [piece.marked for commit in pieces for piece in commit]
+                pending.append((path, (rows, tasks, pieces), encoder.submit(encode, marked)))
+                while sum(job is not None for *_, job in pending) > ENCODE_AHEAD:
+                    yield ready()
+            pending.append((path, None, None))  # the end of the split
+        while pending:
+            yield ready()
+
+
+class EncodedSplits:
+    """The rendered, encoded batches of several splits, encoded ahead across their ends
+    (:func:`_encoded_batches`); read each split's in the order the splits were given."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        template: Template,
+        settings: TokenizeSettings,
+        encode: TextEncoder,
+    ) -> None:
+        self._stream = _encoded_batches(paths, template, settings, encode.marked)
+
+    def split(self, path: str | Path) -> Iterator[Encoded]:
+        """The batches of the split at ``path``, the next one in order."""
+        for at, batch in self._stream:
+            if at != path:
+                raise ValueError(f"split '{path}' asked for while '{at}' is next")
+            if batch is None:
+                return
+            yield batch
+
+    def close(self) -> None:
+        """Stop encoding (the worker finishes the batch it has)."""
+        self._stream.close()
 
 
 def encode_split(
@@ -269,6 +316,8 @@ def encode_split(
     template: Template,
     settings: TokenizeSettings,
     counts: EncodeCounts,
+    encode: TextEncoder | None = None,
+    batches: Iterator[Encoded] | None = None,
 ) -> Iterator[DocumentBatch]:
     """Render and encode a split, a batch of commits at a time: one document per commit that
     fits a block; a longer change->message commit is one document too, its change cut to
@@ -279,13 +328,16 @@ def encode_split(
     All pieces of a batch of commits go to the Rust tokenizer in one call (parallel across
     the pieces). A commit's ids are its pieces' ids back to back, the same ids the prompt of
     that commit gets at evaluation (repotune.shards.prompt). The continuation contexts of a
-    batch's long commits take one more encode call.
+    batch's long commits take one more encode call, each distinct one encoded once
+    (:meth:`TextEncoder.recurring`). ``encode``: the template's encoder, when the caller has
+    one (a stage shares one across its splits); ``batches``: the split's batches when the caller
+    encodes them (:class:`EncodedSplits`).
     """
-    encode = TextEncoder(tokenizer, template.markers)
+    encode = encode if encode is not None else TextEncoder(tokenizer, template.markers)
     max_tokens = settings.seq_len - 1
-    for rows, tasks, parts, piece_batch in _encoded_batches(
-        path, template, settings, encode.marked
-    ):
+    if batches is None:
+        batches = EncodedSplits([path], template, settings, encode).split(path)
+    for rows, tasks, parts, piece_batch in batches:
         encoded = iter(piece_batch)
         piece_ids = [[next(encoded) for _ in commit] for commit in parts]
         long = [i for i, ids in enumerate(piece_ids) if sum(map(len, ids)) > max_tokens]
@@ -295,9 +347,8 @@ def encode_split(
         message_at = {CHANGE_TO_MESSAGE: -1, MESSAGE_TO_CHANGE: 0}
         short = [i for i in long if 2 * len(piece_ids[i][message_at[tasks[i]]]) > max_tokens]
         subjects = [message_part(subject_only(rows[i]), tasks[i], template) for i in short]
-        extra = encode.marked(
-            [t for commit in texts for t in commit] + [p.marked for p in subjects]
-        )
+        extra = encode.recurring([t for commit in texts for t in commit])
+        extra += encode.marked([p.marked for p in subjects])
         context_ids = iter(extra)
         split_at = {i: [next(context_ids) for _ in t] for i, t in zip(long, texts, strict=True)}
         subject_ids = dict(zip(short, context_ids, strict=True))
@@ -310,7 +361,7 @@ def encode_split(
             counts.commits += 1
             counts.tasks[task] += 1
             if index not in split_at:
-                documents.append([token for ids in piece_ids[index] for token in ids])
+                documents.append(list(itertools.chain.from_iterable(piece_ids[index])))
                 document_commit.append(commit)
             elif task == CHANGE_TO_MESSAGE:
                 document = change_to_message_ids(
@@ -350,25 +401,29 @@ def tokenize_split(
     template: Template,
     settings: TokenizeSettings,
     progress: Progress,
-    ends_line: np.ndarray,
+    encoder: TextEncoder,
     files: tuple[str | Path, FimFormat] | None = None,
+    batches: Iterator[Encoded] | None = None,
 ) -> dict[str, Any]:
     """Encode, pack and write one split as a stream; return its stats.
 
-    Memory holds one batch of commits, the packer's window of commits
-    (repotune.shards.stream.WINDOW_COMMITS) and at most one shard, whatever the split's length.
-    ``ends_line``: the tokens a long commit may be cut after (repotune.shards.prompt.line_ends).
+    Memory holds a few batches of commits (:data:`ENCODE_AHEAD`), the packer's window of
+    commits (repotune.shards.stream.WINDOW_COMMITS) and at most one shard, whatever the
+    split's length.
+    ``encoder``: ``TextEncoder(tokenizer, template.markers)``, shared by the splits;
+    ``batches``: the split's rendered, encoded batches (:class:`EncodedSplits`), if the caller
+    encodes them.
     ``files``: the snapshot and FIM format whose file documents (repotune.shards.files) follow
     the commits, packed with them, each with the newest commit's recency weight.
     """
     counts = EncodeCounts()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    packer = StreamPacker(settings.seq_len, eos, pad, ends_line)
+    packer = StreamPacker(settings.seq_len, eos, pad, encoder.line_ends)
     rows = rows_per_shard(settings.seq_len, settings.shard_tokens)
     file_counts = FileCounts()
     newest = 0.0
     with shard_directory(directory, rows) as writer:
-        for batch in encode_split(path, tokenizer, template, settings, counts):
+        for batch in encode_split(path, tokenizer, template, settings, counts, encoder, batches):
             writer.write(packer.add(batch))
             newest = max([newest, *batch.weights])
             progress.advance(len(batch.shas), tokens=batch.tokens_in())
@@ -492,16 +547,18 @@ def tokenize_stage(
         tokenizer.save_pretrained(str(temporary))
     log.info("tokenizer %s (vocab %d), template %s", model.tokenizer, len(tokenizer), template.name)
     per_split: dict[str, Any] = {}
-    ends_line = TextEncoder(tokenizer, template.markers).line_ends
-    for name in SPLITS:
-        commits = open_curated(splits[name]).metadata.num_rows
-        progress = Progress(log, f"tokenize: {name}", commits, "commits", PROGRESS_SECONDS)
-        per_split[name] = tokenize_split(
-            splits[name], shard_dirs[name], tokenizer, template, settings, progress, ends_line,
-            train_files if name == "train" else None,
-        )  # fmt: skip
-        progress.finish()
-        log.info("%s: %s", name, per_split[name])
+    encoder = TextEncoder(tokenizer, template.markers)
+    encoded = EncodedSplits([splits[name] for name in SPLITS], template, settings, encoder)
+    with contextlib.closing(encoded):
+        for name in SPLITS:
+            commits = open_curated(splits[name]).metadata.num_rows
+            progress = Progress(log, f"tokenize: {name}", commits, "commits", PROGRESS_SECONDS)
+            per_split[name] = tokenize_split(
+                splits[name], shard_dirs[name], tokenizer, template, settings, progress, encoder,
+                train_files if name == "train" else None, encoded.split(splits[name]),
+            )  # fmt: skip
+            progress.finish()
+            log.info("%s: %s", name, per_split[name])
     record = run_record(template, tokenizer, settings.seq_len, use_files)
     if preview is not None:
         write_preview(

@@ -16,6 +16,7 @@ from the start of the split, never batches, the blocks are the same for any
 commits, so packing loses at most about a block per window against packing the split at once.
 """
 
+import itertools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -179,7 +180,8 @@ def pack_window(
         cut = split_document(commit.piece_ids, commit.contexts, budget, ends_line, floor)
         blocks.append(np.asarray(budget.settle(cut.documents), dtype=np.int64))
         lengths.append(np.asarray([len(d) for d in cut.documents], dtype=np.int64))
-        tokens.append(np.asarray([t for d in cut.documents for t in d], dtype=np.int32))
+        flat = itertools.chain.from_iterable(cut.documents)
+        tokens.append(np.fromiter(flat, dtype=np.int32, count=int(lengths[-1].sum())))
         commits.append(np.full(len(cut.documents), commit.commit, dtype=np.int64))
         ends.append(np.arange(len(cut.documents)) == len(cut.documents) - 1)
         counts.commits_split += 1

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -23,6 +24,14 @@ TRAIN_BPE = "train-bpe"
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 BPE_MIN_FREQUENCY = 2
+INLINE_CHARACTERS = 65536
+"""Texts shorter than this in all are encoded on the calling thread, not the thread pool (a few
+milliseconds)."""
+RECURRING_TEXTS = 65536
+"""Encodings :meth:`TextEncoder.recurring` keeps (a few MB)."""
+RECENT_DECODES = 64
+"""Decodings a :class:`TextEncoder` keeps (:meth:`TextEncoder.head` asks for one hunk's again
+and again)."""
 
 
 def configure_parallelism(threads: int) -> None:
@@ -131,6 +140,8 @@ class TextEncoder:
         self._markers = {m: backend.token_to_id(m) for m in markers if m in specials}
         self._found = tuple(sorted(self._markers))
         self._remembered: dict[str, list[int]] = {}
+        self._recurring: dict[Marked, list[int]] = {}
+        self._recent: dict[tuple[int, ...], list[Any]] = {}
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without BOS/EOS, every marker string in it a marker: for
@@ -157,16 +168,37 @@ class TextEncoder:
             plain += [item for item in items if isinstance(item, str)]
             runs.append(items)
         encoded = iter(self._encode_plain(plain))
-        return [
-            [
-                token
-                for item in items
-                for token in (next(encoded) if isinstance(item, str) else (item,))
-            ]
-            for items in runs
-        ]
+        out: list[list[int]] = []
+        for items in runs:  # whole lists joined, not token by token: this runs on every id
+            if len(items) == 1 and isinstance(items[0], str):
+                out.append(next(encoded))
+                continue
+            ids: list[int] = []
+            for item in items:
+                if isinstance(item, str):
+                    ids += next(encoded)
+                else:
+                    ids.append(item)
+            out.append(ids)
+        return out
+
+    def recurring(self, texts: Sequence[Marked]) -> list[list[int]]:
+        """:meth:`marked` for texts that recur: each distinct one is encoded once (the last
+        :data:`RECURRING_TEXTS` kept). A long commit's continuation contexts are the task
+        header and its files' headers, and most changes touch files changed before."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._recurring))
+        if len(self._recurring) + len(missing) > RECURRING_TEXTS:
+            self._recurring.clear()
+            missing = list(dict.fromkeys(texts))
+        self._recurring.update(zip(missing, self.marked(missing), strict=True))
+        return [list(self._recurring[t]) for t in texts]
 
     def _encode_plain(self, texts: list[str]) -> list[list[int]]:
+        """The ids of each text: a large batch on the tokenizer's thread pool, a small one on
+        this thread. The pool runs one batch at a time, so a few contexts or marks asked for
+        while another thread's batch is being encoded would wait for all of it."""
+        if sum(map(len, texts)) < INLINE_CHARACTERS:
+            return [self._plain.encode(text, add_special_tokens=False).ids for text in texts]
         return [e.ids for e in self._plain.encode_batch_fast(texts, add_special_tokens=False)]
 
     def plain(self, texts: Sequence[str]) -> list[list[int]]:
@@ -184,7 +216,7 @@ class TextEncoder:
     def _token_texts(self) -> list[str]:
         """Each token id's text, decoded alone."""
         size = self._plain.get_vocab_size(with_added_tokens=True)
-        return [self.decode([i]) for i in range(size)]
+        return [self._plain.decode([i], skip_special_tokens=False) for i in range(size)]
 
     @cached_property
     def line_ends(self) -> np.ndarray:
@@ -202,10 +234,10 @@ class TextEncoder:
         texts add up to the decoded text (no token holds part of a character), the boundary is
         found from their lengths; otherwise by decoding prefixes.
         """
-        pieces = [self._token_texts[i] for i in ids]
-        if "".join(pieces) == self.decode(ids):
-            low = bisect.bisect_right(list(itertools.accumulate(map(len, pieces))), len(text))
-            done = sum(map(len, pieces[:low]))
+        ends = self._ends(ids)
+        if ends is not None:
+            low = bisect.bisect_right(ends, len(text))
+            done = ends[low - 1] if low else 0
         else:
             low, high = 0, len(ids)
             while low < high:  # the most tokens whose text is no longer than ``text``
@@ -222,7 +254,32 @@ class TextEncoder:
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, markers and other special tokens included."""
-        return self._plain.decode(list(ids), skip_special_tokens=False)
+        return self._recently(ids)[0]
+
+    def _ends(self, ids: Sequence[int]) -> list[int] | None:
+        """Where each token's own text ends in the text of ``ids``, where those texts add up
+        to it (None where they do not: a token holds part of a character)."""
+        found = self._recently(ids)
+        if len(found) == 1:
+            pieces = [self._token_texts[i] for i in ids]
+            ends = list(itertools.accumulate(map(len, pieces)))
+            found.append(ends if "".join(pieces) == found[0] else None)
+        return found[1]
+
+    def _recently(self, ids: Sequence[int]) -> list[Any]:
+        """``[text]`` of ``ids``, or ``[text, ends]`` once :meth:`_ends` was asked.
+
+        A change cut to fit (repotune.shards.shorten) decodes a hunk, then asks :meth:`head`
+        for its first lines again and again while it searches how many fit: the last
+        :data:`RECENT_DECODES` answers are kept, so each hunk is decoded once.
+        """
+        key = tuple(ids)
+        found = self._recent.get(key)
+        if found is None:
+            if len(self._recent) >= RECENT_DECODES:
+                self._recent.clear()
+            found = self._recent[key] = [self._plain.decode(list(key), skip_special_tokens=False)]
+        return found
 
 
 def _first_line(error: Exception) -> str:
