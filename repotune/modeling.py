@@ -38,6 +38,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from repotune.adapter_files import BASE_FILE, SUMMARY_FILE
 from repotune.atomic import atomic_path
 from repotune.errors import InputError
 from repotune.hardware import DTYPES
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 log = logging.getLogger(__name__)
-BASE_FILE = "base.json"
-# Written by training into the adapter directory: which base, quantization and dtype it used.
-SUMMARY_FILE = "training_summary.json"
 QUANTIZATIONS = ("nf4", "int8", "none")
 
 

@@ -7,10 +7,10 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from snakemake import __version__ as snakemake_version
 
+from repotune.adapter_files import SUMMARY_FILE
 from repotune.config import run_config
 from repotune.logs import run_logged
 from repotune.manifest.stage import build_manifest, write_manifest
-from repotune.modeling import SUMMARY_FILE
 
 # The inputs are every output of the stages before this one (rules/common.smk,
 # manifest_inputs), named <rule>_<output>; all of them are hashed.

@@ -6,6 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
+# Two pytest-xdist workers on two cores: each process computes on one thread (the subprocesses
+# it starts, training included, inherit this). Two threads each oversubscribe the cores, and
+# for the tiny models the tests train, torch's threads mostly wait for each other: the suite
+# took 388 s with torch's default and 358 s with one thread (2026-12-07, CONTRIBUTING.md).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from testdata.workflow import ROOT, verify_command
 from tests.run_fixtures import MODEL, Run, finished_run, session_run
 

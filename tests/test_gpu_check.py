@@ -77,7 +77,7 @@ def test_the_workflow_part_runs_a_workflow_that_trains_and_evaluates(tmp_path):
 
 @pytest.mark.slow
 def test_a_part_that_times_out_is_recorded_and_the_next_still_runs(tmp_path, monkeypatch):
-    """``workflow`` gets half a second (its process cannot even import torch in that time);
+    """``workflow`` gets half a second (its snakemake run cannot even start in that time);
     ``generation`` then runs as usual, and both land in the JSON and the table."""
     function, gpu_timeout, _ = gpu_check.PARTS["workflow"]
     monkeypatch.setitem(gpu_check.PARTS, "workflow", (function, gpu_timeout, 0.5))

@@ -42,6 +42,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from repotune.adapter_files import BASE_FILE, SUMMARY_FILE
 from repotune.atomic import write_text
 from repotune.curate.redact import Redactor, RedactSettings
 from repotune.errors import InputError
@@ -84,7 +85,7 @@ from repotune.inference.budget import Budget, budget, context_length
 from repotune.inference.decoding import FINISH_REASONS, Generation, GenerationSettings, generate
 from repotune.inference.prompts import Prompt, prompt_encoder, text_prompt
 from repotune.inference.record import RunRecord
-from repotune.modeling import BASE_FILE, SUMMARY_FILE, load_adapted
+from repotune.modeling import load_adapted
 from repotune.shards.torch_blocks import load_blocks
 
 log = logging.getLogger("repotune.evaluate")

@@ -18,9 +18,10 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from repotune.adapter_files import SUMMARY_FILE
 from repotune.errors import InputError
 from repotune.hardware import DTYPES
-from repotune.modeling import SUMMARY_FILE, load_model
+from repotune.modeling import load_model
 
 
 def training_summary(adapter_dir: str | Path) -> dict[str, Any]:

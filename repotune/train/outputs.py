@@ -12,9 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from repotune.adapter_files import SUMMARY_FILE
 from repotune.atomic import atomic_path
 from repotune.hardware import dtype_name
-from repotune.modeling import SUMMARY_FILE, base_source
+from repotune.modeling import base_source
 from repotune.train import trained, training_log
 from repotune.train.model_card import model_card
 from repotune.train.run import Progress, Run, Session
