@@ -78,6 +78,21 @@ def table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def timed_workflow(workdir: Path, config: dict[str, Any], what: str) -> float:
+    """Run the workflow to results/comparison.md in ``workdir`` with ``config``, printing the
+    load before and after and the wall time (or that it had nothing to do); exits with the end
+    of Snakemake's output when it fails. Returns the wall seconds."""
+    print(f"load before: {os.getloadavg()[0]:.2f} (1-minute average), {os.cpu_count()} CPUs")
+    started = time.monotonic()
+    result = snakemake(workdir, "results/comparison.md", config=config)
+    seconds = time.monotonic() - started
+    if result.returncode:
+        sys.exit(f"the workflow failed on {what}:\n{result.stderr[-3000:]}")
+    idle = "; nothing to do" if "Nothing to be done" in result.stderr + result.stdout else ""
+    print(f"workflow: {seconds / 60:.1f} min{idle}, load after: {os.getloadavg()[0]:.2f}")
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commits", type=int, default=3000, help="synthetic history length")
@@ -94,16 +109,10 @@ def main() -> None:
     config = run_config(repo, arguments)
     print(f"history: {arguments.commits} synthetic commits in {repo}")
     print(f"settings: {json.dumps({k: v for k, v in config.items() if k != 'repo'})}")
-    print(f"load before: {os.getloadavg()[0]:.2f} (1-minute average), {os.cpu_count()} CPUs")
-    started = time.monotonic()
-    result = snakemake(workdir, "results/comparison.md", config=config)
-    seconds = time.monotonic() - started
-    if result.returncode:
-        sys.exit(f"the workflow failed:\n{result.stderr[-3000:]}")
+    timed_workflow(workdir, config, "the synthetic history")
     report = json.loads((workdir / "results/tiny/eval/report.json").read_text())
     questions = json.loads((workdir / "results/fim/fim_questions.json").read_text())
     training = report["training"]
-    print(f"workflow: {seconds / 60:.1f} min, load after: {os.getloadavg()[0]:.2f}")
     print(
         f"training: {training['steps']} steps, {training['tokens']} tokens, final train loss "
         f"{training['final_train_loss']}, best validation loss {training['best_val_loss']}"

@@ -94,6 +94,24 @@ def test_report_has_every_metric_for_base_and_adapted(run):
     assert report["training"]["steps"] == summary["steps"] == 60
     assert report["training"]["final_train_loss"] == summary["final_train_loss"]
     assert len(report["examples"]) == 2
+
+    # What another run's scores of the same commits and questions are paired with
+    # (benchmarks/real_histories.py): the per-commit losses and each question's scores add up
+    # to the report's values.
+    by_commit = report["perplexity_by_commit"]
+    assert len(by_commit["sha"]) == samples["perplexity_commits"] == 3
+    assert sum(by_commit["tokens"]) == samples["perplexity_tokens"]
+    for name in ("base", "adapted"):
+        loss = math.fsum(by_commit[f"{name}_nll"]) / sum(by_commit["tokens"])
+        assert loss == pytest.approx(report["perplexity"][name]["loss"], rel=1e-12)
+    rows = [json.loads(line) for line in (workdir / "results/tiny/eval/generations.jsonl").open()]
+    for name, entry in report["metrics"].items():
+        task, _, score = name.partition(".")
+        if task not in ("commit_message", "code_change", "fim") or not entry["count"]:
+            continue
+        for variant in ("base", "adapted"):
+            scores = [row["scores"][variant][score] for row in rows if row["task"] == task]
+            assert math.fsum(scores) / len(scores) == pytest.approx(entry[variant]), name
     generations = (workdir / "results/tiny/eval/generations.jsonl").read_text().splitlines()
     assert len(generations) == 3 + 3 + 3 + 2  # the message tests check the 3 commit messages
     markdown = (workdir / "results/tiny/eval/report.md").read_text()

@@ -94,6 +94,33 @@ def test_bca_of_a_ratio_weighs_every_token_on_the_same_draws():
     assert result.adapted == pytest.approx(textbook_bca(ratio(adapted_nll), 40, 5, 500), rel=1e-9)
 
 
+def test_each_side_of_a_ratio_may_have_its_own_tokens():
+    """Two runs that tokenized the same commits differently (benchmarks/real_histories.py
+    compares two adapters' losses on them): each side's ratio is over its own tokens, on the
+    same drawn commits; a commit one side has no token of is left out."""
+    rng = np.random.default_rng(4)
+    tokens = rng.integers(5, 3000, 40).astype(float)
+    other = tokens + rng.integers(-4, 5, 40)  # the same commits, a few tokens more or fewer
+    first, second = tokens * rng.normal(2.0, 0.4, 40), other * rng.normal(1.9, 0.4, 40)
+
+    def loss(nll, count):
+        return lambda rows: nll[rows].sum() / count[rows].sum()
+
+    result = paired_ratio(first, second, tokens, np.log1p, 5, 500, adapted_denominator=other)
+    assert result.delta == pytest.approx(
+        textbook_bca(
+            lambda r: math.log1p(loss(second, other)(r)) - math.log1p(loss(first, tokens)(r)),
+            40, 5, 500,
+        ),
+        rel=1e-9,
+    )  # fmt: skip
+    assert result.adapted == pytest.approx(
+        textbook_bca(lambda r: math.log1p(loss(second, other)(r)), 40, 5, 500), rel=1e-9
+    )
+    gap = paired_ratio([1.0, 2.0], [1.0, 2.0], [1, 1], np.log1p, 0, adapted_denominator=[1, 0])
+    assert gap.n == 1
+
+
 def test_the_draws_do_not_depend_on_the_chunking():
     whole = np.random.Generator(np.random.PCG64(9)).integers(0, 300, size=(RESAMPLES, 300))
     assert np.array_equal(np.concatenate(list(resample_indices(300, RESAMPLES, 9))), whole)

@@ -107,19 +107,34 @@ def fim_facts(tasks: Sequence[FimTask], generations: Mapping[str, Sequence[str]]
     return facts
 
 
-def fim_scores(
+def fim_item_scores(
     tasks: Sequence[FimTask], generations: Mapping[str, Sequence[str]]
-) -> dict[str, dict[str, list[float]]]:
-    """Per variant, each metric's per-question scores, paired across variants: ``parses`` only
-    over the questions where it is measured (which depends on the question alone)."""
-    scored = {
+) -> dict[str, list[dict[str, float | None]]]:
+    """Per variant, each question's three scores (:func:`score_fim`), in question order:
+    generations.jsonl's ``scores``, so another run's answers to the same questions can be
+    paired with these."""
+    return {
         name: [score_fim(task, text) for task, text in zip(tasks, texts, strict=True)]
         for name, texts in generations.items()
     }
+
+
+def by_metric(
+    items: Mapping[str, Sequence[Mapping[str, float | None]]],
+) -> dict[str, dict[str, list[float]]]:
+    """Per variant, each metric's per-question scores, paired across variants: ``parses`` only
+    over the questions where it is measured (which depends on the question alone)."""
     return {
         name: {
             metric: [row[metric] for row in rows if row[metric] is not None]
             for metric in FIM_METRICS
         }
-        for name, rows in scored.items()
+        for name, rows in items.items()
     }
+
+
+def fim_scores(
+    tasks: Sequence[FimTask], generations: Mapping[str, Sequence[str]]
+) -> dict[str, dict[str, list[float]]]:
+    """Per variant, each metric's per-question scores (:func:`by_metric`)."""
+    return by_metric(fim_item_scores(tasks, generations))

@@ -213,32 +213,42 @@ def paired_ratio(
     transform: Callable[[np.ndarray], np.ndarray],
     seed: int,
     resamples: int = RESAMPLES,
+    adapted_denominator: Sequence[float] | None = None,
 ) -> Paired | None:
     """BCa intervals of ``transform(sum(numerator) / sum(denominator))`` over resampled units
     (one unit per position: a commit's summed scores or negative log-likelihood, and its item or
-    token count; units with a zero denominator count for nothing). None without a unit."""
-    if not len(base_numerator) == len(adapted_numerator) == len(denominator):
+    token count; units with a zero denominator count for nothing). ``adapted_denominator``, when
+    given, is the adapted side's own (two runs that tokenized a commit differently: each side's
+    ratio over its own tokens, a unit kept where both have some). None without a unit."""
+    own = denominator if adapted_denominator is None else adapted_denominator
+    denominators = {"base": denominator, "adapted": own}
+    if not len(base_numerator) == len(adapted_numerator) == len(denominator) == len(own):
         raise ValueError("paired numerators and denominator differ in length")
-    weights = np.asarray(denominator, dtype=np.float64)
-    keep = weights > 0
+    weights = {name: np.asarray(d, dtype=np.float64) for name, d in denominators.items()}
+    keep = (weights["base"] > 0) & (weights["adapted"] > 0)
     sums = {
         "base": np.asarray(base_numerator, dtype=np.float64)[keep],
         "adapted": np.asarray(adapted_numerator, dtype=np.float64)[keep],
     }
-    weights = weights[keep]
-    n = len(weights)
+    weights = {name: w[keep] for name, w in weights.items()}
+    n = len(weights["base"])
     if n == 0:
         return None
-    total = weights.sum()
-    estimate = {name: float(transform(np.asarray(s.sum() / total))) for name, s in sums.items()}
+    total = {name: w.sum() for name, w in weights.items()}
+    estimate = {
+        name: float(transform(np.asarray(s.sum() / total[name]))) for name, s in sums.items()
+    }
     replicates: dict[str, list[np.ndarray]] = {"base": [], "adapted": []}
     for rows in resample_indices(n, resamples, seed):
-        drawn = weights[rows].sum(axis=1)
         for name, values in sums.items():
+            drawn = weights[name][rows].sum(axis=1)
             replicates[name].append(transform(values[rows].sum(axis=1) / drawn))
     drawn_values = {name: np.concatenate(parts) for name, parts in replicates.items()}
     if n > 1:
-        jackknife = {name: transform((s.sum() - s) / (total - weights)) for name, s in sums.items()}
+        jackknife = {
+            name: transform((s.sum() - s) / (total[name] - weights[name]))
+            for name, s in sums.items()
+        }
     else:
         jackknife = {name: np.zeros(1) for name in sums}
     intervals = {name: _bca(estimate[name], drawn_values[name], jackknife[name]) for name in sums}

@@ -68,9 +68,10 @@ from repotune.evaluate.behaviour_eval import (
 from repotune.evaluate.fim import (
     FIM,
     FIM_METRICS,
+    by_metric,
     fim_facts,
+    fim_item_scores,
     fim_prompts,
-    fim_scores,
     score_fim,
 )
 from repotune.evaluate.fim_questions import read_fim_questions
@@ -394,16 +395,19 @@ class Judged:
     on_diffs: dict[str, list[list[CheckResult]]]
     task_tests: dict[str, dict[str, Any]]
     fim: dict[str, Any] | None
+    scored: "Scored"
 
 
 @dataclass
 class Scored:
     """Each variant's per-item scores of the generated tasks: what :func:`metrics_table`
-    judges and :func:`null_baselines` averages."""
+    judges and :func:`null_baselines` averages; ``fim_items`` holds each FIM question's
+    scores in question order (``fim`` is them by metric)."""
 
     message: dict[str, dict[str, list[float]]]
     code: dict[str, dict[str, list[float]]]
     fim: dict[str, dict[str, list[float]]] | None
+    fim_items: dict[str, list[dict[str, float | None]]] | None
     diffs: dict[str, list[CheckResult]]  # per diff: passes every task test
     on_diffs: dict[str, list[list[CheckResult]]]
 
@@ -414,14 +418,15 @@ def score_generations(
     """Both variants' answers to the generated tasks scored item by item: messages, code
     changes, FIM (when asked) and the task tests on every commit message."""
     on_diffs = task_results(asked.behaviour, generations)
-    fim_scored = None
+    fim_items = None
     if FIM in generations["base"]:
         texts = {name: [g.text for g in generations[name][FIM]] for name in VARIANTS}
-        fim_scored = fim_scores(asked.fim, texts)
+        fim_items = fim_item_scores(asked.fim, texts)
     return Scored(
         message=task_scores(COMMIT_MESSAGE, asked.commit_messages, generations),
         code=task_scores(CODE_CHANGE, asked.code_changes, generations),
-        fim=fim_scored,
+        fim=None if fim_items is None else by_metric(fim_items),
+        fim_items=fim_items,
         diffs={name: per_diff(on_diffs[name]) for name in VARIANTS},
         on_diffs=on_diffs,
     )
@@ -459,6 +464,7 @@ def judge(
             asked.behaviour, scored.on_diffs, seed, asked.test_commits, commits[BEHAVIOUR], primary
         ),
         fim=facts,
+        scored=scored,
     )
 
 
@@ -555,17 +561,37 @@ def _answered(
     return row
 
 
+def _item_scores(scored: Scored | None, task: str, index: int) -> dict[str, Any]:
+    """``{"scores": {variant: {metric: score}}}`` of question ``index`` of ``task`` (what the
+    report averaged, from the raw answers), or nothing without ``scored``."""
+    if scored is None:
+        return {}
+    if task == FIM:
+        assert scored.fim_items is not None
+        return {"scores": {name: scored.fim_items[name][index] for name in VARIANTS}}
+    by_task = scored.message if task == COMMIT_MESSAGE else scored.code
+    return {
+        "scores": {
+            name: {metric: values[index] for metric, values in by_task[name].items()}
+            for name in VARIANTS
+        }
+    }
+
+
 def _generation_rows(
-    asked: Questions, generations: Mapping[str, Mapping[str, list[Generation]]]
+    asked: Questions,
+    generations: Mapping[str, Mapping[str, list[Generation]]],
+    scored: Scored | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """generations.jsonl's rows (pass :func:`redacted` generations)."""
+    """generations.jsonl's rows (pass :func:`redacted` generations), each question's scores
+    with them when ``scored`` is given."""
     for task, examples in (
         (COMMIT_MESSAGE, asked.commit_messages),
         (CODE_CHANGE, asked.code_changes),
     ):
         for index, example in enumerate(examples):
             row = {"task": task, "sha": example.sha, "reference": example.reference}
-            yield _answered(row, generations, task, index)
+            yield _answered(row, generations, task, index) | _item_scores(scored, task, index)
     for index, fim_task in enumerate(asked.fim if FIM in generations["base"] else []):
         row = {
             "task": FIM,
@@ -573,7 +599,7 @@ def _generation_rows(
             "path": fim_task.path,
             "reference": fim_task.middle,
         }
-        yield _answered(row, generations, FIM, index)
+        yield _answered(row, generations, FIM, index) | _item_scores(scored, FIM, index)
     for index, test in enumerate(fixed_prompt(asked.behaviour)):
         row = {"task": BEHAVIOUR, "name": test.name, "reference": None}
         yield _answered(row, generations, BEHAVIOUR, index)
@@ -677,6 +703,11 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             **(judged.fim or {}),
         },
         "perplexity": {name: ppl[name].summary().as_dict() for name in VARIANTS},
+        "perplexity_by_commit": {
+            "sha": ppl["adapted"].shas,
+            "tokens": ppl["adapted"].tokens,
+            **{f"{name}_nll": ppl[name].nll for name in VARIANTS},
+        },
         "behaviour": behaviour_rows(
             asked.behaviour, judged.checks, redactor, judged.on_diffs, judged.task_tests, random
         ),
@@ -691,7 +722,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "training": training,
         "settings": dict(settings),
     }
-    rows = list(_generation_rows(asked, shown))
+    rows = list(_generation_rows(asked, shown, judged.scored))
     result["redactions"] = {kind: n for kind, n in redactor.counts.items() if n}
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_outputs(request, result, rows)
