@@ -17,9 +17,10 @@ from repotune.curate.stage import CurateSettings, curate
 from repotune.evaluate.behaviour import CheckResult
 from repotune.evaluate.fim import (
     FIM,
+    by_metric,
     fim_facts,
+    fim_item_scores,
     fim_prompts,
-    fim_scores,
     parses,
     parses_in_file,
     score_fim,
@@ -43,6 +44,11 @@ from testdata.gitrepo import GitRepo
 
 FUNCTIONS = ("load", "save", "parse", "render", "check", "merge", "split", "close", "open", "sync")
 TEST_COMMITS = 5
+
+
+def scores_of(tasks, generations):
+    """Per variant, each metric's per-question scores, as evaluation resamples them."""
+    return by_metric(fim_item_scores(tasks, generations))
 
 
 def function(name: str) -> str:
@@ -178,7 +184,7 @@ def test_the_real_middle_scores_one_and_garbage_zero_with_intervals_and_verdicts
     tasks.append(FimTask("f" * 40, "web/app.js", "javascript", "let a = 1;\n", "a += 1;\n", ""))
     middles = [task.middle for task in tasks]
     garbage = ["    return (\n" for _ in tasks]
-    scores = fim_scores(tasks, {"base": garbage, "adapted": middles})
+    scores = scores_of(tasks, {"base": garbage, "adapted": middles})
     table = table_with(scores)
     assert list(table) == list(METRICS)
     exact, edit, parses = (
@@ -195,16 +201,16 @@ def test_the_real_middle_scores_one_and_garbage_zero_with_intervals_and_verdicts
     assert edit["verdict"] == NOT_JUDGED  # text similarity: exploratory, a null answer wins it
     assert (parses["base"], parses["adapted"], parses["count"]) == (0.0, 1.0, 36)  # Python only
     assert parses["interval"]["n"] == 36
-    swapped = table_with(fim_scores(tasks, {"base": middles, "adapted": garbage}))
+    swapped = table_with(scores_of(tasks, {"base": middles, "adapted": garbage}))
     assert swapped[f"{FIM}.exact_match"]["verdict"] == "worse"
-    few = table_with(fim_scores(tasks[:5], {"base": garbage[:5], "adapted": middles[:5]}))
+    few = table_with(scores_of(tasks[:5], {"base": garbage[:5], "adapted": middles[:5]}))
     assert few[f"{FIM}.exact_match"]["verdict"] == "too few to tell"
 
 
 def test_report_shows_the_fim_rows_with_n_and_intervals():
     tasks = [python_task(i) for i in range(3)]
     table = table_with(
-        fim_scores(tasks, {"base": ["x\n"] * 3, "adapted": [t.middle for t in tasks]})
+        scores_of(tasks, {"base": ["x\n"] * 3, "adapted": [t.middle for t in tasks]})
     )
     report = {
         "model": "tiny", "base_model": "tiny", "adapter": "a", "template": "plain",
@@ -303,7 +309,7 @@ def test_fim_facts_show_blank_answers_and_what_parsing_can_tell():
     assert facts["adapted"]["empty_answers"] == {"share": 1 / 9, "empty": 1, "n": 9}
     assert facts["base"]["parses_in_file"] == {"rate": 0.0, "parsing": 0, "n": 8}
     assert facts["adapted"]["parses_in_file"] == {"rate": 1.0, "parsing": 8, "n": 8}
-    scores = fim_scores(tasks, {"base": base, "adapted": adapted})
+    scores = scores_of(tasks, {"base": base, "adapted": adapted})
     assert scores["base"]["parses"] == [0.0] * 3 and scores["adapted"]["parses"] == [1.0] * 3
     none = fim_facts([markdown_task], {"base": [""], "adapted": [""]})
     assert none["empty_middle_parses"] == {"rate": None, "parsing": 0, "n": 0}

@@ -131,10 +131,3 @@ def by_metric(
         }
         for name, rows in items.items()
     }
-
-
-def fim_scores(
-    tasks: Sequence[FimTask], generations: Mapping[str, Sequence[str]]
-) -> dict[str, dict[str, list[float]]]:
-    """Per variant, each metric's per-question scores (:func:`by_metric`)."""
-    return by_metric(fim_item_scores(tasks, generations))
