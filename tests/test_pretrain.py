@@ -17,6 +17,7 @@ import pytest
 
 from repotune.config import resolve_config
 from repotune.curate.table import SPLITS
+from repotune.errors import InputError
 from repotune.evaluate.stage import EvaluateRequest, evaluate
 from repotune.models import PRETRAINED_BASE, resolve_model
 from repotune.pretrain.corpus import blob_id, list_corpus, split_corpus
@@ -147,6 +148,37 @@ def test_corpus_takes_each_text_file_once_and_nothing_of_the_data_repository(sou
     }
     without_repository = list_corpus(settings.corpus, None, sources.places)
     assert "stdlib/pkg0/vendored.py" in [item.name for item in without_repository.files]
+
+
+def test_files_of_two_patterns_under_one_placeholder_keep_their_own_names(sources, tmp_path):
+    """Names are relative to the placeholder's directory, not to where each glob starts:
+    ``{stdlib}/json/*.py`` and ``{stdlib}/curses/*.py`` both match an ``__init__.py``, and the
+    two files stay two (both were named ``stdlib/__init__.py``, and one was silently dropped)."""
+    for package in ("json", "curses"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"NAME = {package!r}\n")
+    settings = dict(sources.settings().corpus)
+    settings["include"] = ["{stdlib}/json/*.py", "{stdlib}/curses/*.py"]
+    places = {"stdlib": str(tmp_path), "site_packages": str(tmp_path / "site")}
+    corpus = list_corpus(settings, None, places)
+    assert [item.name for item in corpus.files] == [
+        "stdlib/curses/__init__.py",
+        "stdlib/json/__init__.py",
+    ]
+
+
+def test_two_files_that_would_share_a_name_are_one_clear_error(sources, tmp_path):
+    """Two directories outside the placeholders with the same last name: their files would
+    share names (``src/x.py``); the listing refuses in one line naming both paths."""
+    for side in ("a", "b"):
+        (tmp_path / side / "src").mkdir(parents=True)
+        (tmp_path / side / "src" / "x.py").write_text(f"SIDE = {side!r}\n")
+    settings = dict(sources.settings().corpus)
+    settings["include"] = [f"{tmp_path}/a/src/*.py", f"{tmp_path}/b/src/*.py"]
+    with pytest.raises(InputError, match=r"src/x\.py") as error:
+        list_corpus(settings, None, sources.places)
+    assert str(tmp_path / "a" / "src" / "x.py") in str(error.value)
+    assert str(tmp_path / "b" / "src" / "x.py") in str(error.value)
 
 
 def test_the_key_follows_the_files_contents_not_where_they_lie(sources, tmp_path):

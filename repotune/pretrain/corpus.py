@@ -11,9 +11,11 @@ repository (any commit's version of any file of it, however it got into site-pac
 base must not have seen the history a fine-tuned model is evaluated on.
 
 Each file gets a *name*: the glob's label (``stdlib``, ``site-packages``, or the last
-directory before the first wildcard) and its path below that directory. Names, not absolute
-paths, go into the cache key and the documents, so the same files give the same key and the
-same model wherever the interpreter is installed. Files are ordered by name.
+directory before the first wildcard) and its path below that directory (below the placeholder's
+directory for a ``{stdlib}``/``{site_packages}`` glob, so ``{stdlib}/json/*.py`` names
+``stdlib/json/__init__.py``). Two files with one name are refused, not one dropped. Names,
+not absolute paths, go into the cache key and the documents, so the same files give the same
+key and the same model wherever the interpreter is installed. Files are ordered by name.
 
 Reading 200+ MB on every plan would be slow, so each file's blob id is cached by (path, size,
 mtime), as git's index does: a plan with nothing changed only stats the files.
@@ -53,12 +55,14 @@ def interpreter_places() -> dict[str, str]:
 @dataclass(frozen=True)
 class Pattern:
     """One glob with its placeholder expanded: the label of its files, the directory before
-    its first wildcard (where the walk starts) and the regular expression of the whole."""
+    its first wildcard (where the walk starts), the directory its files are named from (the
+    placeholder's, else ``root``) and the regular expression of the whole."""
 
     text: str
     label: str
     root: Path
     regex: re.Pattern[str]
+    base: Path
 
     def matches(self, path: str) -> bool:
         return self.regex.fullmatch(path) is not None
@@ -94,7 +98,7 @@ def _translate(pattern: str) -> re.Pattern[str]:
 
 def expand(text: str, places: Mapping[str, str]) -> Pattern:
     """``text`` with a leading ``{stdlib}``/``{site_packages}`` replaced by its path."""
-    label = None
+    label = place = None
     expanded = text
     found = re.match(r"\{([^}]*)\}", text)
     if found:
@@ -104,8 +108,8 @@ def expand(text: str, places: Mapping[str, str]) -> Pattern:
                 f"'{{{found.group(1)}}}' is not a known placeholder",
                 f"use {', '.join('{' + p + '}' for p in PLACES)} or a path",
             )
-        label = LABELS[found.group(1)]
-        expanded = places[found.group(1)] + text[found.end() :]
+        label, place = LABELS[found.group(1)], places[found.group(1)]
+        expanded = place + text[found.end() :]
     if "{" in expanded:
         raise InputError(
             f"config pretrain.corpus pattern '{text}'",
@@ -116,7 +120,8 @@ def expand(text: str, places: Mapping[str, str]) -> Pattern:
     parts = absolute.split("/")
     fixed = next((i for i, part in enumerate(parts) if WILDCARDS.search(part)), len(parts) - 1)
     root = Path("/".join(parts[:fixed]) or "/")
-    return Pattern(text, label or root.name, root, _translate(absolute))
+    base = Path(os.path.abspath(place)) if place is not None else root
+    return Pattern(text, label or root.name, root, _translate(absolute), base)
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,7 @@ def candidates(
     for pattern in (expand(text, places) for text in include):
         if not pattern.root.is_dir():
             if pattern.root.is_file() and pattern.matches(str(pattern.root)):
-                yield f"{pattern.label}/{pattern.root.name}", str(pattern.root)
+                yield _name(pattern, str(pattern.root)), str(pattern.root)
             continue
         root = str(pattern.root)
         for directory, folders, files in os.walk(root):
@@ -173,7 +178,30 @@ def candidates(
             for name in sorted(files):
                 path = f"{directory}/{name}"
                 if pattern.matches(path) and not any(e.matches(path) for e in excluded):
-                    yield f"{pattern.label}/{os.path.relpath(path, root)}", path
+                    yield _name(pattern, path), path
+
+
+def _name(pattern: Pattern, path: str) -> str:
+    """A file's name: its pattern's label and its path below the pattern's ``base`` (a
+    pattern that names one file outside the placeholders: the label and the file's name)."""
+    if path == str(pattern.base):
+        return f"{pattern.label}/{pattern.base.name}"
+    return f"{pattern.label}/{os.path.relpath(path, pattern.base)}"
+
+
+def named(found: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``(name, path)`` pairs as one path per name, in name order. Two patterns may match the
+    same file (kept once); two files with the same name (two directories outside the
+    placeholders with the same last name) would leave one out unseen: refused instead."""
+    paths: dict[str, str] = {}
+    for name, path in found:
+        if paths.setdefault(name, path) != path:
+            raise InputError(
+                "config pretrain.corpus.include",
+                f"names two files {name}: {paths[name]} and {path}",
+                "give them globs under different directory names, or leave one out",
+            )
+    return dict(sorted(paths.items()))
 
 
 def blob_id(data: bytes) -> str:
@@ -251,8 +279,8 @@ def list_corpus(
     seen: set[str] = set()
     files: list[CorpusFile] = []
     skipped: Counter = Counter()
-    found = sorted(dict(candidates(settings["include"], settings["exclude"], places)).items())
-    for name, path in found:
+    found = named(candidates(settings["include"], settings["exclude"], places))
+    for name, path in found.items():
         try:
             stat = os.stat(path)
         except OSError:
