@@ -3,6 +3,7 @@ in a work directory, the plan of a dry run, the small FAST config, a copy of the
 edit. Shared by the workflow, manifest, rerun, interruption and reproducibility tests and by
 benchmarks/noop_dryrun.py."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,10 @@ from testdata.gitrepo import GitRepo
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+CORES = "1" if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else "2"
+"""``--cores`` of a test's run: under pytest-xdist each worker has about one core, and a job on
+two threads beside another worker's job only spins (the learnability run's training took 145
+CPU-seconds on two threads against 47 on one, for the same adapter, byte for byte)."""
 
 
 def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
@@ -31,7 +36,7 @@ def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subproce
             "--configfile",
             str(configfile),
             "--cores",
-            "2",
+            CORES,
             *args,
         ],
         capture_output=True,

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from repotune.manifest.verify import load_manifest, verify
-from testdata.workflow import BIN, ROOT, planned_jobs, snakemake
+from testdata.workflow import BIN, CORES, ROOT, planned_jobs, snakemake
 from tests.run_fixtures import MODEL, copy_run
 
 pytestmark = pytest.mark.slow
@@ -96,7 +96,7 @@ def kill_during(workdir, config, cut):
     configfile.write_text(yaml.safe_dump(config))
     command = [
         str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2",
+        "--directory", str(workdir), "--configfile", str(configfile), "--cores", CORES,
         *cut.targets,
     ]  # fmt: skip
     process = subprocess.Popen(
