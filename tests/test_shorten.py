@@ -126,6 +126,30 @@ def test_lines_fill_the_room_hunks_leave(coded) -> None:
     assert 150 - len(change) < 20  # the room is used
 
 
+@pytest.mark.parametrize("accent", ["", "é€𝄞"])
+def test_the_line_cut_keeps_the_most_lines_that_fit(coded, accent) -> None:
+    """Against every line count tried by encoding the kept lines alone: the cut keeps the
+    most whole lines of the hunk that fit the room, for hunks far longer than the room (only
+    their first tokens are looked at) and with characters the BPE splits across tokens (whose
+    tokens' own texts do not add up to the text)."""
+    template, encoder = coded
+    lines = [f"+value_{i} = compute({i})  # {accent * (i % 3)}\n" for i in range(400)]
+    hunk = "@@ -1,2 +1,400 @@\n" + "".join(lines)
+    row = commit_row("long", "Add values", [file_change("pkg/values.py", hunk)])
+    *_, files = _files(row, template, encoder)
+    header = encoder.decode(files[0].header)
+    for room in (40, 90, 200, 333):
+        text = encoder.decode(cut_change(files, room, encoder))
+        kept = text.removeprefix(header).splitlines(keepends=True)[1:-1]
+
+        def tokens(count: int) -> int:
+            shown = header + "@@ -1,2 +1,400 @@\n" + "".join(lines[:count])
+            return len(encoder.plain([shown + omission(400 - count, "line")])[0])
+
+        best = next(count for count in range(400) if tokens(count + 1) > room)
+        assert len(kept) == best and "".join(kept) == "".join(lines[:best]), (room, len(kept))
+
+
 def test_the_message_stays_whole_and_the_change_is_cut_to_leave_it_room(coded) -> None:
     template, encoder = coded
     row = next(r for r in synthetic_rows(400, seed=5) if len(r["files"]) >= 3)

@@ -50,7 +50,7 @@ def context_texts(parts: Sequence[Piece], header: Marked) -> list[Marked]:
     starts with a non-space, so encoding the two apart gives the ids of the whole header.
     """
     texts = [header]
-    for file_header in dict.fromkeys(p.header for p in parts if p.header):
+    for file_header in (p.header for p in parts if p.opens_file):
         texts += split(file_header, "".join(file_header).index("\n") + 1)
     return texts
 
@@ -62,20 +62,18 @@ def contexts(parts: Sequence[Piece], context_ids: Sequence[list[int]]) -> list[C
     header's first line, alone (a document takes the first that fits half of it).
     """
     header, file_ids = context_ids[0], iter(context_ids[1:])
-    files: Mapping[Marked, tuple[list[int], list[int]]] = {
-        name: (next(file_ids), next(file_ids))
-        for name in dict.fromkeys(p.header for p in parts if p.header)
-    }
     task = (header,)
-    out = []
-    for part in parts:
-        if not part.header:
-            out.append(Context(task, task))
-            continue
-        first, rest = files[part.header]
+    files: Mapping[Marked, Context] = {}  # one per file, shared by its pieces
+    for name in (p.header for p in parts if p.opens_file):
+        first, rest = next(file_ids), next(file_ids)
         inside = (header + first + rest, header + first, header)
-        out.append(Context(task if part.opens_file else inside, inside))
-    return out
+        files[name] = Context(inside, inside)
+    opening = {name: Context(task, context.inside) for name, context in files.items()}
+    empty = Context(task, task)
+    return [
+        (opening if part.opens_file else files)[part.header] if part.header else empty
+        for part in parts
+    ]
 
 
 def change_files(
@@ -84,7 +82,7 @@ def change_files(
     """The files of a rendering as repotune.shards.shorten cuts them: each file's pieces' ids
     (``piece_ids``, same order as ``parts``) and its header's own ids, from the ids of
     :func:`context_texts` (``context_ids``: its first line and its other lines)."""
-    names = dict.fromkeys(p.header for p in parts if p.header)
+    names = (p.header for p in parts if p.opens_file)
     lines = iter(context_ids[1:])
     headers = {name: next(lines) + next(lines) for name in names}
     grouped: list[tuple[Marked, list[list[int]]]] = []

@@ -28,10 +28,11 @@ ids up to there (:meth:`repotune.shards.tokenizer.TextEncoder.head`: a newline j
 next line's indentation is encoded again, alone).
 """
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from repotune.shards.tokenizer import TextEncoder
+from repotune.shards.tokenizer import Decoded, TextEncoder
 
 MARK = "... {count:,} {what} not shown ...\n"
 """The line that stands where something was dropped (``what``: file, hunk, line)."""
@@ -67,29 +68,44 @@ def file_ids(pieces: Sequence[list[int]], header: list[int]) -> FileIds:
 
 
 class _Cache:
-    """What a cut asks for again and again: the marks' ids, a hunk's lines, a hunk's ids up
-    to a line."""
+    """What a cut asks for again and again: the marks' ids, a hunk's lines, a hunk's ids up to
+    a line. A cut keeps at most ``room`` tokens, so only a hunk's first ``room + 1`` tokens are
+    ever looked at one by one (:meth:`fits`)."""
 
-    def __init__(self, encoder: TextEncoder, files: Sequence[FileIds]) -> None:
-        self.encoder, self.files = encoder, files
-        self._lines: dict[tuple[int, int], list[str]] = {}
+    def __init__(self, encoder: TextEncoder, files: Sequence[FileIds], room: int) -> None:
+        self.encoder, self.files, self.room = encoder, files, room
+        self._hunks: dict[tuple[int, int], tuple[Decoded, list[str], list[int]]] = {}
         self._heads: dict[tuple[int, int, int], list[int]] = {}
 
     def mark(self, count: int, what: str) -> list[int]:
         return self.encoder.remembered(omission(count, what)) if count else []
 
-    def lines(self, file: int, hunk: int) -> list[str]:
-        if (file, hunk) not in self._lines:
+    def _hunk(self, file: int, hunk: int) -> tuple[Decoded, list[str], list[int]]:
+        """The hunk's first ``room + 1`` tokens decoded, its lines, their ends in its text."""
+        if (file, hunk) not in self._hunks:
             ids = self.files[file].hunks[hunk]
-            self._lines[file, hunk] = self.encoder.decode(ids).splitlines(keepends=True)
-        return self._lines[file, hunk]
+            lines = self.encoder.decode(ids).splitlines(keepends=True)
+            ends = list(itertools.accumulate(map(len, lines)))
+            self._hunks[file, hunk] = self.encoder.decoded(ids[: self.room + 1]), lines, ends
+        return self._hunks[file, hunk]
+
+    def lines(self, file: int, hunk: int) -> list[str]:
+        return self._hunk(file, hunk)[1]
+
+    def fits(self, file: int, hunk: int, lines: int) -> bool:
+        """Whether the hunk's first ``lines`` lines may take at most ``room`` tokens: False
+        when they reach past its first ``room + 1`` tokens (they take more than ``room``)."""
+        decoded, _, ends = self._hunk(file, hunk)
+        full = len(decoded.ends) == min(len(self.files[file].hunks[hunk]), self.room + 1)
+        return not (full and self.room < len(decoded.ends) and ends[lines - 1] >= decoded.ends[-1])
 
     def head(self, file: int, hunk: int, lines: int) -> list[int]:
         """The ids of the hunk's first ``lines`` lines and the mark for the rest."""
         if (file, hunk, lines) not in self._heads:
-            text = self.lines(file, hunk)
-            ids = self.encoder.head(self.files[file].hunks[hunk], "".join(text[:lines]))
-            self._heads[file, hunk, lines] = ids + self.mark(len(text) - lines, "line")
+            decoded, text, _ = self._hunk(file, hunk)
+            ids = self.files[file].hunks[hunk]
+            head = self.encoder.head(ids, "".join(text[:lines]), decoded)
+            self._heads[file, hunk, lines] = head + self.mark(len(text) - lines, "line")
         return self._heads[file, hunk, lines]
 
 
@@ -196,7 +212,7 @@ def cut_change(files: Sequence[FileIds], room: int, encoder: TextEncoder) -> lis
     whole = [token for file in files for hunk in (file.header, *file.hunks) for token in hunk]
     if len(whole) <= room:
         return whole
-    cache = _Cache(encoder, files)
+    cache = _Cache(encoder, files, room)
     plan = _whole_units(files, room, cache)
     ids = _assemble(files, plan, cache)
     while len(ids) > room:
@@ -217,11 +233,16 @@ def cut_change(files: Sequence[FileIds], room: int, encoder: TextEncoder) -> lis
     if target is None:
         return ids
     lines = len(cache.lines(*target))
+    if lines < 2:
+        return ids
+    # The hunk shown in part is one unit whatever its length: the rest of the document does
+    # not change with how many of its lines are kept.
+    plan.partial = (*target, 1)
+    rest = len(_assemble(files, plan, cache)) - len(cache.head(*target, 1))
     low, high = 0, lines - 1  # the most lines that fit, short of the whole hunk
     while low < high:
         middle = (low + high + 1) // 2
-        plan.partial = (*target, middle)
-        if len(_assemble(files, plan, cache)) <= room:
+        if cache.fits(*target, middle) and rest + len(cache.head(*target, middle)) <= room:
             low = middle
         else:
             high = middle - 1

@@ -10,8 +10,8 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -29,9 +29,6 @@ INLINE_CHARACTERS = 65536
 milliseconds)."""
 RECURRING_TEXTS = 65536
 """Encodings :meth:`TextEncoder.recurring` keeps (a few MB)."""
-RECENT_DECODES = 64
-"""Decodings a :class:`TextEncoder` keeps (:meth:`TextEncoder.head` asks for one hunk's again
-and again)."""
 
 
 def configure_parallelism(threads: int) -> None:
@@ -141,7 +138,6 @@ class TextEncoder:
         self._found = tuple(sorted(self._markers))
         self._remembered: dict[str, list[int]] = {}
         self._recurring: dict[Marked, list[int]] = {}
-        self._recent: dict[tuple[int, ...], list[Any]] = {}
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without BOS/EOS, every marker string in it a marker: for
@@ -214,9 +210,10 @@ class TextEncoder:
 
     @cached_property
     def _token_texts(self) -> list[str]:
-        """Each token id's text, decoded alone."""
+        """Each token id's text, decoded alone (one batch call: a call per id cost more than
+        the rest of a small stage's set-up)."""
         size = self._plain.get_vocab_size(with_added_tokens=True)
-        return [self._plain.decode([i], skip_special_tokens=False) for i in range(size)]
+        return self._plain.decode_batch([[i] for i in range(size)], skip_special_tokens=False)
 
     @cached_property
     def line_ends(self) -> np.ndarray:
@@ -224,19 +221,35 @@ class TextEncoder:
         cut between lines (repotune.shards.packing.split_lines)."""
         return np.array([text.endswith("\n") for text in self._token_texts], dtype=bool)
 
-    def head(self, ids: Sequence[int], text: str) -> list[int]:
+    def decoded(self, ids: Sequence[int]) -> "Decoded":
+        """The text of ``ids`` and where each token's own text ends in it, for :meth:`head`
+        (a caller cutting one encoding at several lengths decodes it once)."""
+        text = self.decode(ids)
+        pieces = [self._token_texts[i] for i in ids]
+        ends = list(itertools.accumulate(map(len, pieces)))
+        if "".join(pieces) == text:
+            return Decoded(text, ends)
+        count = 0  # the leading tokens whose own texts are the text's next parts
+        for piece, end in zip(pieces, ends, strict=True):
+            if not text.startswith(piece, end - len(piece)):
+                break
+            count += 1
+        return Decoded(text, ends[:count])
+
+    def head(self, ids: Sequence[int], text: str, decoded: "Decoded | None" = None) -> list[int]:
         """The leading ids of an encoding (``ids``) that spell ``text``, a prefix of its text.
 
         Cut at a line start before a non-space (every prompt's end), a byte-level BPE has a
         token boundary there and the result is a prefix of ``ids``. Otherwise the ids up to the
         last boundary before the end are kept and the rest of ``text`` is encoded on its own,
         as plain text (no marker is cut in two: a marker is one token). Where the tokens' own
-        texts add up to the decoded text (no token holds part of a character), the boundary is
-        found from their lengths; otherwise by decoding prefixes.
+        texts add up to the decoded text up to past the end of ``text`` (no token there holds
+        part of a character), the boundary is found from their lengths; otherwise by decoding
+        prefixes. ``decoded``: ``ids`` decoded (:meth:`decoded`), when the caller has it.
         """
-        ends = self._ends(ids)
-        if ends is not None:
-            low = bisect.bisect_right(ends, len(text))
+        ends = (decoded or self.decoded(ids)).ends
+        low = bisect.bisect_right(ends, len(text))
+        if low < len(ends) or len(ends) == len(ids):
             done = ends[low - 1] if low else 0
         else:
             low, high = 0, len(ids)
@@ -254,32 +267,17 @@ class TextEncoder:
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, markers and other special tokens included."""
-        return self._recently(ids)[0]
+        return self._plain.decode(list(ids), skip_special_tokens=False)
 
-    def _ends(self, ids: Sequence[int]) -> list[int] | None:
-        """Where each token's own text ends in the text of ``ids``, where those texts add up
-        to it (None where they do not: a token holds part of a character)."""
-        found = self._recently(ids)
-        if len(found) == 1:
-            pieces = [self._token_texts[i] for i in ids]
-            ends = list(itertools.accumulate(map(len, pieces)))
-            found.append(ends if "".join(pieces) == found[0] else None)
-        return found[1]
 
-    def _recently(self, ids: Sequence[int]) -> list[Any]:
-        """``[text]`` of ``ids``, or ``[text, ends]`` once :meth:`_ends` was asked.
+@dataclass(frozen=True)
+class Decoded:
+    """An encoding's text, and where each token's own text ends in it, for the leading tokens
+    whose texts add up to the text's start (all but where a token holds part of a character,
+    or a decoder joins tokens otherwise than by concatenation)."""
 
-        A change cut to fit (repotune.shards.shorten) decodes a hunk, then asks :meth:`head`
-        for its first lines again and again while it searches how many fit: the last
-        :data:`RECENT_DECODES` answers are kept, so each hunk is decoded once.
-        """
-        key = tuple(ids)
-        found = self._recent.get(key)
-        if found is None:
-            if len(self._recent) >= RECENT_DECODES:
-                self._recent.clear()
-            found = self._recent[key] = [self._plain.decode(list(key), skip_special_tokens=False)]
-        return found
+    text: str
+    ends: list[int]
 
 
 def _first_line(error: Exception) -> str:
