@@ -1,7 +1,5 @@
 """``python -m repotune``: the ``repotune`` command (repotune.cli)."""
 
-import sys
+from repotune.cli.main import run
 
-from repotune.cli.main import main
-
-sys.exit(main())
+run()
