@@ -5,9 +5,10 @@ the job fails on bad input, the same one-line message the terminal shows, not a 
 """
 
 import logging
+import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from repotune.errors import InputError
 from repotune.progress import PROGRESS
@@ -41,3 +42,18 @@ def run_logged(log_path: str, job: Callable[[], T]) -> T:
         logging.getLogger("repotune").error("%s", error)
         print(f"repotune error: {error}", file=terminal)
         raise SystemExit(1) from None
+
+
+def run_job(log_path: str, job: Callable[[], object]) -> NoReturn:
+    """A workflow script's whole run: :func:`run_logged`, then end the process at once.
+
+    When the job has returned, its outputs are written and closed; what a normal interpreter
+    exit would still do is run down the modules torch, transformers and peft imported, about
+    1.3 s of CPU after ``import peft`` on 2 cores (0.4 s after torch alone), once per job.
+    The log and the standard streams are flushed first.
+    """
+    run_logged(log_path, job)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)

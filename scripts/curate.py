@@ -6,9 +6,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from repotune.curate.stage import CurateSettings, curate
-from repotune.logs import run_logged
+from repotune.logs import run_job
 
-run_logged(
+run_job(
     snakemake.log[0],
     lambda: curate(
         commits=snakemake.input.commits,

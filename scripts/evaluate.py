@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 import torch
 
 from repotune.evaluate.stage import EvaluateRequest, evaluate
-from repotune.logs import run_logged
+from repotune.logs import run_job
 
 torch.set_num_threads(snakemake.threads)
 request = EvaluateRequest(
@@ -29,4 +29,4 @@ request = EvaluateRequest(
     redact=snakemake.params.redact,
     fim_questions=snakemake.input.get("fim_questions"),
 )
-run_logged(snakemake.log[0], lambda: evaluate(request))
+run_job(snakemake.log[0], lambda: evaluate(request))

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 import torch
 
 from repotune.export.stage import ExportRequest, ExportSettings, export
-from repotune.logs import run_logged
+from repotune.logs import run_job
 
 torch.set_num_threads(snakemake.threads)
 request = ExportRequest(
@@ -19,4 +19,4 @@ request = ExportRequest(
     output_dir=snakemake.output.export,
     settings=ExportSettings.from_config(snakemake.params.settings),
 )
-run_logged(snakemake.log[0], lambda: export(request))
+run_job(snakemake.log[0], lambda: export(request))

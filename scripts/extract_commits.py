@@ -6,9 +6,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from repotune.extract.stage import ExtractSettings, extract_to_parquet
-from repotune.logs import run_logged
+from repotune.logs import run_job
 
-run_logged(
+run_job(
     snakemake.log[0],
     lambda: extract_to_parquet(
         repo=snakemake.params.repo,

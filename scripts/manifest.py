@@ -9,12 +9,12 @@ from snakemake import __version__ as snakemake_version
 
 from repotune.adapter_files import SUMMARY_FILE
 from repotune.config import run_config
-from repotune.logs import run_logged
+from repotune.logs import run_job
 from repotune.manifest.stage import build_manifest, write_manifest
 
 # The inputs are every output of the stages before this one (rules/common.smk,
 # manifest_inputs), named <rule>_<output>; all of them are hashed.
-run_logged(
+run_job(
     snakemake.log[0],
     lambda: write_manifest(
         snakemake.output.manifest,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from repotune.logs import run_logged
+from repotune.logs import run_job
 from repotune.pretrain.corpus import BLOB_CACHE
 from repotune.pretrain.settings import PretrainSettings
 from repotune.pretrain.stage import PretrainRequest, pretrain
@@ -21,4 +21,4 @@ request = PretrainRequest(
     blob_cache=BLOB_CACHE,
     planned_key=snakemake.params.key,
 )
-run_logged(snakemake.log[0], lambda: pretrain(request))
+run_job(snakemake.log[0], lambda: pretrain(request))

@@ -5,10 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from repotune.logs import run_logged
+from repotune.logs import run_job
 from repotune.snapshot.stage import SnapshotSettings, snapshot
 
-run_logged(
+run_job(
     snakemake.log[0],
     lambda: snapshot(
         repo=snakemake.params.repo,

@@ -6,12 +6,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from repotune.curate.table import SPLITS
-from repotune.logs import run_logged
+from repotune.logs import run_job
 from repotune.models import ModelSpec
 from repotune.shards.stage import TokenizeSettings, tokenize_stage
 
 model = ModelSpec(**snakemake.params.model)
-run_logged(
+run_job(
     snakemake.log[0],
     lambda: tokenize_stage(
         splits={split: snakemake.input[split] for split in SPLITS},

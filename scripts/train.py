@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from repotune.config import run_settings
-from repotune.logs import run_logged
+from repotune.logs import run_job
 from repotune.train.launch import run_distributed
 from repotune.train.trainer import TrainRequest, train
 
@@ -23,7 +23,7 @@ request = TrainRequest(
     # checkpoint intervals) comes from the config at run time, so changing it replans nothing.
     settings=run_settings("train", snakemake.params.settings, snakemake.config["train"]),
 )
-run_logged(
+run_job(
     snakemake.log[0],
     lambda: run_distributed(request, gpus) if gpus > 1 else train(request),
 )

@@ -540,7 +540,7 @@ def run_stage(
     (workdir / "logs").mkdir()
     with (
         _in_directory(workdir),
-        mock.patch("repotune.logs.run_logged", lambda log, job: job()),
+        mock.patch("repotune.logs.run_job", lambda log, job: job()),
         mock.patch("os.fsync", lambda descriptor: None),
         mock.patch.object(report, "plot_loss_curves", _draw_as_data(report.plot_loss_curves)),
         mock.patch.object(report, "plot_metrics", _draw_as_data(report.plot_metrics)),

@@ -51,6 +51,10 @@ def test_dry_run_run_and_rerun_only_what_changed(shared_run, tmp_path):
     for rule in ("extract_commits", "curate", "tokenize_tiny", "train_tiny"):
         assert (workdir / "logs" / f"{rule}.log").exists()
         assert (workdir / "benchmarks" / "out" / f"{rule}.tsv").exists()
+    # A job ends its process at once (repotune.logs.run_job): its log still ends with its
+    # last words.
+    train_log = (workdir / "logs" / "train_tiny.log").read_text().splitlines()
+    assert "adapter written to results/tiny/adapter" in train_log[-1]
     assert (workdir / "results" / "tiny" / "adapter" / "adapter_model.safetensors").exists()
 
     run = copy_run(shared_run, tmp_path / "copy")

@@ -7,6 +7,7 @@ is instant.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -88,8 +89,6 @@ def run() -> None:
     """
     code = main()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):  # the reader has gone (`| head`)
             stream.flush()
-        except (BrokenPipeError, ValueError):  # the reader has gone (`repotune inspect | head`)
-            pass
     os._exit(code)
