@@ -236,6 +236,17 @@ def test_markdown_answers_first_with_verdicts_and_n():
     )
 
 
+def test_a_count_of_one_is_singular():
+    """What was measured reads as English for any count: one commit, one question."""
+    report = sample_report()
+    report["metrics"]["fim.parses"] = metric_entry(
+        "fim.parses", 0.0, 1.0, 1, paired((0.0, 1.0), 1), True
+    )
+    text = markdown(report, "loss.png", "metrics.png")
+    row = next(line for line in text.splitlines() if line.startswith("| FIM parses"))
+    assert row.endswith("| 1 commit (1 question) |"), row
+
+
 def test_training_short_of_an_epoch_is_said_in_words():
     """150 steps of 8 blocks over 6,928 blocks: the report says 0.17 of an epoch, and the
     table holds the fraction, not the planned whole epoch."""

@@ -639,16 +639,21 @@ def _fim_facts_line(fim: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _counted(count: int, unit: str) -> str:
+    """``3 commits``, ``1 commit``: the units are plurals in ``s`` (commits, questions, ...)."""
+    return f"{count} {unit[:-1] if count == 1 and unit.endswith('s') else unit}".strip()
+
+
 def _sample(entry: Mapping[str, Any]) -> str:
     """``26 commits (5012 tokens)``: what was resampled, and the items measured."""
     interval = entry.get("interval")
-    items = f"{entry['count']} {entry.get('items', '')}".strip()
+    items = _counted(entry["count"], entry.get("items", ""))
     if interval is None:
         return items
     unit = entry.get("unit", COMMITS)
     if unit == entry.get("items"):
         return items
-    return f"{interval['n']} {unit} ({items})"
+    return f"{_counted(interval['n'], unit)} ({items})"
 
 
 def _holm_cell(entry: Mapping[str, Any]) -> str:
