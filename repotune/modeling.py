@@ -168,7 +168,37 @@ def load_model(
         ) from None
     if quantized is None:
         model.to(device)
+    elif quantization == "nf4" and device.type == "cpu":
+        _check_cpu_4bit(model)
     return model
+
+
+CPU_4BIT_ROWS = 32
+"""Outputs per block of bitsandbytes' AVX512-BF16 4-bit CPU kernel (its ``block_n``)."""
+
+
+def _check_cpu_4bit(model: PreTrainedModel) -> None:
+    """Fail at load, in one line, where bitsandbytes' CPU 4-bit kernel cannot take a layer.
+
+    On a CPU with AVX512-BF16, a 4-bit layer run in eval mode without gradients (every
+    validation pass) has its weight repacked for that kernel, which needs its inputs a multiple
+    of the quantization block (64) and its outputs of 32; a narrower layer (a test preset's
+    ``n_embd`` 32) failed there with a reshape error from inside bitsandbytes, mid-training.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    for name, layer in model.named_modules():
+        if not isinstance(layer, Linear4bit) or not layer.support_avx512bf16_for_cpu:
+            continue
+        block = layer.weight.quant_state.blocksize
+        if layer.in_features % block or layer.out_features % CPU_4BIT_ROWS:
+            raise InputError(
+                f"model layer '{name}' ({layer.in_features} inputs, {layer.out_features} outputs)",
+                f"cannot run 4-bit on this CPU: bitsandbytes' AVX512-BF16 kernel needs inputs a "
+                f"multiple of {block} and outputs a multiple of {CPU_4BIT_ROWS}",
+                "make the model wider (architecture.n_embd a multiple of 64) or set "
+                "quantization: none",
+            )
 
 
 def _from_pretrained(source: str, options: dict[str, Any]) -> PreTrainedModel:

@@ -53,3 +53,33 @@ def test_model_missing_offline_names_the_download_command(monkeypatch):
 def test_unknown_quantization_is_an_input_error():
     with pytest.raises(InputError, match="nf4, int8 or none"):
         modeling.quantization_config("fp4", torch.float32)
+
+
+@pytest.mark.parametrize("width", [32, 96])
+def test_4bit_on_cpu_with_layers_narrower_than_a_block_is_an_input_error(tmp_path, width):
+    """bitsandbytes packs a CPU 4-bit weight in blocks of 64 inputs: a narrower layer (a test
+    preset's n_embd 32) failed at the first forward pass with a reshape error from inside
+    bitsandbytes; now loading names the layer and what to change."""
+    from bitsandbytes.functional import has_avx512bf16
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if not has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes does not repack 4-bit weights")
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=width, vocab_size=64, n_positions=16)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    with pytest.raises(InputError, match=rf"{width} inputs.*multiple of 64.*quantization: none"):
+        modeling.load_model(
+            str(tmp_path), quantization="nf4", dtype=torch.float32, device=torch.device("cpu")
+        )
+
+
+def test_4bit_on_cpu_with_layers_a_multiple_of_a_block_wide_runs(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=64, vocab_size=64, n_positions=16)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    model = modeling.load_model(
+        str(tmp_path), quantization="nf4", dtype=torch.float32, device=torch.device("cpu")
+    ).eval()
+    with torch.no_grad():  # where the CPU kernel repacks the weights
+        assert torch.isfinite(model(input_ids=torch.arange(8)[None]).logits).all()
