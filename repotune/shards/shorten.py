@@ -96,8 +96,8 @@ class _Cache:
         """Whether the hunk's first ``lines`` lines may take at most ``room`` tokens: False
         when they reach past its first ``room + 1`` tokens (they take more than ``room``)."""
         decoded, _, ends = self._hunk(file, hunk)
-        full = len(decoded.ends) == min(len(self.files[file].hunks[hunk]), self.room + 1)
-        return not (full and self.room < len(decoded.ends) and ends[lines - 1] >= decoded.ends[-1])
+        longer = len(decoded.ends) == self.room + 1  # and those tokens' texts add up
+        return not (longer and ends[lines - 1] >= decoded.ends[-1])
 
     def head(self, file: int, hunk: int, lines: int) -> list[int]:
         """The ids of the hunk's first ``lines`` lines and the mark for the rest."""

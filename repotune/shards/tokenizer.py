@@ -245,7 +245,8 @@ class TextEncoder:
         as plain text (no marker is cut in two: a marker is one token). Where the tokens' own
         texts add up to the decoded text up to past the end of ``text`` (no token there holds
         part of a character), the boundary is found from their lengths; otherwise by decoding
-        prefixes. ``decoded``: ``ids`` decoded (:meth:`decoded`), when the caller has it.
+        prefixes. ``decoded``: ``ids``, or their leading part, decoded (:meth:`decoded`), when
+        the caller has it.
         """
         ends = (decoded or self.decoded(ids)).ends
         low = bisect.bisect_right(ends, len(text))
