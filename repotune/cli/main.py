@@ -7,15 +7,15 @@ is instant.
 """
 
 import argparse
-import contextlib
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from repotune.cli import complete, hook, inspect, serve, suggest
 from repotune.errors import InputError
+from repotune.logs import exit_now
 
 DESCRIPTION = """Use the model a repotune run trained on your repository's history.
 
@@ -78,17 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def run() -> None:
-    """The ``repotune`` command as a process: :func:`main`, then exit without tearing down.
-
-    Once the answer is written nothing is left to do, but a normal interpreter exit after
-    torch and transformers are imported takes about a second more on 2 cores (their modules
-    and finalizers run down): a third of a cold ``repotune suggest``, paid by every commit
-    the hook serves in-process. Subcommands close what they write before they return, so
-    only the standard streams need flushing.
-    """
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(BrokenPipeError, ValueError):  # the reader has gone (`| head`)
-            stream.flush()
-    os._exit(code)
+def run() -> NoReturn:
+    """The ``repotune`` command as a process: :func:`main`, then
+    :func:`repotune.logs.exit_now` (subcommands close what they write before they return)."""
+    exit_now(main())

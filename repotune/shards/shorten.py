@@ -32,7 +32,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from repotune.shards.tokenizer import Decoded, TextEncoder
+from repotune.shards.tokenizer import TextEncoder
 
 MARK = "... {count:,} {what} not shown ...\n"
 """The line that stands where something was dropped (``what``: file, hunk, line)."""
@@ -74,37 +74,40 @@ class _Cache:
 
     def __init__(self, encoder: TextEncoder, files: Sequence[FileIds], room: int) -> None:
         self.encoder, self.files, self.room = encoder, files, room
-        self._hunks: dict[tuple[int, int], tuple[Decoded, list[str], list[int]]] = {}
+        self._hunks: dict[tuple[int, int], tuple[list[str], list[int], list[int]]] = {}
         self._heads: dict[tuple[int, int, int], list[int]] = {}
 
     def mark(self, count: int, what: str) -> list[int]:
         return self.encoder.remembered(omission(count, what)) if count else []
 
-    def _hunk(self, file: int, hunk: int) -> tuple[Decoded, list[str], list[int]]:
-        """The hunk's first ``room + 1`` tokens decoded, its lines, their ends in its text."""
+    def _hunk(self, file: int, hunk: int) -> tuple[list[str], list[int], list[int]]:
+        """The hunk's lines, where they end in its text, and where its first ``room + 1``
+        tokens end (TextEncoder.token_ends)."""
         if (file, hunk) not in self._hunks:
             ids = self.files[file].hunks[hunk]
-            lines = self.encoder.decode(ids).splitlines(keepends=True)
+            text = self.encoder.decode(ids)
+            lines = text.splitlines(keepends=True)
             ends = list(itertools.accumulate(map(len, lines)))
-            self._hunks[file, hunk] = self.encoder.decoded(ids[: self.room + 1]), lines, ends
+            tokens = self.encoder.token_ends(ids[: self.room + 1], text)
+            self._hunks[file, hunk] = lines, ends, tokens
         return self._hunks[file, hunk]
 
     def lines(self, file: int, hunk: int) -> list[str]:
-        return self._hunk(file, hunk)[1]
+        return self._hunk(file, hunk)[0]
 
     def fits(self, file: int, hunk: int, lines: int) -> bool:
         """Whether the hunk's first ``lines`` lines may take at most ``room`` tokens: False
         when they reach past its first ``room + 1`` tokens (they take more than ``room``)."""
-        decoded, _, ends = self._hunk(file, hunk)
-        longer = len(decoded.ends) == self.room + 1  # and those tokens' texts add up
-        return not (longer and ends[lines - 1] >= decoded.ends[-1])
+        _, ends, tokens = self._hunk(file, hunk)
+        longer = len(tokens) == self.room + 1  # and those tokens' texts spell the text
+        return not (longer and ends[lines - 1] >= tokens[-1])
 
     def head(self, file: int, hunk: int, lines: int) -> list[int]:
         """The ids of the hunk's first ``lines`` lines and the mark for the rest."""
         if (file, hunk, lines) not in self._heads:
-            decoded, text, _ = self._hunk(file, hunk)
+            text, _, tokens = self._hunk(file, hunk)
             ids = self.files[file].hunks[hunk]
-            head = self.encoder.head(ids, "".join(text[:lines]), decoded)
+            head = self.encoder.head(ids, "".join(text[:lines]), tokens)
             self._heads[file, hunk, lines] = head + self.mark(len(text) - lines, "line")
         return self._heads[file, hunk, lines]
 

@@ -10,7 +10,6 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -210,8 +209,7 @@ class TextEncoder:
 
     @cached_property
     def _token_texts(self) -> list[str]:
-        """Each token id's text, decoded alone (one batch call: a call per id cost more than
-        the rest of a small stage's set-up)."""
+        """Each token id's text, decoded alone (in one call, not one per id)."""
         size = self._plain.get_vocab_size(with_added_tokens=True)
         return self._plain.decode_batch([[i] for i in range(size)], skip_special_tokens=False)
 
@@ -221,34 +219,36 @@ class TextEncoder:
         cut between lines (repotune.shards.packing.split_lines)."""
         return np.array([text.endswith("\n") for text in self._token_texts], dtype=bool)
 
-    def decoded(self, ids: Sequence[int]) -> "Decoded":
-        """The text of ``ids`` and where each token's own text ends in it, for :meth:`head`
-        (a caller cutting one encoding at several lengths decodes it once)."""
-        text = self.decode(ids)
+    def token_ends(self, ids: Sequence[int], text: str) -> list[int]:
+        """Where each of the leading tokens of ``ids`` ends in ``text``, the text of ``ids`` or
+        of a longer encoding they start: as far as the tokens' own texts spell it (not past a
+        token that holds part of a character, or a decoder that joins tokens otherwise than by
+        concatenation). For :meth:`head`; a caller cutting one encoding at several lengths
+        works this out once."""
         pieces = [self._token_texts[i] for i in ids]
         ends = list(itertools.accumulate(map(len, pieces)))
-        if "".join(pieces) == text:
-            return Decoded(text, ends)
-        count = 0  # the leading tokens whose own texts are the text's next parts
+        if text.startswith("".join(pieces)):
+            return ends
+        count = 0
         for piece, end in zip(pieces, ends, strict=True):
             if not text.startswith(piece, end - len(piece)):
                 break
             count += 1
-        return Decoded(text, ends[:count])
+        return ends[:count]
 
-    def head(self, ids: Sequence[int], text: str, decoded: "Decoded | None" = None) -> list[int]:
+    def head(self, ids: Sequence[int], text: str, ends: list[int] | None = None) -> list[int]:
         """The leading ids of an encoding (``ids``) that spell ``text``, a prefix of its text.
 
         Cut at a line start before a non-space (every prompt's end), a byte-level BPE has a
         token boundary there and the result is a prefix of ``ids``. Otherwise the ids up to the
         last boundary before the end are kept and the rest of ``text`` is encoded on its own,
         as plain text (no marker is cut in two: a marker is one token). Where the tokens' own
-        texts add up to the decoded text up to past the end of ``text`` (no token there holds
-        part of a character), the boundary is found from their lengths; otherwise by decoding
-        prefixes. ``decoded``: ``ids``, or their leading part, decoded (:meth:`decoded`), when
-        the caller has it.
+        texts spell the text up to past the end of ``text`` (:meth:`token_ends`), the boundary
+        is found from their lengths; otherwise by decoding prefixes. ``ends``: those of
+        ``ids``, or of their leading part, when the caller has them.
         """
-        ends = (decoded or self.decoded(ids)).ends
+        if ends is None:
+            ends = self.token_ends(ids, self.decode(ids))
         low = bisect.bisect_right(ends, len(text))
         if low < len(ends) or len(ends) == len(ids):
             done = ends[low - 1] if low else 0
@@ -269,16 +269,6 @@ class TextEncoder:
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, markers and other special tokens included."""
         return self._plain.decode(list(ids), skip_special_tokens=False)
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """An encoding's text, and where each token's own text ends in it, for the leading tokens
-    whose texts add up to the text's start (all but where a token holds part of a character,
-    or a decoder joins tokens otherwise than by concatenation)."""
-
-    text: str
-    ends: list[int]
 
 
 def _first_line(error: Exception) -> str:
