@@ -2,6 +2,7 @@
 something was dropped, the message whole (repotune.shards.shorten, repotune.shards.prompt)."""
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -168,3 +169,21 @@ def test_the_message_stays_whole_and_the_change_is_cut_to_leave_it_room(coded) -
     assert change_to_message_ids(parts, ids, context, 255, encoder) == []  # none given
     too_short = 2 * len(subject_ids) - 1
     assert change_to_message_ids(parts, ids, context, too_short, encoder, subject_ids) == []
+
+
+def test_the_change_is_shown_from_its_start(coded) -> None:
+    """Whole hunks in diff order up to the first that does not fit, then that one's first
+    lines: a later hunk small enough for the room left is not shown, so the cut needs the ids
+    of no hunk after it (the tokenize stage does not encode them)."""
+    template, encoder = coded
+    small = "@@ -1,1 +1,2 @@\n x = 1\n+y = 2\n"
+    large = "@@ -10,1 +10,60 @@\n" + "".join(f"+value_{i} = compute({i})\n" for i in range(60))
+    later = "@@ -90,1 +90,2 @@\n z = 3\n+w = 4\n"
+    row = commit_row("order", "Add values", [file_change("pkg/values.py", small + large + later)])
+    *_, files = _files(row, template, encoder)
+    room = len(files[0].header) + len(files[0].hunks[0]) + 3 * len(files[0].hunks[2])
+    text = encoder.decode(cut_change(files, room, encoder))
+    assert small.split("\n", 1)[1] in text and "+value_0 = compute(0)\n" in text
+    assert "+w = 4" not in text and text.endswith(omission(1, "hunk"))
+    cut_files = [replace(file, hunks=[*file.hunks[:2], None]) for file in files]
+    assert cut_change(cut_files, room, encoder) == cut_change(files, room, encoder)

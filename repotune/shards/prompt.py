@@ -11,8 +11,8 @@ commit's documents. The prompt ids are then a prefix of the commit's training id
 Longer than a block, the two task directions differ:
 
 * ``change_to_message``: one document, the message whole and the change cut to fit
-  (:func:`change_to_message_ids`, repotune.shards.shorten: whole hunks and files dropped,
-  then lines, a mark left where something went). A prompt over its budget is cut the same
+  (:func:`change_to_message_ids`, repotune.shards.shorten: shown from its start, whole
+  hunks, then lines, a mark left where something went). A prompt over its budget is cut the same
   way (:func:`prompt_ids`), so ``repotune suggest`` and the evaluation ask in exactly the
   form the model learnt.
 * ``message_to_change``: the commit is split into documents (repotune.shards.packing); each
@@ -76,31 +76,82 @@ def contexts(parts: Sequence[Piece], context_ids: Sequence[list[int]]) -> list[C
     ]
 
 
+CHARACTERS_PER_TOKEN = 4
+"""How far the tokenize stage encodes a long change->message commit's change before it knows
+its length: this many characters a token of the block. A cut shows the change's first hunks
+(repotune.shards.shorten), so the rest need not be encoded once the pieces encoded are longer
+than the block. A commit whose first pieces are shorter gets the rest encoded too: this number
+sets the speed, never the result (BENCHMARKS.md, tokenization)."""
+
+
+def encoded_first(parts: Sequence[Piece], task: str, max_tokens: int) -> list[bool] | None:
+    """Which pieces of a rendering to encode before its length is known: ``None`` for all.
+
+    A ``change_to_message`` rendering of more than :data:`CHARACTERS_PER_TOKEN` characters a
+    token of ``max_tokens`` has its change's pieces encoded up to that many characters (the
+    piece that crosses included); the opening, the message and a file's header with no hunk
+    are always encoded; the later pieces are not, and a file whose first piece is not gets
+    its :func:`probe_texts` encoded. :func:`change_to_message_ids` then cuts the change, or
+    says (repotune.shards.shorten.Unencoded) that it needs the rest.
+    """
+    budget = CHARACTERS_PER_TOKEN * max_tokens
+    sizes = [len(part.text) for part in parts]
+    if task != CHANGE_TO_MESSAGE or sum(sizes) <= budget:
+        return None
+    wanted, seen = [], 0
+    for part, size in zip(parts, sizes, strict=True):
+        alone = not part.header or (part.opens_file and size == len(part.file_header))
+        wanted.append(alone or seen < budget)
+        seen += size if part.header else 0
+    return wanted
+
+
+def probe_texts(parts: Sequence[Piece], piece_ids: Sequence[list[int] | None]) -> list[Marked]:
+    """For each file whose first piece was not encoded (``None`` in ``piece_ids``): its header
+    and its first hunk's first line, whose ids say whether the tokenizer splits the header
+    from the hunk (repotune.shards.shorten.file_ids)."""
+    return [
+        split(part.marked, part.text.index("\n", len(part.file_header)) + 1)[0]
+        for part, ids in zip(parts, piece_ids, strict=True)
+        if part.opens_file and ids is None
+    ]
+
+
 def change_files(
-    parts: Sequence[Piece], piece_ids: Sequence[list[int]], context_ids: Sequence[list[int]]
+    parts: Sequence[Piece],
+    piece_ids: Sequence[list[int] | None],
+    context_ids: Sequence[list[int]],
+    probe_ids: Sequence[list[int]] = (),
 ) -> list[FileIds]:
     """The files of a rendering as repotune.shards.shorten cuts them: each file's pieces' ids
-    (``piece_ids``, same order as ``parts``) and its header's own ids, from the ids of
-    :func:`context_texts` (``context_ids``: its first line and its other lines)."""
+    (``piece_ids``, same order as ``parts``; ``None``: not encoded) and its header's own ids,
+    from the ids of :func:`context_texts` (``context_ids``: its first line and its other
+    lines); ``probe_ids``: those of the rendering's :func:`probe_texts`."""
     names = (p.header for p in parts if p.opens_file)
     lines = iter(context_ids[1:])
     headers = {name: next(lines) + next(lines) for name in names}
-    grouped: list[tuple[Marked, list[list[int]]]] = []
+    probes = iter(probe_ids)
+    grouped: list[tuple[Piece, list[list[int] | None], list[str], list[int] | None]] = []
     for part, ids in zip(parts, piece_ids, strict=True):
         if part.opens_file:
-            grouped.append((part.header, [ids]))
+            grouped.append((part, [ids], [part.text], next(probes) if ids is None else None))
         elif part.header:
             grouped[-1][1].append(ids)
-    return [file_ids(pieces, headers[name]) for name, pieces in grouped]
+            grouped[-1][2].append(part.text)
+    return [
+        file_ids(pieces, texts, headers[first.header], len(first.file_header), probe)
+        for first, pieces, texts, probe in grouped
+    ]
 
 
 def change_to_message_ids(
     parts: Sequence[Piece],
-    piece_ids: Sequence[list[int]],
+    piece_ids: Sequence[list[int] | None],
     context_ids: Sequence[list[int]],
     max_tokens: int,
     encoder: TextEncoder,
     subject_ids: list[int] | None = None,
+    probe_ids: Sequence[list[int]] = (),
 ) -> list[int]:
     """The one training document of a ``change_to_message`` rendering (``parts``, encoded as
     ``piece_ids``, with the ids of its :func:`context_texts`) in at most ``max_tokens``.
@@ -109,14 +160,16 @@ def change_to_message_ids(
     (repotune.shards.shorten.cut_change). A message of more than half the document would leave
     the change too little: ``subject_ids`` (the message piece of
     ``repotune.shards.render.subject_only(commit)``) stands in for it then; when that is too
-    long as well, or not given, the commit has no document (empty list).
+    long as well, or not given, the commit has no document (empty list). Pieces not encoded
+    (``None``, see :func:`encoded_first`; ``probe_ids``: the ids of its :func:`probe_texts`)
+    raise repotune.shards.shorten.Unencoded if the cut needs them.
     """
     opening, message = piece_ids[0], piece_ids[-1]
     if 2 * len(message) > max_tokens:
         if subject_ids is None or 2 * len(subject_ids) > max_tokens:
             return []
         message = subject_ids
-    files = change_files(parts, piece_ids, context_ids)
+    files = change_files(parts, piece_ids, context_ids, probe_ids)
     change = cut_change(files, max_tokens - len(opening) - len(message), encoder)
     return [*opening, *change, *message]
 

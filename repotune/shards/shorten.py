@@ -8,9 +8,12 @@ first:
 1. files: the first file's header, and the others' that fit half the room, in diff order
    (paths say where a change is, hunks what it is: neither may crowd out the other); the
    other files are dropped;
-2. hunks: each whole hunk of a file kept that fits the room left, in diff order (something
-   later and smaller may still fit where a long hunk did not);
-3. lines: the room left goes to the leading lines of the first hunk dropped in a file kept;
+2. hunks: the hunks of the files kept, whole, in diff order, up to the first that does not
+   fit the room left; that one and every later hunk are dropped (the change is shown from its
+   start, as a reader reads it, and what is cut is its end: which hunks are shown is known
+   from the lengths of those shown and of one more, so the tokenize stage need not encode
+   the rest, repotune.shards.stage);
+3. lines: the room left goes to the leading lines of that first hunk dropped;
 4. marks: each run of dropped hunks, each run of dropped files and the rest of a hunk cut at a line
    leaves one line that says so: ``... 3 hunks not shown ...``, ``... 12 files not shown ...``,
    ``... 40 lines not shown ...`` (:func:`omission`). No line of a unified diff starts with
@@ -43,28 +46,59 @@ def omission(count: int, what: str) -> str:
     return MARK.format(count=count, what=what if count == 1 else what + "s")
 
 
+class Unencoded(LookupError):
+    """The cut needs the ids of a hunk its caller did not encode: encode the change whole and
+    cut again (the tokenize stage encodes a long change only as far as a cut can reach)."""
+
+
 @dataclass(frozen=True)
 class FileIds:
     """One file of a change, encoded: its header alone and each of its hunks.
 
     ``header + hunks[0]`` are the ids of the file's first render piece, each further hunk the
-    ids of a piece of its own. ``atomic``: the header's own ids are not a prefix of the first
-    piece's (a tokenizer merged across the two), so the header is never shown without its
-    first hunk: ``header`` is then empty and ``hunks[0]`` the whole first piece.
+    ids of a piece of its own; ``None`` for a hunk not encoded (its piece lies past where the
+    cut could reach; :class:`Unencoded` if it does). ``atomic``: the header's own ids are not a
+    prefix of the first piece's (a tokenizer merged across the two), so the header is never
+    shown without its first hunk: ``header`` is then empty and ``hunks[0]`` the whole first
+    piece. ``texts``: each hunk's text (what its ids spell: a line cut reads the lines there).
     """
 
     header: list[int]
-    hunks: list[list[int]]
+    hunks: list[list[int] | None]
+    texts: list[str]
     atomic: bool = False
 
+    def hunk(self, index: int) -> list[int]:
+        """The ids of hunk ``index``; :class:`Unencoded` if it was not encoded."""
+        ids = self.hunks[index]
+        if ids is None:
+            raise Unencoded(index)
+        return ids
 
-def file_ids(pieces: Sequence[list[int]], header: list[int]) -> FileIds:
-    """A file's :class:`FileIds` from its render pieces' ids and its header's own ids."""
-    first, rest = pieces[0], list(pieces[1:])
-    if first[: len(header)] == header:
-        hunk = first[len(header) :]
-        return FileIds(header, [hunk, *rest] if hunk else rest)
-    return FileIds([], [first, *rest], atomic=True)
+
+def file_ids(
+    pieces: Sequence[list[int] | None],
+    texts: Sequence[str],
+    header: list[int],
+    header_size: int,
+    probe: list[int] | None = None,
+) -> FileIds:
+    """A file's :class:`FileIds` from its render pieces' ids (``None``: not encoded) and texts
+    (the first's begins with the header's ``header_size`` characters) and its header's own
+    ids. A first piece not encoded (it holds a hunk: a header alone is always encoded) is
+    judged by ``probe``, the ids of its header and its hunk's first line: a tokenizer that
+    splits there splits the header from the whole hunk too (a byte-level pre-tokenizer always
+    splits after a newline followed by ``@@``)."""
+    (first, *rest), (text, *rest_texts) = pieces, texts
+    start = probe if first is None else first
+    if start is None:
+        raise ValueError("a file whose first piece is not encoded needs its probe")
+    if start[: len(header)] != header:
+        return FileIds([], [first, *rest], [text, *rest_texts], atomic=True)
+    if not text[header_size:]:
+        return FileIds(header, rest, rest_texts)
+    hunk = None if first is None else first[len(header) :]
+    return FileIds(header, [hunk, *rest], [text[header_size:], *rest_texts])
 
 
 class _Cache:
@@ -84,8 +118,8 @@ class _Cache:
         """The hunk's lines, where they end in its text, and where its first ``room + 1``
         tokens end (TextEncoder.token_ends)."""
         if (file, hunk) not in self._hunks:
-            ids = self.files[file].hunks[hunk]
-            text = self.encoder.decode(ids)
+            ids = self.files[file].hunk(hunk)
+            text = self.files[file].texts[hunk]
             lines = text.splitlines(keepends=True)
             ends = list(itertools.accumulate(map(len, lines)))
             tokens = self.encoder.token_ends(ids[: self.room + 1], text)
@@ -106,7 +140,7 @@ class _Cache:
         """The ids of the hunk's first ``lines`` lines and the mark for the rest."""
         if (file, hunk, lines) not in self._heads:
             text, _, tokens = self._hunk(file, hunk)
-            ids = self.files[file].hunks[hunk]
+            ids = self.files[file].hunk(hunk)
             head = self.encoder.head(ids, "".join(text[:lines]), tokens)
             self._heads[file, hunk, lines] = head + self.mark(len(text) - lines, "line")
         return self._heads[file, hunk, lines]
@@ -150,7 +184,7 @@ def _assemble(files: Sequence[FileIds], plan: _Plan, cache: _Cache) -> list[int]
         dropped_files = 0
         out += file.header
         dropped = 0
-        for index, (hunk, whole) in enumerate(zip(file.hunks, kept, strict=True)):
+        for index, whole in enumerate(kept):
             partial = plan.partial if plan.partial and plan.partial[:2] == (number, index) else None
             if not whole and partial is None:
                 dropped += 1
@@ -158,7 +192,7 @@ def _assemble(files: Sequence[FileIds], plan: _Plan, cache: _Cache) -> list[int]
             out += cache.mark(dropped, "hunk")
             dropped = 0
             if whole:
-                out += hunk
+                out += file.hunk(index)
                 continue
             out += cache.head(*partial)
         out += cache.mark(dropped, "hunk")
@@ -178,13 +212,13 @@ def _run_marks(kept: Sequence[bool], cache: _Cache) -> int:
 
 
 def _whole_units(files: Sequence[FileIds], room: int, cache: _Cache) -> _Plan:
-    """Steps 1 and 2 of the module docstring: the headers, then each whole hunk that fits,
-    reckoning the marks exactly (a kept hunk may split a run of dropped ones in two)."""
+    """Steps 1 and 2 of the module docstring: the headers, then the whole hunks in diff order
+    up to the first that does not fit, reckoning the marks exactly."""
     plan = _Plan([False] * len(files), [[False] * len(f.hunks) for f in files])
     used = dropped = 0
     for number, file in enumerate(files):
         plan.kept[number][: int(file.atomic)] = [True] * int(file.atomic)
-        cost = len(file.header) + sum(map(len, file.hunks[: int(file.atomic)]))
+        cost = len(file.header) + (len(file.hunk(0)) if file.atomic else 0)
         cost += _run_marks(plan.kept[number], cache) + len(cache.mark(dropped, "file"))
         after = len(cache.mark(len(files) - number - 1, "file"))  # were the rest all dropped
         if used + cost + after <= (room if number == 0 else room // 2):
@@ -200,20 +234,24 @@ def _whole_units(files: Sequence[FileIds], room: int, cache: _Cache) -> _Plan:
         for index in range(int(file.atomic), len(file.hunks)):
             before = _run_marks(kept, cache)
             kept[index] = True
-            cost = len(file.hunks[index]) + _run_marks(kept, cache) - before
-            if used + cost <= room:
-                used += cost
-            else:
+            cost = len(file.hunk(index)) + _run_marks(kept, cache) - before
+            if used + cost > room:
                 kept[index] = False
+                return plan
+            used += cost
     return plan
 
 
 def cut_change(files: Sequence[FileIds], room: int, encoder: TextEncoder) -> list[int]:
     """The ids of a change (its ``files``) cut to at most ``room`` tokens, as the module
     docstring says; the whole change when it fits. ``encoder``: the one that encoded the
-    files (marks are encoded as plain text)."""
-    whole = [token for file in files for hunk in (file.header, *file.hunks) for token in hunk]
+    files (marks are encoded as plain text). :class:`Unencoded` when it needs a hunk the
+    files lack (one past those the cut reaches, or any when the known ones fit the room)."""
+    known = [ids for file in files for ids in (file.header, *file.hunks) if ids is not None]
+    whole = list(itertools.chain.from_iterable(known))
     if len(whole) <= room:
+        if len(known) < sum(1 + len(file.hunks) for file in files):
+            raise Unencoded("the change's encoded hunks fit the room")
         return whole
     cache = _Cache(encoder, files, room)
     plan = _whole_units(files, room, cache)

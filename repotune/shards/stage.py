@@ -42,7 +42,13 @@ from repotune.shards.files import FILE_COLUMNS, FileCounts, encode_files
 from repotune.shards.fim import FIM_FORMATS, PLAIN_FIM, FimFormat, choose_fim_format
 from repotune.shards.marked import Marked
 from repotune.shards.preview import write_preview
-from repotune.shards.prompt import change_to_message_ids, context_texts, contexts
+from repotune.shards.prompt import (
+    change_to_message_ids,
+    context_texts,
+    contexts,
+    encoded_first,
+    probe_texts,
+)
 from repotune.shards.render import (
     CHANGE_TO_MESSAGE,
     MESSAGE_TO_CHANGE,
@@ -57,6 +63,7 @@ from repotune.shards.render import (
     task_for,
     task_opening,
 )
+from repotune.shards.shorten import Unencoded
 from repotune.shards.stream import DocumentBatch, LongCommit, StreamPacker
 from repotune.shards.table import rows_per_shard, shard_directory
 from repotune.shards.tokenizer import (
@@ -106,14 +113,17 @@ class EncodeCounts:
     and what became of the change->message commits longer than a block: ``changes_cut``
     (their one document holds the change cut to fit), ``messages_cut`` (of those, the message
     took more than half a block and kept its subject alone), ``dropped`` (not even the subject
-    fit half a block: no document); ``subject_only``: long message->change commits whose
-    message took more than half a block, asked with their subject alone."""
+    fit half a block: no document), ``pieces_not_encoded`` (the hunks of their changes past
+    where a cut can reach, never encoded: repotune.shards.prompt.encoded_first);
+    ``subject_only``: long message->change commits whose message took more than half a block,
+    asked with their subject alone."""
 
     commits: int = 0
     tasks: Counter = field(default_factory=Counter)
     changes_cut: int = 0
     messages_cut: int = 0
     dropped: int = 0
+    pieces_not_encoded: int = 0
     subject_only: int = 0
 
 
@@ -242,9 +252,12 @@ def bpe_texts(
     progress.finish()
 
 
-Encoded = tuple[list[dict[str, Any]], list[str], list[list[Piece]], list[list[int]]]
-"""A batch of commits rendered and encoded: the rows, their tasks, their pieces, the pieces' ids
-(one list per piece, in order)."""
+Encoded = tuple[
+    list[dict[str, Any]], list[str], list[list[Piece]], list[list[bool] | None], list[list[int]]
+]
+"""A batch of commits rendered and encoded: the rows, their tasks, their pieces, which of each
+commit's pieces were encoded (``None``: all, repotune.shards.prompt.encoded_first), the ids of
+those encoded (one list per piece, in order)."""
 
 ENCODE_AHEAD = 2
 """Batches encoded ahead of the one being split and packed."""
@@ -274,8 +287,18 @@ def _encoded_batches(
         for path in paths:
             for rows in read_curated(path, settings.batch_commits):
                 tasks, pieces = _rendered(rows, template, settings)
-                marked = [piece.marked for commit in pieces for piece in commit]
-                pending.append((path, (rows, tasks, pieces), encoder.submit(encode, marked)))
+                first = [
+                    encoded_first(commit, task, settings.seq_len - 1)
+                    for commit, task in zip(pieces, tasks, strict=True)
+                ]
+                marked = [
+                    piece.marked
+                    for commit, wanted in zip(pieces, first, strict=True)
+                    for piece, now in zip(commit, wanted or [True] * len(commit), strict=True)
+                    if now
+                ]
+                batch = (rows, tasks, pieces, first)
+                pending.append((path, batch, encoder.submit(encode, marked)))
                 while sum(job is not None for *_, job in pending) > ENCODE_AHEAD:
                     yield ready()
             pending.append((path, None, None))  # the end of the split
@@ -337,21 +360,32 @@ def encode_split(
     max_tokens = settings.seq_len - 1
     if batches is None:
         batches = EncodedSplits([path], template, settings, encode).split(path)
-    for rows, tasks, parts, piece_batch in batches:
+    for rows, tasks, parts, first, piece_batch in batches:
         encoded = iter(piece_batch)
-        piece_ids = [[next(encoded) for _ in commit] for commit in parts]
-        long = [i for i, ids in enumerate(piece_ids) if sum(map(len, ids)) > max_tokens]
+        piece_ids = [
+            [next(encoded) if now else None for now in wanted or [True] * len(commit)]
+            for commit, wanted in zip(parts, first, strict=True)
+        ]
+        # A change encoded in part whose pieces so far fit a block may be short: the rest now.
+        in_part = [i for i, wanted in enumerate(first) if wanted is not None]
+        _encode_rest(
+            encode, parts, piece_ids, [i for i in in_part if _known(piece_ids[i]) <= max_tokens]
+        )
+        long = [i for i, ids in enumerate(piece_ids) if _known(ids) > max_tokens]
         texts = [context_texts(parts[i], task_opening(rows[i], tasks[i], template)) for i in long]
         # A long commit's message piece over half a block: its subject alone stands in for
         # it (encoded with the contexts), so the message shares a document with its change.
         message_at = {CHANGE_TO_MESSAGE: -1, MESSAGE_TO_CHANGE: 0}
         short = [i for i in long if 2 * len(piece_ids[i][message_at[tasks[i]]]) > max_tokens]
         subjects = [message_part(subject_only(rows[i]), tasks[i], template) for i in short]
+        probes = {i: probe_texts(parts[i], piece_ids[i]) for i in long if first[i] is not None}
         extra = encode.recurring([t for commit in texts for t in commit])
         extra += encode.marked([p.marked for p in subjects])
+        extra += encode.marked([t for commit in probes.values() for t in commit])
         context_ids = iter(extra)
         split_at = {i: [next(context_ids) for _ in t] for i, t in zip(long, texts, strict=True)}
-        subject_ids = dict(zip(short, context_ids, strict=True))
+        subject_ids = {i: next(context_ids) for i in short}
+        probe_ids = {i: [next(context_ids) for _ in t] for i, t in probes.items()}
         documents: list[list[int]] = []
         document_commit: list[int] = []
         long_commits: list[LongCommit] = []
@@ -364,10 +398,15 @@ def encode_split(
                 documents.append(list(itertools.chain.from_iterable(piece_ids[index])))
                 document_commit.append(commit)
             elif task == CHANGE_TO_MESSAGE:
-                document = change_to_message_ids(
-                    parts[index], piece_ids[index], split_at[index], max_tokens, encode,
-                    subject_ids.get(index),
-                )  # fmt: skip
+                arguments = (split_at[index], max_tokens, encode, subject_ids.get(index))
+                try:
+                    document = change_to_message_ids(
+                        parts[index], piece_ids[index], *arguments, probe_ids.get(index, ())
+                    )
+                except Unencoded:  # the cut reached past the pieces encoded
+                    _encode_rest(encode, parts, piece_ids, [index])
+                    document = change_to_message_ids(parts[index], piece_ids[index], *arguments)
+                counts.pieces_not_encoded += sum(ids is None for ids in piece_ids[index])
                 counts.changes_cut += 1
                 counts.messages_cut += index in subject_ids and bool(document)
                 counts.dropped += not document
@@ -392,6 +431,25 @@ def encode_split(
             weights=[float(row["recency_weight"]) for row in rows],
             first_commit=first_commit,
         )
+
+
+def _known(ids: Sequence[list[int] | None]) -> int:
+    """The tokens of a commit's pieces encoded so far."""
+    return sum(len(piece) for piece in ids if piece is not None)
+
+
+def _encode_rest(
+    encode: TextEncoder,
+    parts: Sequence[list[Piece]],
+    piece_ids: list[list[list[int] | None]],
+    commits: Sequence[int],
+) -> None:
+    """Encode the pieces of ``commits`` (indexes into ``parts``/``piece_ids``) not encoded yet,
+    in one call, and put their ids in ``piece_ids``."""
+    missing = [(i, k) for i in commits for k, ids in enumerate(piece_ids[i]) if ids is None]
+    encoded = encode.marked([parts[i][k].marked for i, k in missing])
+    for (i, k), ids in zip(missing, encoded, strict=True):
+        piece_ids[i][k] = ids
 
 
 def tokenize_split(
@@ -450,6 +508,7 @@ def tokenize_split(
             "changes_cut": counts.changes_cut,
             "messages_cut": counts.messages_cut,
             "dropped": counts.dropped,
+            "pieces_not_encoded": counts.pieces_not_encoded,
         },
         "message_to_change_subject_only": counts.subject_only,
         "shards": writer.shards,
