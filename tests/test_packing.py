@@ -165,8 +165,9 @@ def _rejoin(row, texts: list[str], task: str = MESSAGE_TO_CHANGE) -> tuple[str, 
     for text in texts[1:]:
         assert text.startswith(header)
         body = text[len(header) :]
-        assert body.startswith("diff --git ")
-        if not full.startswith(joined + body):
+        if not body.startswith("diff --git "):  # the task header alone: no room for more
+            assert full.startswith(joined + body)
+        elif not full.startswith(joined + body):
             # The whole file header, or its first line when the whole one is too long.
             [file] = [
                 h
@@ -205,7 +206,12 @@ def test_a_hunk_too_long_alone_is_split_at_lines_then_tokens(encoder) -> None:
     split, texts = _split(encoder, row, max_tokens=64)
     assert split.line_splits == 1 and split.token_cuts == 1
     assert all(len(ids) <= 64 for ids in split.documents)
-    assert _rejoin(row, texts) == ("".join(pieces), len(texts) - 1)
+    # Each continuation repeats the file's header, but the last may have room only for the
+    # task header (a context takes at most half a document).
+    joined, repeated = _rejoin(row, texts)
+    assert joined == "".join(pieces) and repeated >= len(texts) - 2
+    header = task_header(row, MESSAGE_TO_CHANGE, PLAIN)
+    assert all(text.startswith(header + "diff --git ") for text in texts[1:-1])
     # The line too long for a document is spread over several, cut between tokens.
     assert not any(long_line in text for text in texts)
 

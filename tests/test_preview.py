@@ -48,11 +48,11 @@ EOS = True
         # A long commit's first piece goes on in another document: no EOS.
         (render(COMMIT, MESSAGE_TO_CHANGE, PLAIN), not EOS, CONTINUATION),
         # A piece that starts inside the change, and the message cut off from its change.
-        ("<|message|>\nSet x in f\n<|diff|>\n+    y = 2\n", EOS, CONTINUATION),
-        ("<|diff|>\n<|message|>\nSet x in f\n", EOS, CONTINUATION),
+        ("<|message|>Set x in f\n<|diff|>+    y = 2\n", EOS, CONTINUATION),
+        ("<|diff|><|message|>Set x in f\n", EOS, CONTINUATION),
         # A message->change piece of the message alone, a change->message one without it.
-        ("<|message|>\nSet x in f\n\nA long body\n", not EOS, CONTINUATION),
-        ("<|diff|>\ndiff --git a/pkg/a.py b/pkg/a.py\n@@ -1 +1 @@\n", not EOS, CONTINUATION),
+        ("<|message|>Set x in f\n\nA long body\n", not EOS, CONTINUATION),
+        ("<|diff|>diff --git a/pkg/a.py b/pkg/a.py\n@@ -1 +1 @@\n", not EOS, CONTINUATION),
         # The path before the FIM markers, and inside the prefix (the older layout).
         ("<|file|>pkg/a.py\n<|fim_prefix|>a\n<|fim_suffix|>c\n<|fim_middle|>b\n", EOS, FIM_PSM),
         ("<|file|>pkg/a.py\n<|fim_prefix|><|fim_suffix|>c\n<|fim_middle|>a\nb\n", EOS, FIM_SPM),
@@ -144,7 +144,7 @@ def test_preview_decodes_every_kind_from_the_written_shards(tokenized):
     assert shown in text and "«<|fim_prefix|>»«<|fim_suffix|>»" in shown
     # The evaluation's first test commits, as the commit-message question.
     assert text.count("\n### ") == 3
-    assert re.search(r"«<\|diff\|>»\ndiff --git .*«<\|message\|>»\n\n```", text, re.DOTALL)
+    assert re.search(r"«<\|diff\|>»diff --git .*«<\|message\|>»\n```", text, re.DOTALL)
 
 
 def test_special_tokens_and_the_same_characters_as_text_look_different(tokenized):

@@ -147,7 +147,7 @@ def test_prompt_ids_default_to_the_task_prompt_and_cut_the_change_over_budget(hi
     # A cut prompt keeps the task header, the first file's header and the message marker,
     # and says what it left out.
     first = PLAIN.file_header(row["files"][0])
-    assert text.startswith("<|diff|>\n" + first) and text.endswith("<|message|>\n")
+    assert text.startswith("<|diff|>" + first) and text.endswith("<|message|>")
     assert " not shown ...\n" in text
     # A message->change prompt over budget reads like a training continuation: the task
     # header first, then the end of the prompt.

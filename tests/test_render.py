@@ -38,7 +38,7 @@ def _commit() -> dict:
 
 def test_plain_message_to_change_is_the_documented_layout() -> None:
     expected = (
-        "<|message|>\nFix x\n\nBecause x must be 2.\n<|diff|>\n"
+        "<|message|>Fix x\n\nBecause x must be 2.\n<|diff|>"
         "diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n"
         + HUNK_1
         + HUNK_2
@@ -54,8 +54,8 @@ def test_plain_message_to_change_is_the_documented_layout() -> None:
 def test_change_to_message_puts_the_message_last() -> None:
     commit = _commit()
     text = render(commit, CHANGE_TO_MESSAGE, PLAIN)
-    assert text.startswith("<|diff|>\ndiff --git a/a.py b/a.py\n")
-    assert text.endswith("<|message|>\nFix x\n\nBecause x must be 2.\n")
+    assert text.startswith("<|diff|>diff --git a/a.py b/a.py\n")
+    assert text.endswith("<|message|>Fix x\n\nBecause x must be 2.\n")
     assert render_target(commit, CHANGE_TO_MESSAGE, PLAIN) == "Fix x\n\nBecause x must be 2.\n"
 
 

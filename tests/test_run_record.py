@@ -10,6 +10,7 @@ from repotune.inference.budget import Budget, budget
 from repotune.inference.record import STATS_KEY, RunRecord, run_record
 from repotune.shards.fim import PLAIN_FIM, STARCODER2_FIM
 from repotune.shards.render import PLAIN, STARCODER2
+from repotune.shards.render import layout as layout_of
 from repotune.shards.tokenizer import train_bpe
 
 CODE = [f"def f{i}(x):\n    return x + {i}\n" for i in range(20)]
@@ -63,4 +64,24 @@ def test_a_stats_file_without_a_record_is_a_one_line_error(tmp_path, content, pr
     with pytest.raises(InputError, match=problem) as error:
         RunRecord.read(stats)
     assert str(stats) in str(error.value) and "rerun the tokenize rule" in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("layout", [None, "0123456789abcdef"], ids=["no layout", "another layout"])
+def test_a_run_laid_out_otherwise_is_told_to_rerun(tmp_path, layout):
+    """A run an older repotune rendered with another layout of the same template (the plain
+    template's markers once stood on their own line) would be asked in a form its model never
+    saw: its record is refused, with the rule to rerun."""
+    record = run_record(PLAIN, train_bpe(CODE, 400, PLAIN.markers), 256, fim_files=False)
+    entry = record.to_json()
+    assert entry["template_layout"] == layout_of(PLAIN) != layout_of(STARCODER2)
+    if layout is None:
+        del entry["template_layout"]
+    else:
+        entry["template_layout"] = layout
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({STATS_KEY: entry}))
+    with pytest.raises(InputError, match="laid out otherwise") as error:
+        RunRecord.read(stats)
+    assert "rerun the tokenize rule" in str(error.value)
     assert len(str(error.value).splitlines()) == 1

@@ -136,7 +136,7 @@ def test_blocks_hold_whole_documents_with_eos_only_at_a_commits_end(stage) -> No
         assert sum(text.count(EOS) for text in documents) == len(rows)
         assert all(EOS not in text[: -len(EOS)] for text in documents)
         # Every document, continuations included, starts with its task's header.
-        assert all(text.startswith(("<|message|>\n", "<|diff|>\n")) for text in documents)
+        assert all(text.startswith(("<|message|>", "<|diff|>")) for text in documents)
         whole = set(documents)
         cut = long_messages = 0
         for row in rows:
@@ -148,9 +148,9 @@ def test_blocks_hold_whole_documents_with_eos_only_at_a_commits_end(stage) -> No
                 # One document: the change cut to fit, with marks, then the message whole
                 # (its subject alone when the whole would take over half the block).
                 messages = {message_text(row), message_text(subject_only(row))}
-                ends = tuple(f"<|message|>\n{message}{EOS}" for message in messages)
+                ends = tuple(f"<|message|>{message}{EOS}" for message in messages)
                 [document] = [d for d in documents if d.endswith(ends)]
-                assert document.startswith("<|diff|>\ndiff --git ")
+                assert document.startswith("<|diff|>diff --git ")
                 assert " not shown ...\n" in document
                 cut += 1
                 continue
@@ -158,11 +158,11 @@ def test_blocks_hold_whole_documents_with_eos_only_at_a_commits_end(stage) -> No
             # whole (its subject alone when that is over half the block) and goes on with
             # the change; one document ends with the rendering's end and EOS.
             questions = [
-                r[: r.index("<|diff|>\n") + 9]
+                r[: r.index("<|diff|>") + len("<|diff|>")]
                 for r in (text, render(subject_only(row), task, template))
             ]
             opening = [doc for doc in documents if doc.startswith(tuple(questions))]
-            assert [doc for doc in opening if "\ndiff --git " in doc]
+            assert [doc for doc in opening if template.m2c_sep + "diff --git " in doc]
             long_messages += not any(doc.startswith(questions[0]) for doc in opening)
             assert any(doc.endswith(text[-10:] + EOS) for doc in documents)
         assert cut == stats["splits"][split]["change_to_message_cut"]["changes_cut"] > 0
@@ -222,7 +222,7 @@ def test_document_shas_name_each_documents_commit_in_block_order(stage) -> None:
             if len(texts) == 1 and "not shown ...\n" in texts[0]:  # a change cut to fit
                 whole, subject = message_text(rows[sha]), rows[sha]["subject"] + "\n"
                 assert texts[0].startswith(rendering[:9])
-                assert texts[0].endswith((whole + EOS, f"<|message|>\n{subject}{EOS}"))
+                assert texts[0].endswith((whole + EOS, f"<|message|>{subject}{EOS}"))
             elif len(texts) == 1:
                 assert texts == [rendering + EOS]
             else:

@@ -6,7 +6,9 @@ in ``results/{model}/shards/stats.json`` under :data:`STATS_KEY` by :func:`run_r
 reader goes through :meth:`RunRecord.read`, never through stats.json's other keys.
 
 * ``template``: the commit template the documents were rendered with
-  (:mod:`repotune.shards.render`);
+  (:mod:`repotune.shards.render`), and ``template_layout``, the digest of how it laid them out
+  (:func:`repotune.shards.render.layout`): a record whose layout is not the installed
+  template's was written by another repotune, and is refused;
 * ``seq_len``: the training block; ``max_prompt_tokens`` = ``seq_len - 1``, the longest prompt
   (a training document holds at most a block less its EOS, so the model never saw a longer
   one);
@@ -31,7 +33,7 @@ from typing import Any
 from repotune.errors import InputError
 from repotune.inference.stops import document_stops
 from repotune.shards.fim import FIM_FORMATS, FimFormat, choose_fim_format
-from repotune.shards.render import TEMPLATES, Template, get_template
+from repotune.shards.render import TEMPLATES, Template, get_template, layout
 
 STATS_KEY = "inference"
 
@@ -62,6 +64,7 @@ class RunRecord:
         """stats.json's ``inference`` entry."""
         return {
             "template": self.template_name,
+            "template_layout": layout(self.template),
             "seq_len": self.seq_len,
             "max_prompt_tokens": self.max_prompt_tokens,
             "fim_format": self.fim_name,
@@ -86,6 +89,11 @@ class RunRecord:
             record.fim_name is not None and record.fim_name not in FIM_FORMATS
         ):
             raise ValueError(f"unknown template or FIM format in {dict(entry)}")
+        if entry.get("template_layout") != layout(record.template):
+            raise ValueError(
+                f"its documents were laid out otherwise than this repotune's template "
+                f"'{record.template_name}' lays them out"
+            )
         return record
 
     @classmethod

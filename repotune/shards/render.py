@@ -117,15 +117,19 @@ def _pr_file_header(change: Commit) -> str:
 PLAIN = Template(
     name="plain",
     description=(
-        "'<|message|>' line, subject, blank line, body; '<|diff|>' line, then per file a "
+        "'<|message|>' then the subject, blank line, body; '<|diff|>' then per file a "
         "git-style header (diff --git, mode/rename/binary lines, ---/+++) and its unified-diff "
         "hunks. message_to_change puts the message first, change_to_message the diff first."
     ),
     markers=("<|message|>", "<|diff|>"),
-    m2c_open="<|message|>\n",
-    m2c_sep="<|diff|>\n",
-    c2m_open="<|diff|>\n",
-    c2m_sep="<|message|>\n",
+    # A marker right before what it announces, no newline between: the token before a
+    # message's first is then the message marker itself, which a small model learns at once;
+    # behind a newline it read the newline, which in a diff starts a diff line (BENCHMARKS.md,
+    # the plain template's markers).
+    m2c_open="<|message|>",
+    m2c_sep="<|diff|>",
+    c2m_open="<|diff|>",
+    c2m_sep="<|message|>",
     file_header=_git_file_header,
 )
 
@@ -163,6 +167,27 @@ STARCODER2 = Template(
 )
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (PLAIN, STARCODER, STARCODER2)}
+
+
+LAYOUT_EXAMPLE: Commit = {
+    "sha": "0" * 40,
+    "subject": "Rename a module",
+    "body": "Why it moved.",
+    "files": [
+        {"path": "b.py", "old_path": "a.py", "change_type": "R", "similarity": 90,
+         "old_mode": "100644", "new_mode": "100755", "is_binary": False,
+         "patch": "@@ -1 +1 @@\n-x = 1\n+x = 2\n@@ -9 +9 @@\n-y\n+z\n"},
+    ],
+}  # fmt: skip
+"""A commit with a rename, a mode change and two hunks: :func:`layout` renders it."""
+
+
+def layout(template: Template) -> str:
+    """A digest of how ``template`` lays a commit out, in both task directions: the run record
+    keeps it, so a run rendered with another layout of a template of the same name (an older
+    repotune's) is told to rerun rather than asked in a form its model never saw."""
+    texts = [render(LAYOUT_EXAMPLE, task, template) for task in TASKS]
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
 
 
 def get_template(name: str) -> Template:
