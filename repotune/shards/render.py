@@ -15,10 +15,11 @@ keeps its direction whatever else is in the data.
 
 Templates (``TEMPLATES``):
 
-* ``plain``: text markers ``<|message|>`` and ``<|diff|>`` on their own line, the message as
-  subject, blank line, body, and each file as a git-style header (``diff --git``, mode,
-  rename and binary lines, ``---``/``+++``) followed by its unified-diff hunks. Readable by
-  any tokenizer; a byte-level BPE trained here carries the markers as special tokens.
+* ``plain``: text markers ``<|message|>`` and ``<|diff|>``, each right before what it
+  announces (no newline between), the message as subject, blank line, body, and each file
+  as a git-style header (``diff --git``, mode, rename and binary lines, ``---``/``+++``)
+  followed by its unified-diff hunks. Readable by any tokenizer; a byte-level BPE trained
+  here carries the markers as special tokens.
 * ``starcoder``: StarCoder's commit tokens, ``<commit_before>``, ``<commit_msg>``,
   ``<commit_after>``, around the same git-style diff (commits.parquet carries diffs, not the
   before/after file contents StarCoder saw in pre-training).
