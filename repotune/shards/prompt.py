@@ -94,9 +94,11 @@ def encoded_first(parts: Sequence[Piece], task: str, max_tokens: int) -> list[bo
     its :func:`probe_texts` encoded. :func:`change_to_message_ids` then cuts the change, or
     says (repotune.shards.shorten.Unencoded) that it needs the rest.
     """
+    if task != CHANGE_TO_MESSAGE:
+        return None
     budget = CHARACTERS_PER_TOKEN * max_tokens
-    sizes = [len(part.text) for part in parts]
-    if task != CHANGE_TO_MESSAGE or sum(sizes) <= budget:
+    sizes = [sum(map(len, part.marked)) for part in parts]
+    if sum(sizes) <= budget:
         return None
     wanted, seen = [], 0
     for part, size in zip(parts, sizes, strict=True):
