@@ -107,3 +107,25 @@ def test_task_mix_follows_the_ratio_and_is_deterministic_per_sha() -> None:
     assert [task_for(sha, 0.3, seed=8) for sha in shas] != tasks
     assert {task_for(sha, 0.0, seed=7) for sha in shas} == {CHANGE_TO_MESSAGE}
     assert {task_for(sha, 1.0, seed=7) for sha in shas} == {MESSAGE_TO_CHANGE}
+
+
+@pytest.mark.parametrize("template", TEMPLATES.values(), ids=TEMPLATES.keys())
+def test_what_a_marker_announces_starts_right_after_it(template) -> None:
+    """The token before a message's first token is the message marker: with a newline between
+    (the plain template's layout until 2026-12-08), a small model read the newline, which in a
+    diff starts a diff line, and answered every commit-message question of the default run with
+    diff lines (BENCHMARKS.md, the plain template's markers). The change starts right after the
+    diff marker too."""
+    for opening in (template.m2c_open, template.m2c_sep, template.c2m_open, template.c2m_sep):
+        assert opening.endswith(template.markers), opening
+    commit = _commit()
+    prompt = render_prompt(commit, CHANGE_TO_MESSAGE, template)
+    message = render_target(commit, CHANGE_TO_MESSAGE, template)
+    assert message.startswith(commit["subject"])
+    assert prompt.endswith(template.c2m_sep) and template.c2m_sep in template.markers
+    first_file = template.file_header(commit["files"][0])
+    assert prompt.startswith(template.c2m_open + first_file)
+    opening = render_prompt(commit, MESSAGE_TO_CHANGE, template)
+    assert opening.startswith(template.m2c_open + commit["subject"])
+    change = render_target(commit, MESSAGE_TO_CHANGE, template)
+    assert change.startswith(first_file)
