@@ -74,6 +74,10 @@ MODULES = {
         ),
         ("repotune.shards.packing.*", "repotune.shards.torch_blocks.x_collate__mutmut_*"),
     ),
+    "shorten": Module(
+        ("repotune/shards/shorten.py",),
+        ("tests/test_shorten.py", "tests/test_prompt.py"),
+    ),
     "perplexity": Module(
         ("repotune/evaluate/perplexity.py", "repotune/packed.py"),
         ("tests/test_perplexity.py", "tests/test_packed.py"),

@@ -19,7 +19,7 @@ from repotune.shards.render import (
     subject_only,
     task_opening,
 )
-from repotune.shards.shorten import cut_change, omission
+from repotune.shards.shorten import FileIds, Unencoded, cut_change, file_ids, omission
 from repotune.shards.tokenizer import TextEncoder, train_bpe
 from testdata.curated import commit_row, file_change, synthetic_rows
 
@@ -187,3 +187,41 @@ def test_the_change_is_shown_from_its_start(coded) -> None:
     assert "+w = 4" not in text and text.endswith(omission(1, "hunk"))
     cut_files = [replace(file, hunks=[*file.hunks[:2], None]) for file in files]
     assert cut_change(cut_files, room, encoder) == cut_change(files, room, encoder)
+
+
+def test_file_ids_split_a_header_from_its_first_hunk_or_say_why_not() -> None:
+    """The header's own ids split off the first piece when they are its prefix; otherwise the
+    file is atomic (shown with its first hunk or not at all). A first piece not encoded is
+    judged by its probe (header and first hunk line); a header alone has no hunk."""
+    header, hunk, more = [1, 2], [3, 4, 5], [6, 7]
+    split = file_ids([header + hunk, more], ["Hh@a\n", "@b\n"], header, 2)
+    assert split == FileIds(header, [hunk, more], ["@a\n", "@b\n"])
+    merged = file_ids([[9, *hunk], more], ["Hh@a\n", "@b\n"], header, 2)
+    assert merged == FileIds([], [[9, *hunk], more], ["Hh@a\n", "@b\n"], atomic=True)
+    assert file_ids([header], ["Hh"], header, 2) == FileIds(header, [], [])
+    probed = file_ids([None, more], ["Hh@a\n", "@b\n"], header, 2, probe=[*header, 3])
+    assert probed == FileIds(header, [None, more], ["@a\n", "@b\n"])
+    assert probed.hunk(1) == more
+    with pytest.raises(Unencoded):
+        probed.hunk(0)
+    atomic = file_ids([None, more], ["Hh@a\n", "@b\n"], header, 2, probe=[9, 3])
+    assert atomic == FileIds([], [None, more], ["Hh@a\n", "@b\n"], atomic=True)
+    with pytest.raises(ValueError, match="needs its probe"):
+        file_ids([None], ["Hh@a\n"], header, 2)
+
+
+def test_a_file_whose_header_does_not_fit_between_two_that_do_is_marked(coded) -> None:
+    """Headers take at most half the room, in diff order; a long one in the middle is dropped
+    and a mark stands where it was, before the next file shown."""
+    template, encoder = coded
+    hunk = "@@ -1 +1 @@\n-x = 1\n+x = 2\n"
+    long_path = "pkg/" + "/".join(f"very_long_directory_name_{i}" for i in range(24)) + "/m.py"
+    files = [file_change("a.py", hunk), file_change(long_path, hunk), file_change("c.py", hunk)]
+    row = commit_row("middle", "Touch three", files)
+    *_, cut_files = _files(row, template, encoder)
+    whole = sum(len(f.header) + sum(map(len, f.hunks)) for f in cut_files)
+    room = 2 * (len(cut_files[0].header) + len(cut_files[2].header)) + 160
+    assert room < whole and 2 * len(cut_files[1].header) > room
+    text = encoder.decode(cut_change(cut_files, room, encoder))
+    shown_c = template.file_header(files[2]).splitlines(keepends=True)[0]
+    assert omission(1, "file") + shown_c in text and long_path not in text
