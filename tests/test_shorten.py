@@ -225,3 +225,38 @@ def test_a_file_whose_header_does_not_fit_between_two_that_do_is_marked(coded) -
     text = encoder.decode(cut_change(cut_files, room, encoder))
     shown_c = template.file_header(files[2]).splitlines(keepends=True)[0]
     assert omission(1, "file") + shown_c in text and long_path not in text
+
+
+LAST = "+total = " + " + ".join(f"compute(value_{i}, scale={i})" for i in range(4)) + "\n"
+"""A line longer than a line mark: all lines but it, and the mark, take less than the hunk."""
+
+
+@pytest.mark.parametrize("added", [4, 0], ids=["6 lines", "2 lines"])
+def test_every_room_keeps_the_most_lines_of_a_short_hunk_that_fit(coded, added) -> None:
+    """A hunk of a few lines, every room from its file header's up to one short of the whole:
+    the cut shows the most leading lines that fit with the mark for the rest, from the
+    ``@@`` line alone to all but the last line, or the header and a hunk mark when not even
+    the ``@@`` line fits."""
+    template, encoder = coded
+    lines = ["@@ -1,2 +1,6 @@\n", *(f"+value_{i} = {i}\n" for i in range(added)), LAST]
+    row = commit_row("short", "Add values", [file_change("v.py", "".join(lines))])
+    *_, files = _files(row, template, encoder)
+    header = encoder.decode(files[0].header)
+    whole = len(files[0].header) + len(files[0].hunks[0])
+    seen = set()
+    for room in range(len(files[0].header) + len(encoder.plain([omission(1, "hunk")])[0]), whole):
+        text = encoder.decode(cut_change(files, room, encoder))
+        assert text.startswith(header)
+        body = text.removeprefix(header).removeprefix(template.hunk_prefix)
+
+        def tokens(count: int) -> int:
+            shown = "".join(lines[:count]) + omission(len(lines) - count, "line")
+            return len(encoder([header + template.hunk_prefix + shown])[0])
+
+        best = max((c for c in range(1, len(lines)) if tokens(c) <= room), default=0)
+        if best == 0:
+            assert body == omission(1, "hunk"), (room, body)
+        else:
+            assert body == "".join(lines[:best]) + omission(len(lines) - best, "line"), room
+        seen.add(best)
+    assert {1, len(lines) - 1} <= seen, seen
