@@ -18,6 +18,7 @@ from repotune.curate.table import SPLITS
 from repotune.models import resolve_model
 from repotune.shards.prompt import change_files, context_texts
 from repotune.shards.render import CHANGE_TO_MESSAGE, PLAIN, render, render_parts, task_opening
+from repotune.shards.shorten import Unencoded
 from repotune.shards.stage import TokenizeSettings, tokenize_stage
 from repotune.shards.tokenizer import EOS, PAD, TextEncoder
 from testdata.curated import commit_row, file_change, synthetic_rows, write_curated
@@ -129,7 +130,7 @@ class _Calls:
         def counted_cut(*args, **kwargs):
             try:
                 return cut(*args, **kwargs)
-            except repotune.shards.shorten.Unencoded:
+            except Unencoded:
                 self.retried += 1
                 raise
 
@@ -155,7 +156,7 @@ def test_a_long_change_is_encoded_as_far_as_its_cut_reaches_and_cut_the_same(
     else:
         model = resolve_model({"preset": "tiny", "bpe_vocab_size": 600})
     with monkeypatch.context() as whole:
-        whole.setattr(repotune.shards.stage, "encoded_first", lambda *_: None)
+        whole.setattr(repotune.shards.stage, "encoded_first", lambda parts, *_: [True] * len(parts))
         full_stats, full = _shards(tmp_path / "full", dataset, model, seq_len)
     monkeypatch.setattr(repotune.shards.prompt, "CHARACTERS_PER_TOKEN", per_token)
     calls = _Calls(monkeypatch)

@@ -84,8 +84,8 @@ than the block. A commit whose first pieces are shorter gets the rest encoded to
 sets the speed, never the result (BENCHMARKS.md, tokenization)."""
 
 
-def encoded_first(parts: Sequence[Piece], task: str, max_tokens: int) -> list[bool] | None:
-    """Which pieces of a rendering to encode before its length is known: ``None`` for all.
+def encoded_first(parts: Sequence[Piece], task: str, max_tokens: int) -> list[bool]:
+    """Which pieces of a rendering to encode before its length is known (all, for most).
 
     A ``change_to_message`` rendering of more than :data:`CHARACTERS_PER_TOKEN` characters a
     token of ``max_tokens`` has its change's pieces encoded up to that many characters (the
@@ -95,11 +95,9 @@ def encoded_first(parts: Sequence[Piece], task: str, max_tokens: int) -> list[bo
     says (repotune.shards.shorten.Unencoded) that it needs the rest.
     """
     if task != CHANGE_TO_MESSAGE:
-        return None
+        return [True] * len(parts)
     budget = CHARACTERS_PER_TOKEN * max_tokens
     sizes = [sum(map(len, part.marked)) for part in parts]
-    if sum(sizes) <= budget:
-        return None
     wanted, seen = [], 0
     for part, size in zip(parts, sizes, strict=True):
         alone = not part.header or (part.opens_file and size == len(part.file_header))

@@ -253,10 +253,10 @@ def bpe_texts(
 
 
 Encoded = tuple[
-    list[dict[str, Any]], list[str], list[list[Piece]], list[list[bool] | None], list[list[int]]
+    list[dict[str, Any]], list[str], list[list[Piece]], list[list[bool]], list[list[int]]
 ]
 """A batch of commits rendered and encoded: the rows, their tasks, their pieces, which of each
-commit's pieces were encoded (``None``: all, repotune.shards.prompt.encoded_first), the ids of
+commit's pieces were encoded (repotune.shards.prompt.encoded_first), the ids of
 those encoded (one list per piece, in order)."""
 
 ENCODE_AHEAD = 2
@@ -294,7 +294,7 @@ def _encoded_batches(
                 marked = [
                     piece.marked
                     for commit, wanted in zip(pieces, first, strict=True)
-                    for piece, now in zip(commit, wanted or [True] * len(commit), strict=True)
+                    for piece, now in zip(commit, wanted, strict=True)
                     if now
                 ]
                 batch = (rows, tasks, pieces, first)
@@ -362,12 +362,9 @@ def encode_split(
         batches = EncodedSplits([path], template, settings, encode).split(path)
     for rows, tasks, parts, first, piece_batch in batches:
         encoded = iter(piece_batch)
-        piece_ids = [
-            [next(encoded) if now else None for now in wanted or [True] * len(commit)]
-            for commit, wanted in zip(parts, first, strict=True)
-        ]
+        piece_ids = [[next(encoded) if now else None for now in wanted] for wanted in first]
         # A change encoded in part whose pieces so far fit a block may be short: the rest now.
-        in_part = [i for i, wanted in enumerate(first) if wanted is not None]
+        in_part = [i for i, wanted in enumerate(first) if not all(wanted)]
         _encode_rest(
             encode, parts, piece_ids, [i for i in in_part if _known(piece_ids[i]) <= max_tokens]
         )
@@ -378,7 +375,7 @@ def encode_split(
         message_at = {CHANGE_TO_MESSAGE: -1, MESSAGE_TO_CHANGE: 0}
         short = [i for i in long if 2 * len(piece_ids[i][message_at[tasks[i]]]) > max_tokens]
         subjects = [message_part(subject_only(rows[i]), tasks[i], template) for i in short]
-        probes = {i: probe_texts(parts[i], piece_ids[i]) for i in long if first[i] is not None}
+        probes = {i: probe_texts(parts[i], piece_ids[i]) for i in long}
         extra = encode.recurring([t for commit in texts for t in commit])
         extra += encode.marked([p.marked for p in subjects])
         extra += encode.marked([t for commit in probes.values() for t in commit])
@@ -401,7 +398,7 @@ def encode_split(
                 arguments = (split_at[index], max_tokens, encode, subject_ids.get(index))
                 try:
                     document = change_to_message_ids(
-                        parts[index], piece_ids[index], *arguments, probe_ids.get(index, ())
+                        parts[index], piece_ids[index], *arguments, probe_ids[index]
                     )
                 except Unencoded:  # the cut reached past the pieces encoded
                     _encode_rest(encode, parts, piece_ids, [index])
